@@ -1,0 +1,11 @@
+"""The puffertrain policy library: plain ``nn.Module`` policies and their building blocks.
+
+Every policy is built as ``Policy(observation_space, action_space, **kwargs)`` and returns
+``(logits, value)`` for discrete actions. This package never imports ``puffertrain``.
+"""
+
+from policies.init import layer_init
+from policies.mlp import BasicPolicy
+from policies.registry import POLICIES, PolicyEntry
+
+__all__ = ["POLICIES", "BasicPolicy", "PolicyEntry", "layer_init"]

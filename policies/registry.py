@@ -1,0 +1,22 @@
+"""Names under which the library's policies are chosen with ``--policy NAME``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from policies.mlp import BasicPolicy
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    """A policy class and the one line ``--list-policies`` shows for it."""
+
+    cls: type[nn.Module]
+    summary: str
+
+
+POLICIES: dict[str, PolicyEntry] = {
+    "mlp": PolicyEntry(BasicPolicy, "2×256 ReLU MLP (the docs' BasicPolicy) for vector observations"),
+}

@@ -1,0 +1,3 @@
+from puffertrain.cli import main
+
+main()

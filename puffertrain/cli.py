@@ -1,0 +1,96 @@
+"""Command line: ``puffertrain [train] ...``; bad input becomes one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import tyro
+
+from puffertrain.config import RESUMABLE_CHANGES, TrainConfig, from_dict, preset_for, to_dict
+from puffertrain.envs import env_factory, env_family
+from puffertrain.errors import UserError
+
+COMMANDS = ("train",)
+
+
+def _preparse(argv: Sequence[str]) -> argparse.Namespace:
+    """Read --env and --resume before tyro, since they decide the defaults it shows."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--env")
+    parser.add_argument("--resume")
+    return parser.parse_known_args(list(argv))[0]
+
+
+def _contradictions(saved: TrainConfig, requested: TrainConfig) -> list[str]:
+    saved_dict, requested_dict = to_dict(saved), to_dict(requested)
+    saved_dict.update(saved_dict.pop("ppo"))
+    requested_dict.update(requested_dict.pop("ppo"))
+    return [
+        f"--{key.replace('_', '-')} {requested_dict[key]} (checkpoint: {saved_dict[key]})"
+        for key in saved_dict
+        if key not in RESUMABLE_CHANGES and saved_dict[key] != requested_dict[key]
+    ]
+
+
+def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
+    """The resolved config, and the checkpoint to resume from (or None for a new run)."""
+    from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
+
+    early = _preparse(argv)
+    if early.resume:
+        run_dir, path = resolve_resume(__import__("pathlib").Path(early.resume))
+        checkpoint = load_checkpoint(path)
+        saved = dataclasses.replace(from_dict(checkpoint["config"]), run_dir=run_dir)
+        config = tyro.cli(TrainConfig, default=saved, args=list(argv), prog="puffertrain")
+        wrong = _contradictions(saved, config)
+        if wrong:
+            raise UserError(
+                f"--resume {early.resume}: flags contradict the checkpoint: {'; '.join(wrong)}"
+            )
+        if config.run_dir != run_dir:
+            raise UserError(f"--resume continues in {run_dir}; drop --run-dir {config.run_dir}")
+        return config, checkpoint
+    default = TrainConfig()
+    if early.env:
+        env_factory(early.env)  # fail fast on a bad id; also imports `module:` ids
+        default = preset_for(env_family(early.env))
+    config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
+    return config, None
+
+
+def train(argv: Sequence[str]) -> None:
+    from puffertrain.policy_loader import list_policies
+    from puffertrain.trainer.loop import Trainer
+    from puffertrain.trainer.run_dir import create_run_dir, write_config
+
+    config, checkpoint = parse_train_args(argv)
+    if config.list_policies:
+        print(list_policies())
+        return
+    if not config.env:
+        raise UserError("--env is required (for example --env CartPole-v1)")
+    if checkpoint is None:
+        trainer_config = config
+        run_dir = create_run_dir(config)
+        trainer_config = dataclasses.replace(config, run_dir=run_dir)
+        trainer = Trainer(trainer_config, run_dir, None)
+        write_config(run_dir, trainer_config)
+    else:
+        run_dir = config.run_dir
+        trainer = Trainer(config, run_dir, checkpoint)
+    print(f"puffertrain: run directory {run_dir}", file=sys.stderr)
+    trainer.train()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and args[0] in COMMANDS else "train"
+    try:
+        if command == "train":
+            train(args)
+    except UserError as error:
+        print(f"puffertrain: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,129 @@
+"""Run configuration: the dataclasses tyro turns into flags, and per-env-family presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tyro
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (CleanRL names)."""
+
+    learning_rate: float = 2.5e-4
+    """Adam learning rate at the start of training."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over --total-timesteps."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """Lambda of generalised advantage estimation."""
+    num_minibatches: int = 4
+    """Minibatches per epoch; the batch is num_envs × num_steps."""
+    update_epochs: int = 4
+    """Passes over the batch per update."""
+    norm_adv: bool = True
+    """Normalise advantages within each minibatch."""
+    clip_coef: float = 0.2
+    """Surrogate clipping coefficient."""
+    clip_vloss: bool = True
+    """Clip the value loss around the old values with --clip-coef."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clipping threshold."""
+    target_kl: float | None = None
+    """Stop the update's epochs early once the approximate KL exceeds this (off when None)."""
+
+
+@dataclass
+class TrainConfig:
+    """Train a PPO agent. Presets follow the env family; every flag overrides them.
+
+    Other commands: `puffertrain eval --help`.
+    """
+
+    env: str = ""
+    """Env id: a gymnasium id (CartPole-v1, ALE/Breakout-v5), `module:EnvName-v0` (imports the
+    module, which registers the id) or `package.module:callable` returning an env."""
+    policy: str = "auto"
+    """Policy name (see --list-policies) or `package.module:Class`."""
+    total_timesteps: int = 500_000
+    """Env steps to train for, summed over all envs."""
+    num_envs: int = 8
+    """Parallel envs."""
+    num_steps: int = 128
+    """Steps per env per rollout."""
+    seed: int = 1
+    """Seed for envs, torch, numpy and python."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the policy and buffers live; auto picks cuda when available."""
+    run_dir: Path | None = None
+    """Run directory; default runs/<env>__<policy>__<seed>__<timestamp>."""
+    resume: Path | None = None
+    """Continue a run: its directory (newest checkpoint) or a checkpoint file."""
+    overwrite: bool = False
+    """Allow --run-dir to name a directory that already holds a run, replacing it."""
+    vec: Literal["auto", "serial"] = "auto"
+    """Rollout engine backend."""
+    compile: bool = False
+    """torch.compile the policy and the loss step."""
+    checkpoint_interval: int = 50
+    """Save a checkpoint every this many updates (and always at the end and on Ctrl-C)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints to keep (the newest ones)."""
+    list_policies: bool = False
+    """Print the policy names with one line each and exit."""
+    ppo: Annotated[PPOConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=PPOConfig)
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, self.total_timesteps // self.batch_size)
+
+
+# Fields a resumed run may change; any other difference contradicts the checkpoint.
+RESUMABLE_CHANGES = frozenset(
+    {"total_timesteps", "device", "compile", "checkpoint_interval", "keep_checkpoints",
+     "resume", "run_dir", "overwrite", "list_policies"}
+)
+
+CLASSIC_CONTROL = TrainConfig(
+    total_timesteps=500_000,
+    num_envs=8,
+    num_steps=32,
+    ppo=PPOConfig(learning_rate=1e-3, gamma=0.98, gae_lambda=0.8, num_minibatches=1,
+                  update_epochs=20, ent_coef=0.0),
+)
+
+
+def preset_for(family: str) -> TrainConfig:
+    """Defaults for an env family ("classic_control", "other")."""
+    if family == "classic_control":
+        return dataclasses.replace(CLASSIC_CONTROL, ppo=dataclasses.replace(CLASSIC_CONTROL.ppo))
+    return TrainConfig()
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    """The config as JSON-ready builtins (paths as strings)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Inverse of :func:`to_dict`."""
+    data = dict(data)
+    ppo = PPOConfig(**data.pop("ppo"))
+    for key in ("run_dir", "resume"):
+        if data.get(key) is not None:
+            data[key] = Path(data[key])
+    return TrainConfig(**data, ppo=ppo)

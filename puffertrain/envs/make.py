@@ -1,0 +1,74 @@
+"""Turn an env id from the command line into env factories, with clear errors for bad ids."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+
+from puffertrain.errors import UserError
+
+EnvFactory = Callable[[], gym.Env]
+
+
+def _register_ale() -> None:
+    """Make the ``ALE/*`` ids known to gymnasium (ale-py registers them on import)."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+
+
+def _import(module_name: str, env_id: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        raise UserError(f"env '{env_id}': cannot import module '{module_name}': {error}") from None
+
+
+def _unknown_id(env_id: str) -> UserError:
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UserError(f"unknown env id '{env_id}'{hint}")
+
+
+def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFactory:
+    """A zero-argument callable that builds one env for ``env_id``.
+
+    Accepts a registered id, ``module:EnvName-v0`` (the module registers the id on import) and
+    ``package.module:callable`` (the callable returns an env). Raises ``UserError`` for ids that
+    resolve to nothing, suggesting close registered ids.
+    """
+    kwargs = dict(env_kwargs or {})
+    if ":" in env_id:
+        module_name, name = env_id.split(":", 1)
+        module = _import(module_name, env_id)
+        if name in gym.registry:
+            return lambda: gym.make(name, **kwargs)
+        target = getattr(module, name, None)
+        if not callable(target):
+            raise UserError(
+                f"env '{env_id}': module '{module_name}' neither registers id '{name}' "
+                f"nor defines a callable named '{name}'"
+            )
+        return lambda: target(**kwargs)
+    _register_ale()
+    if env_id not in gym.registry:
+        raise _unknown_id(env_id)
+    return lambda: gym.make(env_id, **kwargs)
+
+
+def env_family(env_id: str) -> str:
+    """Which preset family an id belongs to: "atari", "classic_control", "mujoco" or "other"."""
+    name = env_id.split(":", 1)[1] if ":" in env_id else env_id
+    spec = gym.registry.get(name)
+    entry_point = str(spec.entry_point) if spec is not None else ""
+    if entry_point.startswith("ale_py"):
+        return "atari"
+    if "classic_control" in entry_point:
+        return "classic_control"
+    if "mujoco" in entry_point:
+        return "mujoco"
+    return "other"

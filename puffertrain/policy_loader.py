@@ -1,0 +1,99 @@
+"""Resolve ``--policy`` to a policy module and check it can take the env's spaces."""
+
+from __future__ import annotations
+
+import importlib
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+
+from policies import POLICIES
+from policies.spaces import action_head_size
+from puffertrain.errors import UserError
+
+
+def list_policies() -> str:
+    """One line per built-in policy name."""
+    width = max(len(name) for name in POLICIES)
+    lines = ["auto".ljust(width) + "  picks from the spaces: cnn for images, mlp otherwise"]
+    lines += [f"{name.ljust(width)}  {entry.summary}" for name, entry in POLICIES.items()]
+    lines.append("package.module:Class".ljust(width) + "  your own nn.Module with the same contract")
+    return "\n".join(lines)
+
+
+def auto_policy_name(observation_space: gym.spaces.Space) -> str:
+    """The built-in policy ``--policy auto`` picks for an observation space."""
+    is_image = isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3
+    return "cnn" if is_image and "cnn" in POLICIES else "mlp"
+
+
+def _policy_class(name: str) -> type[nn.Module]:
+    if name in POLICIES:
+        return POLICIES[name].cls
+    if ":" in name:
+        module_name, class_name = name.split(":", 1)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise UserError(f"policy '{name}': cannot import '{module_name}': {error}") from None
+        cls = getattr(module, class_name, None)
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise UserError(f"policy '{name}': '{class_name}' is not an nn.Module class")
+        return cls
+    names = ", ".join(["auto", *POLICIES])
+    raise UserError(f"unknown policy '{name}'; choose one of {names} or package.module:Class")
+
+
+def _check_outputs(
+    policy: nn.Module, observation_space: gym.spaces.Space, action_space: gym.spaces.Space
+) -> None:
+    sample = np.stack([observation_space.sample() for _ in range(2)])
+    obs = torch.as_tensor(sample.astype(np.float32) if sample.dtype == np.float64 else sample)
+    with torch.no_grad():
+        outputs = policy(obs)
+    if not isinstance(outputs, tuple) or len(outputs) not in (2, 3):
+        raise ValueError("forward must return (logits, value), (mean, std, value) or (mean, value)")
+    if outputs[-1].numel() != 2:
+        raise ValueError(f"value must have one entry per row, got shape {tuple(outputs[-1].shape)}")
+    if isinstance(action_space, gym.spaces.Box):
+        expected = int(np.prod(action_space.shape))
+        if len(outputs) == 2 and not isinstance(getattr(policy, "actor_logstd", None), torch.Tensor):
+            raise ValueError("(mean, value) outputs need an actor_logstd parameter")
+    else:
+        expected = action_head_size(action_space)
+    if tuple(outputs[0].shape) != (2, expected):
+        raise ValueError(f"first output has shape {tuple(outputs[0].shape)}, expected (2, {expected})")
+
+
+def _try_build(
+    cls: type[nn.Module], observation_space: gym.spaces.Space, action_space: gym.spaces.Space
+) -> nn.Module:
+    policy = cls(observation_space, action_space)
+    _check_outputs(policy, observation_space, action_space)
+    return policy
+
+
+def build_policy(
+    name: str, observation_space: gym.spaces.Space, action_space: gym.spaces.Space
+) -> nn.Module:
+    """Construct policy ``name`` for the spaces, or raise ``UserError`` saying which can."""
+    if name == "auto":
+        name = auto_policy_name(observation_space)
+    cls = _policy_class(name)
+    try:
+        return _try_build(cls, observation_space, action_space)
+    except Exception as error:  # any failure to build or run means the spaces don't fit
+        able = []
+        for other, entry in POLICIES.items():
+            try:
+                _try_build(entry.cls, observation_space, action_space)
+                able.append(other)
+            except Exception:
+                continue
+        hint = f"; policies that can: {', '.join(able)}" if able else ""
+        raise UserError(
+            f"policy '{name}' cannot take observation space {observation_space} with action "
+            f"space {action_space}: {error}{hint}"
+        ) from None

@@ -1,0 +1,96 @@
+"""Turn a policy's raw outputs into actions, log-probabilities, entropies and values.
+
+Policies only produce distribution parameters (the policy contract); this adapter samples and
+scores actions for Discrete, MultiDiscrete and Box action spaces, without the overhead of
+``torch.distributions`` in the hot loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class Agent(nn.Module):
+    """Wraps any policy following the contract: ``forward(obs) -> (logits, value)`` for
+    Discrete/MultiDiscrete actions, ``(mean, std, value)`` or ``(mean, value)`` with an
+    ``actor_logstd`` parameter for Box actions."""
+
+    def __init__(self, policy: nn.Module, action_space: gym.spaces.Space) -> None:
+        super().__init__()
+        self.policy = policy
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        if isinstance(action_space, gym.spaces.Discrete):
+            self.nvec: list[int] = [int(action_space.n)]
+        elif isinstance(action_space, gym.spaces.MultiDiscrete):
+            self.nvec = [int(n) for n in action_space.nvec.reshape(-1)]
+        elif not self.continuous:
+            raise ValueError(f"unsupported action space {action_space}")
+        self.multi_discrete = isinstance(action_space, gym.spaces.MultiDiscrete)
+
+    def _outputs(self, obs: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        outputs = self.policy(obs)
+        value = outputs[-1].reshape(-1)
+        if not self.continuous:
+            return (outputs[0],), value
+        if len(outputs) == 3:
+            return (outputs[0], outputs[1].expand_as(outputs[0])), value
+        mean = outputs[0]
+        return (mean, self.policy.actor_logstd.exp().expand_as(mean)), value
+
+    def _split(self, logits: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(logits, self.nvec, dim=-1))
+
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample actions; return ``(actions, log_probs, values)``."""
+        params, value = self._outputs(obs)
+        if self.continuous:
+            mean, std = params
+            action = mean if deterministic else mean + std * torch.randn_like(mean)
+            return action, _normal_log_prob(mean, std, action), value
+        actions, log_probs = [], []
+        for logits in self._split(params[0]):
+            log_p = F.log_softmax(logits, dim=-1)
+            if deterministic:
+                action = log_p.argmax(dim=-1)
+            else:
+                action = torch.multinomial(log_p.exp(), 1).squeeze(-1)
+            actions.append(action)
+            log_probs.append(log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1))
+        log_prob = torch.stack(log_probs, dim=-1).sum(-1)
+        action = torch.stack(actions, dim=-1) if self.multi_discrete else actions[0]
+        return action, log_prob, value
+
+    def evaluate(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Score stored actions; return ``(log_probs, entropies, values)``."""
+        params, value = self._outputs(obs)
+        if self.continuous:
+            mean, std = params
+            entropy = (0.5 + _LOG_SQRT_2PI + std.log()).sum(-1)
+            return _normal_log_prob(mean, std, actions), entropy, value
+        columns = actions.unsqueeze(-1) if not self.multi_discrete else actions
+        log_prob = torch.zeros_like(value)
+        entropy = torch.zeros_like(value)
+        for dim, logits in enumerate(self._split(params[0])):
+            log_p = F.log_softmax(logits, dim=-1)
+            log_prob = log_prob + log_p.gather(-1, columns[:, dim : dim + 1].long()).squeeze(-1)
+            entropy = entropy - (log_p.exp() * log_p).sum(-1)
+        return log_prob, entropy, value
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """State values, shape ``(batch,)``."""
+        return self._outputs(obs)[1]
+
+
+def _normal_log_prob(mean: torch.Tensor, std: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    return (-((action - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI).sum(-1)

@@ -1,0 +1,68 @@
+"""Fixed-size experience buffer, allocated once on the training device, and GAE over it."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    if dtype == np.float64:
+        return torch.float32
+    return torch.from_numpy(np.zeros(1, dtype=dtype)).dtype
+
+
+def action_storage(action_space: gym.spaces.Space) -> tuple[tuple[int, ...], torch.dtype]:
+    """Per-step shape and dtype of stored actions for ``action_space``."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return (), torch.int64
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        return (int(np.prod(action_space.shape)),), torch.int64
+    if isinstance(action_space, gym.spaces.Box):
+        return (int(np.prod(action_space.shape)),), torch.float32
+    raise ValueError(f"unsupported action space {action_space}")
+
+
+class RolloutBuffer:
+    """``num_steps × num_envs`` transitions; observations keep the env's dtype (uint8 images).
+
+    ``episode_ends[t]`` marks that the action at step t ended the episode (terminated or
+    truncated). A truncation's bootstrap value is folded into ``rewards[t]`` by the trainer, so
+    GAE treats both kinds of end alike.
+    """
+
+    def __init__(
+        self,
+        num_steps: int,
+        num_envs: int,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        device: torch.device,
+    ) -> None:
+        self.num_steps, self.num_envs = num_steps, num_envs
+        shape = (num_steps, num_envs)
+        obs_dtype = _torch_dtype(observation_space.dtype)
+        action_shape, action_dtype = action_storage(action_space)
+        self.observations = torch.zeros(
+            (*shape, *observation_space.shape), dtype=obs_dtype, device=device
+        )
+        self.actions = torch.zeros((*shape, *action_shape), dtype=action_dtype, device=device)
+        self.log_probs = torch.zeros(shape, device=device)
+        self.rewards = torch.zeros(shape, device=device)
+        self.episode_ends = torch.zeros(shape, device=device)
+        self.values = torch.zeros(shape, device=device)
+        self.advantages = torch.zeros(shape, device=device)
+        self.returns = torch.zeros(shape, device=device)
+
+    def compute_advantages(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> None:
+        """GAE(λ) in place; returns = advantages + values."""
+        next_advantage = torch.zeros_like(last_values)
+        next_values = last_values
+        for t in reversed(range(self.num_steps)):
+            not_done = 1.0 - self.episode_ends[t]
+            delta = self.rewards[t] + gamma * next_values * not_done - self.values[t]
+            next_advantage = delta + gamma * gae_lambda * not_done * next_advantage
+            self.advantages[t] = next_advantage
+            next_values = self.values[t]
+        torch.add(self.advantages, self.values, out=self.returns)

@@ -1,0 +1,97 @@
+"""Checkpoint files: written atomically, pruned to the newest K, loaded as data only."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from puffertrain.errors import UserError
+
+CHECKPOINT_DIR = "checkpoints"
+FORMAT_VERSION = 1
+
+
+def checkpoint_path(run_dir: Path, global_step: int) -> Path:
+    return run_dir / CHECKPOINT_DIR / f"step_{global_step:012d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint files, oldest first."""
+    return sorted((run_dir / CHECKPOINT_DIR).glob("step_*.pt"))
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` so that ``path`` is either the old file or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save({"format": FORMAT_VERSION, **payload}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints."""
+    for old in list_checkpoints(run_dir)[: -max(keep, 1)]:
+        old.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint as plain data (never code); ``UserError`` if missing or corrupt."""
+    if not path.is_file():
+        raise UserError(f"checkpoint '{path}' does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as error:
+        raise UserError(f"checkpoint '{path}' is corrupt or not a puffertrain checkpoint: {error}")
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise UserError(f"checkpoint '{path}' is not a puffertrain checkpoint (format mismatch)")
+    return payload
+
+
+def resolve_resume(target: Path) -> tuple[Path, Path]:
+    """Map ``--resume RUN_DIR|FILE`` to ``(run_dir, checkpoint_file)``."""
+    if target.is_dir():
+        checkpoints = list_checkpoints(target)
+        if not checkpoints:
+            raise UserError(f"--resume: '{target}' holds no checkpoints in {CHECKPOINT_DIR}/")
+        return target, checkpoints[-1]
+    if not target.exists():
+        raise UserError(f"--resume: '{target}' does not exist")
+    run_dir = target.parent.parent if target.parent.name == CHECKPOINT_DIR else target.parent
+    return run_dir, target
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as checkpoint-safe data."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,92 @@
+"""TensorBoard scalars with CleanRL's tags, and the live terminal progress display."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.tensorboard import SummaryWriter
+
+from puffertrain.vector import Episode
+
+
+class RunLogger:
+    """Writes TensorBoard events into the run dir and keeps a progress bar up to date.
+
+    ``purge_step`` is the first step a resumed run will log: TensorBoard drops events at or
+    after it that an interrupted run wrote past its last checkpoint, so curves never overlap.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        total_steps: int,
+        start_step: int,
+        purge_step: int | None = None,
+        recent: int = 20,
+    ) -> None:
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        if purge_step is None:
+            self.writer.add_text("config", "```json\n" + json.dumps(config, indent=2) + "\n```")
+        self.recent_scores: deque[float] = deque(maxlen=recent)
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} steps"),
+            TextColumn("{task.fields[sps]:,.0f} SPS"),
+            TextColumn("return {task.fields[score]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.task = self.progress.add_task(
+            "training", total=total_steps, completed=start_step, sps=0.0, score="–"
+        )
+        self._last_print = 0.0
+        self._start_time = time.perf_counter()
+        self._start_step = start_step
+
+    def __enter__(self) -> RunLogger:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+        self.writer.close()
+
+    def episode(self, global_step: int, episode: Episode) -> None:
+        self.writer.add_scalar("charts/episodic_return", episode.score, global_step)
+        self.writer.add_scalar("charts/episodic_length", episode.length, global_step)
+        self.recent_scores.append(episode.score)
+
+    @property
+    def mean_recent_score(self) -> float | None:
+        if not self.recent_scores:
+            return None
+        return sum(self.recent_scores) / len(self.recent_scores)
+
+    def update(self, global_step: int, learning_rate: float, stats: dict[str, float]) -> float:
+        """Log one update's statistics; return the SPS since this process started training."""
+        elapsed = time.perf_counter() - self._start_time
+        sps = (global_step - self._start_step) / max(elapsed, 1e-9)
+        self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
+        self.writer.add_scalar("charts/SPS", sps, global_step)
+        for key, value in stats.items():
+            self.writer.add_scalar(f"losses/{key}", value, global_step)
+        mean = self.mean_recent_score
+        score = "–" if mean is None else f"{mean:.1f}"
+        self.progress.update(self.task, completed=global_step, sps=sps, score=score)
+        if not self.console.is_terminal and time.perf_counter() - self._last_print > 10:
+            self._last_print = time.perf_counter()
+            self.console.print(f"step {global_step:,}  SPS {sps:,.0f}  return {score}")
+        return sps
+
+    def message(self, text: str) -> None:
+        self.console.print(text)

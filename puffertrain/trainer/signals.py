@@ -1,0 +1,35 @@
+"""Turn SIGINT/SIGTERM into a request to checkpoint and stop at the end of the update."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+from rich.console import Console
+
+
+class StopRequest:
+    """Context manager; ``requested`` becomes True on the first signal, a second SIGINT aborts."""
+
+    def __init__(self, console: Console) -> None:
+        self.requested = False
+        self._console = console
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        name = signal.Signals(signum).name
+        self._console.print(
+            f"{name}: saving a checkpoint after this update (Ctrl-C again to abort without one)"
+        )
+
+    def __enter__(self) -> StopRequest:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

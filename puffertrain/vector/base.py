@@ -1,0 +1,92 @@
+"""The rollout engine interface every backend implements, and episode bookkeeping."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A finished episode (for Atari: a whole game), scored with raw, unclipped rewards."""
+
+    env_index: int
+    score: float
+    length: int
+
+
+@dataclass
+class StepResult:
+    """One step of every env. Arrays are the engine's own buffers: read them before the next step.
+
+    With same-step autoreset, ``observations`` already holds the first observation of the next
+    episode where an episode ended; the observation it ended on is in ``final_observations``
+    (meaningful only at rows where ``terminations | truncations``).
+    """
+
+    observations: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    final_observations: np.ndarray
+    episodes: list[Episode]
+
+
+class EpisodeTracker:
+    """Running score and length of each env's current episode."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.scores = np.zeros(num_envs, dtype=np.float64)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+
+    def update(self, rewards: np.ndarray, episode_over: np.ndarray) -> list[Episode]:
+        """Add one step; return the episodes that ``episode_over`` closes, and restart them."""
+        self.scores += rewards
+        self.lengths += 1
+        finished = [
+            Episode(int(i), float(self.scores[i]), int(self.lengths[i]))
+            for i in np.flatnonzero(episode_over)
+        ]
+        self.scores[episode_over] = 0.0
+        self.lengths[episode_over] = 0
+        return finished
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scores": self.scores.tolist(), "lengths": self.lengths.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scores[:] = state["scores"]
+        self.lengths[:] = state["lengths"]
+
+
+class VectorEnv(ABC):
+    """A batch of envs stepped together with same-step autoreset."""
+
+    num_envs: int
+    single_observation_space: gym.spaces.Space
+    single_action_space: gym.spaces.Space
+    observations: np.ndarray
+    """The current observation of every env (the engine's buffer)."""
+
+    @abstractmethod
+    def reset(self, seed: int) -> np.ndarray:
+        """Reset env ``i`` with seed ``seed + i``; return the observations."""
+
+    @abstractmethod
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step every env with its action."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-data state (current observations, episode counters, env internals if capturable)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any], reseed: int) -> bool:
+        """Restore :meth:`state_dict`; return False if the envs had to be reset with ``reseed``."""
+
+    def close(self) -> None:
+        """Release the envs."""
