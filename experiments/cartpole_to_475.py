@@ -47,9 +47,20 @@ def main() -> None:
         for seed in args.seeds:
             run_dir = Path(root) / f"seed{seed}"
             command = [
-                sys.executable, "-m", "puffertrain", "--env", "CartPole-v1", "--policy", "mlp",
-                "--seed", str(seed), "--total-timesteps", str(args.total_timesteps),
-                "--run-dir", str(run_dir), *shlex.split(args.extra_args),
+                sys.executable,
+                "-m",
+                "puffertrain",
+                "--env",
+                "CartPole-v1",
+                "--policy",
+                "mlp",
+                "--seed",
+                str(seed),
+                "--total-timesteps",
+                str(args.total_timesteps),
+                "--run-dir",
+                str(run_dir),
+                *shlex.split(args.extra_args),
             ]
             started = time.perf_counter()
             subprocess.run(command, check=True, capture_output=True)
@@ -58,17 +69,31 @@ def main() -> None:
             events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
             events.Reload()
             sps = events.Scalars("charts/SPS")[-1].value
-            rows.append({"seed": seed, "steps_to_475": step, "seconds_to_475": seconds,
-                         "process_wall_s": wall, "final_sps": sps})
-            print(f"seed {seed}: 475 at step {step} ({seconds:.1f} s of training); "
-                  f"SPS {sps:,.0f}; process wall {wall:.1f} s", flush=True)
+            rows.append(
+                {
+                    "seed": seed,
+                    "steps_to_475": step,
+                    "seconds_to_475": seconds,
+                    "process_wall_s": wall,
+                    "final_sps": sps,
+                }
+            )
+            print(
+                f"seed {seed}: 475 at step {step} ({seconds:.1f} s of training); "
+                f"SPS {sps:,.0f}; process wall {wall:.1f} s",
+                flush=True,
+            )
     reached = [row for row in rows if row["steps_to_475"] >= 0]
     summary = {
         "extra_args": args.extra_args,
         "runs": rows,
         "reached": f"{len(reached)}/{len(rows)}",
-        "median_steps_to_475": statistics.median(r["steps_to_475"] for r in reached) if reached else None,
-        "median_seconds_to_475": statistics.median(r["seconds_to_475"] for r in reached) if reached else None,
+        "median_steps_to_475": statistics.median(r["steps_to_475"] for r in reached)
+        if reached
+        else None,
+        "median_seconds_to_475": statistics.median(r["seconds_to_475"] for r in reached)
+        if reached
+        else None,
         "median_sps": statistics.median(r["final_sps"] for r in rows),
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))

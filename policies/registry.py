@@ -18,5 +18,7 @@ class PolicyEntry:
 
 
 POLICIES: dict[str, PolicyEntry] = {
-    "mlp": PolicyEntry(BasicPolicy, "2×256 ReLU MLP (the docs' BasicPolicy) for vector observations"),
+    "mlp": PolicyEntry(
+        BasicPolicy, "2×256 ReLU MLP (the docs' BasicPolicy) for vector observations"
+    ),
 }

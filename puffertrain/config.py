@@ -94,16 +94,31 @@ class TrainConfig:
 
 # Fields a resumed run may change; any other difference contradicts the checkpoint.
 RESUMABLE_CHANGES = frozenset(
-    {"total_timesteps", "device", "compile", "checkpoint_interval", "keep_checkpoints",
-     "resume", "run_dir", "overwrite", "list_policies"}
+    {
+        "total_timesteps",
+        "device",
+        "compile",
+        "checkpoint_interval",
+        "keep_checkpoints",
+        "resume",
+        "run_dir",
+        "overwrite",
+        "list_policies",
+    }
 )
 
 CLASSIC_CONTROL = TrainConfig(
     total_timesteps=500_000,
     num_envs=8,
     num_steps=32,
-    ppo=PPOConfig(learning_rate=1e-3, gamma=0.98, gae_lambda=0.8, num_minibatches=1,
-                  update_epochs=20, ent_coef=0.0),
+    ppo=PPOConfig(
+        learning_rate=1e-3,
+        gamma=0.98,
+        gae_lambda=0.8,
+        num_minibatches=1,
+        update_epochs=20,
+        ent_coef=0.0,
+    ),
 )
 
 

@@ -19,7 +19,9 @@ def list_policies() -> str:
     width = max(len(name) for name in POLICIES)
     lines = ["auto".ljust(width) + "  picks from the spaces: cnn for images, mlp otherwise"]
     lines += [f"{name.ljust(width)}  {entry.summary}" for name, entry in POLICIES.items()]
-    lines.append("package.module:Class".ljust(width) + "  your own nn.Module with the same contract")
+    lines.append(
+        "package.module:Class".ljust(width) + "  your own nn.Module with the same contract"
+    )
     return "\n".join(lines)
 
 
@@ -59,12 +61,16 @@ def _check_outputs(
         raise ValueError(f"value must have one entry per row, got shape {tuple(outputs[-1].shape)}")
     if isinstance(action_space, gym.spaces.Box):
         expected = int(np.prod(action_space.shape))
-        if len(outputs) == 2 and not isinstance(getattr(policy, "actor_logstd", None), torch.Tensor):
+        if len(outputs) == 2 and not isinstance(
+            getattr(policy, "actor_logstd", None), torch.Tensor
+        ):
             raise ValueError("(mean, value) outputs need an actor_logstd parameter")
     else:
         expected = action_head_size(action_space)
     if tuple(outputs[0].shape) != (2, expected):
-        raise ValueError(f"first output has shape {tuple(outputs[0].shape)}, expected (2, {expected})")
+        raise ValueError(
+            f"first output has shape {tuple(outputs[0].shape)}, expected (2, {expected})"
+        )
 
 
 def _try_build(

@@ -48,7 +48,9 @@ def _decode(value: Any, current: Any) -> Any:
     if not isinstance(value, dict):
         return value
     if "__ndarray__" in value:
-        return np.frombuffer(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"]).copy()
+        return (
+            np.frombuffer(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"]).copy()
+        )
     if "__npscalar__" in value:
         return np.dtype(value["__npscalar__"]).type(value["value"])
     if "__generator__" in value:

@@ -55,7 +55,9 @@ class RolloutBuffer:
         self.advantages = torch.zeros(shape, device=device)
         self.returns = torch.zeros(shape, device=device)
 
-    def compute_advantages(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> None:
+    def compute_advantages(
+        self, last_values: torch.Tensor, gamma: float, gae_lambda: float
+    ) -> None:
         """GAE(λ) in place; returns = advantages + values."""
         next_advantage = torch.zeros_like(last_values)
         next_values = last_values

@@ -56,7 +56,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as error:
-        raise UserError(f"checkpoint '{path}' is corrupt or not a puffertrain checkpoint: {error}")
+        reason = str(error).strip().splitlines()[0].split(". ")[0][:200]
+        raise UserError(
+            f"checkpoint '{path}' is corrupt or not a puffertrain checkpoint ({reason}); "
+            "an older one in the same folder can be given to --resume"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise UserError(f"checkpoint '{path}' is not a puffertrain checkpoint (format mismatch)")
     return payload

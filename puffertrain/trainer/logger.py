@@ -31,7 +31,7 @@ class RunLogger:
         purge_step: int | None = None,
         recent: int = 20,
     ) -> None:
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step, flush_secs=10)
         if purge_step is None:
             self.writer.add_text("config", "```json\n" + json.dumps(config, indent=2) + "\n```")
         self.recent_scores: deque[float] = deque(maxlen=recent)
@@ -87,6 +87,10 @@ class RunLogger:
             self._last_print = time.perf_counter()
             self.console.print(f"step {global_step:,}  SPS {sps:,.0f}  return {score}")
         return sps
+
+    def flush(self) -> None:
+        """Put every logged event on disk (done with each checkpoint)."""
+        self.writer.flush()
 
     def message(self, text: str) -> None:
         self.console.print(text)

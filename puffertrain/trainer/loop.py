@@ -46,7 +46,9 @@ def _as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
 class Trainer:
     """One PPO run: owns the envs, the agent, the learner and the run directory."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, checkpoint: dict[str, Any] | None) -> None:
+    def __init__(
+        self, config: TrainConfig, run_dir: Path, checkpoint: dict[str, Any] | None
+    ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.device = resolve_device(config.device)
@@ -112,8 +114,11 @@ class Trainer:
         config = self.config
         purge_step = self.global_step + 1 if self.iteration else None
         logger = RunLogger(
-            self.run_dir, to_dict(config), config.num_iterations * config.batch_size,
-            self.global_step, purge_step,
+            self.run_dir,
+            to_dict(config),
+            config.num_iterations * config.batch_size,
+            self.global_step,
+            purge_step,
         )
         with logger, StopRequest(logger.console) as stop:
             while self.iteration < config.num_iterations:
@@ -121,34 +126,35 @@ class Trainer:
                 learning_rate = self.learner.learning_rate(self.iteration, config.num_iterations)
                 self.collect_rollout(logger)
                 with torch.no_grad():
-                    last_values = self.agent.value(
-                        _as_tensor(self.next_obs, self.device)
-                    )
-                self.buffer.compute_advantages(
-                    last_values, config.ppo.gamma, config.ppo.gae_lambda
-                )
+                    last_values = self.agent.value(_as_tensor(self.next_obs, self.device))
+                self.buffer.compute_advantages(last_values, config.ppo.gamma, config.ppo.gae_lambda)
                 stats = self.learner.update(self.buffer, learning_rate)
                 logger.update(self.global_step, learning_rate, stats)
                 done = self.iteration == config.num_iterations
                 if stop.requested or done or self.iteration % config.checkpoint_interval == 0:
                     self.save()
+                    logger.flush()
                 if stop.requested:
-                    logger.message(f"stopped at step {self.global_step:,}; resume with "
-                                   f"--resume {self.run_dir}")
+                    logger.message(
+                        f"stopped at step {self.global_step:,}; resume with --resume {self.run_dir}"
+                    )
                     break
         self.envs.close()
 
     def save(self) -> Path:
         path = checkpoint_path(self.run_dir, self.global_step)
-        save_checkpoint(path, {
-            "config": to_dict(self.config),
-            "global_step": self.global_step,
-            "iteration": self.iteration,
-            "policy": self.agent.policy.state_dict(),
-            "optimizer": self.learner.optimizer.state_dict(),
-            "rng": rng_state(),
-            "envs": self.envs.state_dict(),
-        })
+        save_checkpoint(
+            path,
+            {
+                "config": to_dict(self.config),
+                "global_step": self.global_step,
+                "iteration": self.iteration,
+                "policy": self.agent.policy.state_dict(),
+                "optimizer": self.learner.optimizer.state_dict(),
+                "rng": rng_state(),
+                "envs": self.envs.state_dict(),
+            },
+        )
         prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
         return path
 
@@ -159,7 +165,9 @@ class Trainer:
         self.iteration = checkpoint["iteration"]
         reseed = self.config.seed + self.config.num_envs * self.iteration
         if not self.envs.load_state_dict(checkpoint["envs"], reseed):
-            print(f"puffertrain: this env's state cannot be saved; its episodes restart "
-                  f"(seed {reseed}), so the resumed run is not bit-identical")
+            print(
+                f"puffertrain: this env's state cannot be saved; its episodes restart "
+                f"(seed {reseed}), so the resumed run is not bit-identical"
+            )
         self.next_obs = self.envs.observations
         set_rng_state(checkpoint["rng"])

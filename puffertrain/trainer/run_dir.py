@@ -30,8 +30,10 @@ def holds_run(path: Path) -> bool:
     """Whether a directory already contains a run's files."""
     if not path.is_dir():
         return False
-    return (path / CONFIG_FILE).exists() or (path / CHECKPOINT_DIR).exists() or any(
-        path.glob("events.out.tfevents.*")
+    return (
+        (path / CONFIG_FILE).exists()
+        or (path / CHECKPOINT_DIR).exists()
+        or any(path.glob("events.out.tfevents.*"))
     )
 
 

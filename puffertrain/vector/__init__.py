@@ -15,5 +15,10 @@ def make_vector_env(kind: str, factory: EnvFactory, num_envs: int) -> VectorEnv:
 
 
 __all__ = [
-    "Episode", "EpisodeTracker", "SerialVectorEnv", "StepResult", "VectorEnv", "make_vector_env",
+    "Episode",
+    "EpisodeTracker",
+    "SerialVectorEnv",
+    "StepResult",
+    "VectorEnv",
+    "make_vector_env",
 ]

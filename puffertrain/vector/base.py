@@ -82,11 +82,12 @@ class VectorEnv(ABC):
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        """Plain-data state (current observations, episode counters, env internals if capturable)."""
+        """Plain-data state: observations, episode counters, env internals if capturable."""
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any], reseed: int) -> bool:
         """Restore :meth:`state_dict`; return False if the envs had to be reset with ``reseed``."""
 
+    @abstractmethod
     def close(self) -> None:
         """Release the envs."""

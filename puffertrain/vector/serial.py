@@ -45,8 +45,12 @@ class SerialVectorEnv(VectorEnv):
             self.observations[index] = obs
         episodes = self.tracker.update(self.rewards, self.terminations | self.truncations)
         return StepResult(
-            self.observations, self.rewards, self.terminations, self.truncations,
-            self.final_observations, episodes,
+            self.observations,
+            self.rewards,
+            self.terminations,
+            self.truncations,
+            self.final_observations,
+            episodes,
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,56 @@
+"""Small deterministic envs for the tests, importable as ``tests.envs:<name>``."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+
+class CountingEnv(gym.Env):
+    """Observation = steps taken so far; reward 1 per step; ends after ``length`` steps.
+
+    ``terminate=True`` ends with a termination, otherwise with a time-limit truncation.
+    """
+
+    def __init__(self, length: int = 5, terminate: bool = False) -> None:
+        self.length = length
+        self.terminate = terminate
+        self.observation_space = gym.spaces.Box(0.0, 100.0, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.t], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        ended = self.t >= self.length
+        return self._obs(), 1.0, ended and self.terminate, ended and not self.terminate, {}
+
+
+def counting_truncated() -> gym.Env:
+    return CountingEnv(length=5, terminate=False)
+
+
+def counting_terminated() -> gym.Env:
+    return CountingEnv(length=5, terminate=True)
+
+
+class _SocketHolder(CountingEnv):
+    """Holds an object that is not data, so its state cannot be captured."""
+
+    def __init__(self) -> None:
+        super().__init__(length=7)
+        self.handle = object()
+
+
+def uncapturable() -> gym.Env:
+    return _SocketHolder()
+
+
+gym.register("PufferTest/Counting-v0", entry_point=CountingEnv, max_episode_steps=3)

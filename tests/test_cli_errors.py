@@ -1,0 +1,109 @@
+"""Every user mistake gets one line on stderr, exit code 2, and leaves existing runs alone."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from puffertrain.cli import main
+from tests.conftest import run_cli
+
+TINY = ["--num-envs", "2", "--num-steps", "16", "--total-timesteps", "64", "--device", "cpu"]
+
+
+def _error(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("puffertrain: error: ")
+    return err
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture
+def finished_run(tmp_path, capsys) -> Path:
+    run_dir = tmp_path / "run"
+    main(["--env", "CartPole-v1", "--policy", "mlp", "--run-dir", str(run_dir), *TINY])
+    capsys.readouterr()
+    return run_dir
+
+
+def test_unknown_env_suggests_close_ids(capsys):
+    err = _error(capsys, "--env", "CartPol-v1")
+    assert "unknown env id 'CartPol-v1'" in err and "CartPole-v1" in err
+
+
+def test_unknown_policy_lists_names(capsys):
+    err = _error(capsys, "--env", "CartPole-v1", "--policy", "transformerx")
+    assert "unknown policy 'transformerx'" in err and "mlp" in err
+
+
+def test_user_policy_that_is_not_a_module(capsys):
+    err = _error(capsys, "--env", "CartPole-v1", "--policy", "tests.envs:counting_truncated")
+    assert "not an nn.Module class" in err
+
+
+def test_policy_that_cannot_take_the_spaces(capsys, tmp_path):
+    err = _error(
+        capsys, "--env", "Pendulum-v1", "--policy", "mlp", "--run-dir", str(tmp_path / "r"), *TINY
+    )
+    assert "policy 'mlp' cannot take" in err and "Box(-2.0, 2.0, (1,), float32)" in err
+
+
+def test_resume_missing(capsys, tmp_path):
+    err = _error(capsys, "--resume", str(tmp_path / "nope"))
+    assert "does not exist" in err
+
+
+def test_resume_dir_without_checkpoints(capsys, tmp_path):
+    err = _error(capsys, "--resume", str(tmp_path))
+    assert "holds no checkpoints" in err
+
+
+def test_resume_corrupt_checkpoint_leaves_it_alone(capsys, finished_run):
+    newest = sorted((finished_run / "checkpoints").glob("*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])
+    before = _digest(finished_run)
+    err = _error(capsys, "--resume", str(finished_run))
+    assert "is corrupt" in err
+    assert _digest(finished_run) == before
+
+
+def test_resume_with_contradicting_env_or_policy(capsys, finished_run):
+    before = _digest(finished_run)
+    err = _error(capsys, "--resume", str(finished_run), "--env", "Acrobot-v1")
+    assert "--env Acrobot-v1 (checkpoint: CartPole-v1)" in err
+    err = _error(capsys, "--resume", str(finished_run), "--policy", "tests.x:Y")
+    assert "--policy tests.x:Y (checkpoint: mlp)" in err
+    assert _digest(finished_run) == before
+
+
+def test_run_dir_that_holds_a_run_is_refused_unless_overwrite(capsys, finished_run):
+    before = _digest(finished_run)
+    err = _error(capsys, "--env", "CartPole-v1", "--run-dir", str(finished_run), *TINY)
+    assert "already holds a run" in err
+    assert _digest(finished_run) == before
+    main(["--env", "CartPole-v1", "--run-dir", str(finished_run), "--overwrite", *TINY])
+    assert _digest(finished_run) != before
+
+
+def test_missing_env(capsys):
+    assert "--env is required" in _error(capsys, "--policy", "mlp")
+
+
+def test_bad_flag_exits_nonzero_without_traceback():
+    result = run_cli("--env", "CartPole-v1", "--lerning-rate", "3")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--learning-rate" in result.stderr  # tyro suggests the close flag

@@ -1,0 +1,73 @@
+"""Env id resolution and env-state snapshots."""
+
+from __future__ import annotations
+
+import io
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from puffertrain.envs import capture_env_state, env_factory, env_family, restore_env_state
+from puffertrain.errors import UserError
+
+
+def test_registered_id():
+    env = env_factory("CartPole-v1")()
+    assert env.spec.id == "CartPole-v1"
+
+
+def test_ale_ids_are_registered():
+    env_factory("ALE/Breakout-v5")
+    assert env_family("ALE/Breakout-v5") == "atari"
+    assert env_family("CartPole-v1") == "classic_control"
+
+
+def test_module_colon_id_imports_the_registering_module():
+    env = env_factory("tests.envs:PufferTest/Counting-v0")()
+    assert env.spec.id == "PufferTest/Counting-v0"
+
+
+def test_module_colon_callable():
+    env = env_factory("tests.envs:counting_terminated")()
+    assert env.terminate
+
+
+def test_unknown_id_suggests_close_ids():
+    with pytest.raises(UserError, match="unknown env id 'CartPol-v1'; did you mean CartPole-v1"):
+        env_factory("CartPol-v1")
+
+
+def test_unknown_module_and_attribute():
+    with pytest.raises(UserError, match="cannot import module 'no_such_module'"):
+        env_factory("no_such_module:Env-v0")
+    with pytest.raises(UserError, match="neither registers id 'Nope-v0'"):
+        env_factory("tests.envs:Nope-v0")
+
+
+def _round_trip(snapshot):
+    file = io.BytesIO()
+    torch.save(snapshot, file)
+    file.seek(0)
+    return torch.load(file, weights_only=True)
+
+
+def test_env_state_snapshot_is_plain_data_and_restores_exactly():
+    env = gym.make("CartPole-v1")
+    env.reset(seed=3)
+    for _ in range(5):
+        env.step(0)
+    snapshot = _round_trip(capture_env_state(env))
+    expected = [env.step(1)[0] for _ in range(3)] + [env.reset()[0]]
+
+    other = gym.make("CartPole-v1")
+    other.reset(seed=123)
+    restore_env_state(other, snapshot)
+    actual = [other.step(1)[0] for _ in range(3)] + [other.reset()[0]]
+    for a, b in zip(expected, actual, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_env_holding_non_data_cannot_be_captured():
+    assert capture_env_state(env_factory("tests.envs:uncapturable")()) is None

@@ -1,0 +1,59 @@
+"""Serial rollout engine: same-step autoreset, final observations, episode accounting."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from puffertrain.envs import env_factory
+from puffertrain.vector import SerialVectorEnv
+from tests.envs import CountingEnv
+
+
+def test_same_step_autoreset_keeps_final_observation_and_counts_episodes():
+    envs = SerialVectorEnv([lambda: CountingEnv(length=3), lambda: CountingEnv(length=2)])
+    obs = envs.reset(seed=0)
+    assert obs[:, 0].tolist() == [0, 0]
+    episodes = []
+    for _ in range(6):
+        result = envs.step(np.zeros(2, dtype=np.int64))
+        episodes += result.episodes
+        if result.truncations[1]:
+            assert result.final_observations[1, 0] == 2  # the obs the episode ended on
+            assert result.observations[1, 0] == 0  # already the next episode's first obs
+    assert [(e.env_index, e.score, e.length) for e in episodes] == [
+        (1, 2.0, 2),
+        (0, 3.0, 3),
+        (1, 2.0, 2),
+        (0, 3.0, 3),
+        (1, 2.0, 2),
+    ]
+
+
+def test_state_dict_round_trip_continues_identically():
+    factory = env_factory("CartPole-v1")
+    first = SerialVectorEnv([factory] * 3)
+    first.reset(seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        first.step(rng.integers(0, 2, size=3))
+    state = first.state_dict()
+    second = SerialVectorEnv([factory] * 3)
+    second.reset(seed=99)
+    assert second.load_state_dict(state, reseed=0)
+    np.testing.assert_array_equal(second.observations, first.observations)
+    for _ in range(60):  # long enough for episodes to end and reset from the restored RNG
+        actions = rng.integers(0, 2, size=3)
+        a, b = first.step(actions), second.step(actions)
+        np.testing.assert_array_equal(a.observations, b.observations)
+        assert a.episodes == b.episodes
+
+
+def test_uncapturable_env_is_reset_with_the_reseed():
+    factory = env_factory("tests.envs:uncapturable")
+    envs = SerialVectorEnv([factory] * 2)
+    envs.reset(seed=0)
+    envs.step(np.zeros(2, dtype=np.int64))
+    state = envs.state_dict()
+    assert state["envs"] == [None, None]
+    assert not envs.load_state_dict(state, reseed=7)
+    assert envs.observations[:, 0].tolist() == [0, 0]
