@@ -4,8 +4,9 @@ Every policy is built as ``Policy(observation_space, action_space, **kwargs)`` a
 ``(logits, value)`` for discrete actions. This package never imports ``puffertrain``.
 """
 
+from policies.cnn import CNNPolicy, EfficientCNN
 from policies.init import layer_init
 from policies.mlp import BasicPolicy
 from policies.registry import POLICIES, PolicyEntry
 
-__all__ = ["POLICIES", "BasicPolicy", "PolicyEntry", "layer_init"]
+__all__ = ["POLICIES", "BasicPolicy", "CNNPolicy", "EfficientCNN", "PolicyEntry", "layer_init"]

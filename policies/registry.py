@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from policies.cnn import CNNPolicy, EfficientCNN
 from policies.mlp import BasicPolicy
 
 
@@ -20,5 +21,11 @@ class PolicyEntry:
 POLICIES: dict[str, PolicyEntry] = {
     "mlp": PolicyEntry(
         BasicPolicy, "2×256 ReLU MLP (the docs' BasicPolicy) for vector observations"
+    ),
+    "cnn": PolicyEntry(
+        CNNPolicy, "Nature CNN (3 convs, fc 512) for stacked image frames, /255 inside"
+    ),
+    "efficient_cnn": PolicyEntry(
+        EfficientCNN, "the docs' EfficientCNN: Nature convs, fc size from a dummy forward pass"
     ),
 }

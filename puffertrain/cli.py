@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import tyro
 
@@ -13,7 +14,7 @@ from puffertrain.config import RESUMABLE_CHANGES, TrainConfig, from_dict, preset
 from puffertrain.envs import env_factory, env_family
 from puffertrain.errors import UserError
 
-COMMANDS = ("train",)
+COMMANDS = ("train", "eval")
 
 
 def _preparse(argv: Sequence[str]) -> argparse.Namespace:
@@ -41,7 +42,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
 
     early = _preparse(argv)
     if early.resume:
-        run_dir, path = resolve_resume(__import__("pathlib").Path(early.resume))
+        run_dir, path = resolve_resume(Path(early.resume))
         checkpoint = load_checkpoint(path)
         saved = dataclasses.replace(from_dict(checkpoint["config"]), run_dir=run_dir)
         config = tyro.cli(TrainConfig, default=saved, args=list(argv), prog="puffertrain")
@@ -65,6 +66,7 @@ def train(argv: Sequence[str]) -> None:
     from puffertrain.policy_loader import list_policies
     from puffertrain.trainer.loop import Trainer
     from puffertrain.trainer.run_dir import create_run_dir, write_config
+    from puffertrain.vector import resolve_backend
 
     config, checkpoint = parse_train_args(argv)
     if config.list_policies:
@@ -73,15 +75,15 @@ def train(argv: Sequence[str]) -> None:
     if not config.env:
         raise UserError("--env is required (for example --env CartPole-v1)")
     if checkpoint is None:
-        trainer_config = config
         run_dir = create_run_dir(config)
-        trainer_config = dataclasses.replace(config, run_dir=run_dir)
-        trainer = Trainer(trainer_config, run_dir, None)
-        write_config(run_dir, trainer_config)
+        config = dataclasses.replace(config, run_dir=run_dir)
+        trainer = Trainer(config, run_dir, None)
+        write_config(run_dir, config)
     else:
         run_dir = config.run_dir
         trainer = Trainer(config, run_dir, checkpoint)
-    print(f"puffertrain: run directory {run_dir}", file=sys.stderr)
+    backend = resolve_backend(config.vec, config.env)
+    print(f"puffertrain: run directory {run_dir} ({backend} rollout engine)", file=sys.stderr)
     trainer.train()
 
 
@@ -91,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if command == "train":
             train(args)
+        else:
+            from puffertrain.evaluate import EvalConfig, evaluate
+
+            evaluate(tyro.cli(EvalConfig, args=args, prog="puffertrain eval"))
     except UserError as error:
         print(f"puffertrain: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
+from puffertrain.errors import UserError
+
 
 @dataclass
 class PPOConfig:
@@ -71,8 +73,16 @@ class TrainConfig:
     """Continue a run: its directory (newest checkpoint) or a checkpoint file."""
     overwrite: bool = False
     """Allow --run-dir to name a directory that already holds a run, replacing it."""
-    vec: Literal["auto", "serial"] = "auto"
-    """Rollout engine backend."""
+    vec: Literal["auto", "serial", "native"] = "auto"
+    """Rollout engine backend: serial (gymnasium envs in this process) or native (ale-py's C++
+    vector env, ALE ids only). auto picks native for ALE ids and serial otherwise."""
+    num_threads: int = 0
+    """Threads of the native ALE backend (0: one per core)."""
+    env_kwargs: str = ""
+    """JSON object of env settings over the id's registered ones, e.g.
+    '{"repeat_action_probability": 0.0}' (for ALE ids: AtariVectorEnv's argument names)."""
+    clip_rewards: bool = False
+    """Learn from sign(reward); scores are still logged raw (on in the Atari preset)."""
     compile: bool = False
     """torch.compile the policy and the loss step."""
     checkpoint_interval: int = 50
@@ -122,11 +132,35 @@ CLASSIC_CONTROL = TrainConfig(
 )
 
 
+ATARI = TrainConfig(
+    total_timesteps=10_000_000,
+    num_envs=8,
+    num_steps=128,
+    clip_rewards=True,
+    ppo=PPOConfig(learning_rate=2.5e-4, num_minibatches=4, update_epochs=4, clip_coef=0.1),
+)
+
+PRESETS = {"classic_control": CLASSIC_CONTROL, "atari": ATARI}
+
+
 def preset_for(family: str) -> TrainConfig:
-    """Defaults for an env family ("classic_control", "other")."""
-    if family == "classic_control":
-        return dataclasses.replace(CLASSIC_CONTROL, ppo=dataclasses.replace(CLASSIC_CONTROL.ppo))
-    return TrainConfig()
+    """Defaults for an env family: "atari" (CleanRL ppo_atari), "classic_control" (RL Zoo's
+    tuned CartPole values); anything else gets CleanRL ppo.py's values."""
+    preset = PRESETS.get(family, TrainConfig())
+    return dataclasses.replace(preset, ppo=dataclasses.replace(preset.ppo))
+
+
+def parse_env_kwargs(text: str) -> dict[str, Any]:
+    """``--env-kwargs`` as a dict; ``UserError`` unless it is a JSON object."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"--env-kwargs is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise UserError("--env-kwargs must be a JSON object, e.g. '{\"key\": 1}'")
+    return value
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:

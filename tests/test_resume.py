@@ -43,7 +43,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {
         tag: [(e.step, e.value) for e in events.Scalars(tag)]
         for tag in events.Tags()["scalars"]
-        if tag != "charts/SPS"
+        if tag != "charts/SPS" and not tag.startswith("perf/")
     }
 
 

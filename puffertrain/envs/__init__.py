@@ -1,6 +1,13 @@
 """Building and describing environments."""
 
-from puffertrain.envs.make import EnvFactory, env_factory, env_family
+from puffertrain.envs.make import EnvFactory, env_factory, env_family, is_atari
 from puffertrain.envs.state import capture_env_state, restore_env_state
 
-__all__ = ["EnvFactory", "capture_env_state", "env_factory", "env_family", "restore_env_state"]
+__all__ = [
+    "EnvFactory",
+    "capture_env_state",
+    "env_factory",
+    "env_family",
+    "is_atari",
+    "restore_env_state",
+]

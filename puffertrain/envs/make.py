@@ -62,6 +62,7 @@ def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFac
 
 def env_family(env_id: str) -> str:
     """Which preset family an id belongs to: "atari", "classic_control", "mujoco" or "other"."""
+    _register_ale()
     name = env_id.split(":", 1)[1] if ":" in env_id else env_id
     spec = gym.registry.get(name)
     entry_point = str(spec.entry_point) if spec is not None else ""
@@ -72,3 +73,8 @@ def env_family(env_id: str) -> str:
     if "mujoco" in entry_point:
         return "mujoco"
     return "other"
+
+
+def is_atari(env_id: str) -> bool:
+    """Whether ``env_id`` is an ALE id (gets the Atari preprocessing and the native backend)."""
+    return env_family(env_id) == "atari"

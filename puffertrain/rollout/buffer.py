@@ -13,6 +13,14 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.zeros(1, dtype=dtype)).dtype
 
 
+def to_torch(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An env array as a tensor on ``device`` (float64 becomes float32, like the buffer)."""
+    tensor = torch.from_numpy(array)
+    if tensor.dtype == torch.float64:
+        tensor = tensor.float()
+    return tensor.to(device, non_blocking=True)
+
+
 def action_storage(action_space: gym.spaces.Space) -> tuple[tuple[int, ...], torch.dtype]:
     """Per-step shape and dtype of stored actions for ``action_space``."""
     if isinstance(action_space, gym.spaces.Discrete):

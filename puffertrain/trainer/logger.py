@@ -72,7 +72,13 @@ class RunLogger:
             return None
         return sum(self.recent_scores) / len(self.recent_scores)
 
-    def update(self, global_step: int, learning_rate: float, stats: dict[str, float]) -> float:
+    def update(
+        self,
+        global_step: int,
+        learning_rate: float,
+        stats: dict[str, float],
+        time_shares: dict[str, float],
+    ) -> float:
         """Log one update's statistics; return the SPS since this process started training."""
         elapsed = time.perf_counter() - self._start_time
         sps = (global_step - self._start_step) / max(elapsed, 1e-9)
@@ -80,6 +86,8 @@ class RunLogger:
         self.writer.add_scalar("charts/SPS", sps, global_step)
         for key, value in stats.items():
             self.writer.add_scalar(f"losses/{key}", value, global_step)
+        for phase, share in time_shares.items():
+            self.writer.add_scalar(f"perf/{phase}_fraction", share, global_step)
         mean = self.mean_recent_score
         score = "–" if mean is None else f"{mean:.1f}"
         self.progress.update(self.task, completed=global_step, sps=sps, score=score)

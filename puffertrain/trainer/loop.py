@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from puffertrain.config import TrainConfig, to_dict
-from puffertrain.envs import env_factory
+from puffertrain.config import TrainConfig, parse_env_kwargs, to_dict
+from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, Learner
-from puffertrain.rollout import RolloutBuffer
+from puffertrain.rollout import RolloutBuffer, to_torch
 from puffertrain.trainer.checkpoint import (
     checkpoint_path,
     prune_checkpoints,
@@ -23,6 +23,7 @@ from puffertrain.trainer.checkpoint import (
 )
 from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.signals import StopRequest
+from puffertrain.trainer.timing import PhaseTimer
 from puffertrain.vector import make_vector_env
 
 
@@ -30,17 +31,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from puffertrain.errors import UserError
-
         raise UserError("--device cuda: no CUDA device is available")
     return torch.device(name)
-
-
-def _as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    tensor = torch.from_numpy(array)
-    if tensor.dtype == torch.float64:
-        tensor = tensor.float()
-    return tensor.to(device, non_blocking=True)
 
 
 class Trainer:
@@ -56,7 +48,13 @@ class Trainer:
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
 
-        self.envs = make_vector_env(config.vec, env_factory(config.env), config.num_envs)
+        self.envs = make_vector_env(
+            config.vec,
+            config.env,
+            config.num_envs,
+            parse_env_kwargs(config.env_kwargs),
+            config.num_threads,
+        )
         observation_space = self.envs.single_observation_space
         self.action_space = self.envs.single_action_space
         policy = build_policy(config.policy, observation_space, self.action_space)
@@ -68,6 +66,7 @@ class Trainer:
         )
         self.global_step = 0
         self.iteration = 0
+        self.timer = PhaseTimer()
         if checkpoint is None:
             self.next_obs = self.envs.reset(config.seed)
         else:
@@ -86,23 +85,27 @@ class Trainer:
         buffer, gamma = self.buffer, self.config.ppo.gamma
         for step in range(self.config.num_steps):
             obs = buffer.observations[step]
-            obs.copy_(_as_tensor(self.next_obs, self.device))
-            with torch.no_grad():
+            obs.copy_(to_torch(self.next_obs, self.device))
+            with self.timer.phase("inference"), torch.no_grad():
                 actions, log_probs, values = self.act(obs)
-            buffer.actions[step] = actions
-            buffer.log_probs[step] = log_probs
-            buffer.values[step] = values
+                buffer.actions[step] = actions
+                buffer.log_probs[step] = log_probs
+                buffer.values[step] = values
+                env_actions = self._env_actions(actions)
 
-            result = self.envs.step(self._env_actions(actions))
+            with self.timer.phase("env"):
+                result = self.envs.step(env_actions)
             self.global_step += self.config.num_envs
-            rewards = _as_tensor(result.rewards, self.device)
+            rewards = to_torch(result.rewards, self.device)
+            if self.config.clip_rewards:
+                rewards = rewards.sign()
             truncated = result.truncations & ~result.terminations
             if truncated.any():  # bootstrap a time-limit end from the observation it ended on
-                final = _as_tensor(result.final_observations[truncated], self.device)
-                with torch.no_grad():
+                final = to_torch(result.final_observations[truncated], self.device)
+                with self.timer.phase("inference"), torch.no_grad():
                     rewards[torch.from_numpy(truncated)] += gamma * self.agent.value(final)
             buffer.rewards[step] = rewards
-            buffer.episode_ends[step] = _as_tensor(
+            buffer.episode_ends[step] = to_torch(
                 result.terminations | result.truncations, self.device
             )
             for episode in result.episodes:
@@ -125,11 +128,14 @@ class Trainer:
                 self.iteration += 1
                 learning_rate = self.learner.learning_rate(self.iteration, config.num_iterations)
                 self.collect_rollout(logger)
-                with torch.no_grad():
-                    last_values = self.agent.value(_as_tensor(self.next_obs, self.device))
-                self.buffer.compute_advantages(last_values, config.ppo.gamma, config.ppo.gae_lambda)
-                stats = self.learner.update(self.buffer, learning_rate)
-                logger.update(self.global_step, learning_rate, stats)
+                with self.timer.phase("update"):
+                    with torch.no_grad():
+                        last_values = self.agent.value(to_torch(self.next_obs, self.device))
+                    self.buffer.compute_advantages(
+                        last_values, config.ppo.gamma, config.ppo.gae_lambda
+                    )
+                    stats = self.learner.update(self.buffer, learning_rate)
+                logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
                 done = self.iteration == config.num_iterations
                 if stop.requested or done or self.iteration % config.checkpoint_interval == 0:
                     self.save()
@@ -139,6 +145,7 @@ class Trainer:
                         f"stopped at step {self.global_step:,}; resume with --resume {self.run_dir}"
                     )
                     break
+            logger.message(f"wall time: {self.timer.summary()}")
         self.envs.close()
 
     def save(self) -> Path:

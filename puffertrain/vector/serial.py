@@ -25,6 +25,7 @@ class SerialVectorEnv(VectorEnv):
         self.rewards = np.zeros(self.num_envs, dtype=np.float32)
         self.terminations = np.zeros(self.num_envs, dtype=bool)
         self.truncations = np.zeros(self.num_envs, dtype=bool)
+        self.game_over = np.zeros(self.num_envs, dtype=bool)
         self.tracker = EpisodeTracker(self.num_envs)
 
     def reset(self, seed: int) -> np.ndarray:
@@ -35,15 +36,18 @@ class SerialVectorEnv(VectorEnv):
 
     def step(self, actions: np.ndarray) -> StepResult:
         for index, env in enumerate(self.envs):
-            obs, reward, terminated, truncated, _ = env.step(actions[index])
+            obs, reward, terminated, truncated, info = env.step(actions[index])
             self.rewards[index] = reward
             self.terminations[index] = terminated
             self.truncations[index] = truncated
+            # An env may end an episode for bootstrapping while its score goes on (Atari life
+            # loss): it says so with info["game_over"] = False.
+            self.game_over[index] = (terminated or truncated) and info.get("game_over", True)
             if terminated or truncated:
                 self.final_observations[index] = obs
                 obs, _ = env.reset()
             self.observations[index] = obs
-        episodes = self.tracker.update(self.rewards, self.terminations | self.truncations)
+        episodes = self.tracker.update(self.rewards, self.game_over)
         return StepResult(
             self.observations,
             self.rewards,

@@ -1,0 +1,105 @@
+"""``puffertrain eval``: play whole games with a trained policy, report raw scores, record video."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from puffertrain.config import from_dict, parse_env_kwargs
+from puffertrain.envs import env_factory, is_atari
+from puffertrain.envs.atari import atari_settings, make_wrapped_atari
+from puffertrain.errors import UserError
+from puffertrain.policy_loader import build_policy
+from puffertrain.ppo import Agent
+from puffertrain.rollout import to_torch
+from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
+from puffertrain.trainer.loop import resolve_device
+from puffertrain.vector import SerialVectorEnv
+
+
+@dataclass
+class EvalConfig:
+    """Play whole games (all lives for Atari) with a checkpoint's policy; print raw scores."""
+
+    checkpoint: Path
+    """A run directory (its newest checkpoint) or a checkpoint file."""
+    episodes: int = 10
+    """Games to play."""
+    video: Path | None = None
+    """Write the first game to this video file (mp4, gif...)."""
+    deterministic: bool = False
+    """Take the most likely action instead of sampling."""
+    seed: int = 0
+    """Env seed for the evaluation games."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the policy runs."""
+
+
+def _make_env(env_id: str, env_kwargs: str, record: bool):
+    render_mode = "rgb_array" if record else None
+    kwargs = parse_env_kwargs(env_kwargs)
+    if is_atari(env_id):
+        settings = atari_settings(env_id, kwargs)
+        return lambda: make_wrapped_atari(env_id, settings, render_mode), settings["frameskip"]
+    if render_mode:
+        kwargs["render_mode"] = render_mode
+    return env_factory(env_id, kwargs), 1
+
+
+def evaluate(config: EvalConfig) -> list[float]:
+    """Play ``config.episodes`` games; return their raw scores."""
+    if config.episodes < 1:
+        raise UserError("--episodes must be at least 1")
+    _, path = resolve_resume(config.checkpoint)
+    checkpoint = load_checkpoint(path)
+    train_config = from_dict(checkpoint["config"])
+    device = resolve_device(config.device)
+    factory, frameskip = _make_env(
+        train_config.env, train_config.env_kwargs, config.video is not None
+    )
+    envs = SerialVectorEnv([factory])
+    policy = build_policy(
+        train_config.policy, envs.single_observation_space, envs.single_action_space
+    )
+    policy.load_state_dict(checkpoint["policy"])
+    agent = Agent(policy, envs.single_action_space).to(device).eval()
+    torch.manual_seed(config.seed)
+
+    fps = envs.envs[0].metadata.get("render_fps", 60) / frameskip
+    obs = envs.reset(config.seed)
+    frames = [envs.envs[0].render()] if config.video else []
+    scores: list[float] = []
+    while len(scores) < config.episodes:
+        with torch.no_grad():
+            actions, _, _ = agent.act(to_torch(obs, device), deterministic=config.deterministic)
+        result = envs.step(actions.cpu().numpy())
+        obs = result.observations
+        if config.video and not scores:
+            frames.append(envs.envs[0].render())
+        for episode in result.episodes:
+            scores.append(episode.score)
+            print(f"game {len(scores)}: score {episode.score:g}, {episode.length} steps")
+    envs.close()
+
+    mean = statistics.fmean(scores)
+    std = statistics.pstdev(scores)
+    print(
+        f"{train_config.env}: {mean:.2f} ± {std:.2f} over {len(scores)} games "
+        f"(step {checkpoint['global_step']:,} of {path})"
+    )
+    if config.video:
+        _write_video(config.video, frames, fps)
+    return scores
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(path, frames, fps=fps)
+    print(f"video of game 1 ({len(frames)} frames) written to {path}")

@@ -1,0 +1,33 @@
+"""Where the wall time goes: env stepping, policy inference, the update."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class PhaseTimer:
+    """Accumulates wall time per named phase since construction."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.totals: dict[str, float] = {"env": 0.0, "inference": 0.0, "update": 0.0}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[name] += time.perf_counter() - begin
+
+    def fractions(self) -> dict[str, float]:
+        """Share of the elapsed time per phase, plus "other" for the rest."""
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        shares = {name: total / elapsed for name, total in self.totals.items()}
+        shares["other"] = max(0.0, 1.0 - sum(shares.values()))
+        return shares
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {share:.0%}" for name, share in self.fractions().items())
