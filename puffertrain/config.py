@@ -84,7 +84,9 @@ class TrainConfig:
     clip_rewards: bool = False
     """Learn from sign(reward); scores are still logged raw (on in the Atari preset)."""
     compile: bool = False
-    """torch.compile the policy and the loss step."""
+    """torch.compile the update's policy forward and loss step (on in the Atari preset, where it
+    measured 1.35× faster per minibatch; rollout inference stays eager, where compiling measured
+    no gain for the MLP and a loss for the CNN at batch 8; see experiments/results)."""
     checkpoint_interval: int = 50
     """Save a checkpoint every this many updates (and always at the end and on Ctrl-C)."""
     keep_checkpoints: int = 3
@@ -137,6 +139,7 @@ ATARI = TrainConfig(
     num_envs=8,
     num_steps=128,
     clip_rewards=True,
+    compile=True,
     ppo=PPOConfig(learning_rate=2.5e-4, num_minibatches=4, update_epochs=4, clip_coef=0.1),
 )
 

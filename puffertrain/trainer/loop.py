@@ -59,7 +59,6 @@ class Trainer:
         self.action_space = self.envs.single_action_space
         policy = build_policy(config.policy, observation_space, self.action_space)
         self.agent = Agent(policy, self.action_space).to(self.device)
-        self.act = torch.compile(self.agent.act) if config.compile else self.agent.act
         self.learner = Learner(self.agent, config.ppo, compile_loss=config.compile)
         self.buffer = RolloutBuffer(
             config.num_steps, config.num_envs, observation_space, self.action_space, self.device
@@ -87,7 +86,7 @@ class Trainer:
             obs = buffer.observations[step]
             obs.copy_(to_torch(self.next_obs, self.device))
             with self.timer.phase("inference"), torch.no_grad():
-                actions, log_probs, values = self.act(obs)
+                actions, log_probs, values = self.agent.act(obs)
                 buffer.actions[step] = actions
                 buffer.log_probs[step] = log_probs
                 buffer.values[step] = values
