@@ -65,7 +65,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
 def train(argv: Sequence[str]) -> None:
     from puffertrain.policy_loader import list_policies
     from puffertrain.trainer.loop import Trainer
-    from puffertrain.trainer.run_dir import create_run_dir, write_config
+    from puffertrain.trainer.run_dir import choose_run_dir, start_run_dir
     from puffertrain.vector import resolve_backend
 
     config, checkpoint = parse_train_args(argv)
@@ -75,10 +75,10 @@ def train(argv: Sequence[str]) -> None:
     if not config.env:
         raise UserError("--env is required (for example --env CartPole-v1)")
     if checkpoint is None:
-        run_dir = create_run_dir(config)
+        run_dir = choose_run_dir(config)
         config = dataclasses.replace(config, run_dir=run_dir)
         trainer = Trainer(config, run_dir, None)
-        write_config(run_dir, config)
+        start_run_dir(run_dir, config)
     else:
         run_dir = config.run_dir
         trainer = Trainer(config, run_dir, checkpoint)

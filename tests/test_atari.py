@@ -184,3 +184,22 @@ def test_breakout_smoke_run_resume_and_eval(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ALE/Breakout-v5: " in out and "over 1 games" in out
     assert video.stat().st_size > 1000
+
+
+def test_registered_settings_hold_unless_overridden():
+    v5 = atari_settings(BREAKOUT, {})
+    assert v5["repeat_action_probability"] == 0.25
+    assert v5["max_num_frames_per_episode"] == 108_000
+    assert v5["frameskip"] == 4 and v5["noop_max"] == 30 and v5["stack_num"] == 4
+    assert atari_settings("BreakoutNoFrameskip-v4", {})["repeat_action_probability"] == 0.0
+    assert atari_settings("BreakoutNoFrameskip-v4", {})["frameskip"] == 4
+    assert (
+        atari_settings(BREAKOUT, {"repeat_action_probability": 0.0})["repeat_action_probability"]
+        == 0.0
+    )
+
+
+def test_unknown_env_kwargs_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--env", BREAKOUT, "--env-kwargs", '{"sticky": 1}', "--total-timesteps", "8"])
+    assert "unknown Atari setting(s) sticky" in capsys.readouterr().err

@@ -54,6 +54,12 @@ def test_user_policy_that_is_not_a_module(capsys):
     assert "not an nn.Module class" in err
 
 
+def test_bad_input_leaves_no_run_directory(capsys, tmp_path):
+    _error(capsys, "--env", "Pendulum-v1", "--policy", "mlp", "--run-dir", str(tmp_path / "r"))
+    _error(capsys, "--env", "CartPole-v1", "--policy", "nope", "--run-dir", str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
+
+
 def test_policy_that_cannot_take_the_spaces(capsys, tmp_path):
     err = _error(
         capsys, "--env", "Pendulum-v1", "--policy", "mlp", "--run-dir", str(tmp_path / "r"), *TINY

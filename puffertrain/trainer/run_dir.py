@@ -37,19 +37,21 @@ def holds_run(path: Path) -> bool:
     )
 
 
-def create_run_dir(config: TrainConfig) -> Path:
-    """Make the directory for a new run; refuse to reuse one that holds a run unless told to."""
+def choose_run_dir(config: TrainConfig) -> Path:
+    """The new run's directory; refuses one that holds a run unless --overwrite. Creates nothing."""
     run_dir = config.run_dir or default_run_dir(config)
-    if holds_run(run_dir):
-        if not config.overwrite:
-            raise UserError(
-                f"--run-dir '{run_dir}' already holds a run; use --resume {run_dir} to continue "
-                "it or --overwrite to replace it"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if holds_run(run_dir) and not config.overwrite:
+        raise UserError(
+            f"--run-dir '{run_dir}' already holds a run; use --resume {run_dir} to continue "
+            "it or --overwrite to replace it"
+        )
     return run_dir
 
 
-def write_config(run_dir: Path, config: TrainConfig) -> None:
+def start_run_dir(run_dir: Path, config: TrainConfig) -> None:
+    """Create the directory (replacing the old run there, which --overwrite allowed) and write
+    config.json. Called once the trainer is built, so bad input never leaves a directory."""
+    if holds_run(run_dir):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=2) + "\n")
