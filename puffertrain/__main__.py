@@ -1,3 +1,4 @@
 from puffertrain.cli import main
 
-main()
+if __name__ == "__main__":  # env worker processes import this module too (spawn)
+    main()

@@ -14,7 +14,7 @@ from puffertrain.config import RESUMABLE_CHANGES, TrainConfig, from_dict, preset
 from puffertrain.envs import env_factory, env_family
 from puffertrain.errors import UserError
 
-COMMANDS = ("train", "eval")
+COMMANDS = ("train", "eval", "bench")
 
 
 def _preparse(argv: Sequence[str]) -> argparse.Namespace:
@@ -66,7 +66,6 @@ def train(argv: Sequence[str]) -> None:
     from puffertrain.policy_loader import list_policies
     from puffertrain.trainer.loop import Trainer
     from puffertrain.trainer.run_dir import choose_run_dir, start_run_dir
-    from puffertrain.vector import resolve_backend
 
     config, checkpoint = parse_train_args(argv)
     if config.list_policies:
@@ -74,6 +73,7 @@ def train(argv: Sequence[str]) -> None:
         return
     if not config.env:
         raise UserError("--env is required (for example --env CartPole-v1)")
+    config.validate()
     if checkpoint is None:
         run_dir = choose_run_dir(config)
         config = dataclasses.replace(config, run_dir=run_dir)
@@ -82,8 +82,11 @@ def train(argv: Sequence[str]) -> None:
     else:
         run_dir = config.run_dir
         trainer = Trainer(config, run_dir, checkpoint)
-    backend = resolve_backend(config.vec, config.env)
-    print(f"puffertrain: run directory {run_dir} ({backend} rollout engine)", file=sys.stderr)
+    print(
+        f"puffertrain: run directory {run_dir}\npuffertrain: {trainer.envs.name} rollout engine "
+        f"({trainer.backend_reason})",
+        file=sys.stderr,
+    )
     trainer.train()
 
 
@@ -93,10 +96,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if command == "train":
             train(args)
-        else:
+        elif command == "eval":
             from puffertrain.evaluate import EvalConfig, evaluate
 
             evaluate(tyro.cli(EvalConfig, args=args, prog="puffertrain eval"))
+        else:
+            from puffertrain.bench import BenchConfig, bench
+
+            bench(tyro.cli(BenchConfig, args=args, prog="puffertrain bench"))
     except UserError as error:
         print(f"puffertrain: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("puffertrain: aborted; checkpoints written before are kept", file=sys.stderr)
+        sys.exit(130)

@@ -49,7 +49,7 @@ class PPOConfig:
 class TrainConfig:
     """Train a PPO agent. Presets follow the env family; every flag overrides them.
 
-    Other commands: `puffertrain eval --help`.
+    Other commands: `puffertrain eval --help`, `puffertrain bench --help`.
     """
 
     env: str = ""
@@ -73,9 +73,13 @@ class TrainConfig:
     """Continue a run: its directory (newest checkpoint) or a checkpoint file."""
     overwrite: bool = False
     """Allow --run-dir to name a directory that already holds a run, replacing it."""
-    vec: Literal["auto", "serial", "native"] = "auto"
-    """Rollout engine backend: serial (gymnasium envs in this process) or native (ale-py's C++
-    vector env, ALE ids only). auto picks native for ALE ids and serial otherwise."""
+    vec: Literal["auto", "serial", "multiprocessing", "native"] = "auto"
+    """Rollout engine backend: serial (envs stepped in this process), multiprocessing (worker
+    processes over shared memory), native (ale-py's C++ vector env, ALE ids only). auto picks
+    native for ALE ids, multiprocessing where a quick timing of the env says workers pay,
+    serial otherwise; the choice and the reason are printed."""
+    num_workers: int = 0
+    """Worker processes of the multiprocessing backend (0: one per core, dividing num-envs)."""
     num_threads: int = 0
     """Threads of the native ALE backend (0: one per core)."""
     env_kwargs: str = ""
@@ -95,6 +99,26 @@ class TrainConfig:
     """Print the policy names with one line each and exit."""
     ppo: Annotated[PPOConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=PPOConfig)
 
+    def validate(self) -> None:
+        """Raise ``UserError`` for values no run can use."""
+        positive = {
+            "num-envs": self.num_envs,
+            "num-steps": self.num_steps,
+            "total-timesteps": self.total_timesteps,
+            "num-minibatches": self.ppo.num_minibatches,
+            "update-epochs": self.ppo.update_epochs,
+            "checkpoint-interval": self.checkpoint_interval,
+            "keep-checkpoints": self.keep_checkpoints,
+        }
+        for flag, value in positive.items():
+            if value < 1:
+                raise UserError(f"--{flag} must be at least 1, got {value}")
+        if self.ppo.num_minibatches > self.batch_size:
+            raise UserError(
+                f"--num-minibatches {self.ppo.num_minibatches} exceeds the batch of "
+                f"{self.batch_size} steps (num-envs × num-steps)"
+            )
+
     @property
     def batch_size(self) -> int:
         return self.num_envs * self.num_steps
@@ -108,6 +132,8 @@ class TrainConfig:
 RESUMABLE_CHANGES = frozenset(
     {
         "total_timesteps",
+        "num_workers",
+        "num_threads",
         "device",
         "compile",
         "checkpoint_interval",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -72,7 +73,7 @@ def evaluate(config: EvalConfig) -> list[float]:
 
     fps = envs.envs[0].metadata.get("render_fps", 60) / frameskip
     obs = envs.reset(config.seed)
-    frames = [envs.envs[0].render()] if config.video else []
+    frames = [_render(envs)] if config.video else []
     scores: list[float] = []
     while len(scores) < config.episodes:
         with torch.no_grad():
@@ -80,7 +81,7 @@ def evaluate(config: EvalConfig) -> list[float]:
         result = envs.step(actions.cpu().numpy())
         obs = result.observations
         if config.video and not scores:
-            frames.append(envs.envs[0].render())
+            frames.append(_render(envs))
         for episode in result.episodes:
             scores.append(episode.score)
             print(f"game {len(scores)}: score {episode.score:g}, {episode.length} steps")
@@ -95,6 +96,13 @@ def evaluate(config: EvalConfig) -> list[float]:
     if config.video:
         _write_video(config.video, frames, fps)
     return scores
+
+
+def _render(envs: SerialVectorEnv) -> np.ndarray:
+    try:
+        return envs.envs[0].render()
+    except gym.error.DependencyNotInstalled as error:
+        raise UserError(f"--video: this env cannot render here: {error}") from None
 
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:

@@ -54,3 +54,25 @@ def uncapturable() -> gym.Env:
 
 
 gym.register("PufferTest/Counting-v0", entry_point=CountingEnv, max_episode_steps=3)
+
+
+class RaisingEnv(CountingEnv):
+    """Raises on its fifth step if it was reset with seed 3 (so one env of a batch fails)."""
+
+    def __init__(self) -> None:
+        super().__init__(length=50)
+        self.seed_used: int | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.seed_used = seed
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        if self.seed_used == 3 and self.t >= 4:
+            raise RuntimeError("the physics exploded")
+        return super().step(action)
+
+
+def raising() -> gym.Env:
+    return RaisingEnv()

@@ -42,7 +42,7 @@ def _reference_games(step_env, num_envs: int, steps: int, seed: int = 0):
 
 
 def test_native_observations_are_stacked_uint8_frames():
-    envs = make_vector_env("native", BREAKOUT, 2, {})
+    envs, _ = make_vector_env("native", BREAKOUT, 2, {})
     obs = envs.reset(seed=0)
     assert isinstance(envs, NativeAtariVectorEnv)
     assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8

@@ -104,6 +104,15 @@ def test_run_dir_that_holds_a_run_is_refused_unless_overwrite(capsys, finished_r
     assert _digest(finished_run) != before
 
 
+def test_values_no_run_can_use(capsys):
+    assert "--num-envs must be at least 1, got 0" in _error(
+        capsys, "--env", "CartPole-v1", "--num-envs", "0"
+    )
+    assert "exceeds the batch" in _error(
+        capsys, "--env", "CartPole-v1", "--num-minibatches", "10000"
+    )
+
+
 def test_missing_env(capsys):
     assert "--env is required" in _error(capsys, "--policy", "mlp")
 

@@ -32,3 +32,31 @@ def test_termination_is_not_bootstrapped(tmp_path):
     trainer = _collect(tmp_path, "tests.envs:counting_terminated")
     assert trainer.buffer.episode_ends[:, 0].tolist() == [0, 0, 0, 0, 1] * 2 + [0, 0]
     assert torch.all(trainer.buffer.rewards == 1.0)
+
+
+def test_a_users_policy_class_trains_and_evaluates(tmp_path, capsys):
+    from puffertrain.cli import main
+    from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
+
+    run_dir = tmp_path / "user"
+    main(
+        [
+            "--env",
+            "CartPole-v1",
+            "--policy",
+            "tests.user_policy:TinyPolicy",
+            "--device",
+            "cpu",
+            "--total-timesteps",
+            "512",
+            "--run-dir",
+            str(run_dir),
+        ]
+    )
+    state = load_checkpoint(list_checkpoints(run_dir)[-1])["policy"]
+    assert state["body.0.weight"].shape == (16, 4)
+
+    capsys.readouterr()
+    main(["eval", "--checkpoint", str(run_dir), "--episodes", "3", "--deterministic"])
+    out = capsys.readouterr().out
+    assert out.count("game ") == 3 and "CartPole-v1: " in out and "over 3 games" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -34,8 +35,20 @@ def _unknown_id(env_id: str) -> UserError:
     return UserError(f"unknown env id '{env_id}'{hint}")
 
 
+def _make_registered(module_name: str | None, env_id: str, kwargs: dict[str, Any]) -> gym.Env:
+    if module_name:
+        importlib.import_module(module_name)
+    _register_ale()
+    return gym.make(env_id, **kwargs)
+
+
+def _call(module_name: str, name: str, kwargs: dict[str, Any]) -> gym.Env:
+    return getattr(importlib.import_module(module_name), name)(**kwargs)
+
+
 def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFactory:
-    """A zero-argument callable that builds one env for ``env_id``.
+    """A zero-argument callable that builds one env for ``env_id``; it pickles, so worker
+    processes can build their own envs with it.
 
     Accepts a registered id, ``module:EnvName-v0`` (the module registers the id on import) and
     ``package.module:callable`` (the callable returns an env). Raises ``UserError`` for ids that
@@ -46,18 +59,17 @@ def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFac
         module_name, name = env_id.split(":", 1)
         module = _import(module_name, env_id)
         if name in gym.registry:
-            return lambda: gym.make(name, **kwargs)
-        target = getattr(module, name, None)
-        if not callable(target):
+            return partial(_make_registered, module_name, name, kwargs)
+        if not callable(getattr(module, name, None)):
             raise UserError(
                 f"env '{env_id}': module '{module_name}' neither registers id '{name}' "
                 f"nor defines a callable named '{name}'"
             )
-        return lambda: target(**kwargs)
+        return partial(_call, module_name, name, kwargs)
     _register_ale()
     if env_id not in gym.registry:
         raise _unknown_id(env_id)
-    return lambda: gym.make(env_id, **kwargs)
+    return partial(_make_registered, None, env_id, kwargs)
 
 
 def env_family(env_id: str) -> str:

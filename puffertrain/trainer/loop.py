@@ -24,7 +24,7 @@ from puffertrain.trainer.checkpoint import (
 from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.signals import StopRequest
 from puffertrain.trainer.timing import PhaseTimer
-from puffertrain.vector import make_vector_env
+from puffertrain.vector import EnvError, make_vector_env
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,12 +48,13 @@ class Trainer:
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
 
-        self.envs = make_vector_env(
+        self.envs, self.backend_reason = make_vector_env(
             config.vec,
             config.env,
             config.num_envs,
             parse_env_kwargs(config.env_kwargs),
             config.num_threads,
+            config.num_workers,
         )
         observation_space = self.envs.single_observation_space
         self.action_space = self.envs.single_action_space
@@ -102,7 +103,9 @@ class Trainer:
             if truncated.any():  # bootstrap a time-limit end from the observation it ended on
                 final = to_torch(result.final_observations[truncated], self.device)
                 with self.timer.phase("inference"), torch.no_grad():
-                    rewards[torch.from_numpy(truncated)] += gamma * self.agent.value(final)
+                    rewards[torch.from_numpy(truncated).to(self.device)] += (
+                        gamma * self.agent.value(final)
+                    )
             buffer.rewards[step] = rewards
             buffer.episode_ends[step] = to_torch(
                 result.terminations | result.truncations, self.device
@@ -122,32 +125,46 @@ class Trainer:
             self.global_step,
             purge_step,
         )
-        with logger, StopRequest(logger.console) as stop:
-            while self.iteration < config.num_iterations:
-                self.iteration += 1
-                learning_rate = self.learner.learning_rate(self.iteration, config.num_iterations)
-                self.collect_rollout(logger)
-                with self.timer.phase("update"):
-                    with torch.no_grad():
-                        last_values = self.agent.value(to_torch(self.next_obs, self.device))
-                    self.buffer.compute_advantages(
-                        last_values, config.ppo.gamma, config.ppo.gae_lambda
-                    )
-                    stats = self.learner.update(self.buffer, learning_rate)
-                logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
-                done = self.iteration == config.num_iterations
-                if stop.requested or done or self.iteration % config.checkpoint_interval == 0:
-                    self.save()
-                    logger.flush()
-                if stop.requested:
-                    logger.message(
-                        f"stopped at step {self.global_step:,}; resume with --resume {self.run_dir}"
-                    )
-                    break
-            logger.message(f"wall time: {self.timer.summary()}")
-        self.envs.close()
+        try:
+            with logger, StopRequest(logger.console) as stop:
+                self._iterate(logger, stop)
+                logger.message(f"wall time: {self.timer.summary()}")
+        finally:
+            self.envs.close()
 
-    def save(self) -> Path:
+    def _iterate(self, logger: RunLogger, stop: StopRequest) -> None:
+        config = self.config
+        while self.iteration < config.num_iterations:
+            self.iteration += 1
+            learning_rate = self.learner.learning_rate(self.iteration, config.num_iterations)
+            start_step = self.global_step
+            try:
+                self.collect_rollout(logger)
+            except EnvError as error:  # keep the last update's model; episodes restart
+                self.global_step, self.iteration = start_step, self.iteration - 1
+                path = self.save(with_envs=False)
+                raise EnvError(
+                    f"{error}\ncheckpoint {path} saved; --resume {self.run_dir} continues "
+                    "with new episodes"
+                ) from None
+            with self.timer.phase("update"):
+                with torch.no_grad():
+                    last_values = self.agent.value(to_torch(self.next_obs, self.device))
+                self.buffer.compute_advantages(last_values, config.ppo.gamma, config.ppo.gae_lambda)
+                stats = self.learner.update(self.buffer, learning_rate)
+            logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
+            done = self.iteration == config.num_iterations
+            if stop.requested or done or self.iteration % config.checkpoint_interval == 0:
+                self.save()
+                logger.flush()
+            if stop.requested:
+                logger.message(
+                    f"stopped at step {self.global_step:,}; resume with --resume {self.run_dir}"
+                )
+                break
+
+    def save(self, with_envs: bool = True) -> Path:
+        """Write a checkpoint; ``with_envs=False`` after an env failure (episodes restart)."""
         path = checkpoint_path(self.run_dir, self.global_step)
         save_checkpoint(
             path,
@@ -158,7 +175,7 @@ class Trainer:
                 "policy": self.agent.policy.state_dict(),
                 "optimizer": self.learner.optimizer.state_dict(),
                 "rng": rng_state(),
-                "envs": self.envs.state_dict(),
+                "envs": self.envs.state_dict() if with_envs else {"envs": None},
             },
         )
         prune_checkpoints(self.run_dir, self.config.keep_checkpoints)

@@ -3,51 +3,102 @@
 from __future__ import annotations
 
 import os
+import time
+from functools import partial
 from typing import Any
 
-from puffertrain.envs import env_factory, is_atari
+from puffertrain.envs import EnvFactory, env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.errors import UserError
-from puffertrain.vector.base import Episode, EpisodeTracker, StepResult, VectorEnv
+from puffertrain.vector.base import EnvError, Episode, EpisodeTracker, StepResult, VectorEnv
+from puffertrain.vector.multiprocessing import MultiprocessingVectorEnv
 from puffertrain.vector.native import NativeAtariVectorEnv
 from puffertrain.vector.serial import SerialVectorEnv
 
+# Wall time one lockstep round trip to the workers costs the trainer (semaphores both ways),
+# measured here with experiments/worker_overhead.py; workers pay only when the env work they
+# take off this process is several times larger.
+WORKER_ROUND_TRIP_S = 60e-6
 
-def resolve_backend(kind: str, env_id: str) -> str:
-    """The backend ``--vec kind`` means for this env ("auto": native for ALE ids, else serial)."""
+
+def _env_step_seconds(factory: EnvFactory, steps: int = 200, budget_s: float = 0.5) -> float:
+    """Mean wall time of one env step with random actions (bounded by ``budget_s``)."""
+    env = factory()
+    env.reset(seed=0)
+    start = time.perf_counter()
+    count = 0
+    while count < steps and time.perf_counter() - start < budget_s:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+        count += 1
+    elapsed = time.perf_counter() - start
+    env.close()
+    return elapsed / count
+
+
+def choose_backend(
+    kind: str, env_id: str, factory: EnvFactory | None, num_envs: int
+) -> tuple[str, str]:
+    """The backend ``--vec kind`` means for this env, and why (logged at start)."""
     atari = is_atari(env_id)
-    if kind == "auto":
-        return "native" if atari else "serial"
     if kind == "native" and not atari:
-        raise UserError(f"--vec native runs ALE ids only; '{env_id}' is not one (use serial)")
-    return kind
+        raise UserError(f"--vec native runs ALE ids only; '{env_id}' is not one")
+    if kind != "auto":
+        return kind, "asked for"
+    if atari:
+        return "native", "ALE id: ale-py's C++ vector env"
+    cores = os.cpu_count() or 1
+    if cores < 2 or num_envs < 2 or factory is None:
+        return "serial", f"{cores} core(s), {num_envs} env(s)"
+    step_s = _env_step_seconds(factory)
+    workers = min(cores, num_envs)
+    saved_s = num_envs * step_s * (1 - 1 / workers)
+    reason = (
+        f"one env step takes {step_s * 1e6:.0f} µs; {workers} workers would save "
+        f"{saved_s * 1e6:.0f} µs per step of all envs against a {WORKER_ROUND_TRIP_S * 1e6:.0f} µs "
+        "round trip"
+    )
+    return ("multiprocessing" if saved_s > 3 * WORKER_ROUND_TRIP_S else "serial"), reason
 
 
 def make_vector_env(
-    kind: str, env_id: str, num_envs: int, env_kwargs: dict[str, Any], num_threads: int = 0
-) -> VectorEnv:
-    """``num_envs`` copies of the env on the backend ``kind`` resolves to.
+    kind: str,
+    env_id: str,
+    num_envs: int,
+    env_kwargs: dict[str, Any],
+    num_threads: int = 0,
+    num_workers: int = 0,
+) -> tuple[VectorEnv, str]:
+    """``num_envs`` copies of the env on the backend ``kind`` resolves to, and the reason for
+    that backend.
 
-    ALE ids get the standard Atari preprocessing on either backend: natively in C++, or as
-    gymnasium wrappers on the serial backend (the reference path).
+    ALE ids get the standard Atari preprocessing on every backend: natively in C++, or as
+    gymnasium wrappers on the serial and multiprocessing backends (the reference path).
     """
-    backend = resolve_backend(kind, env_id)
-    if backend == "native":
-        threads = num_threads or os.cpu_count() or 1
-        return NativeAtariVectorEnv(atari_settings(env_id, env_kwargs), num_envs, threads)
     if is_atari(env_id):
         settings = atari_settings(env_id, env_kwargs)
-        return SerialVectorEnv([lambda: make_wrapped_atari(env_id, settings)] * num_envs)
-    return SerialVectorEnv([env_factory(env_id, env_kwargs)] * num_envs)
+        factory: EnvFactory = partial(make_wrapped_atari, env_id, settings)
+    else:
+        factory = env_factory(env_id, env_kwargs)
+    backend, reason = choose_backend(kind, env_id, factory, num_envs)
+    if backend == "native":
+        threads = num_threads or os.cpu_count() or 1
+        return NativeAtariVectorEnv(settings, num_envs, threads), reason
+    if backend == "multiprocessing":
+        return MultiprocessingVectorEnv([factory] * num_envs, num_workers), reason
+    return SerialVectorEnv([factory] * num_envs), reason
 
 
 __all__ = [
+    "EnvError",
     "Episode",
     "EpisodeTracker",
+    "MultiprocessingVectorEnv",
     "NativeAtariVectorEnv",
     "SerialVectorEnv",
     "StepResult",
     "VectorEnv",
+    "choose_backend",
     "make_vector_env",
-    "resolve_backend",
 ]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from puffertrain.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,53 @@ class StepResult:
     truncations: np.ndarray
     final_observations: np.ndarray
     episodes: list[Episode]
+
+
+class EnvError(UserError):
+    """An env raised while stepping or resetting (in this process or a worker)."""
+
+
+@dataclass
+class EnvRows:
+    """Where a group of envs writes its step results: rows of the engine's arrays."""
+
+    observations: np.ndarray
+    final_observations: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    game_over: np.ndarray
+
+
+def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first: int) -> None:
+    """Step each env with its action and write the results in place, with same-step autoreset.
+
+    An env may end an episode for bootstrapping while its score goes on (an Atari life loss):
+    it says so with ``info["game_over"] = False``. ``first`` is the first env's global index,
+    used to name an env that raises.
+    """
+    for index, env in enumerate(envs):
+        try:
+            obs, reward, terminated, truncated, info = env.step(actions[index])
+            ended = terminated or truncated
+            if ended:
+                rows.final_observations[index] = obs
+                obs, _ = env.reset()
+        except Exception:
+            raise EnvError(
+                f"env {first + index} raised:\n{traceback.format_exc().rstrip()}"
+            ) from None
+        rows.observations[index] = obs
+        rows.rewards[index] = reward
+        rows.terminations[index] = terminated
+        rows.truncations[index] = truncated
+        rows.game_over[index] = ended and info.get("game_over", True)
+
+
+def reset_envs(envs: Sequence[gym.Env], seeds: Sequence[int], observations: np.ndarray) -> None:
+    """Reset env ``i`` with ``seeds[i]``, writing its first observation into row ``i``."""
+    for index, (env, seed) in enumerate(zip(envs, seeds, strict=True)):
+        observations[index], _ = env.reset(seed=int(seed))
 
 
 class EpisodeTracker:
@@ -66,11 +117,14 @@ class EpisodeTracker:
 class VectorEnv(ABC):
     """A batch of envs stepped together with same-step autoreset."""
 
+    name: str
+    """The backend's --vec name."""
     num_envs: int
     single_observation_space: gym.spaces.Space
     single_action_space: gym.spaces.Space
     observations: np.ndarray
     """The current observation of every env (the engine's buffer)."""
+    tracker: EpisodeTracker
 
     @abstractmethod
     def reset(self, seed: int) -> np.ndarray:
@@ -91,3 +145,17 @@ class VectorEnv(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the envs."""
+
+    def _engine_state(self, snapshots: list[Any] | None) -> dict[str, Any]:
+        """The state every backend saves: observations, episode counters, env snapshots."""
+        return {
+            "observations": self.observations.tobytes(),
+            "tracker": self.tracker.state_dict(),
+            "envs": snapshots,
+        }
+
+    def _restore_engine_state(self, state: dict[str, Any]) -> None:
+        self.observations[:] = np.frombuffer(
+            state["observations"], dtype=self.observations.dtype
+        ).reshape(self.observations.shape)
+        self.tracker.load_state_dict(state["tracker"])

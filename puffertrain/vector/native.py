@@ -17,6 +17,8 @@ class NativeAtariVectorEnv(VectorEnv):
     episode tracker scores whole games with raw rewards.
     """
 
+    name = "native"
+
     def __init__(self, settings: dict[str, Any], num_envs: int, num_threads: int) -> None:
         from ale_py.vector_env import AtariVectorEnv
 

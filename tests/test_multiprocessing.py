@@ -1,0 +1,160 @@
+"""Multiprocessing backend: agrees with serial, and fails loudly and cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from puffertrain.envs import env_factory
+from puffertrain.vector import EnvError, MultiprocessingVectorEnv, SerialVectorEnv
+from tests.conftest import REPO_ROOT, cli_command, cli_env, run_cli
+
+
+def spawned_workers() -> set[int]:
+    """PIDs of live spawn-started Python processes (env workers look like this)."""
+    result = subprocess.run(
+        ["pgrep", "-f", "multiprocessing.spawn import spawn_main"], capture_output=True, text=True
+    )
+    return {int(pid) for pid in result.stdout.split()}
+
+
+@pytest.fixture
+def no_orphans():
+    before = spawned_workers()
+    yield
+    deadline = time.monotonic() + 5
+    while spawned_workers() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not spawned_workers() - before, "env worker processes were left behind"
+
+
+def test_serial_and_multiprocessing_produce_the_same_steps(no_orphans):
+    factory = env_factory("CartPole-v1")
+    serial = SerialVectorEnv([factory] * 4)
+    workers = MultiprocessingVectorEnv([factory] * 4, num_workers=2)
+    try:
+        np.testing.assert_array_equal(serial.reset(3), workers.reset(3))
+        rng = np.random.default_rng(0)
+        episodes = 0
+        for _ in range(300):
+            actions = rng.integers(0, 2, 4)
+            a, b = serial.step(actions), workers.step(actions)
+            for field in ("observations", "rewards", "terminations", "truncations"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+            assert a.episodes == b.episodes
+            episodes += len(a.episodes)
+        assert episodes > 10
+    finally:
+        workers.close()
+
+
+def test_env_state_travels_through_the_workers(no_orphans):
+    factory = env_factory("CartPole-v1")
+    workers = MultiprocessingVectorEnv([factory] * 4, num_workers=2)
+    serial = SerialVectorEnv([factory] * 4)
+    try:
+        workers.reset(5)
+        rng = np.random.default_rng(1)
+        for _ in range(40):
+            workers.step(rng.integers(0, 2, 4))
+        serial.reset(0)
+        assert serial.load_state_dict(workers.state_dict(), reseed=0)
+        for _ in range(100):
+            actions = rng.integers(0, 2, 4)
+            np.testing.assert_array_equal(
+                workers.step(actions).observations, serial.step(actions).observations
+            )
+    finally:
+        workers.close()
+
+
+def test_an_env_that_raises_is_named_with_its_traceback(no_orphans):
+    workers = MultiprocessingVectorEnv([env_factory("tests.envs:raising")] * 4, num_workers=2)
+    workers.reset(0)
+    with pytest.raises(EnvError) as error:
+        for _ in range(10):
+            workers.step(np.zeros(4, dtype=np.int64))
+    message = str(error.value)
+    assert message.startswith("env 3 raised:")
+    assert "RuntimeError: the physics exploded" in message and "Traceback" in message
+
+
+def test_a_killed_worker_is_detected_within_seconds(no_orphans):
+    workers = MultiprocessingVectorEnv([env_factory("CartPole-v1")] * 4, num_workers=2)
+    workers.reset(0)
+    os.kill(workers._processes[1].pid, signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(EnvError, match=r"env worker 1 \(envs 2-3\) died"):
+        for _ in range(1000):
+            workers.step(np.zeros(4, dtype=np.int64))
+    assert time.monotonic() - start < 3
+
+
+def test_training_stops_on_an_env_error_with_a_checkpoint(tmp_path, no_orphans):
+    run_dir = tmp_path / "crash"
+    result = run_cli(
+        "--env",
+        "tests.envs:raising",
+        "--policy",
+        "mlp",
+        "--vec",
+        "multiprocessing",
+        "--num-envs",
+        "4",
+        "--num-steps",
+        "8",
+        "--total-timesteps",
+        "320",
+        "--device",
+        "cpu",
+        "--seed",
+        "0",
+        "--run-dir",
+        str(run_dir),
+    )
+    assert result.returncode == 2
+    assert "env 3 raised" in result.stderr and "the physics exploded" in result.stderr
+    assert "Traceback" in result.stderr  # the env's, inside the one message
+    assert list((run_dir / "checkpoints").glob("step_*.pt"))
+    assert result.stderr.count("puffertrain: error:") == 1
+
+
+def test_ctrl_c_checkpoints_and_stops_every_worker(tmp_path, no_orphans):
+    run_dir = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        cli_command(
+            "--env",
+            "CartPole-v1",
+            "--policy",
+            "mlp",
+            "--vec",
+            "multiprocessing",
+            "--num-envs",
+            "4",
+            "--total-timesteps",
+            "10000000",
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(run_dir),
+        ),
+        cwd=REPO_ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (run_dir / "config.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert list((run_dir / "checkpoints").glob("step_*.pt"))
