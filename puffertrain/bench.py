@@ -22,7 +22,7 @@ from puffertrain.config import parse_env_kwargs
 from puffertrain.envs import EnvFactory, env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.policy_loader import build_policy
-from puffertrain.ppo import Agent
+from puffertrain.ppo import Agent, env_actions
 from puffertrain.rollout import to_torch
 from puffertrain.vector import make_vector_env
 
@@ -88,7 +88,7 @@ def _actors(
 
     def policy_actions(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return agent.act(to_torch(obs, device))[0].numpy()
+            return env_actions(agent.act(to_torch(obs, device))[0], action_space)
 
     return random_actions, policy_actions
 

@@ -16,7 +16,7 @@ from puffertrain.envs import env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
-from puffertrain.ppo import Agent
+from puffertrain.ppo import Agent, env_actions
 from puffertrain.rollout import to_torch
 from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
 from puffertrain.trainer.loop import resolve_device
@@ -78,7 +78,7 @@ def evaluate(config: EvalConfig) -> list[float]:
     while len(scores) < config.episodes:
         with torch.no_grad():
             actions, _, _ = agent.act(to_torch(obs, device), deterministic=config.deterministic)
-        result = envs.step(actions.cpu().numpy())
+        result = envs.step(env_actions(actions, envs.single_action_space))
         obs = result.observations
         if config.video and not scores:
             frames.append(_render(envs))

@@ -87,3 +87,14 @@ def test_deterministic_actions_are_the_mode():
     agent = Agent(FixedOutputs(logits, torch.zeros(1, 1)), gym.spaces.Discrete(3))
     actions, _, _ = agent.act(torch.zeros(1, 1), deterministic=True)
     assert actions.item() == 1
+
+
+def test_env_actions_clip_box_samples_to_the_bounds_and_shape():
+    from puffertrain.ppo import env_actions
+
+    space = gym.spaces.Box(-1.0, 1.0, (2, 1), np.float32)
+    array = env_actions(torch.tensor([[3.0, -0.5], [-7.0, 0.25]]), space)
+    assert array.shape == (2, 2, 1)
+    np.testing.assert_array_equal(array[:, :, 0], [[1.0, -0.5], [-1.0, 0.25]])
+    discrete = env_actions(torch.tensor([1, 0]), gym.spaces.Discrete(2))
+    np.testing.assert_array_equal(discrete, [1, 0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import gymnasium as gym
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -90,6 +91,16 @@ class Agent(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """State values, shape ``(batch,)``."""
         return self._outputs(obs)[1]
+
+
+def env_actions(actions: torch.Tensor, action_space: gym.spaces.Space) -> np.ndarray:
+    """Sampled actions as the env takes them: on the CPU, Box actions clipped to the bounds and
+    shaped like the space (the buffer keeps the unclipped sample for the log-probability)."""
+    array = actions.cpu().numpy()
+    if isinstance(action_space, gym.spaces.Box):
+        array = np.clip(array, action_space.low.reshape(-1), action_space.high.reshape(-1))
+        array = array.reshape((-1, *action_space.shape))
+    return array
 
 
 def _normal_log_prob(mean: torch.Tensor, std: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from puffertrain.config import TrainConfig, parse_env_kwargs, to_dict
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
-from puffertrain.ppo import Agent, Learner
+from puffertrain.ppo import Agent, Learner, env_actions
 from puffertrain.rollout import RolloutBuffer, to_torch
 from puffertrain.trainer.checkpoint import (
     checkpoint_path,
@@ -72,14 +72,6 @@ class Trainer:
         else:
             self._load(checkpoint)
 
-    def _env_actions(self, actions: torch.Tensor) -> np.ndarray:
-        array = actions.cpu().numpy()
-        if self.agent.continuous:
-            space = self.action_space
-            array = np.clip(array, space.low.reshape(-1), space.high.reshape(-1))
-            array = array.reshape((-1, *space.shape))
-        return array
-
     def collect_rollout(self, logger: RunLogger) -> None:
         """Fill the buffer with num_steps steps of every env."""
         buffer, gamma = self.buffer, self.config.ppo.gamma
@@ -91,10 +83,10 @@ class Trainer:
                 buffer.actions[step] = actions
                 buffer.log_probs[step] = log_probs
                 buffer.values[step] = values
-                env_actions = self._env_actions(actions)
+                actions_for_envs = env_actions(actions, self.action_space)
 
             with self.timer.phase("env"):
-                result = self.envs.step(env_actions)
+                result = self.envs.step(actions_for_envs)
             self.global_step += self.config.num_envs
             rewards = to_torch(result.rewards, self.device)
             if self.config.clip_rewards:
