@@ -138,9 +138,23 @@ class VectorEnv(ABC):
     def state_dict(self) -> dict[str, Any]:
         """Plain-data state: observations, episode counters, env internals if capturable."""
 
-    @abstractmethod
     def load_state_dict(self, state: dict[str, Any], reseed: int) -> bool:
-        """Restore :meth:`state_dict`; return False if the envs had to be reset with ``reseed``."""
+        """Restore :meth:`state_dict`; return False if the envs had to be reset with ``reseed``
+        (some env's state could not be captured)."""
+        snapshots = state["envs"]
+        if snapshots is None or any(snapshot is None for snapshot in snapshots):
+            self.reset(reseed)
+            return False
+        self._restore_envs(snapshots)
+        self.observations[:] = np.frombuffer(
+            state["observations"], dtype=self.observations.dtype
+        ).reshape(self.observations.shape)
+        self.tracker.load_state_dict(state["tracker"])
+        return True
+
+    def _restore_envs(self, snapshots: list[Any]) -> None:
+        """Put each env's captured state back (backends that can capture it override this)."""
+        raise NotImplementedError
 
     @abstractmethod
     def close(self) -> None:
@@ -154,8 +168,14 @@ class VectorEnv(ABC):
             "envs": snapshots,
         }
 
-    def _restore_engine_state(self, state: dict[str, Any]) -> None:
-        self.observations[:] = np.frombuffer(
-            state["observations"], dtype=self.observations.dtype
-        ).reshape(self.observations.shape)
-        self.tracker.load_state_dict(state["tracker"])
+    def _step_result(self, rows: EnvRows) -> StepResult:
+        """Score finished episodes from the step just written to ``rows``; wrap it up."""
+        episodes = self.tracker.update(rows.rewards, rows.game_over)
+        return StepResult(
+            rows.observations,
+            rows.rewards,
+            rows.terminations,
+            rows.truncations,
+            rows.final_observations,
+            episodes,
+        )

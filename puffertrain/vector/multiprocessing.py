@@ -229,16 +229,7 @@ class MultiprocessingVectorEnv(VectorEnv):
         self._views["actions"][:] = actions.reshape(self._views["actions"].shape)
         self._send(_STEP)
         self._wait()
-        rows = self._rows
-        episodes = self.tracker.update(rows.rewards, rows.game_over)
-        return StepResult(
-            rows.observations,
-            rows.rewards,
-            rows.terminations,
-            rows.truncations,
-            rows.final_observations,
-            episodes,
-        )
+        return self._step_result(self._rows)
 
     def state_dict(self) -> dict[str, Any]:
         self._send(_CAPTURE)
@@ -246,18 +237,12 @@ class MultiprocessingVectorEnv(VectorEnv):
         self._wait()
         return self._engine_state(snapshots)
 
-    def load_state_dict(self, state: dict[str, Any], reseed: int) -> bool:
-        snapshots = state["envs"]
-        if snapshots is None or any(snapshot is None for snapshot in snapshots):
-            self.reset(reseed)
-            return False
+    def _restore_envs(self, snapshots: list[Any]) -> None:
         size = self._per_worker
         self._send(
             _RESTORE, [snapshots[w * size : (w + 1) * size] for w in range(self.num_workers)]
         )
         self._wait()
-        self._restore_engine_state(state)
-        return True
 
     def close(self) -> None:
         """Stop every worker: ask, then terminate, then kill; never leave an orphan."""

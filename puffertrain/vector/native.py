@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from puffertrain.vector.base import EpisodeTracker, StepResult, VectorEnv
+from puffertrain.vector.base import EnvRows, EpisodeTracker, StepResult, VectorEnv
 
 
 class NativeAtariVectorEnv(VectorEnv):
@@ -39,7 +39,14 @@ class NativeAtariVectorEnv(VectorEnv):
         self.observations = np.zeros(
             (num_envs, *self.single_observation_space.shape), dtype=np.uint8
         )
-        self.final_observations = np.zeros_like(self.observations)
+        self.rows = EnvRows(
+            observations=self.observations,
+            final_observations=np.zeros_like(self.observations),
+            rewards=np.zeros(num_envs, dtype=np.float32),
+            terminations=np.zeros(num_envs, dtype=bool),
+            truncations=np.zeros(num_envs, dtype=bool),
+            game_over=np.zeros(num_envs, dtype=bool),
+        )
         self.tracker = EpisodeTracker(num_envs)
         self._frame_numbers = np.zeros(num_envs, dtype=np.int64)
 
@@ -52,23 +59,18 @@ class NativeAtariVectorEnv(VectorEnv):
 
     def step(self, actions: np.ndarray) -> StepResult:
         obs, rewards, terminations, truncations, info = self.env.step(actions.astype(np.int32))
-        self.observations[:] = obs
+        rows = self.rows
+        rows.observations[:] = obs
+        rows.rewards[:] = rewards
+        rows.terminations[:] = terminations
+        rows.truncations[:] = truncations
         ended = terminations | truncations
         if ended.any():
-            self.final_observations[ended] = info["final_obs"][ended]
+            rows.final_observations[ended] = info["final_obs"][ended]
         frame_numbers = info["episode_frame_number"]
-        game_over = ended & (frame_numbers <= self._frame_numbers)
+        rows.game_over[:] = ended & (frame_numbers <= self._frame_numbers)
         self._frame_numbers[:] = frame_numbers
-        rewards = rewards.astype(np.float32)
-        episodes = self.tracker.update(rewards, game_over)
-        return StepResult(
-            self.observations,
-            rewards,
-            terminations,
-            truncations,
-            self.final_observations,
-            episodes,
-        )
+        return self._step_result(rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {"envs": None}  # the C++ envs cannot be snapshotted: resume starts new games

@@ -46,30 +46,15 @@ class SerialVectorEnv(VectorEnv):
         return self.observations
 
     def step(self, actions: np.ndarray) -> StepResult:
-        rows = self.rows
-        step_envs(self.envs, actions, rows, first=0)
-        episodes = self.tracker.update(rows.rewards, rows.game_over)
-        return StepResult(
-            rows.observations,
-            rows.rewards,
-            rows.terminations,
-            rows.truncations,
-            rows.final_observations,
-            episodes,
-        )
+        step_envs(self.envs, actions, self.rows, first=0)
+        return self._step_result(self.rows)
 
     def state_dict(self) -> dict[str, Any]:
         return self._engine_state([capture_env_state(env) for env in self.envs])
 
-    def load_state_dict(self, state: dict[str, Any], reseed: int) -> bool:
-        snapshots = state["envs"]
-        if snapshots is None or any(snapshot is None for snapshot in snapshots):
-            self.reset(reseed)
-            return False
+    def _restore_envs(self, snapshots: list[Any]) -> None:
         for env, snapshot in zip(self.envs, snapshots, strict=True):
             restore_env_state(env, snapshot)
-        self._restore_engine_state(state)
-        return True
 
     def close(self) -> None:
         for env in self.envs:
