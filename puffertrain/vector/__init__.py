@@ -18,7 +18,7 @@ from puffertrain.vector.serial import SerialVectorEnv
 # Wall time one lockstep round trip to the workers costs the trainer (semaphores both ways),
 # measured here with experiments/worker_overhead.py; workers pay only when the env work they
 # take off this process is several times larger.
-WORKER_ROUND_TRIP_S = 60e-6
+WORKER_ROUND_TRIP_S = 100e-6
 
 
 def _env_step_seconds(factory: EnvFactory, steps: int = 200, budget_s: float = 0.5) -> float:
