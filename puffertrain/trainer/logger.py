@@ -101,4 +101,4 @@ class RunLogger:
         self.writer.flush()
 
     def message(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(text, soft_wrap=True)

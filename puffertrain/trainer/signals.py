@@ -22,7 +22,8 @@ class StopRequest:
         self.requested = True
         name = signal.Signals(signum).name
         self._console.print(
-            f"{name}: saving a checkpoint after this update (Ctrl-C again to abort without one)"
+            f"{name}: saving a checkpoint after this update (Ctrl-C again to abort without one)",
+            soft_wrap=True,
         )
 
     def __enter__(self) -> StopRequest:
