@@ -2,7 +2,7 @@
 workers step an env that does nothing, so the time per step is the round trip (semaphores both
 ways, shared-memory writes). Median of several windows; the figure behind WORKER_ROUND_TRIP_S.
 
-    python experiments/worker_round_trip.py [--workers 2] [--seconds 5]
+    python experiments/worker_round_trip.py [--workers 1] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ class IdleEnv(gym.Env):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--windows", type=int, default=5)
     args = parser.parse_args()
-    envs = MultiprocessingVectorEnv([IdleEnv] * args.workers, num_workers=args.workers)
+    lanes = args.workers + 1  # the trainer's process steps one env too
+    envs = MultiprocessingVectorEnv([IdleEnv] * lanes, num_workers=args.workers)
     envs.reset(0)
-    actions = np.zeros(args.workers, dtype=np.int64)
+    actions = np.zeros(lanes, dtype=np.int64)
     times = []
     for _ in range(args.windows):
         steps, start = 0, time.perf_counter()

@@ -35,14 +35,14 @@ def no_orphans():
 
 def test_serial_and_multiprocessing_produce_the_same_steps(no_orphans):
     factory = env_factory("CartPole-v1")
-    serial = SerialVectorEnv([factory] * 4)
-    workers = MultiprocessingVectorEnv([factory] * 4, num_workers=2)
+    serial = SerialVectorEnv([factory] * 6)
+    workers = MultiprocessingVectorEnv([factory] * 6, num_workers=2)  # 2 envs per process
     try:
         np.testing.assert_array_equal(serial.reset(3), workers.reset(3))
         rng = np.random.default_rng(0)
         episodes = 0
         for _ in range(300):
-            actions = rng.integers(0, 2, 4)
+            actions = rng.integers(0, 2, 6)
             a, b = serial.step(actions), workers.step(actions)
             for field in ("observations", "rewards", "terminations", "truncations"):
                 np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
@@ -55,26 +55,30 @@ def test_serial_and_multiprocessing_produce_the_same_steps(no_orphans):
 
 def test_env_state_travels_through_the_workers(no_orphans):
     factory = env_factory("CartPole-v1")
-    workers = MultiprocessingVectorEnv([factory] * 4, num_workers=2)
-    serial = SerialVectorEnv([factory] * 4)
+    workers = MultiprocessingVectorEnv([factory] * 6, num_workers=2)
+    serial = SerialVectorEnv([factory] * 6)
     try:
         workers.reset(5)
         rng = np.random.default_rng(1)
         for _ in range(40):
-            workers.step(rng.integers(0, 2, 4))
+            workers.step(rng.integers(0, 2, 6))
         serial.reset(0)
         assert serial.load_state_dict(workers.state_dict(), reseed=0)
+        again = MultiprocessingVectorEnv([factory] * 6, num_workers=2)
+        again.reset(0)
+        assert again.load_state_dict(workers.state_dict(), reseed=0)
         for _ in range(100):
-            actions = rng.integers(0, 2, 4)
-            np.testing.assert_array_equal(
-                workers.step(actions).observations, serial.step(actions).observations
-            )
+            actions = rng.integers(0, 2, 6)
+            expected = workers.step(actions).observations
+            np.testing.assert_array_equal(serial.step(actions).observations, expected)
+            np.testing.assert_array_equal(again.step(actions).observations, expected)
+        again.close()
     finally:
         workers.close()
 
 
 def test_an_env_that_raises_is_named_with_its_traceback(no_orphans):
-    workers = MultiprocessingVectorEnv([env_factory("tests.envs:raising")] * 4, num_workers=2)
+    workers = MultiprocessingVectorEnv([env_factory("tests.envs:raising")] * 4, num_workers=1)
     workers.reset(0)
     with pytest.raises(EnvError) as error:
         for _ in range(10):
@@ -85,13 +89,13 @@ def test_an_env_that_raises_is_named_with_its_traceback(no_orphans):
 
 
 def test_a_killed_worker_is_detected_within_seconds(no_orphans):
-    workers = MultiprocessingVectorEnv([env_factory("CartPole-v1")] * 4, num_workers=2)
+    workers = MultiprocessingVectorEnv([env_factory("CartPole-v1")] * 6, num_workers=2)
     workers.reset(0)
     os.kill(workers._processes[1].pid, signal.SIGKILL)
     start = time.monotonic()
-    with pytest.raises(EnvError, match=r"env worker 1 \(envs 2-3\) died"):
+    with pytest.raises(EnvError, match=r"env worker 1 \(envs 4-5\) died"):
         for _ in range(1000):
-            workers.step(np.zeros(4, dtype=np.int64))
+            workers.step(np.zeros(6, dtype=np.int64))
     assert time.monotonic() - start < 3
 
 
@@ -158,3 +162,24 @@ def test_ctrl_c_checkpoints_and_stops_every_worker(tmp_path, no_orphans):
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert list((run_dir / "checkpoints").glob("step_*.pt"))
+
+
+def test_an_env_in_the_trainers_own_share_that_raises_is_named_too(no_orphans):
+    workers = MultiprocessingVectorEnv([env_factory("tests.envs:raising")] * 4, num_workers=1)
+    workers.reset(2)  # seeds 2..5: env 1, in the trainer's share, gets seed 3
+    with pytest.raises(EnvError, match=r"^env 1 raised:"):
+        for _ in range(10):
+            workers.step(np.zeros(4, dtype=np.int64))
+    workers.close()
+
+
+def test_auto_picks_workers_only_where_they_pay():
+    from puffertrain.vector import choose_backend
+
+    factory = env_factory("CartPole-v1")
+    assert choose_backend("auto", "CartPole-v1", factory, 8)[0] == "serial"
+    if (os.cpu_count() or 1) > 1:
+        backend, reason = choose_backend("auto", "CartPole-v1", factory, 512)
+        assert backend == "multiprocessing" and "round trip" in reason
+    assert choose_backend("auto", "ALE/Breakout-v5", None, 8)[0] == "native"
+    assert choose_backend("serial", "CartPole-v1", factory, 512) == ("serial", "asked for")

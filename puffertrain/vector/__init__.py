@@ -15,10 +15,10 @@ from puffertrain.vector.multiprocessing import MultiprocessingVectorEnv
 from puffertrain.vector.native import NativeAtariVectorEnv
 from puffertrain.vector.serial import SerialVectorEnv
 
-# Wall time one lockstep round trip to the workers costs the trainer (semaphores both ways),
-# measured here with experiments/worker_overhead.py; workers pay only when the env work they
+# Wall time one lockstep round trip to a worker costs the trainer (semaphores both ways), ~65 µs
+# measured here with experiments/worker_round_trip.py; workers pay only when the env work they
 # take off this process is several times larger.
-WORKER_ROUND_TRIP_S = 100e-6
+WORKER_ROUND_TRIP_S = 65e-6
 
 
 def _env_step_seconds(factory: EnvFactory, steps: int = 200, budget_s: float = 0.5) -> float:
@@ -52,10 +52,10 @@ def choose_backend(
     if cores < 2 or num_envs < 2 or factory is None:
         return "serial", f"{cores} core(s), {num_envs} env(s)"
     step_s = _env_step_seconds(factory)
-    workers = min(cores, num_envs)
-    saved_s = num_envs * step_s * (1 - 1 / workers)
+    processes = min(cores, num_envs)  # the trainer's process steps a share too
+    saved_s = num_envs * step_s * (1 - 1 / processes)
     reason = (
-        f"one env step takes {step_s * 1e6:.0f} µs; {workers} workers would save "
+        f"one env step takes {step_s * 1e6:.0f} µs; {processes} processes would save "
         f"{saved_s * 1e6:.0f} µs per step of all envs against a {WORKER_ROUND_TRIP_S * 1e6:.0f} µs "
         "round trip"
     )

@@ -1,4 +1,5 @@
-"""Multiprocessing backend: worker processes each step several envs, in shared memory.
+"""Multiprocessing backend: worker processes each step several envs, in shared memory, while
+the trainer's process steps a share of its own.
 
 Observations, rewards, terminations, truncations, game-over flags and actions live in shared
 arrays that workers write in place. Each step the trainer raises one semaphore per worker and
@@ -120,29 +121,36 @@ def _worker(
 
 
 def default_num_workers(num_envs: int) -> int:
-    """One worker per core, lowered until it divides ``num_envs``."""
-    workers = min(os.cpu_count() or 1, num_envs)
-    while num_envs % workers:
-        workers -= 1
-    return workers
+    """Worker processes so that they and the trainer's process use one core each, lowered
+    until the envs split evenly over them all (at least one worker)."""
+    lanes = min(os.cpu_count() or 1, num_envs)
+    while num_envs % lanes:
+        lanes -= 1
+    return max(1, lanes - 1)
 
 
 class MultiprocessingVectorEnv(VectorEnv):
-    """``num_envs`` envs split evenly over ``num_workers`` processes, stepped in lockstep."""
+    """``num_envs`` envs split evenly over the trainer's process and ``num_workers`` worker
+    processes, stepped in lockstep.
+
+    The trainer's process steps its own share while the workers step theirs, instead of
+    waiting idle: on 2 cores, one worker and the trainer each take half of the envs.
+    """
 
     name = "multiprocessing"
 
     def __init__(self, factories: Sequence[EnvFactory], num_workers: int = 0) -> None:
         num_envs = len(factories)
         num_workers = num_workers or default_num_workers(num_envs)
-        if num_envs % num_workers:
+        if num_envs % (num_workers + 1):
             raise UserError(
-                f"--num-envs {num_envs} must be a multiple of --num-workers {num_workers}"
+                f"--num-envs {num_envs} must split evenly over the {num_workers} worker(s) and "
+                "the trainer's process (a multiple of num-workers + 1)"
             )
-        probe = factories[0]()
-        self.single_observation_space = probe.observation_space
-        self.single_action_space = probe.action_space
-        probe.close()
+        self._per_lane = num_envs // (num_workers + 1)
+        self._local_envs = [factory() for factory in factories[: self._per_lane]]
+        self.single_observation_space = self._local_envs[0].observation_space
+        self.single_action_space = self._local_envs[0].action_space
         if not isinstance(self.single_observation_space, gym.spaces.Box):
             raise UserError(
                 "the multiprocessing backend needs a Box observation space, got "
@@ -162,22 +170,22 @@ class MultiprocessingVectorEnv(VectorEnv):
         }
         self._views = _views(buffers, layout)
         self._rows = _rows(self._views, slice(None))
+        self._local_rows = _rows(self._views, slice(0, self._per_lane))
         self.observations = self._rows.observations
         self.tracker = EpisodeTracker(num_envs)
-        self._per_worker = num_envs // num_workers
         self._go = [context.Semaphore(0) for _ in range(num_workers)]
         self._done = [context.Semaphore(0) for _ in range(num_workers)]
         self._pipes: list[Connection] = []
         self._processes: list[Any] = []
         for worker in range(num_workers):
-            first = worker * self._per_worker
+            first = self._first_env(worker)
             parent_end, child_end = context.Pipe()
             process = context.Process(
                 target=_worker,
                 args=(
                     worker,
                     first,
-                    list(factories[first : first + self._per_worker]),
+                    list(factories[first : first + self._per_lane]),
                     layout,
                     buffers,
                     self._go[worker],
@@ -193,6 +201,9 @@ class MultiprocessingVectorEnv(VectorEnv):
             self._pipes.append(parent_end)
             self._processes.append(process)
 
+    def _first_env(self, worker: int) -> int:
+        return (worker + 1) * self._per_lane
+
     def _send(self, command: int, payloads: Sequence[Any] | None = None) -> None:
         self._views["commands"][:] = command
         for worker, go in enumerate(self._go):
@@ -206,10 +217,10 @@ class MultiprocessingVectorEnv(VectorEnv):
             while not done.acquire(timeout=_POLL_S):
                 if not self._processes[worker].is_alive():
                     code = self._processes[worker].exitcode
-                    first = worker * self._per_worker
+                    first = self._first_env(worker)
                     self.close()
                     raise EnvError(
-                        f"env worker {worker} (envs {first}-{first + self._per_worker - 1}) "
+                        f"env worker {worker} (envs {first}-{first + self._per_lane - 1}) "
                         f"died with exit code {code}"
                     )
         failed = np.flatnonzero(self._views["failed"])
@@ -218,30 +229,50 @@ class MultiprocessingVectorEnv(VectorEnv):
             self.close()
             raise EnvError(message)
 
+    def _local(self, work: Any) -> None:
+        """Run this process's share while the workers run theirs, then wait for them."""
+        try:
+            work()
+        finally:
+            self._wait()
+
     def reset(self, seed: int) -> np.ndarray:
-        self._views["seeds"][:] = np.arange(seed, seed + self.num_envs)
+        seeds = self._views["seeds"]
+        seeds[:] = np.arange(seed, seed + self.num_envs)
         self._send(_RESET)
-        self._wait()
+        self._local(
+            lambda: reset_envs(
+                self._local_envs, seeds[: self._per_lane], self._local_rows.observations
+            )
+        )
         self.tracker = EpisodeTracker(self.num_envs)
         return self.observations
 
     def step(self, actions: np.ndarray) -> StepResult:
-        self._views["actions"][:] = actions.reshape(self._views["actions"].shape)
+        shared_actions = self._views["actions"]
+        shared_actions[:] = actions.reshape(shared_actions.shape)
         self._send(_STEP)
-        self._wait()
+        self._local(
+            lambda: step_envs(
+                self._local_envs, shared_actions[: self._per_lane], self._local_rows, 0
+            )
+        )
         return self._step_result(self._rows)
 
     def state_dict(self) -> dict[str, Any]:
         self._send(_CAPTURE)
-        snapshots = [snapshot for pipe in self._pipes for snapshot in pipe.recv()]
+        snapshots = [capture_env_state(env) for env in self._local_envs]
+        snapshots += [snapshot for pipe in self._pipes for snapshot in pipe.recv()]
         self._wait()
         return self._engine_state(snapshots)
 
     def _restore_envs(self, snapshots: list[Any]) -> None:
-        size = self._per_worker
+        size = self._per_lane
         self._send(
-            _RESTORE, [snapshots[w * size : (w + 1) * size] for w in range(self.num_workers)]
+            _RESTORE, [snapshots[(w + 1) * size : (w + 2) * size] for w in range(self.num_workers)]
         )
+        for env, snapshot in zip(self._local_envs, snapshots[:size], strict=True):
+            restore_env_state(env, snapshot)
         self._wait()
 
     def close(self) -> None:
@@ -260,3 +291,5 @@ class MultiprocessingVectorEnv(VectorEnv):
                 process.kill()
                 process.join()
         self._processes = []
+        for env in self._local_envs:
+            env.close()
