@@ -21,6 +21,7 @@ from rich.table import Table
 from puffertrain.config import parse_env_kwargs
 from puffertrain.envs import EnvFactory, env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
+from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, env_actions
 from puffertrain.rollout import to_torch
@@ -97,7 +98,7 @@ def _factory(config: BenchConfig) -> EnvFactory:
     kwargs = parse_env_kwargs(config.env_kwargs)
     if is_atari(config.env):
         return partial(make_wrapped_atari, config.env, atari_settings(config.env, kwargs))
-    return env_factory(config.env, kwargs)
+    return partial(with_flat_observations, env_factory(config.env, kwargs))
 
 
 def bench(config: BenchConfig) -> dict:
@@ -114,7 +115,7 @@ def bench(config: BenchConfig) -> dict:
     )
     try:
         random_actions, policy_actions = _actors(
-            config, envs.single_observation_space, envs.single_action_space
+            config, envs.policy_observation_space, envs.single_action_space
         )
         first = envs.reset(0).copy()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ import torch
 from puffertrain.config import from_dict, parse_env_kwargs
 from puffertrain.envs import env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
+from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, env_actions
@@ -49,7 +51,7 @@ def _make_env(env_id: str, env_kwargs: str, record: bool):
         return lambda: make_wrapped_atari(env_id, settings, render_mode), settings["frameskip"]
     if render_mode:
         kwargs["render_mode"] = render_mode
-    return env_factory(env_id, kwargs), 1
+    return partial(with_flat_observations, env_factory(env_id, kwargs)), 1
 
 
 def evaluate(config: EvalConfig) -> list[float]:
@@ -65,7 +67,7 @@ def evaluate(config: EvalConfig) -> list[float]:
     )
     envs = SerialVectorEnv([factory])
     policy = build_policy(
-        train_config.policy, envs.single_observation_space, envs.single_action_space
+        train_config.policy, envs.policy_observation_space, envs.single_action_space
     )
     policy.load_state_dict(checkpoint["policy"])
     agent = Agent(policy, envs.single_action_space).to(device).eval()

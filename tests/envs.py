@@ -76,3 +76,42 @@ class RaisingEnv(CountingEnv):
 
 def raising() -> gym.Env:
     return RaisingEnv()
+
+
+class DictEnv(gym.Env):
+    """Dict observation (a tiny image, a vector, a tuple with a discrete part); reward 1 when
+    the action equals the observation's discrete part, so only a policy that reads it learns."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Dict(
+            {
+                "image": gym.spaces.Box(0, 255, (1, 4, 4), np.uint8),
+                "vector": gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
+                "extra": gym.spaces.Tuple(
+                    (gym.spaces.Discrete(2), gym.spaces.Box(0, 1, (2,), np.float64))
+                ),
+            }
+        )
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+        self.last: dict | None = None
+
+    def _observe(self):
+        self.last = self.observation_space.sample()
+        return self.last
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.observation_space.seed(seed)
+        self.t = 0
+        return self._observe(), {}
+
+    def step(self, action):
+        reward = float(action == self.last["extra"][0])
+        self.t += 1
+        return self._observe(), reward, False, self.t >= 20, {}
+
+
+def dict_env() -> gym.Env:
+    return DictEnv()

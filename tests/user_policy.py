@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from policies import layer_init
+from policies.flatten import unflatten_observations
 
 
 class TinyPolicy(nn.Module):
@@ -16,4 +18,29 @@ class TinyPolicy(nn.Module):
 
     def forward(self, obs):
         hidden = self.body(obs)
+        return self.actor(hidden), self.critic(hidden)
+
+
+class DictReader(nn.Module):
+    """Reads tests.envs:dict_env's flat rows back with unflatten_observations."""
+
+    def __init__(self, observation_space, action_space):
+        super().__init__()
+        self.observation_space = observation_space
+        self.body = nn.Sequential(layer_init(nn.Linear(16 + 3 + 1 + 2, 32)), nn.Tanh())
+        self.actor = layer_init(nn.Linear(32, action_space.n), std=0.01)
+        self.critic = layer_init(nn.Linear(32, 1), std=1.0)
+
+    def forward(self, flat):
+        obs = unflatten_observations(flat, self.observation_space)
+        features = torch.cat(
+            [
+                obs["image"].flatten(1).float() / 255,
+                obs["vector"],
+                obs["extra"][0].unsqueeze(-1).float(),
+                obs["extra"][1].float(),
+            ],
+            dim=-1,
+        )
+        hidden = self.body(features)
         return self.actor(hidden), self.critic(hidden)

@@ -58,7 +58,7 @@ class Trainer:
         )
         observation_space = self.envs.single_observation_space
         self.action_space = self.envs.single_action_space
-        policy = build_policy(config.policy, observation_space, self.action_space)
+        policy = build_policy(config.policy, self.envs.policy_observation_space, self.action_space)
         self.agent = Agent(policy, self.action_space).to(self.device)
         self.learner = Learner(self.agent, config.ppo, compile_loss=config.compile)
         self.buffer = RolloutBuffer(

@@ -9,6 +9,7 @@ from typing import Any
 
 from puffertrain.envs import EnvFactory, env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
+from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.errors import UserError
 from puffertrain.vector.base import EnvError, Episode, EpisodeTracker, StepResult, VectorEnv
 from puffertrain.vector.multiprocessing import MultiprocessingVectorEnv
@@ -80,7 +81,7 @@ def make_vector_env(
         settings = atari_settings(env_id, env_kwargs)
         factory: EnvFactory = partial(make_wrapped_atari, env_id, settings)
     else:
-        factory = env_factory(env_id, env_kwargs)
+        factory = partial(with_flat_observations, env_factory(env_id, env_kwargs))
     backend, reason = choose_backend(kind, env_id, factory, num_envs)
     if backend == "native":
         threads = num_threads or os.cpu_count() or 1

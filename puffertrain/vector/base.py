@@ -122,6 +122,9 @@ class VectorEnv(ABC):
     num_envs: int
     single_observation_space: gym.spaces.Space
     single_action_space: gym.spaces.Space
+    policy_observation_space: gym.spaces.Space
+    """The space policies are built for: a Dict/Tuple space whose observations arrive as flat
+    byte rows of ``single_observation_space``, or that same space."""
     observations: np.ndarray
     """The current observation of every env (the engine's buffer)."""
     tracker: EpisodeTracker

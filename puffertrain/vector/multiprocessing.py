@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from puffertrain.envs import EnvFactory, capture_env_state, restore_env_state
+from puffertrain.envs.flatten import policy_observation_space
 from puffertrain.errors import UserError
 from puffertrain.vector.base import (
     EnvError,
@@ -151,6 +152,7 @@ class MultiprocessingVectorEnv(VectorEnv):
         self._local_envs = [factory() for factory in factories[: self._per_lane]]
         self.single_observation_space = self._local_envs[0].observation_space
         self.single_action_space = self._local_envs[0].action_space
+        self.policy_observation_space = policy_observation_space(self._local_envs[0])
         if not isinstance(self.single_observation_space, gym.spaces.Box):
             raise UserError(
                 "the multiprocessing backend needs a Box observation space, got "

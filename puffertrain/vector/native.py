@@ -36,6 +36,7 @@ class NativeAtariVectorEnv(VectorEnv):
         self.num_envs = num_envs
         self.single_observation_space = self.env.single_observation_space
         self.single_action_space = self.env.single_action_space
+        self.policy_observation_space = self.single_observation_space
         self.observations = np.zeros(
             (num_envs, *self.single_observation_space.shape), dtype=np.uint8
         )

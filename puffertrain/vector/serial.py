@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from puffertrain.envs import EnvFactory, capture_env_state, restore_env_state
+from puffertrain.envs.flatten import policy_observation_space
 from puffertrain.vector.base import (
     EnvRows,
     EpisodeTracker,
@@ -28,6 +29,7 @@ class SerialVectorEnv(VectorEnv):
         self.num_envs = len(self.envs)
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
+        self.policy_observation_space = policy_observation_space(self.envs[0])
         space = self.single_observation_space
         self.observations = np.zeros((self.num_envs, *space.shape), dtype=space.dtype)
         self.rows = EnvRows(
