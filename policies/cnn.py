@@ -17,9 +17,7 @@ def nature_convs(observation_space: gym.spaces.Space) -> tuple[nn.Sequential, in
     from a dummy forward pass, so any image size works.
     """
     if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3):
-        raise ValueError(
-            f"needs a (channels, height, width) Box observation, got {observation_space}"
-        )
+        raise ValueError("needs a (channels, height, width) Box observation")
     convs = nn.Sequential(
         layer_init(nn.Conv2d(observation_space.shape[0], 32, kernel_size=8, stride=4)),
         nn.ReLU(),

@@ -28,7 +28,7 @@ class BasicPolicy(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(observation_space, gym.spaces.Box):
-            raise ValueError(f"needs a Box observation space, got {observation_space}")
+            raise ValueError("needs a Box observation space")
         self.observation_space = observation_space
         self.action_space = action_space
         obs_size = math.prod(observation_space.shape)

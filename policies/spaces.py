@@ -14,4 +14,4 @@ def action_head_size(action_space: gym.spaces.Space) -> int:
         return int(action_space.n)
     if isinstance(action_space, gym.spaces.MultiDiscrete):
         return int(action_space.nvec.sum())
-    raise ValueError(f"needs a Discrete or MultiDiscrete action space, got {action_space}")
+    raise ValueError("needs a Discrete or MultiDiscrete action space")

@@ -58,7 +58,7 @@ def evaluate(config: EvalConfig) -> list[float]:
     """Play ``config.episodes`` games; return their raw scores."""
     if config.episodes < 1:
         raise UserError("--episodes must be at least 1")
-    _, path = resolve_resume(config.checkpoint)
+    _, path = resolve_resume(config.checkpoint, "--checkpoint")
     checkpoint = load_checkpoint(path)
     train_config = from_dict(checkpoint["config"])
     device = resolve_device(config.device)

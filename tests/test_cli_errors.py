@@ -122,3 +122,8 @@ def test_bad_flag_exits_nonzero_without_traceback():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--learning-rate" in result.stderr  # tyro suggests the close flag
+
+
+def test_eval_of_a_missing_checkpoint_names_its_own_flag(capsys, tmp_path):
+    err = _error(capsys, "eval", "--checkpoint", str(tmp_path / "nope"))
+    assert "--checkpoint: " in err and "does not exist" in err

@@ -66,15 +66,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def resolve_resume(target: Path) -> tuple[Path, Path]:
-    """Map ``--resume RUN_DIR|FILE`` to ``(run_dir, checkpoint_file)``."""
+def resolve_resume(target: Path, flag: str = "--resume") -> tuple[Path, Path]:
+    """Map ``--resume RUN_DIR|FILE`` (or ``flag``) to ``(run_dir, checkpoint_file)``."""
     if target.is_dir():
         checkpoints = list_checkpoints(target)
         if not checkpoints:
-            raise UserError(f"--resume: '{target}' holds no checkpoints in {CHECKPOINT_DIR}/")
+            raise UserError(f"{flag}: '{target}' holds no checkpoints in {CHECKPOINT_DIR}/")
         return target, checkpoints[-1]
     if not target.exists():
-        raise UserError(f"--resume: '{target}' does not exist")
+        raise UserError(f"{flag}: '{target}' does not exist")
     run_dir = target.parent.parent if target.parent.name == CHECKPOINT_DIR else target.parent
     return run_dir, target
 
