@@ -115,3 +115,13 @@ class DictEnv(gym.Env):
 
 def dict_env() -> gym.Env:
     return DictEnv()
+
+
+def broken_in_workers() -> gym.Env:
+    """Builds in the trainer's process but not in a worker (as an env whose assets are only
+    found from the trainer's working directory would)."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        raise FileNotFoundError("level file 'maze3.txt' is missing")
+    return CountingEnv()

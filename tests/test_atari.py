@@ -203,3 +203,12 @@ def test_unknown_env_kwargs_are_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--env", BREAKOUT, "--env-kwargs", '{"sticky": 1}', "--total-timesteps", "8"])
     assert "unknown Atari setting(s) sticky" in capsys.readouterr().err
+
+
+def test_wrapped_atari_envs_build_inside_worker_processes():
+    envs, _ = make_vector_env("multiprocessing", BREAKOUT, 2, {}, num_workers=1)
+    try:
+        assert envs.reset(0).shape == (2, 4, 84, 84)
+        assert envs.step(np.ones(2, dtype=np.int64)).observations.dtype == np.uint8
+    finally:
+        envs.close()

@@ -93,7 +93,7 @@ def test_a_killed_worker_is_detected_within_seconds(no_orphans):
     workers.reset(0)
     os.kill(workers._processes[1].pid, signal.SIGKILL)
     start = time.monotonic()
-    with pytest.raises(EnvError, match=r"env worker 1 \(envs 4-5\) died"):
+    with pytest.raises(EnvError, match=r"env worker 1 \(envs 4-5\): died with exit code -9"):
         for _ in range(1000):
             workers.step(np.zeros(6, dtype=np.int64))
     assert time.monotonic() - start < 3
@@ -183,3 +183,14 @@ def test_auto_picks_workers_only_where_they_pay():
         assert backend == "multiprocessing" and "round trip" in reason
     assert choose_backend("auto", "ALE/Breakout-v5", None, 8)[0] == "native"
     assert choose_backend("serial", "CartPole-v1", factory, 512) == ("serial", "asked for")
+
+
+def test_an_env_that_fails_to_build_in_a_worker_is_named(no_orphans):
+    with pytest.raises(EnvError) as error:
+        envs = MultiprocessingVectorEnv(
+            [env_factory("tests.envs:broken_in_workers")] * 4, num_workers=1
+        )
+        envs.reset(0)  # the first command finds the worker gone
+    message = str(error.value)
+    assert "env worker 0 (envs 2-3): env 2 failed to build" in message
+    assert "level file 'maze3.txt' is missing" in message

@@ -12,6 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from puffertrain.envs.make import register_ale
 from puffertrain.errors import UserError
 
 # Preprocessing settings of ale_py.vector_env.AtariVectorEnv that --env-kwargs may override.
@@ -111,6 +112,7 @@ def make_wrapped_atari(
     env_id: str, settings: dict[str, Any], render_mode: str | None = None
 ) -> gym.Env:
     """One env with the recipe built from gymnasium wrappers (the reference path)."""
+    register_ale()  # also in worker processes, which start with an empty registry
     env = gym.make(
         env_id,
         render_mode=render_mode,

@@ -15,7 +15,7 @@ from puffertrain.errors import UserError
 EnvFactory = Callable[[], gym.Env]
 
 
-def _register_ale() -> None:
+def register_ale() -> None:
     """Make the ``ALE/*`` ids known to gymnasium (ale-py registers them on import)."""
     import ale_py
 
@@ -38,7 +38,7 @@ def _unknown_id(env_id: str) -> UserError:
 def _make_registered(module_name: str | None, env_id: str, kwargs: dict[str, Any]) -> gym.Env:
     if module_name:
         importlib.import_module(module_name)
-    _register_ale()
+    register_ale()
     return gym.make(env_id, **kwargs)
 
 
@@ -66,7 +66,7 @@ def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFac
                 f"nor defines a callable named '{name}'"
             )
         return partial(_call, module_name, name, kwargs)
-    _register_ale()
+    register_ale()
     if env_id not in gym.registry:
         raise _unknown_id(env_id)
     return partial(_make_registered, None, env_id, kwargs)
@@ -74,7 +74,7 @@ def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFac
 
 def env_family(env_id: str) -> str:
     """Which preset family an id belongs to: "atari", "classic_control", "mujoco" or "other"."""
-    _register_ale()
+    register_ale()
     name = env_id.split(":", 1)[1] if ":" in env_id else env_id
     spec = gym.registry.get(name)
     entry_point = str(spec.entry_point) if spec is not None else ""

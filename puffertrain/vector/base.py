@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,20 @@ def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first
         rows.terminations[index] = terminated
         rows.truncations[index] = truncated
         rows.game_over[index] = ended and info.get("game_over", True)
+
+
+def build_envs(factories: Sequence[Callable[[], gym.Env]], first: int) -> list[gym.Env]:
+    """Build the envs; ``EnvError`` naming the env (``first`` is its global index) on failure."""
+    envs = []
+    for index, factory in enumerate(factories):
+        try:
+            envs.append(factory())
+        except UserError:
+            raise
+        except Exception:
+            message = traceback.format_exc().rstrip()
+            raise EnvError(f"env {first + index} failed to build:\n{message}") from None
+    return envs
 
 
 def reset_envs(envs: Sequence[gym.Env], seeds: Sequence[int], observations: np.ndarray) -> None:

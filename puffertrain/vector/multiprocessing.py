@@ -33,6 +33,7 @@ from puffertrain.vector.base import (
     EpisodeTracker,
     StepResult,
     VectorEnv,
+    build_envs,
     reset_envs,
     step_envs,
 )
@@ -92,7 +93,11 @@ def _worker(
     """Build this worker's envs, then run commands until told to close or orphaned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     views = _views(buffers, layout)
-    envs = [factory() for factory in factories]
+    try:
+        envs = build_envs(factories, first)
+    except EnvError as error:
+        pipe.send(str(error))
+        return
     rows = slice(first, first + len(envs))
     env_rows, actions, seeds = _rows(views, rows), views["actions"][rows], views["seeds"][rows]
     while True:
@@ -149,7 +154,7 @@ class MultiprocessingVectorEnv(VectorEnv):
                 "the trainer's process (a multiple of num-workers + 1)"
             )
         self._per_lane = num_envs // (num_workers + 1)
-        self._local_envs = [factory() for factory in factories[: self._per_lane]]
+        self._local_envs = build_envs(factories[: self._per_lane], first=0)
         self.single_observation_space = self._local_envs[0].observation_space
         self.single_action_space = self._local_envs[0].action_space
         self.policy_observation_space = policy_observation_space(self._local_envs[0])
@@ -220,10 +225,10 @@ class MultiprocessingVectorEnv(VectorEnv):
                 if not self._processes[worker].is_alive():
                     code = self._processes[worker].exitcode
                     first = self._first_env(worker)
+                    reason = self._last_words(worker) or f"died with exit code {code}"
                     self.close()
                     raise EnvError(
-                        f"env worker {worker} (envs {first}-{first + self._per_lane - 1}) "
-                        f"died with exit code {code}"
+                        f"env worker {worker} (envs {first}-{first + self._per_lane - 1}): {reason}"
                     )
         failed = np.flatnonzero(self._views["failed"])
         if failed.size:
@@ -237,6 +242,14 @@ class MultiprocessingVectorEnv(VectorEnv):
             work()
         finally:
             self._wait()
+
+    def _last_words(self, worker: int) -> str | None:
+        """What a dead worker sent before it exited (why its envs failed to build), if anything."""
+        pipe = self._pipes[worker]
+        try:
+            return pipe.recv() if pipe.poll() else None
+        except (EOFError, OSError):  # killed: the pipe just closed
+            return None
 
     def reset(self, seed: int) -> np.ndarray:
         seeds = self._views["seeds"]

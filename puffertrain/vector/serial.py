@@ -14,6 +14,7 @@ from puffertrain.vector.base import (
     EpisodeTracker,
     StepResult,
     VectorEnv,
+    build_envs,
     reset_envs,
     step_envs,
 )
@@ -25,7 +26,7 @@ class SerialVectorEnv(VectorEnv):
     name = "serial"
 
     def __init__(self, factories: Sequence[EnvFactory]) -> None:
-        self.envs = [factory() for factory in factories]
+        self.envs = build_envs(factories, first=0)
         self.num_envs = len(self.envs)
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
