@@ -20,6 +20,24 @@ import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
+def breakout_command(total_timesteps: int, run_dir: Path, *extra: str) -> list[str]:
+    """The README's Breakout training command for a given budget and run directory."""
+    return [
+        sys.executable,
+        "-m",
+        "puffertrain",
+        "--env",
+        "ALE/Breakout-v5",
+        "--policy",
+        "cnn",
+        "--total-timesteps",
+        str(total_timesteps),
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
+
+
 def summarize(run_dir: Path, window: int = 100) -> dict:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
@@ -92,22 +110,7 @@ def main() -> None:
     run_dir = args.summarize
     if run_dir is None:
         run_dir = args.run_dir
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "puffertrain",
-                "--env",
-                "ALE/Breakout-v5",
-                "--policy",
-                "cnn",
-                "--total-timesteps",
-                str(args.total_timesteps),
-                "--run-dir",
-                str(run_dir),
-            ],
-            check=True,
-        )
+        subprocess.run(breakout_command(args.total_timesteps, run_dir), check=True)
     summary = summarize(run_dir)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -13,11 +13,11 @@ import platform
 import shlex
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from breakout_curve import breakout_command  # this folder is on sys.path for scripts
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -51,20 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         for run in range(args.runs):
             run_dir = Path(root) / f"run{run}"
-            command = [
-                sys.executable,
-                "-m",
-                "puffertrain",
-                "--env",
-                "ALE/Breakout-v5",
-                "--policy",
-                "cnn",
-                "--total-timesteps",
-                str(steps),
-                "--run-dir",
-                str(run_dir),
-                *shlex.split(args.extra_args),
-            ]
+            command = breakout_command(steps, run_dir, *shlex.split(args.extra_args))
             started = time.perf_counter()
             subprocess.run(command, check=True, capture_output=True)
             row = read_run(run_dir) | {"process_wall_s": time.perf_counter() - started}

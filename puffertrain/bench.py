@@ -25,7 +25,7 @@ from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, env_actions
 from puffertrain.rollout import to_torch
-from puffertrain.vector import make_vector_env
+from puffertrain.vector import engine_from
 
 
 @dataclass
@@ -105,14 +105,7 @@ def bench(config: BenchConfig) -> dict:
     """Run the measurements; print a table; write and return the results."""
     env_factory(config.env)  # a clear error for a bad id
     rows = []
-    envs, reason = make_vector_env(
-        config.vec,
-        config.env,
-        config.num_envs,
-        parse_env_kwargs(config.env_kwargs),
-        config.num_threads,
-        config.num_workers,
-    )
+    envs, reason = engine_from(config)
     try:
         random_actions, policy_actions = _actors(
             config, envs.policy_observation_space, envs.single_action_space

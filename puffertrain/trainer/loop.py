@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from puffertrain.config import TrainConfig, parse_env_kwargs, to_dict
+from puffertrain.config import TrainConfig, to_dict
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, Learner, env_actions
@@ -24,7 +24,7 @@ from puffertrain.trainer.checkpoint import (
 from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.signals import StopRequest
 from puffertrain.trainer.timing import PhaseTimer
-from puffertrain.vector import EnvError, make_vector_env
+from puffertrain.vector import EnvError, engine_from
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,14 +48,7 @@ class Trainer:
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
 
-        self.envs, self.backend_reason = make_vector_env(
-            config.vec,
-            config.env,
-            config.num_envs,
-            parse_env_kwargs(config.env_kwargs),
-            config.num_threads,
-            config.num_workers,
-        )
+        self.envs, self.backend_reason = engine_from(config)
         observation_space = self.envs.single_observation_space
         self.action_space = self.envs.single_action_space
         policy = build_policy(config.policy, self.envs.policy_observation_space, self.action_space)

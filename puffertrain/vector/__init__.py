@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import time
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
+from puffertrain.config import parse_env_kwargs
 from puffertrain.envs import EnvFactory, env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
@@ -63,6 +64,29 @@ def choose_backend(
     return ("multiprocessing" if saved_s > 3 * WORKER_ROUND_TRIP_S else "serial"), reason
 
 
+class EngineSettings(Protocol):
+    """The config fields that choose and size the rollout engine (train and bench share them)."""
+
+    vec: str
+    env: str
+    num_envs: int
+    env_kwargs: str
+    num_threads: int
+    num_workers: int
+
+
+def engine_from(settings: EngineSettings) -> tuple[VectorEnv, str]:
+    """:func:`make_vector_env` for a train or bench config."""
+    return make_vector_env(
+        settings.vec,
+        settings.env,
+        settings.num_envs,
+        parse_env_kwargs(settings.env_kwargs),
+        settings.num_threads,
+        settings.num_workers,
+    )
+
+
 def make_vector_env(
     kind: str,
     env_id: str,
@@ -101,5 +125,6 @@ __all__ = [
     "StepResult",
     "VectorEnv",
     "choose_backend",
+    "engine_from",
     "make_vector_env",
 ]
