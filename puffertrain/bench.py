@@ -25,7 +25,7 @@ from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, env_actions
 from puffertrain.rollout import to_torch
-from puffertrain.vector import engine_from
+from puffertrain.vector import VectorEnv, engine_from
 
 
 @dataclass
@@ -42,7 +42,9 @@ class BenchConfig:
     num_workers: int = 0
     """Worker processes of the multiprocessing backend (0: one per core)."""
     num_threads: int = 0
-    """Threads of the native ALE backend (0: one per core)."""
+    """Threads of the native ALE backend (0: one per core, shared out over its batches)."""
+    env_batch_size: int = 0
+    """Async batches of this many envs (a divisor of num-envs; 0: synchronous)."""
     seconds: float = 10.0
     """Time spent per measurement, split into --windows windows."""
     windows: int = 5
@@ -57,35 +59,67 @@ class BenchConfig:
     """Where to write the JSON results (default: runs/bench/<env>__<time>.json)."""
 
 
-Stepper = Callable[[np.ndarray], np.ndarray]
+Advance = Callable[[], int]
+"""Moves a measurement on by one batch; returns the env steps it took."""
+Actor = Callable[[np.ndarray], np.ndarray]
 
 
-def _median_sps(
-    step: Stepper, first_obs: np.ndarray, act: Callable, num_envs: int, seconds: float, windows: int
-) -> float:
-    obs = first_obs
+def _median_sps(advance: Advance, seconds: float, windows: int) -> float:
     for _ in range(3):  # warm up
-        obs = step(act(obs))
+        advance()
     rates = []
     for _ in range(windows):
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds / windows:
-            obs = step(act(obs))
-            steps += num_envs
+            steps += advance()
         rates.append(steps / (time.perf_counter() - start))
     return statistics.median(rates)
 
 
+def _engine_sps(envs: VectorEnv, act: Actor, config: BenchConfig) -> float:
+    """SPS of a puffertrain engine driven like the trainer drives it: act on each batch that
+    comes back and send it again (synchronous engines return every env at once), with the
+    trainer's torch thread count for the rollout."""
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(envs.policy_threads())
+    envs.send(act(envs.reset(0)), np.arange(envs.num_envs))
+    in_flight = envs.num_envs
+
+    def advance() -> int:
+        result = envs.recv()
+        envs.send(act(result.observations), result.env_ids)
+        return len(result.env_ids)
+
+    try:
+        rate = _median_sps(advance, config.seconds, config.windows)
+    finally:
+        torch.set_num_threads(default_threads)
+    while in_flight:  # leave nothing in flight for the next measurement
+        in_flight -= len(envs.recv().env_ids)
+    return rate
+
+
+def _gymnasium_sps(vector: gym.vector.VectorEnv, act: Actor, config: BenchConfig) -> float:
+    observations = [vector.reset(seed=0)[0]]
+
+    def advance() -> int:
+        observations[0] = vector.step(act(observations[0]))[0]
+        return vector.num_envs
+
+    return _median_sps(advance, config.seconds, config.windows)
+
+
 def _actors(
     config: BenchConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space
-) -> tuple[Callable, Callable]:
+) -> tuple[Actor, Actor]:
+    """Random actions and policy actions for a batch of observations (any batch size)."""
     batch_actions = gym.vector.utils.batch_space(action_space, config.num_envs)
     batch_actions.seed(0)
     agent = Agent(build_policy(config.policy, observation_space, action_space), action_space)
     device = torch.device("cpu")
 
-    def random_actions(_: np.ndarray) -> np.ndarray:
-        return batch_actions.sample()
+    def random_actions(obs: np.ndarray) -> np.ndarray:
+        return batch_actions.sample()[: len(obs)]
 
     def policy_actions(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -106,24 +140,18 @@ def bench(config: BenchConfig) -> dict:
     env_factory(config.env)  # a clear error for a bad id
     rows = []
     envs, reason = engine_from(config)
+    name = f"puffertrain {envs.name}"
+    if envs.batch_size < envs.num_envs:
+        name += f" (batches of {envs.batch_size})"
     try:
         random_actions, policy_actions = _actors(
             config, envs.policy_observation_space, envs.single_action_space
         )
-        first = envs.reset(0).copy()
-
-        def step(actions: np.ndarray) -> np.ndarray:
-            return envs.step(actions).observations
-
         rows.append(
             {
-                "engine": f"puffertrain {envs.name}",
-                "env_sps": _median_sps(
-                    step, first, random_actions, config.num_envs, config.seconds, config.windows
-                ),
-                "rollout_sps": _median_sps(
-                    step, first, policy_actions, config.num_envs, config.seconds, config.windows
-                ),
+                "engine": name,
+                "env_sps": _engine_sps(envs, random_actions, config),
+                "rollout_sps": _engine_sps(envs, policy_actions, config),
             }
         )
     finally:
@@ -136,30 +164,11 @@ def bench(config: BenchConfig) -> dict:
         ):
             vector = cls([_factory(config)] * config.num_envs)
             try:
-                first = vector.reset(seed=0)[0]
-
-                def step(actions: np.ndarray, vector=vector) -> np.ndarray:
-                    return vector.step(actions)[0]
-
                 rows.append(
                     {
                         "engine": name,
-                        "env_sps": _median_sps(
-                            step,
-                            first,
-                            random_actions,
-                            config.num_envs,
-                            config.seconds,
-                            config.windows,
-                        ),
-                        "rollout_sps": _median_sps(
-                            step,
-                            first,
-                            policy_actions,
-                            config.num_envs,
-                            config.seconds,
-                            config.windows,
-                        ),
+                        "env_sps": _gymnasium_sps(vector, random_actions, config),
+                        "rollout_sps": _gymnasium_sps(vector, policy_actions, config),
                     }
                 )
             finally:

@@ -81,7 +81,10 @@ class TrainConfig:
     num_workers: int = 0
     """Worker processes of the multiprocessing backend (0: one per core, dividing num-envs)."""
     num_threads: int = 0
-    """Threads of the native ALE backend (0: one per core)."""
+    """Threads of the native ALE backend (0: one per core, shared out over its batches)."""
+    env_batch_size: int = 0
+    """Async batches: the policy acts on whichever this many envs are ready while the others
+    step (a divisor of num-envs; 0: every env, synchronous)."""
     env_kwargs: str = ""
     """JSON object of env settings over the id's registered ones, e.g.
     '{"repeat_action_probability": 0.0}' (for ALE ids: AtariVectorEnv's argument names)."""
@@ -134,6 +137,7 @@ RESUMABLE_CHANGES = frozenset(
         "total_timesteps",
         "num_workers",
         "num_threads",
+        "env_batch_size",
         "device",
         "compile",
         "checkpoint_interval",

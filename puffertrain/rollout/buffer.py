@@ -6,6 +6,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from puffertrain.vector.base import as_rows
+
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     if dtype == np.float64:
@@ -32,8 +34,14 @@ def action_storage(action_space: gym.spaces.Space) -> tuple[tuple[int, ...], tor
     raise ValueError(f"unsupported action space {action_space}")
 
 
+Index = tuple[int, slice] | tuple[torch.Tensor, torch.Tensor]
+
+
 class RolloutBuffer:
     """``num_steps × num_envs`` transitions; observations keep the env's dtype (uint8 images).
+
+    Column ``e`` holds env ``e``'s steps in order, whatever order async batches come back in:
+    writes go through :meth:`index` with each env's own step number.
 
     ``episode_ends[t]`` marks that the action at step t ended the episode (terminated or
     truncated). A truncation's bootstrap value is folded into ``rewards[t]`` by the trainer, so
@@ -62,6 +70,15 @@ class RolloutBuffer:
         self.values = torch.zeros(shape, device=device)
         self.advantages = torch.zeros(shape, device=device)
         self.returns = torch.zeros(shape, device=device)
+
+    def index(self, steps: np.ndarray, env_ids: np.ndarray) -> Index:
+        """Where step ``steps[k]`` of env ``env_ids[k]`` goes: a basic index (views) when the
+        envs are one ascending run at the same step, else a pair of index tensors."""
+        rows = as_rows(env_ids)
+        if isinstance(rows, slice) and (steps == steps[0]).all():
+            return int(steps[0]), rows
+        device = self.rewards.device
+        return torch.as_tensor(steps, device=device), torch.as_tensor(env_ids, device=device)
 
     def compute_advantages(
         self, last_values: torch.Tensor, gamma: float, gae_lambda: float

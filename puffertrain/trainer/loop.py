@@ -14,6 +14,7 @@ from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, Learner, env_actions
 from puffertrain.rollout import RolloutBuffer, to_torch
+from puffertrain.rollout.buffer import Index
 from puffertrain.trainer.checkpoint import (
     checkpoint_path,
     prune_checkpoints,
@@ -24,7 +25,8 @@ from puffertrain.trainer.checkpoint import (
 from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.signals import StopRequest
 from puffertrain.trainer.timing import PhaseTimer
-from puffertrain.vector import EnvError, engine_from
+from puffertrain.vector import EnvError, StepResult, engine_from
+from puffertrain.vector.base import as_rows
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,43 +63,77 @@ class Trainer:
         self.iteration = 0
         self.timer = PhaseTimer()
         if checkpoint is None:
-            self.next_obs = self.envs.reset(config.seed)
+            self.next_obs = self.envs.reset(config.seed).copy()
         else:
             self._load(checkpoint)
 
     def collect_rollout(self, logger: RunLogger) -> None:
-        """Fill the buffer with num_steps steps of every env."""
-        buffer, gamma = self.buffer, self.config.ppo.gamma
-        for step in range(self.config.num_steps):
-            obs = buffer.observations[step]
-            obs.copy_(to_torch(self.next_obs, self.device))
-            with self.timer.phase("inference"), torch.no_grad():
-                actions, log_probs, values = self.agent.act(obs)
-                buffer.actions[step] = actions
-                buffer.log_probs[step] = log_probs
-                buffer.values[step] = values
-                actions_for_envs = env_actions(actions, self.action_space)
+        """Fill the buffer with num_steps steps of every env.
 
+        Every env starts idle; the policy acts on all of them and they are sent. Then each
+        batch that comes back has its step recorded and, until its envs have num_steps steps,
+        is acted on and sent again while other batches step (async batches). Synchronous
+        engines return every env at once, which makes this the classic lockstep loop. The
+        policy uses only the cores the env threads leave free meanwhile.
+        """
+        update_threads = torch.get_num_threads()
+        torch.set_num_threads(self.envs.policy_threads())
+        try:
+            self._collect(self.config.num_steps, logger)
+        finally:
+            torch.set_num_threads(update_threads)
+
+    def _collect(self, num_steps: int, logger: RunLogger) -> None:
+        steps = np.zeros(self.config.num_envs, dtype=np.int64)  # actions sent, per env
+        self._act_and_send(np.arange(self.config.num_envs), steps)
+        in_flight = self.config.num_envs
+        while in_flight:
             with self.timer.phase("env"):
-                result = self.envs.step(actions_for_envs)
-            self.global_step += self.config.num_envs
-            rewards = to_torch(result.rewards, self.device)
-            if self.config.clip_rewards:
-                rewards = rewards.sign()
-            truncated = result.truncations & ~result.terminations
-            if truncated.any():  # bootstrap a time-limit end from the observation it ended on
-                final = to_torch(result.final_observations[truncated], self.device)
-                with self.timer.phase("inference"), torch.no_grad():
-                    rewards[torch.from_numpy(truncated).to(self.device)] += (
-                        gamma * self.agent.value(final)
-                    )
-            buffer.rewards[step] = rewards
-            buffer.episode_ends[step] = to_torch(
-                result.terminations | result.truncations, self.device
-            )
-            for episode in result.episodes:
-                logger.episode(self.global_step, episode)
-            self.next_obs = result.observations
+                result = self.envs.recv()
+            env_ids = result.env_ids
+            in_flight -= len(env_ids)
+            self._record(result, self.buffer.index(steps[env_ids] - 1, env_ids), logger)
+            self.next_obs[as_rows(env_ids)] = result.observations
+            going_on = env_ids[steps[env_ids] < num_steps]
+            if going_on.size:
+                self._act_and_send(going_on, steps)
+                in_flight += going_on.size
+
+    def _act_and_send(self, env_ids: np.ndarray, steps: np.ndarray) -> None:
+        """Act on the current observations of ``env_ids``, store the step, send the actions."""
+        buffer = self.buffer
+        index = buffer.index(steps[env_ids], env_ids)
+        steps[env_ids] += 1
+        obs = to_torch(self.next_obs[as_rows(env_ids)], self.device)
+        with self.timer.phase("inference"), torch.no_grad():
+            actions, log_probs, values = self.agent.act(obs)
+            buffer.observations[index] = obs
+            buffer.actions[index] = actions
+            buffer.log_probs[index] = log_probs
+            buffer.values[index] = values
+            actions_for_envs = env_actions(actions, self.action_space)
+        with self.timer.phase("env"):
+            self.envs.send(actions_for_envs, env_ids)
+
+    def _record(self, result: StepResult, index: Index, logger: RunLogger) -> None:
+        """Store the rewards and episode ends of a returned batch; log finished episodes."""
+        self.global_step += len(result.env_ids)
+        rewards = to_torch(result.rewards, self.device)
+        if self.config.clip_rewards:
+            rewards = rewards.sign()
+        truncated = result.truncations & ~result.terminations
+        if truncated.any():  # bootstrap a time-limit end from the observation it ended on
+            final = to_torch(result.final_observations[truncated], self.device)
+            with self.timer.phase("inference"), torch.no_grad():
+                rewards[torch.from_numpy(truncated).to(self.device)] += (
+                    self.config.ppo.gamma * self.agent.value(final)
+                )
+        self.buffer.rewards[index] = rewards
+        self.buffer.episode_ends[index] = to_torch(
+            result.terminations | result.truncations, self.device
+        )
+        for episode in result.episodes:
+            logger.episode(self.global_step, episode)
 
     def train(self) -> None:
         """Run until --total-timesteps or a stop signal, checkpointing along the way."""
@@ -177,5 +213,5 @@ class Trainer:
                 f"puffertrain: this env's state cannot be saved; its episodes restart "
                 f"(seed {reseed}), so the resumed run is not bit-identical"
             )
-        self.next_obs = self.envs.observations
+        self.next_obs = self.envs.observations.copy()
         set_rng_state(checkpoint["rng"])

@@ -40,7 +40,7 @@ def _env_step_seconds(factory: EnvFactory, steps: int = 200, budget_s: float = 0
 
 
 def choose_backend(
-    kind: str, env_id: str, factory: EnvFactory | None, num_envs: int
+    kind: str, env_id: str, factory: EnvFactory | None, num_envs: int, batch_size: int = 0
 ) -> tuple[str, str]:
     """The backend ``--vec kind`` means for this env, and why (logged at start)."""
     atari = is_atari(env_id)
@@ -53,6 +53,8 @@ def choose_backend(
     cores = os.cpu_count() or 1
     if cores < 2 or num_envs < 2 or factory is None:
         return "serial", f"{cores} core(s), {num_envs} env(s)"
+    if 0 < batch_size < num_envs:
+        return "multiprocessing", "async batches overlap env steps with the policy in workers"
     step_s = _env_step_seconds(factory)
     processes = min(cores, num_envs)  # the trainer's process steps a share too
     saved_s = num_envs * step_s * (1 - 1 / processes)
@@ -73,6 +75,7 @@ class EngineSettings(Protocol):
     env_kwargs: str
     num_threads: int
     num_workers: int
+    env_batch_size: int
 
 
 def engine_from(settings: EngineSettings) -> tuple[VectorEnv, str]:
@@ -84,6 +87,7 @@ def engine_from(settings: EngineSettings) -> tuple[VectorEnv, str]:
         parse_env_kwargs(settings.env_kwargs),
         settings.num_threads,
         settings.num_workers,
+        settings.env_batch_size,
     )
 
 
@@ -94,9 +98,10 @@ def make_vector_env(
     env_kwargs: dict[str, Any],
     num_threads: int = 0,
     num_workers: int = 0,
+    batch_size: int = 0,
 ) -> tuple[VectorEnv, str]:
     """``num_envs`` copies of the env on the backend ``kind`` resolves to, and the reason for
-    that backend.
+    that backend; ``batch_size`` envs per ``recv`` (0: all of them, synchronous).
 
     ALE ids get the standard Atari preprocessing on every backend: natively in C++, or as
     gymnasium wrappers on the serial and multiprocessing backends (the reference path).
@@ -106,13 +111,17 @@ def make_vector_env(
         factory: EnvFactory = partial(make_wrapped_atari, env_id, settings)
     else:
         factory = partial(with_flat_observations, env_factory(env_id, env_kwargs))
-    backend, reason = choose_backend(kind, env_id, factory, num_envs)
+    if batch_size < 0 or (batch_size and num_envs % batch_size):
+        raise UserError(
+            f"--env-batch-size {batch_size} must divide --num-envs {num_envs} (0: synchronous)"
+        )
+    backend, reason = choose_backend(kind, env_id, factory, num_envs, batch_size)
     if backend == "native":
         threads = num_threads or os.cpu_count() or 1
-        return NativeAtariVectorEnv(settings, num_envs, threads), reason
+        return NativeAtariVectorEnv(settings, num_envs, threads, batch_size), reason
     if backend == "multiprocessing":
-        return MultiprocessingVectorEnv([factory] * num_envs, num_workers), reason
-    return SerialVectorEnv([factory] * num_envs), reason
+        return MultiprocessingVectorEnv([factory] * num_envs, num_workers, batch_size), reason
+    return SerialVectorEnv([factory] * num_envs, batch_size), reason
 
 
 __all__ = [

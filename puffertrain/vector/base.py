@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -25,13 +26,15 @@ class Episode:
 
 @dataclass
 class StepResult:
-    """One step of every env. Arrays are the engine's own buffers: read them before the next step.
+    """One step of the envs ``env_ids`` (row ``k`` of every array is env ``env_ids[k]``).
 
-    With same-step autoreset, ``observations`` already holds the first observation of the next
+    Arrays may be the engine's own buffers: read them before the next ``recv``. With same-step
+    autoreset, ``observations`` already holds the first observation of the next
     episode where an episode ended; the observation it ended on is in ``final_observations``
     (meaningful only at rows where ``terminations | truncations``).
     """
 
+    env_ids: np.ndarray
     observations: np.ndarray
     rewards: np.ndarray
     terminations: np.ndarray
@@ -54,6 +57,23 @@ class EnvRows:
     terminations: np.ndarray
     truncations: np.ndarray
     game_over: np.ndarray
+
+    @classmethod
+    def allocate(cls, num_envs: int, space: gym.spaces.Space) -> EnvRows:
+        """Zeroed arrays for ``num_envs`` envs with observations of ``space``."""
+        observations = np.zeros((num_envs, *space.shape), dtype=space.dtype)
+        return cls(
+            observations=observations,
+            final_observations=np.zeros_like(observations),
+            rewards=np.zeros(num_envs, dtype=np.float32),
+            terminations=np.zeros(num_envs, dtype=bool),
+            truncations=np.zeros(num_envs, dtype=bool),
+            game_over=np.zeros(num_envs, dtype=bool),
+        )
+
+    def select(self, rows: slice | np.ndarray) -> EnvRows:
+        """The same fields at ``rows`` (views for a slice, copies for an index array)."""
+        return EnvRows(**{name: array[rows] for name, array in vars(self).items()})
 
 
 def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first: int) -> None:
@@ -108,16 +128,17 @@ class EpisodeTracker:
         self.scores = np.zeros(num_envs, dtype=np.float64)
         self.lengths = np.zeros(num_envs, dtype=np.int64)
 
-    def update(self, rewards: np.ndarray, episode_over: np.ndarray) -> list[Episode]:
-        """Add one step; return the episodes that ``episode_over`` closes, and restart them."""
-        self.scores += rewards
-        self.lengths += 1
-        finished = [
-            Episode(int(i), float(self.scores[i]), int(self.lengths[i]))
-            for i in np.flatnonzero(episode_over)
-        ]
-        self.scores[episode_over] = 0.0
-        self.lengths[episode_over] = 0
+    def update(
+        self, env_ids: np.ndarray, rewards: np.ndarray, episode_over: np.ndarray
+    ) -> list[Episode]:
+        """Add one step of the envs ``env_ids``; return the episodes that ``episode_over``
+        closes, and restart them."""
+        self.scores[env_ids] += rewards
+        self.lengths[env_ids] += 1
+        ended = env_ids[episode_over]
+        finished = [Episode(int(i), float(self.scores[i]), int(self.lengths[i])) for i in ended]
+        self.scores[ended] = 0.0
+        self.lengths[ended] = 0
         return finished
 
     def state_dict(self) -> dict[str, Any]:
@@ -128,12 +149,45 @@ class EpisodeTracker:
         self.lengths[:] = state["lengths"]
 
 
+def env_groups(env_ids: np.ndarray, group_size: int) -> np.ndarray:
+    """The groups (consecutive runs of ``group_size`` envs) that ``env_ids`` is made of."""
+    groups = env_ids[::group_size] // group_size
+    if not np.array_equal(group_env_ids(groups, group_size), env_ids):
+        raise ValueError(f"env ids {env_ids.tolist()} are not whole groups of {group_size}")
+    return groups
+
+
+def as_rows(env_ids: np.ndarray) -> slice | np.ndarray:
+    """``env_ids`` as an index: a slice (numpy views) when they are one ascending run."""
+    first = int(env_ids[0])
+    if np.array_equal(env_ids, np.arange(first, first + len(env_ids))):
+        return slice(first, first + len(env_ids))
+    return env_ids
+
+
+def group_env_ids(groups: list[int], group_size: int) -> np.ndarray:
+    """The envs of ``groups``, in that order."""
+    return (np.asarray(groups)[:, None] * group_size + np.arange(group_size)).reshape(-1)
+
+
 class VectorEnv(ABC):
-    """A batch of envs stepped together with same-step autoreset."""
+    """Envs stepped with same-step autoreset, synchronously or in async batches.
+
+    Envs come in groups of ``group_size`` consecutive envs that are always sent and received
+    together. ``send(actions, env_ids)`` starts stepping some idle groups; ``recv()`` waits for
+    ``batch_size`` envs' worth of them (or all that are in flight, if fewer) and returns their
+    step. With ``batch_size == num_envs`` this is a synchronous step, which ``step`` wraps.
+    """
 
     name: str
     """The backend's --vec name."""
     num_envs: int
+    batch_size: int
+    """Envs returned by one ``recv`` (``num_envs``: synchronous)."""
+    group_size: int
+    """Envs always stepped together (a divisor of ``batch_size``)."""
+    env_threads: int
+    """Threads or processes stepping envs beside the trainer's own thread."""
     single_observation_space: gym.spaces.Space
     single_action_space: gym.spaces.Space
     policy_observation_space: gym.spaces.Space
@@ -143,13 +197,32 @@ class VectorEnv(ABC):
     """The current observation of every env (the engine's buffer)."""
     tracker: EpisodeTracker
 
-    @abstractmethod
-    def reset(self, seed: int) -> np.ndarray:
-        """Reset env ``i`` with seed ``seed + i``; return the observations."""
+    def policy_threads(self) -> int:
+        """Torch threads for policy inference while these envs step: the cores the env threads
+        leave free, at least one. Idle env threads spin or wait to be woken, so a policy that
+        takes their cores too slows both (measured in experiments/RESULTS.md)."""
+        return max(1, (os.cpu_count() or 1) - self.env_threads)
 
     @abstractmethod
+    def reset(self, seed: int) -> np.ndarray:
+        """Reset env ``i`` with seed ``seed + i``; return the observations. Every env is then
+        idle: nothing is in flight."""
+
+    @abstractmethod
+    def send(self, actions: np.ndarray, env_ids: np.ndarray) -> None:
+        """Start stepping the idle envs ``env_ids`` (whole groups) with ``actions`` (one row per
+        env, in the order of ``env_ids``)."""
+
+    @abstractmethod
+    def recv(self) -> StepResult:
+        """Wait for the next batch of sent envs to finish their step; they become idle."""
+
     def step(self, actions: np.ndarray) -> StepResult:
-        """Step every env with its action."""
+        """Step every env with its action (synchronous engines: ``batch_size == num_envs``)."""
+        if self.batch_size != self.num_envs:
+            raise RuntimeError("step() needs a synchronous engine; use send() and recv()")
+        self.send(actions, np.arange(self.num_envs))
+        return self.recv()
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -185,10 +258,11 @@ class VectorEnv(ABC):
             "envs": snapshots,
         }
 
-    def _step_result(self, rows: EnvRows) -> StepResult:
-        """Score finished episodes from the step just written to ``rows``; wrap it up."""
-        episodes = self.tracker.update(rows.rewards, rows.game_over)
+    def _step_result(self, env_ids: np.ndarray, rows: EnvRows) -> StepResult:
+        """Score finished episodes from the step of ``env_ids`` just written to ``rows``."""
+        episodes = self.tracker.update(env_ids, rows.rewards, rows.game_over)
         return StepResult(
+            env_ids,
             rows.observations,
             rows.rewards,
             rows.terminations,

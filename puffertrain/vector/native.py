@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
 
-from puffertrain.vector.base import EnvRows, EpisodeTracker, StepResult, VectorEnv
+from puffertrain.vector.base import EnvRows, EpisodeTracker, StepResult, VectorEnv, env_groups
 
 
 class NativeAtariVectorEnv(VectorEnv):
@@ -15,63 +16,93 @@ class NativeAtariVectorEnv(VectorEnv):
     The env resets a game only at game over; a lost life just sets ``terminated``. The two are
     told apart by ``episode_frame_number``, which restarts only when the game is reset, so the
     episode tracker scores whole games with raw rewards.
+
+    Async batches use one AtariVectorEnv per batch, each on its own C++ threads: ``send``
+    returns at once, so the envs of one batch step while the policy acts on another, and a
+    batch is always the same envs (its steps stay in order, and a whole batch can sit idle at
+    the end of a rollout). Batches come back in the order they were sent.
     """
 
     name = "native"
 
-    def __init__(self, settings: dict[str, Any], num_envs: int, num_threads: int) -> None:
+    def __init__(
+        self, settings: dict[str, Any], num_envs: int, num_threads: int, batch_size: int = 0
+    ) -> None:
         from ale_py.vector_env import AtariVectorEnv
 
         settings = dict(settings)
-        self.env = AtariVectorEnv(
-            settings.pop("game"),
-            num_envs,
-            num_threads=num_threads,
-            autoreset_mode="SameStep",
-            life_loss_info=True,
-            episodic_life=False,
-            reward_clipping=False,
-            **settings,
-        )
+        game = settings.pop("game")
         self.num_envs = num_envs
-        self.single_observation_space = self.env.single_observation_space
-        self.single_action_space = self.env.single_action_space
+        self.batch_size = self.group_size = batch_size or num_envs
+        num_batches = num_envs // self.batch_size
+        self.env_threads = max(1, num_threads // num_batches) * num_batches
+        self._batches = [
+            AtariVectorEnv(
+                game,
+                self.batch_size,
+                num_threads=max(1, num_threads // num_batches),
+                autoreset_mode="SameStep",
+                life_loss_info=True,
+                episodic_life=False,
+                reward_clipping=False,
+                **settings,
+            )
+            for _ in range(num_batches)
+        ]
+        self.single_observation_space = self._batches[0].single_observation_space
+        self.single_action_space = self._batches[0].single_action_space
         self.policy_observation_space = self.single_observation_space
-        self.observations = np.zeros(
-            (num_envs, *self.single_observation_space.shape), dtype=np.uint8
-        )
-        self.rows = EnvRows(
-            observations=self.observations,
-            final_observations=np.zeros_like(self.observations),
-            rewards=np.zeros(num_envs, dtype=np.float32),
-            terminations=np.zeros(num_envs, dtype=bool),
-            truncations=np.zeros(num_envs, dtype=bool),
-            game_over=np.zeros(num_envs, dtype=bool),
-        )
+        self.rows = EnvRows.allocate(num_envs, self.single_observation_space)
+        self.observations = self.rows.observations
         self.tracker = EpisodeTracker(num_envs)
         self._frame_numbers = np.zeros(num_envs, dtype=np.int64)
+        self._sent: deque[int] = deque()
+        self._orders = [np.arange(self.batch_size) for _ in self._batches]
 
     def reset(self, seed: int) -> np.ndarray:
-        obs, info = self.env.reset(seed=seed)
-        self.observations[:] = obs
-        self._frame_numbers[:] = info["episode_frame_number"]
+        self._sent.clear()
+        size = self.batch_size
+        for index, batch in enumerate(self._batches):
+            obs, info = batch.reset(seed=seed + index * size)
+            order = self._sorted(index, info["env_id"])
+            rows = slice(index * size, (index + 1) * size)
+            self.observations[rows] = obs[order]
+            self._frame_numbers[rows] = info["episode_frame_number"][order]
         self.tracker = EpisodeTracker(self.num_envs)
         return self.observations
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        obs, rewards, terminations, truncations, info = self.env.step(actions.astype(np.int32))
-        rows = self.rows
-        rows.observations[:] = obs
-        rows.rewards[:] = rewards
-        rows.terminations[:] = terminations
-        rows.truncations[:] = truncations
-        ended = terminations | truncations
+    def _sorted(self, group: int, env_ids: np.ndarray) -> np.ndarray:
+        """Remember the order the C++ env returned a batch in (its next ``send`` takes actions
+        in that order); return the permutation that sorts the batch by env."""
+        self._orders[group] = env_ids
+        return np.argsort(env_ids)
+
+    def send(self, actions: np.ndarray, env_ids: np.ndarray) -> None:
+        size = self.batch_size
+        actions = actions.astype(np.int32)
+        for index, group in enumerate(env_groups(env_ids, size)):
+            batch_actions = actions[index * size : (index + 1) * size]
+            self._batches[group].send(batch_actions[self._orders[group]])
+            self._sent.append(int(group))
+
+    def recv(self) -> StepResult:
+        group = self._sent.popleft()
+        obs, rewards, terminations, truncations, info = self._batches[group].recv()
+        order = self._sorted(group, info["env_id"])
+        first = group * self.batch_size
+        rows = slice(first, first + self.batch_size)
+        out = self.rows.select(rows)
+        out.observations[:] = obs[order]
+        out.rewards[:] = rewards[order]
+        out.terminations[:] = terminations[order]
+        out.truncations[:] = truncations[order]
+        ended = out.terminations | out.truncations
         if ended.any():
-            rows.final_observations[ended] = info["final_obs"][ended]
-        frame_numbers = info["episode_frame_number"]
-        rows.game_over[:] = ended & (frame_numbers <= self._frame_numbers)
-        self._frame_numbers[:] = frame_numbers
-        return self._step_result(rows)
+            out.final_observations[ended] = info["final_obs"][order][ended]
+        frame_numbers = info["episode_frame_number"][order]
+        out.game_over[:] = ended & (frame_numbers <= self._frame_numbers[rows])
+        self._frame_numbers[rows] = frame_numbers
+        return self._step_result(np.arange(first, rows.stop), out)
 
     def state_dict(self) -> dict[str, Any]:
         return {"envs": None}  # the C++ envs cannot be snapshotted: resume starts new games
@@ -81,4 +112,5 @@ class NativeAtariVectorEnv(VectorEnv):
         return False
 
     def close(self) -> None:
-        self.env.close()
+        for batch in self._batches:
+            batch.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,42 +16,51 @@ from puffertrain.vector.base import (
     StepResult,
     VectorEnv,
     build_envs,
+    env_groups,
     reset_envs,
     step_envs,
 )
 
 
 class SerialVectorEnv(VectorEnv):
-    """Steps a list of gymnasium envs one after another, writing into preallocated arrays."""
+    """Steps a list of gymnasium envs one after another, writing into preallocated arrays.
+
+    With ``batch_size < num_envs`` it is the reference for async batches: ``send`` queues
+    groups of ``batch_size`` envs and each ``recv`` steps the oldest one (nothing overlaps).
+    """
 
     name = "serial"
+    env_threads = 0
 
-    def __init__(self, factories: Sequence[EnvFactory]) -> None:
+    def __init__(self, factories: Sequence[EnvFactory], batch_size: int = 0) -> None:
         self.envs = build_envs(factories, first=0)
         self.num_envs = len(self.envs)
+        self.batch_size = self.group_size = batch_size or self.num_envs
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         self.policy_observation_space = policy_observation_space(self.envs[0])
-        space = self.single_observation_space
-        self.observations = np.zeros((self.num_envs, *space.shape), dtype=space.dtype)
-        self.rows = EnvRows(
-            observations=self.observations,
-            final_observations=np.zeros_like(self.observations),
-            rewards=np.zeros(self.num_envs, dtype=np.float32),
-            terminations=np.zeros(self.num_envs, dtype=bool),
-            truncations=np.zeros(self.num_envs, dtype=bool),
-            game_over=np.zeros(self.num_envs, dtype=bool),
-        )
+        self.rows = EnvRows.allocate(self.num_envs, self.single_observation_space)
+        self.observations = self.rows.observations
         self.tracker = EpisodeTracker(self.num_envs)
+        self._sent: deque[tuple[int, np.ndarray]] = deque()
 
     def reset(self, seed: int) -> np.ndarray:
         self.tracker = EpisodeTracker(self.num_envs)
+        self._sent.clear()
         reset_envs(self.envs, range(seed, seed + self.num_envs), self.observations)
         return self.observations
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        step_envs(self.envs, actions, self.rows, first=0)
-        return self._step_result(self.rows)
+    def send(self, actions: np.ndarray, env_ids: np.ndarray) -> None:
+        size = self.group_size
+        for index, group in enumerate(env_groups(env_ids, size)):
+            self._sent.append((int(group), actions[index * size : (index + 1) * size].copy()))
+
+    def recv(self) -> StepResult:
+        group, actions = self._sent.popleft()
+        first = group * self.group_size
+        rows = slice(first, first + self.group_size)
+        step_envs(self.envs[rows], actions, self.rows.select(rows), first)
+        return self._step_result(np.arange(first, rows.stop), self.rows.select(rows))
 
     def state_dict(self) -> dict[str, Any]:
         return self._engine_state([capture_env_state(env) for env in self.envs])
