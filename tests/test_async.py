@@ -230,3 +230,13 @@ def test_bench_measures_async_batches_beside_gymnasium(tmp_path, no_orphans):  #
         "gymnasium AsyncVectorEnv",
     ]
     assert all(row["env_sps"] > 0 and row["rollout_sps"] > 0 for row in rows)
+
+
+def test_auto_takes_workers_for_async_batches():
+    from puffertrain.vector import choose_backend
+
+    factory = env_factory("CartPole-v1")
+    backend, reason = choose_backend("auto", "CartPole-v1", factory, 8, batch_size=4)
+    if (os.cpu_count() or 1) > 1:
+        assert backend == "multiprocessing" and "async batches" in reason
+    assert choose_backend("auto", "ALE/Breakout-v5", None, 8, batch_size=4)[0] == "native"
