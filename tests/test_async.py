@@ -136,6 +136,13 @@ def test_rollout_columns_hold_each_envs_steps_in_order(tmp_path, vec, no_orphans
         trainer.envs.close()
 
 
+def _keep_stepping(envs: VectorEnv, batches: int) -> None:
+    """Send each returned batch straight back, ``batches`` times (actions 0)."""
+    for _ in range(batches):
+        result = envs.recv()
+        envs.send(np.zeros(len(result.env_ids), dtype=np.int64), result.env_ids)
+
+
 def test_an_env_that_raises_in_an_async_worker_is_named(no_orphans):  # noqa: F811
     workers = MultiprocessingVectorEnv(
         [env_factory("tests.envs:raising")] * 4, num_workers=2, batch_size=2
@@ -143,9 +150,7 @@ def test_an_env_that_raises_in_an_async_worker_is_named(no_orphans):  # noqa: F8
     workers.reset(0)
     workers.send(np.zeros(4, dtype=np.int64), np.arange(4))
     with pytest.raises(EnvError, match=r"^env 3 raised:"):
-        for _ in range(40):
-            result = workers.recv()
-            workers.send(np.zeros(2, dtype=np.int64), result.env_ids)
+        _keep_stepping(workers, 40)
 
 
 def test_a_killed_async_worker_is_detected_within_seconds(no_orphans):  # noqa: F811
@@ -157,9 +162,7 @@ def test_a_killed_async_worker_is_detected_within_seconds(no_orphans):  # noqa: 
     os.kill(workers._processes[1].pid, signal.SIGKILL)
     start = time.monotonic()
     with pytest.raises(EnvError, match=r"env worker 1 \(envs 2-3\): died with exit code -9"):
-        for _ in range(10_000):
-            result = workers.recv()
-            workers.send(np.zeros(2, dtype=np.int64), result.env_ids)
+        _keep_stepping(workers, 10_000)
     assert time.monotonic() - start < 3
 
 

@@ -59,8 +59,9 @@ class SerialVectorEnv(VectorEnv):
         group, actions = self._sent.popleft()
         first = group * self.group_size
         rows = slice(first, first + self.group_size)
-        step_envs(self.envs[rows], actions, self.rows.select(rows), first)
-        return self._step_result(np.arange(first, rows.stop), self.rows.select(rows))
+        group_rows = self.rows.select(rows)
+        step_envs(self.envs[rows], actions, group_rows, first)
+        return self._step_result(np.arange(first, rows.stop), group_rows)
 
     def state_dict(self) -> dict[str, Any]:
         return self._engine_state([capture_env_state(env) for env in self.envs])
