@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from policies.cnn import CNNPolicy, EfficientCNN
 from policies.mlp import BasicPolicy
+from policies.recurrent import LSTMPolicy, OptimizedLSTMPolicy, RecurrentPolicy
 
 
 @dataclass(frozen=True)
@@ -27,5 +28,15 @@ POLICIES: dict[str, PolicyEntry] = {
     ),
     "efficient_cnn": PolicyEntry(
         EfficientCNN, "the docs' EfficientCNN: Nature convs, fc size from a dummy forward pass"
+    ),
+    "lstm": PolicyEntry(
+        LSTMPolicy, "Nature CNN (images) or 128-unit MLP (vectors), then a 128-unit LSTM"
+    ),
+    "recurrent": PolicyEntry(
+        RecurrentPolicy, "the docs' RecurrentPolicy: 128-unit MLP, 256-unit LSTM, vectors only"
+    ),
+    "optimized_lstm": PolicyEntry(
+        OptimizedLSTMPolicy,
+        "the docs' OptimizedLSTMPolicy: as recurrent, with its step/sequence API",
     ),
 }

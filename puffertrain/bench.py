@@ -61,7 +61,8 @@ class BenchConfig:
 
 Advance = Callable[[], int]
 """Moves a measurement on by one batch; returns the env steps it took."""
-Actor = Callable[[np.ndarray], np.ndarray]
+Actor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""Actions for the observations of envs ``env_ids``."""
 
 
 def _median_sps(advance: Advance, seconds: float, windows: int) -> float:
@@ -82,12 +83,13 @@ def _engine_sps(envs: VectorEnv, act: Actor, config: BenchConfig) -> float:
     trainer's torch thread count for the rollout."""
     default_threads = torch.get_num_threads()
     torch.set_num_threads(envs.policy_threads())
-    envs.send(act(envs.reset(0)), np.arange(envs.num_envs))
+    all_envs = np.arange(envs.num_envs)
+    envs.send(act(envs.reset(0), all_envs), all_envs)
     in_flight = envs.num_envs
 
     def advance() -> int:
         result = envs.recv()
-        envs.send(act(result.observations), result.env_ids)
+        envs.send(act(result.observations, result.env_ids), result.env_ids)
         return len(result.env_ids)
 
     try:
@@ -101,9 +103,10 @@ def _engine_sps(envs: VectorEnv, act: Actor, config: BenchConfig) -> float:
 
 def _gymnasium_sps(vector: gym.vector.VectorEnv, act: Actor, config: BenchConfig) -> float:
     observations = [vector.reset(seed=0)[0]]
+    all_envs = np.arange(vector.num_envs)
 
     def advance() -> int:
-        observations[0] = vector.step(act(observations[0]))[0]
+        observations[0] = vector.step(act(observations[0], all_envs))[0]
         return vector.num_envs
 
     return _median_sps(advance, config.seconds, config.windows)
@@ -112,18 +115,25 @@ def _gymnasium_sps(vector: gym.vector.VectorEnv, act: Actor, config: BenchConfig
 def _actors(
     config: BenchConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space
 ) -> tuple[Actor, Actor]:
-    """Random actions and policy actions for a batch of observations (any batch size)."""
+    """Random actions, and policy actions with a recurrent state kept per env."""
     batch_actions = gym.vector.utils.batch_space(action_space, config.num_envs)
     batch_actions.seed(0)
     agent = Agent(build_policy(config.policy, observation_space, action_space), action_space)
     device = torch.device("cpu")
+    states = agent.initial_state(config.num_envs, device)
 
-    def random_actions(obs: np.ndarray) -> np.ndarray:
+    def random_actions(obs: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
         return batch_actions.sample()[: len(obs)]
 
-    def policy_actions(obs: np.ndarray) -> np.ndarray:
+    def policy_actions(obs: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
+        rows = torch.from_numpy(env_ids)
+        state = None if states is None else tuple(part[rows] for part in states)
         with torch.no_grad():
-            return env_actions(agent.act(to_torch(obs, device))[0], action_space)
+            actions, _, _, state = agent.act(to_torch(obs, device), state)
+        if states is not None:
+            for part, new in zip(states, state, strict=True):
+                part[rows] = new
+        return env_actions(actions, action_space)
 
     return random_actions, policy_actions
 

@@ -43,6 +43,9 @@ class PPOConfig:
     """Global gradient-norm clipping threshold."""
     target_kl: float | None = None
     """Stop the update's epochs early once the approximate KL exceeds this (off when None)."""
+    sequence_length: int = 0
+    """Recurrent policies: train on sequences of this many steps, each from the LSTM state
+    stored at its start (a divisor of num-steps; 0: each env's whole rollout)."""
 
 
 @dataclass
@@ -116,6 +119,13 @@ class TrainConfig:
         for flag, value in positive.items():
             if value < 1:
                 raise UserError(f"--{flag} must be at least 1, got {value}")
+        if self.ppo.sequence_length < 0 or (
+            self.ppo.sequence_length and self.num_steps % self.ppo.sequence_length
+        ):
+            raise UserError(
+                f"--sequence-length {self.ppo.sequence_length} must divide --num-steps "
+                f"{self.num_steps} (0: whole rollouts)"
+            )
         if self.ppo.num_minibatches > self.batch_size:
             raise UserError(
                 f"--num-minibatches {self.ppo.num_minibatches} exceeds the batch of "
@@ -125,6 +135,11 @@ class TrainConfig:
     @property
     def batch_size(self) -> int:
         return self.num_envs * self.num_steps
+
+    @property
+    def num_sequences(self) -> int:
+        """Sequences a recurrent policy trains on per update."""
+        return self.batch_size // (self.ppo.sequence_length or self.num_steps)
 
     @property
     def num_iterations(self) -> int:

@@ -75,13 +75,18 @@ def evaluate(config: EvalConfig) -> list[float]:
 
     fps = envs.envs[0].metadata.get("render_fps", 60) / frameskip
     obs = envs.reset(config.seed)
+    state = agent.initial_state(1, device)
     frames = [_render(envs)] if config.video else []
     scores: list[float] = []
     while len(scores) < config.episodes:
         with torch.no_grad():
-            actions, _, _ = agent.act(to_torch(obs, device), deterministic=config.deterministic)
+            actions, _, _, state = agent.act(
+                to_torch(obs, device), state, deterministic=config.deterministic
+            )
         result = envs.step(env_actions(actions, envs.single_action_space))
         obs = result.observations
+        if state is not None and (result.terminations | result.truncations).any():
+            state = agent.initial_state(1, device)  # as in training: zero at every episode end
         if config.video and not scores:
             frames.append(_render(envs))
         for episode in result.episodes:

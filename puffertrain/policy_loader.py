@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from policies import POLICIES
 from policies.flatten import flatten_observation, is_structured
+from policies.recurrent import is_recurrent
 from policies.spaces import action_head_size
 from puffertrain.errors import UserError
 
@@ -58,7 +59,10 @@ def _check_outputs(
     sample = np.stack(samples)
     obs = torch.as_tensor(sample.astype(np.float32) if sample.dtype == np.float64 else sample)
     with torch.no_grad():
-        outputs = policy(obs)
+        if is_recurrent(policy):
+            outputs, _ = policy.forward_step(obs, policy.initial_state(len(obs), "cpu"))
+        else:
+            outputs = policy(obs)
     if not isinstance(outputs, tuple) or len(outputs) not in (2, 3):
         raise ValueError("forward must return (logits, value), (mean, std, value) or (mean, value)")
     if outputs[-1].numel() != 2:

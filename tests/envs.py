@@ -125,3 +125,17 @@ def broken_in_workers() -> gym.Env:
     if multiprocessing.parent_process() is not None:
         raise FileNotFoundError("level file 'maze3.txt' is missing")
     return CountingEnv()
+
+
+class HiddenVelocities(gym.ObservationWrapper):
+    """CartPole with the cart and pole velocities zeroed: a policy must remember positions to
+    infer them."""
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        masked = observation.copy()
+        masked[[1, 3]] = 0.0
+        return masked
+
+
+def cartpole_no_velocity() -> gym.Env:
+    return HiddenVelocities(gym.make("CartPole-v1"))

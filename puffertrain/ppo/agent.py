@@ -15,13 +15,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from policies.recurrent import State, is_recurrent
+
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class Agent(nn.Module):
     """Wraps any policy following the contract: ``forward(obs) -> (logits, value)`` for
     Discrete/MultiDiscrete actions, ``(mean, std, value)`` or ``(mean, value)`` with an
-    ``actor_logstd`` parameter for Box actions."""
+    ``actor_logstd`` parameter for Box actions.
+
+    A recurrent policy (``initial_state``, ``forward_step``, ``forward_sequence``) produces the
+    same outputs one step at a time from a per-env state, which :meth:`act` and :meth:`value`
+    take and return; :meth:`evaluate` then scores whole ``[T, B]`` sequences.
+    """
 
     def __init__(self, policy: nn.Module, action_space: gym.spaces.Space) -> None:
         super().__init__()
@@ -34,9 +41,23 @@ class Agent(nn.Module):
         elif not self.continuous:
             raise ValueError(f"unsupported action space {action_space}")
         self.multi_discrete = isinstance(action_space, gym.spaces.MultiDiscrete)
+        self.recurrent = is_recurrent(policy)
 
-    def _outputs(self, obs: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        outputs = self.policy(obs)
+    def initial_state(self, batch_size: int, device: torch.device) -> State | None:
+        """Zero recurrent state for ``batch_size`` envs (None for a feed-forward policy)."""
+        return self.policy.initial_state(batch_size, device) if self.recurrent else None
+
+    def _step(
+        self, obs: torch.Tensor, state: State | None
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, State | None]:
+        if self.recurrent:
+            outputs, state = self.policy.forward_step(obs, state)
+            return (*self._parameters_of(outputs), state)
+        return (*self._parameters_of(self.policy(obs)), None)
+
+    def _parameters_of(
+        self, outputs: tuple[torch.Tensor, ...]
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         value = outputs[-1].reshape(-1)
         if not self.continuous:
             return (outputs[0],), value
@@ -49,14 +70,14 @@ class Agent(nn.Module):
         return list(torch.split(logits, self.nvec, dim=-1))
 
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample actions; return ``(actions, log_probs, values)``."""
-        params, value = self._outputs(obs)
+        self, obs: torch.Tensor, state: State | None = None, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State | None]:
+        """Sample actions; return ``(actions, log_probs, values, next state)``."""
+        params, value, state = self._step(obs, state)
         if self.continuous:
             mean, std = params
             action = mean if deterministic else mean + std * torch.randn_like(mean)
-            return action, _normal_log_prob(mean, std, action), value
+            return action, _normal_log_prob(mean, std, action), value, state
         actions, log_probs = [], []
         for logits in self._split(params[0]):
             log_p = F.log_softmax(logits, dim=-1)
@@ -68,13 +89,25 @@ class Agent(nn.Module):
             log_probs.append(log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1))
         log_prob = torch.stack(log_probs, dim=-1).sum(-1)
         action = torch.stack(actions, dim=-1) if self.multi_discrete else actions[0]
-        return action, log_prob, value
+        return action, log_prob, value, state
 
     def evaluate(
-        self, obs: torch.Tensor, actions: torch.Tensor
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        states: State | None = None,
+        episode_starts: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Score stored actions; return ``(log_probs, entropies, values)``."""
-        params, value = self._outputs(obs)
+        """Score stored actions; return ``(log_probs, entropies, values)``.
+
+        Recurrent policies take ``obs[T, B, ...]`` sequences starting from ``states`` with
+        ``episode_starts[T, B]``; ``actions`` and the results are flat in ``[T, B]`` order.
+        """
+        if self.recurrent:
+            outputs = self.policy.forward_sequence(obs, states, episode_starts)
+        else:
+            outputs = self.policy(obs)
+        params, value = self._parameters_of(outputs)
         if self.continuous:
             mean, std = params
             entropy = (0.5 + _LOG_SQRT_2PI + std.log()).sum(-1)
@@ -88,9 +121,9 @@ class Agent(nn.Module):
             entropy = entropy - (log_p.exp() * log_p).sum(-1)
         return log_prob, entropy, value
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """State values, shape ``(batch,)``."""
-        return self._outputs(obs)[1]
+    def value(self, obs: torch.Tensor, state: State | None = None) -> torch.Tensor:
+        """State values, shape ``(batch,)`` (a recurrent policy's state is not advanced)."""
+        return self._step(obs, state)[1]
 
 
 def env_actions(actions: torch.Tensor, action_space: gym.spaces.Space) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""The PPO update: epochs of shuffled minibatches, gradient clipping, LR annealing."""
+"""The PPO update: epochs of shuffled minibatches, gradient clipping, LR annealing.
+
+Feed-forward policies get minibatches of single transitions; recurrent policies get minibatches
+of whole env sequences, each with its stored start state and its episode starts.
+"""
 
 from __future__ import annotations
 
@@ -34,23 +38,17 @@ class Learner:
         """Optimise on the buffer; return mean loss statistics (CleanRL's logged values)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
-        flat = Minibatch(
-            observations=buffer.observations.flatten(0, 1),
-            actions=buffer.actions.flatten(0, 1),
-            log_probs=buffer.log_probs.flatten(),
-            advantages=buffer.advantages.flatten(),
-            returns=buffer.returns.flatten(),
-            values=buffer.values.flatten(),
-        )
-        batch_size = flat.log_probs.shape[0]
-        minibatch_size = batch_size // self.config.num_minibatches
+        recurrent = buffer.start_states is not None
+        data = sequences(buffer) if recurrent else transitions(buffer)
+        select = _columns if recurrent else _rows
+        num_samples = data.log_probs.shape[1 if recurrent else 0]  # sequences or transitions
+        minibatch_size = num_samples // self.config.num_minibatches
         totals: dict[str, torch.Tensor] = {}
         count = 0
         for _ in range(self.config.update_epochs):
-            order = torch.randperm(batch_size, device=flat.log_probs.device)
-            for start in range(0, batch_size - minibatch_size + 1, minibatch_size):
-                index = order[start : start + minibatch_size]
-                minibatch = Minibatch(*(getattr(flat, f)[index] for f in _FIELDS))
+            order = torch.randperm(num_samples, device=data.log_probs.device)
+            for start in range(0, num_samples - minibatch_size + 1, minibatch_size):
+                minibatch = select(data, order[start : start + minibatch_size])
                 loss, stats = self.loss_fn(self.agent, minibatch, self.config)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -62,11 +60,53 @@ class Learner:
             if self.config.target_kl is not None and stats["approx_kl"] > self.config.target_kl:
                 break
         results = {key: float(value) / count for key, value in totals.items()}
-        results["explained_variance"] = _explained_variance(flat.values, flat.returns)
+        results["explained_variance"] = _explained_variance(
+            data.values.flatten(), data.returns.flatten()
+        )
         return results
 
 
 _FIELDS = ("observations", "actions", "log_probs", "advantages", "returns", "values")
+
+
+def transitions(buffer: RolloutBuffer) -> Minibatch:
+    """The whole buffer as one batch of transitions, flat over steps and envs."""
+    return Minibatch(*(getattr(buffer, field).flatten(0, 1) for field in _FIELDS))
+
+
+def _rows(data: Minibatch, index: torch.Tensor) -> Minibatch:
+    return Minibatch(*(getattr(data, field)[index] for field in _FIELDS))
+
+
+def sequences(buffer: RolloutBuffer) -> Minibatch:
+    """The buffer as ``[L, S]`` sequences of ``L = sequence_length`` steps: column
+    ``k * num_envs + e`` is env e's k-th sequence, with the state stored at its start."""
+    length, num_envs = buffer.sequence_length, buffer.num_envs
+    count = buffer.num_steps // length
+
+    def columns(tensor: torch.Tensor) -> torch.Tensor:
+        rest = tensor.shape[2:]
+        by_sequence = tensor.reshape(count, length, num_envs, *rest).transpose(0, 1)
+        return by_sequence.reshape(length, count * num_envs, *rest)
+
+    episode_starts = torch.zeros_like(buffer.episode_ends, dtype=torch.bool)
+    episode_starts[1:] = buffer.episode_ends[:-1].bool()
+    return Minibatch(
+        *(columns(getattr(buffer, field)) for field in _FIELDS),
+        states=tuple(part.flatten(0, 1) for part in buffer.start_states),
+        episode_starts=columns(episode_starts),
+    )
+
+
+def _columns(data: Minibatch, index: torch.Tensor) -> Minibatch:
+    """Sequences ``index``: observations stay ``[T, B, ...]``, the rest flat in that order."""
+    flat = [getattr(data, field)[:, index].flatten(0, 1) for field in _FIELDS[1:]]
+    return Minibatch(
+        data.observations[:, index],
+        *flat,
+        states=tuple(part[index] for part in data.states),
+        episode_starts=data.episode_starts[:, index],
+    )
 
 
 def _explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:

@@ -6,13 +6,19 @@ from dataclasses import dataclass
 
 import torch
 
+from policies.recurrent import State
 from puffertrain.config import PPOConfig
 from puffertrain.ppo.agent import Agent
 
 
 @dataclass
 class Minibatch:
-    """Rollout data for one minibatch, flattened over steps and envs."""
+    """Rollout data for one minibatch, flattened over steps and envs.
+
+    For a recurrent policy the minibatch is ``B`` sequences of ``T`` steps: ``observations``
+    keep their ``[T, B, ...]`` shape, the other fields are flat in ``[T, B]`` order, and
+    ``states`` / ``episode_starts[T, B]`` say where each sequence starts from and resets.
+    """
 
     observations: torch.Tensor
     actions: torch.Tensor
@@ -20,13 +26,17 @@ class Minibatch:
     advantages: torch.Tensor
     returns: torch.Tensor
     values: torch.Tensor
+    states: State | None = None
+    episode_starts: torch.Tensor | None = None
 
 
 def ppo_loss(
     agent: Agent, batch: Minibatch, config: PPOConfig
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate + (clipped) value loss − entropy bonus; returns the loss and its parts."""
-    new_log_probs, entropy, new_values = agent.evaluate(batch.observations, batch.actions)
+    new_log_probs, entropy, new_values = agent.evaluate(
+        batch.observations, batch.actions, batch.states, batch.episode_starts
+    )
     log_ratio = new_log_probs - batch.log_probs
     ratio = log_ratio.exp()
 

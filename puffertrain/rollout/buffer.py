@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from policies.recurrent import State
 from puffertrain.vector.base import as_rows
 
 
@@ -46,6 +47,11 @@ class RolloutBuffer:
     ``episode_ends[t]`` marks that the action at step t ended the episode (terminated or
     truncated). A truncation's bootstrap value is folded into ``rewards[t]`` by the trainer, so
     GAE treats both kinds of end alike.
+
+    For a recurrent policy (``initial_state`` given), each env's column is cut into sequences of
+    ``sequence_length`` steps and ``start_states[k]`` holds every env's recurrent state at the
+    start of its sequence ``k`` (step ``k * sequence_length``), the state the update starts
+    that sequence from.
     """
 
     def __init__(
@@ -55,8 +61,20 @@ class RolloutBuffer:
         observation_space: gym.spaces.Space,
         action_space: gym.spaces.Space,
         device: torch.device,
+        initial_state: State | None = None,
+        sequence_length: int = 0,
     ) -> None:
         self.num_steps, self.num_envs = num_steps, num_envs
+        self.sequence_length = sequence_length or num_steps
+        if num_steps % self.sequence_length:
+            raise ValueError(f"sequence length {sequence_length} does not divide {num_steps}")
+        num_sequences = num_steps // self.sequence_length
+        self.start_states: State | None = None
+        if initial_state is not None:
+            self.start_states = tuple(
+                torch.zeros((num_sequences, *part.shape), dtype=part.dtype, device=device)
+                for part in initial_state
+            )
         shape = (num_steps, num_envs)
         obs_dtype = _torch_dtype(observation_space.dtype)
         action_shape, action_dtype = action_storage(action_space)
@@ -79,6 +97,19 @@ class RolloutBuffer:
             return int(steps[0]), rows
         device = self.rewards.device
         return torch.as_tensor(steps, device=device), torch.as_tensor(env_ids, device=device)
+
+    def store_start_states(self, steps: np.ndarray, env_ids: np.ndarray, state: State) -> None:
+        """Keep ``state`` (rows for ``env_ids``, about to take step ``steps``) where a step
+        starts a sequence."""
+        starts = steps % self.sequence_length == 0
+        if self.start_states is None or not starts.any():
+            return
+        device = self.rewards.device
+        sequence = torch.as_tensor(steps[starts] // self.sequence_length, device=device)
+        envs = torch.as_tensor(env_ids[starts], device=device)
+        rows = torch.as_tensor(np.flatnonzero(starts), device=device)
+        for stored, part in zip(self.start_states, state, strict=True):
+            stored[sequence, envs] = part[rows]
 
     def compute_advantages(
         self, last_values: torch.Tensor, gamma: float, gae_lambda: float

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from policies.recurrent import State
 from puffertrain.config import TrainConfig, to_dict
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
@@ -55,9 +56,22 @@ class Trainer:
         self.action_space = self.envs.single_action_space
         policy = build_policy(config.policy, self.envs.policy_observation_space, self.action_space)
         self.agent = Agent(policy, self.action_space).to(self.device)
+        if self.agent.recurrent and config.ppo.num_minibatches > config.num_sequences:
+            raise UserError(
+                f"--num-minibatches {config.ppo.num_minibatches} exceeds the "
+                f"{config.num_sequences} sequences a recurrent policy trains on "
+                "(num-envs × num-steps / sequence-length)"
+            )
         self.learner = Learner(self.agent, config.ppo, compile_loss=config.compile)
+        self.policy_state = self.agent.initial_state(config.num_envs, self.device)
         self.buffer = RolloutBuffer(
-            config.num_steps, config.num_envs, observation_space, self.action_space, self.device
+            config.num_steps,
+            config.num_envs,
+            observation_space,
+            self.action_space,
+            self.device,
+            self.policy_state,
+            config.ppo.sequence_length,
         )
         self.global_step = 0
         self.iteration = 0
@@ -103,10 +117,14 @@ class Trainer:
         """Act on the current observations of ``env_ids``, store the step, send the actions."""
         buffer = self.buffer
         index = buffer.index(steps[env_ids], env_ids)
+        state = self._state_of(env_ids)
+        if state is not None:
+            buffer.store_start_states(steps[env_ids], env_ids, state)
         steps[env_ids] += 1
         obs = to_torch(self.next_obs[as_rows(env_ids)], self.device)
         with self.timer.phase("inference"), torch.no_grad():
-            actions, log_probs, values = self.agent.act(obs)
+            actions, log_probs, values, state = self.agent.act(obs, state)
+            self._set_state(env_ids, state)
             buffer.observations[index] = obs
             buffer.actions[index] = actions
             buffer.log_probs[index] = log_probs
@@ -125,15 +143,31 @@ class Trainer:
         if truncated.any():  # bootstrap a time-limit end from the observation it ended on
             final = to_torch(result.final_observations[truncated], self.device)
             with self.timer.phase("inference"), torch.no_grad():
+                state = self._state_of(result.env_ids[truncated])
                 rewards[torch.from_numpy(truncated).to(self.device)] += (
-                    self.config.ppo.gamma * self.agent.value(final)
+                    self.config.ppo.gamma * self.agent.value(final, state)
                 )
+        ended = result.terminations | result.truncations
         self.buffer.rewards[index] = rewards
-        self.buffer.episode_ends[index] = to_torch(
-            result.terminations | result.truncations, self.device
-        )
+        self.buffer.episode_ends[index] = to_torch(ended, self.device)
+        if self.policy_state is not None and ended.any():  # new episodes start from zero
+            for part in self.policy_state:
+                part[torch.as_tensor(result.env_ids[ended], device=self.device)] = 0
         for episode in result.episodes:
             logger.episode(self.global_step, episode)
+
+    def _state_of(self, env_ids: np.ndarray) -> State | None:
+        """The recurrent state rows of ``env_ids`` (None for a feed-forward policy)."""
+        if self.policy_state is None:
+            return None
+        rows = as_rows(env_ids)
+        return tuple(part[rows] for part in self.policy_state)
+
+    def _set_state(self, env_ids: np.ndarray, state: State | None) -> None:
+        if self.policy_state is not None:
+            rows = as_rows(env_ids)
+            for part, new in zip(self.policy_state, state, strict=True):
+                part[rows] = new
 
     def train(self) -> None:
         """Run until --total-timesteps or a stop signal, checkpointing along the way."""
@@ -170,7 +204,9 @@ class Trainer:
                 ) from None
             with self.timer.phase("update"):
                 with torch.no_grad():
-                    last_values = self.agent.value(to_torch(self.next_obs, self.device))
+                    last_values = self.agent.value(
+                        to_torch(self.next_obs, self.device), self.policy_state
+                    )
                 self.buffer.compute_advantages(last_values, config.ppo.gamma, config.ppo.gae_lambda)
                 stats = self.learner.update(self.buffer, learning_rate)
             logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
@@ -197,6 +233,7 @@ class Trainer:
                 "optimizer": self.learner.optimizer.state_dict(),
                 "rng": rng_state(),
                 "envs": self.envs.state_dict() if with_envs else {"envs": None},
+                "policy_state": self.policy_state if with_envs else None,
             },
         )
         prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
@@ -214,4 +251,7 @@ class Trainer:
                 f"(seed {reseed}), so the resumed run is not bit-identical"
             )
         self.next_obs = self.envs.observations.copy()
+        if checkpoint.get("policy_state") is not None:  # else the episodes restart from zero
+            for part, saved in zip(self.policy_state, checkpoint["policy_state"], strict=True):
+                part.copy_(saved)
         set_rng_state(checkpoint["rng"])

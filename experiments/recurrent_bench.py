@@ -1,0 +1,165 @@
+"""Recurrent policy costs on this machine, each pair measured side by side in one process:
+
+1. rollout step: ``LSTMCell`` (``forward_step``) vs ``nn.LSTM`` with a sequence of length 1
+   (the docs' RecurrentPolicy), batch = num_envs, no grad;
+2. one update epoch (PPO loss forward + backward + Adam step over every minibatch):
+   the batched ``forward_sequence`` vs a per-step loop over time (CleanRL's ppo_atari_lstm
+   way), with the state reset at the same episode starts.
+
+    python experiments/recurrent_bench.py [--output experiments/results/recurrent_bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from policies.recurrent import LSTMPolicy, State
+from puffertrain.config import PPOConfig
+from puffertrain.ppo import Agent, Minibatch, ppo_loss
+
+SPACES = {
+    "cnn+lstm": gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
+    "mlp+lstm": gym.spaces.Box(-5.0, 5.0, (4,), np.float32),
+}
+
+
+def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def observations(space: gym.spaces.Box, *shape: int) -> torch.Tensor:
+    if space.dtype == np.uint8:
+        return torch.randint(0, 256, (*shape, *space.shape), dtype=torch.uint8)
+    return torch.randn(*shape, *space.shape)
+
+
+def step_with_lstm(policy: LSTMPolicy, obs: torch.Tensor, state: State):
+    """One step through the ``nn.LSTM`` with a sequence dim of 1 (the docs' RecurrentPolicy)."""
+    features = policy.policy.encode_observations(obs).unsqueeze(0)
+    output, (h, c) = policy.lstm(features, tuple(part.unsqueeze(0) for part in state))
+    return policy.policy.decode_actions(output[0]), (h[0], c[0])
+
+
+class SteppedSequences(torch.nn.Module):
+    """The same policy, but its update path loops over time steps in Python."""
+
+    def __init__(self, policy: LSTMPolicy) -> None:
+        super().__init__()
+        self.inner = policy
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        return self.inner.initial_state(batch_size, device)
+
+    def forward_step(self, obs: torch.Tensor, state: State):
+        return self.inner.forward_step(obs, state)
+
+    def forward_sequence(self, obs: torch.Tensor, state: State, episode_starts: torch.Tensor):
+        steps, batch = obs.shape[:2]
+        features = self.inner.policy.encode_observations(obs.flatten(0, 1)).view(steps, batch, -1)
+        hidden = []
+        for t in range(steps):
+            keep = (~episode_starts[t]).unsqueeze(1).float()
+            state = self.inner.cell(features[t], tuple(part * keep for part in state))
+            hidden.append(state[0])
+        return self.inner.policy.decode_actions(torch.cat(hidden))
+
+
+def rollout_step_us(name: str, num_envs: int, repeats: int) -> dict[str, float]:
+    space = SPACES[name]
+    policy = LSTMPolicy(space, gym.spaces.Discrete(4))
+    obs = observations(space, num_envs)
+    state = policy.initial_state(num_envs)
+    with torch.no_grad():
+        cell = median_seconds(lambda: policy.forward_step(obs, state), repeats)
+        lstm = median_seconds(lambda: step_with_lstm(policy, obs, state), repeats)
+    return {"lstm_cell_us": cell * 1e6, "lstm_seq1_us": lstm * 1e6, "speedup": lstm / cell}
+
+
+def train_epoch(agent: Agent, optimizer: torch.optim.Optimizer, data: list[Minibatch]) -> None:
+    for minibatch in data:
+        loss, _ = ppo_loss(agent, minibatch, PPOConfig())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def epoch_seconds(
+    name: str, num_envs: int, num_steps: int, minibatches: int, episode_length: float, repeats: int
+) -> dict[str, float]:
+    """One epoch over a ``num_steps × num_envs`` batch of whole-env sequences."""
+    space = SPACES[name]
+    generator = torch.Generator().manual_seed(0)
+    starts = torch.rand(num_steps, num_envs, generator=generator) < 1.0 / episode_length
+    obs = observations(space, num_steps, num_envs)
+    actions = torch.randint(0, 4, (num_steps, num_envs))
+    per = num_envs // minibatches
+
+    def batches() -> list[Minibatch]:
+        return [
+            Minibatch(
+                observations=obs[:, k * per : (k + 1) * per],
+                actions=actions[:, k * per : (k + 1) * per].flatten(),
+                log_probs=torch.full((num_steps * per,), -np.log(4.0)),
+                advantages=torch.randn(num_steps * per),
+                returns=torch.randn(num_steps * per),
+                values=torch.randn(num_steps * per),
+                states=tuple(torch.zeros(per, 128) for _ in range(2)),
+                episode_starts=starts[:, k * per : (k + 1) * per],
+            )
+            for k in range(minibatches)
+        ]
+
+    results = {}
+    for label, wrap in (("batched_s", lambda p: p), ("step_loop_s", SteppedSequences)):
+        torch.manual_seed(0)
+        agent = Agent(wrap(LSTMPolicy(space, gym.spaces.Discrete(4))), gym.spaces.Discrete(4))
+        optimizer = torch.optim.Adam(agent.parameters(), lr=2.5e-4, eps=1e-5)
+        epoch = partial(train_epoch, agent, optimizer, batches())
+        results[label] = median_seconds(epoch, repeats, warmup=1)
+    results["speedup"] = results["step_loop_s"] / results["batched_s"]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    report: dict[str, object] = {"torch_threads": torch.get_num_threads()}
+    for name, num_envs in (("cnn+lstm", 8), ("mlp+lstm", 8), ("mlp+lstm", 64)):
+        row = rollout_step_us(name, num_envs, args.repeats * 30)
+        report[f"rollout_step/{name}/{num_envs}envs"] = row
+        print(f"rollout step {name}, {num_envs} envs: {json.dumps(row)}", flush=True)
+    epochs = {
+        # name: (envs, steps, minibatches, mean episode length between resets)
+        "cnn+lstm breakout preset": ("cnn+lstm", 8, 128, 4, 60.0),
+        "mlp+lstm classic preset": ("mlp+lstm", 8, 32, 1, 20.0),
+        "mlp+lstm 16x128": ("mlp+lstm", 16, 128, 4, 100.0),
+    }
+    for label, (name, envs, steps, minibatches, length) in epochs.items():
+        row = epoch_seconds(name, envs, steps, minibatches, length, args.repeats)
+        report[f"update_epoch/{label}"] = row
+        print(f"update epoch {label}: {json.dumps(row)}", flush=True)
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

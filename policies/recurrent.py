@@ -1,0 +1,342 @@
+"""Recurrent policies: an LSTM between a policy's encoder and its heads.
+
+One set of LSTM weights serves two paths. The rollout steps every env once per call through an
+``nn.LSTMCell``; the update runs whole sequences through batched ``nn.LSTM`` calls, with the
+state reset exactly where an episode starts inside a sequence (the segments between resets
+become the columns of the calls, each segment starting from its own initial state).
+
+State is a tuple ``(h, c)`` of ``(batch, hidden_size)`` tensors, one row per env.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+import torch.nn as nn
+from torch.nn.utils.rnn import PackedSequence
+
+from policies.cnn import nature_convs
+from policies.init import layer_init
+from policies.spaces import action_head_size
+
+State = tuple[torch.Tensor, ...]
+
+
+def is_recurrent(policy: nn.Module) -> bool:
+    """Whether ``policy`` follows the recurrent contract (``initial_state``, ``forward_step``,
+    ``forward_sequence``)."""
+    return all(
+        callable(getattr(policy, name, None))
+        for name in ("initial_state", "forward_step", "forward_sequence")
+    )
+
+
+class LSTMWrapper(nn.Module):
+    """Put an LSTM between ``policy.encode_observations`` and ``policy.decode_actions``.
+
+    ``policy.encode_observations(obs)`` must return ``(batch, input_size)`` features and
+    ``policy.decode_actions(hidden)`` must take ``(batch, hidden_size)``. The ``nn.LSTM`` used
+    for sequences and the ``nn.LSTMCell`` used for single steps hold the very same parameter
+    tensors (orthogonal weights with gain 1, zero biases), so what the update trains is what
+    the rollout runs.
+    """
+
+    def __init__(self, policy: nn.Module, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.policy = policy
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.lstm = nn.LSTM(input_size, hidden_size)
+        self.cell = nn.LSTMCell(input_size, hidden_size)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            shared = getattr(self.lstm, f"{name}_l0")
+            if name.startswith("weight"):
+                nn.init.orthogonal_(shared, 1.0)
+            else:
+                nn.init.zeros_(shared)
+            setattr(self.cell, name, shared)
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        """Zero ``(h, c)`` for ``batch_size`` envs."""
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device)
+        return zeros, zeros.clone()
+
+    def forward_step(
+        self, observations: torch.Tensor, state: State
+    ) -> tuple[tuple[torch.Tensor, ...], State]:
+        """One step for a batch of envs: ``(policy outputs, new state)`` (LSTMCell)."""
+        h, c = self.cell(self.policy.encode_observations(observations), state)
+        return self.policy.decode_actions(h), (h, c)
+
+    def forward_sequence(
+        self, observations: torch.Tensor, state: State, episode_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """The policy outputs for ``observations[T, B, ...]``, rows flat in ``[T, B]`` order.
+
+        Each env starts from its row of ``state``; ``episode_starts[t, b]`` true means env b's
+        episode starts at step t, so its state is zeroed before that step (step 0 included).
+        """
+        steps, batch = observations.shape[:2]
+        features = self.policy.encode_observations(observations.flatten(0, 1))
+        hidden = lstm_over_segments(
+            self.lstm, features.view(steps, batch, -1), state, episode_starts.bool()
+        )
+        return self.policy.decode_actions(hidden.flatten(0, 1))
+
+    def forward(
+        self, observations: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """One step: the policy outputs followed by the new state (zero state when None)."""
+        if state is None:
+            state = self.initial_state(observations.shape[0], observations.device)
+        outputs, state = self.forward_step(observations, state)
+        return (*outputs, state)
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Each env column of ``episode_starts[T, B]`` cut at its episode starts.
+
+    Elements are numbered env-major (``b * T + t``). ``segment[i]`` is element i's segment,
+    ``position[i]`` its step within it; segment k covers ``lengths[k]`` steps of env
+    ``env[k]`` and starts from that env's given state times ``keep[k]`` (1 for a segment at
+    step 0 without an episode start there, else 0: a new episode starts from zero).
+    """
+
+    segment: torch.Tensor
+    position: torch.Tensor
+    lengths: torch.Tensor
+    env: torch.Tensor
+    keep: torch.Tensor
+
+    @classmethod
+    def of(cls, episode_starts: torch.Tensor) -> Segments:
+        steps, batch = episode_starts.shape
+        cuts = episode_starts.t().clone()
+        cuts[:, 0] = True
+        cuts = cuts.flatten()
+        segment = torch.cumsum(cuts, 0) - 1
+        first = torch.nonzero(cuts).squeeze(1)
+        env, start = first // steps, first % steps
+        return cls(
+            segment=segment,
+            position=torch.arange(steps * batch, device=cuts.device) - first[segment],
+            lengths=torch.bincount(segment, minlength=first.numel()),
+            env=env,
+            keep=(~episode_starts[start, env]).unsqueeze(1),
+        )
+
+    def initial(self, state: State) -> State:
+        """Each segment's initial state, from the env rows of ``state``."""
+        return tuple(part[self.env] * self.keep.to(part.dtype) for part in state)
+
+
+def _env_major(features: torch.Tensor) -> torch.Tensor:
+    return features.transpose(0, 1).reshape(features.shape[0] * features.shape[1], -1)
+
+
+def _time_major(rows: torch.Tensor, steps: int, batch: int) -> torch.Tensor:
+    return rows.view(batch, steps, -1).transpose(0, 1)
+
+
+@torch.compiler.disable
+def lstm_over_segments(
+    lstm: nn.LSTM, features: torch.Tensor, state: State, episode_starts: torch.Tensor
+) -> torch.Tensor:
+    """``lstm`` over ``features[T, B, F]`` from ``state``, reset at every episode start.
+
+    Each env's column is cut into segments at its episode starts (:class:`Segments`), and the
+    segments run as the columns of ordinary ``nn.LSTM`` calls, padded at their ends: padding
+    after a segment cannot change its outputs, so they equal stepping the cell with resets,
+    while the time loop runs inside the LSTM kernel (oneDNN on CPU, cuDNN on CUDA). To keep
+    the padding small, segments are grouped by length class (lengths in (2^(k-1), 2^k]), one
+    call per class: at most log2(T) + 1 calls, under 2× the work of the real steps.
+    Returns the hidden outputs ``[T, B, H]``.
+    """
+    steps, batch = episode_starts.shape
+    segments = Segments.of(episode_starts)
+    rows = _env_major(features)
+    initial = segments.initial(state)
+    length_class = torch.ceil(torch.log2(segments.lengths.float())).long()
+    element_class = length_class[segments.segment]
+    pieces, elements_of_pieces = [], []
+    for size in torch.unique(length_class).tolist():
+        members = torch.nonzero(length_class == size).squeeze(1)
+        column = torch.full_like(length_class, -1)
+        column[members] = torch.arange(members.numel(), device=members.device)
+        elements = torch.nonzero(element_class == size).squeeze(1)
+        where = (segments.position[elements], column[segments.segment[elements]])
+        longest = int(segments.lengths[members].max())
+        padded = rows.new_zeros(longest, members.numel(), rows.shape[1])
+        output, _ = lstm(
+            padded.index_put(where, rows[elements]),
+            tuple(part[members].unsqueeze(0) for part in initial),
+        )
+        pieces.append(output[where])
+        elements_of_pieces.append(elements)
+    hidden = torch.cat(pieces)[torch.argsort(torch.cat(elements_of_pieces))]
+    return _time_major(hidden, steps, batch)
+
+
+def lstm_packed(
+    lstm: nn.LSTM, features: torch.Tensor, state: State, episode_starts: torch.Tensor
+) -> tuple[torch.Tensor, State]:
+    """The same outputs as :func:`lstm_over_segments` through one ``PackedSequence`` call, plus
+    each env's state after its last step (the packed LSTM returns every segment's final state).
+    Exact, but on CPU its backward is quadratic in T, so the update does not use it."""
+    steps, batch = episode_starts.shape
+    segments = Segments.of(episode_starts)
+    count = segments.lengths.numel()
+    device = features.device
+    # Packed layout: step p holds the segments longer than p, longest first.
+    sorted_indices = torch.argsort(segments.lengths, descending=True, stable=True)
+    rank = torch.empty_like(sorted_indices)
+    rank[sorted_indices] = torch.arange(count, device=device)
+    at_least = torch.bincount(segments.lengths, minlength=steps + 1).flip(0).cumsum(0).flip(0)
+    batch_sizes = at_least[1 : int(segments.lengths.max()) + 1]
+    offsets = torch.cumsum(batch_sizes, 0) - batch_sizes
+    packed_index = offsets[segments.position] + rank[segments.segment]
+    gather = torch.empty_like(packed_index)
+    gather[packed_index] = torch.arange(steps * batch, device=device)
+
+    packed = PackedSequence(_env_major(features)[gather], batch_sizes.cpu(), sorted_indices, rank)
+    initial = tuple(part.unsqueeze(0) for part in segments.initial(state))
+    output, final = lstm(packed, initial)
+    last_segment = segments.segment.view(batch, steps)[:, -1]
+    hidden = _time_major(output.data[packed_index], steps, batch)
+    return hidden, tuple(part[0, last_segment] for part in final)
+
+
+class EncoderHeads(nn.Module):
+    """An encoder and actor/critic heads with room for a core between them.
+
+    ``encode_observations`` runs ``encoder`` (pixels are scaled by 1/255 when ``pixels``);
+    ``decode_actions`` maps ``head_size`` features to ``(logits, value)``.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head_size: int,
+        action_space: gym.spaces.Space,
+        pixels: bool = False,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.pixels = pixels
+        self.actor = layer_init(nn.Linear(head_size, action_head_size(action_space)), std=0.01)
+        self.critic = layer_init(nn.Linear(head_size, 1), std=1.0)
+
+    def encode_observations(self, observations: torch.Tensor) -> torch.Tensor:
+        x = observations.float()
+        return self.encoder(x / 255.0 if self.pixels else x)
+
+    def decode_actions(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.actor(hidden), self.critic(hidden)
+
+
+def mlp_encoder(observation_space: gym.spaces.Space, size: int) -> nn.Sequential:
+    """Flatten, then one ``size``-unit ReLU layer (the docs' recurrent encoder)."""
+    if not isinstance(observation_space, gym.spaces.Box):
+        raise ValueError("needs a Box observation space")
+    return nn.Sequential(
+        nn.Flatten(), layer_init(nn.Linear(math.prod(observation_space.shape), size)), nn.ReLU()
+    )
+
+
+class LSTMPolicy(LSTMWrapper):
+    """``--policy lstm``: encoder chosen from the observation space, LSTM, actor/critic heads.
+
+    Images (channels, height, width): the Nature CNN up to its 512-unit layer, as in CleanRL's
+    ppo_atari_lstm (frames stay stacked ×4 here, so ``--policy cnn`` and ``lstm`` see the same
+    observations). Vectors: one 128-unit ReLU layer. Then an LSTM of ``hidden_size`` units.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Space,
+        hidden_size: int = 128,
+    ) -> None:
+        shape = getattr(observation_space, "shape", ())
+        if isinstance(observation_space, gym.spaces.Box) and len(shape) == 3:
+            convs, size = nature_convs(observation_space)
+            encoder = nn.Sequential(*convs, layer_init(nn.Linear(size, 512)), nn.ReLU())
+            heads = EncoderHeads(encoder, hidden_size, action_space, pixels=True)
+            super().__init__(heads, 512, hidden_size)
+        else:
+            heads = EncoderHeads(mlp_encoder(observation_space, 128), hidden_size, action_space)
+            super().__init__(heads, 128, hidden_size)
+
+
+class RecurrentPolicy(LSTMWrapper):
+    """The docs' RecurrentPolicy: encoder (128, ReLU), LSTM, actor and critic heads.
+
+    ``forward(obs, state)`` runs the ``nn.LSTM`` on a sequence of length 1 with ``(h, c)`` of
+    shape ``(1, batch, hidden)``, as documented; training uses the shared-weight
+    ``forward_step`` / ``forward_sequence``, which also reset the state at episode starts.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Space,
+        hidden_size: int = 256,
+    ) -> None:
+        heads = EncoderHeads(mlp_encoder(observation_space, 128), hidden_size, action_space)
+        super().__init__(heads, 128, hidden_size)
+
+    def forward(
+        self, observations: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """``(logits, value, (h, c))`` for one step; state shapes ``(1, batch, hidden)``."""
+        features = self.policy.encode_observations(observations)
+        if state is None:
+            state = tuple(
+                s.unsqueeze(0) for s in self.initial_state(len(features), features.device)
+            )
+        output, new_state = self.lstm(features.unsqueeze(0), state)
+        return (*self.policy.decode_actions(output.squeeze(0)), new_state)
+
+
+class OptimizedLSTMPolicy(RecurrentPolicy):
+    """The docs' OptimizedLSTMPolicy: ``encode_observations`` steps an ``nn.LSTMCell`` (rollout)
+    and ``decode_actions`` runs an ``nn.LSTM`` over ``[T, B]`` and returns the final state.
+
+    Unlike the docs' sketch, the cell and the LSTM share their weights (the sketch trains one
+    and acts with the other, never-trained one), and ``decode_actions`` takes optional
+    ``episode_starts[T, B]`` to reset the state where episodes start. The trainer uses the
+    faster ``forward_sequence`` (no final state) instead of ``decode_actions``.
+    """
+
+    def encode_observations(
+        self, observations: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """``(logits, value, (h, c))`` for one step; state shapes ``(batch, hidden)``."""
+        if state is None:
+            state = self.initial_state(observations.shape[0], observations.device)
+        (logits, value), state = self.forward_step(observations, state)
+        return logits, value, state
+
+    def decode_actions(
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        state: State | None = None,
+        episode_starts: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """``(logits, value, final state)`` for ``observations[T, B, ...]``, rows in ``[T, B]``
+        order. ``actions`` is accepted for the docs' signature and unused."""
+        steps, batch = observations.shape[:2]
+        if state is None:
+            state = self.initial_state(batch, observations.device)
+        if episode_starts is None:
+            episode_starts = torch.zeros(steps, batch, dtype=torch.bool, device=observations.device)
+        features = self.policy.encode_observations(observations.flatten(0, 1))
+        hidden, state = lstm_packed(
+            self.lstm, features.view(steps, batch, -1), state, episode_starts.bool()
+        )
+        logits, value = self.policy.decode_actions(hidden.flatten(0, 1))
+        return logits, value, state
