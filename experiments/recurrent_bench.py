@@ -4,7 +4,8 @@
    (the docs' RecurrentPolicy), batch = num_envs, no grad;
 2. one update epoch (PPO loss forward + backward + Adam step over every minibatch):
    the batched ``forward_sequence`` vs a per-step loop over time (CleanRL's ppo_atari_lstm
-   way), with the state reset at the same episode starts.
+   way), with the state reset at the same episode starts;
+3. the LSTM part of one minibatch alone (forward + backward), the same two ways.
 
     python experiments/recurrent_bench.py [--output experiments/results/recurrent_bench.json]
 """
@@ -23,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from policies.recurrent import LSTMPolicy, State
+from policies.recurrent import LSTMPolicy, State, lstm_over_segments
 from puffertrain.config import PPOConfig
 from puffertrain.ppo import Agent, Minibatch, ppo_loss
 
@@ -137,6 +138,36 @@ def epoch_seconds(
     return results
 
 
+def lstm_core_seconds(
+    features: int, steps: int, batch: int, episode_length: float, repeats: int
+) -> dict[str, float]:
+    """Forward + backward of the 128-unit LSTM over ``[steps, batch, features]`` with resets."""
+    torch.manual_seed(0)
+    lstm, cell = torch.nn.LSTM(features, 128), torch.nn.LSTMCell(features, 128)
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        setattr(cell, name, getattr(lstm, f"{name}_l0"))
+    inputs = torch.randn(steps, batch, features, requires_grad=True)
+    starts = torch.rand(steps, batch) < 1.0 / episode_length
+    state = (torch.zeros(batch, 128), torch.zeros(batch, 128))
+
+    def batched() -> None:
+        lstm_over_segments(lstm, inputs, state, starts).sum().backward()
+
+    def step_loop() -> None:
+        hidden, carried = [], state
+        for t in range(steps):
+            keep = (~starts[t]).unsqueeze(1).float()
+            carried = cell(inputs[t], tuple(part * keep for part in carried))
+            hidden.append(carried[0])
+        torch.stack(hidden).sum().backward()
+
+    row = {
+        "batched_s": median_seconds(batched, repeats),
+        "step_loop_s": median_seconds(step_loop, repeats),
+    }
+    return row | {"speedup": row["step_loop_s"] / row["batched_s"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -157,6 +188,10 @@ def main() -> None:
         row = epoch_seconds(name, envs, steps, minibatches, length, args.repeats)
         report[f"update_epoch/{label}"] = row
         print(f"update epoch {label}: {json.dumps(row)}", flush=True)
+        feature_size = 512 if name == "cnn+lstm" else 128
+        row = lstm_core_seconds(feature_size, steps, envs // minibatches, length, args.repeats * 3)
+        report[f"lstm_minibatch/{label}"] = row
+        print(f"LSTM part of a minibatch {label}: {json.dumps(row)}", flush=True)
     if args.output:
         args.output.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -12,13 +12,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from policies.flatten import flatten_observation, is_structured
 from policies.recurrent import is_recurrent
 from policies.spaces import action_head_size
 
 
-def sample_observations(observation_space: gym.spaces.Box, batch_size: int) -> torch.Tensor:
-    """``batch_size`` observations drawn from the space, float64 turned into float32."""
-    batch = np.stack([observation_space.sample() for _ in range(batch_size)])
+def sample_observations(observation_space: gym.spaces.Space, batch_size: int) -> torch.Tensor:
+    """``batch_size`` observations drawn from the space as a policy receives them: Dict and
+    Tuple observations flattened to rows, float64 turned into float32."""
+    samples = [observation_space.sample() for _ in range(batch_size)]
+    if is_structured(observation_space):
+        samples = [flatten_observation(sample, observation_space) for sample in samples]
+    batch = np.stack(samples)
     return torch.as_tensor(batch.astype(np.float32) if batch.dtype == np.float64 else batch)
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from policies import POLICIES
-from policies.flatten import flatten_observation, is_structured
+from policies.checks import sample_observations
 from policies.recurrent import is_recurrent
 from policies.spaces import action_head_size
 from puffertrain.errors import UserError
@@ -53,11 +53,7 @@ def _policy_class(name: str) -> type[nn.Module]:
 def _check_outputs(
     policy: nn.Module, observation_space: gym.spaces.Space, action_space: gym.spaces.Space
 ) -> None:
-    samples = [observation_space.sample() for _ in range(2)]
-    if is_structured(observation_space):  # policies get these as flat rows
-        samples = [flatten_observation(sample, observation_space) for sample in samples]
-    sample = np.stack(samples)
-    obs = torch.as_tensor(sample.astype(np.float32) if sample.dtype == np.float64 else sample)
+    obs = sample_observations(observation_space, 2)
     with torch.no_grad():
         if is_recurrent(policy):
             outputs, _ = policy.forward_step(obs, policy.initial_state(len(obs), "cpu"))

@@ -12,7 +12,7 @@ import torch
 
 from policies import POLICIES, LSTMPolicy, OptimizedLSTMPolicy, RecurrentPolicy
 from policies.checks import check_gradients, check_output_shapes
-from policies.recurrent import lstm_over_segments, lstm_packed
+from policies.recurrent import Segments, _length_groups, lstm_over_segments, lstm_packed
 from puffertrain.config import preset_for
 from puffertrain.ppo.learner import sequences
 from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
@@ -103,8 +103,8 @@ def test_reset_is_exact():
     assert not torch.allclose(logits.view(10, 3, -1)[:6], fresh_logits.view(4, 3, -1)[:1])
 
 
-def test_segments_of_every_length_class_are_exact():
-    """Long and short segments mixed (several length classes, one call each)."""
+def test_segments_of_mixed_lengths_are_exact():
+    """Long and short segments mixed, run in several LSTM calls."""
     torch.manual_seed(2)
     lstm = torch.nn.LSTM(8, 8)
     features = torch.randn(64, 6, 8)
@@ -113,6 +113,8 @@ def test_segments_of_every_length_class_are_exact():
     starts[40, 1] = True
     starts[::3, 2] = True
     state = tuple(torch.randn(6, 8) for _ in range(2))
+    lengths = sorted(Segments.of(starts).lengths.tolist(), reverse=True)
+    assert len(set(_length_groups(lengths))) > 1
     expected, _ = lstm_packed(lstm, features, state, starts)
     torch.testing.assert_close(lstm_over_segments(lstm, features, state, starts), expected)
 
@@ -298,3 +300,15 @@ def test_policy_list_names_the_recurrent_policies():
     for name in ("lstm", "recurrent", "optimized_lstm"):
         assert name in POLICIES
         assert f"\n{name} " in result.stdout
+
+
+def test_eval_plays_a_recurrent_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "--env", "CartPole-v1", "--policy", "lstm", "--vec", "serial", "--device", "cpu",
+        "--total-timesteps", "512", "--run-dir", str(run_dir),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    result = run_cli("eval", "--checkpoint", str(run_dir), "--episodes", "3", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "game 3: score" in result.stdout
