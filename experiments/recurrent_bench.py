@@ -3,8 +3,9 @@
 1. rollout step: ``LSTMCell`` (``forward_step``) vs ``nn.LSTM`` with a sequence of length 1
    (the docs' RecurrentPolicy), batch = num_envs, no grad;
 2. one update epoch (PPO loss forward + backward + Adam step over every minibatch):
-   the batched ``forward_sequence`` vs a per-step loop over time (CleanRL's ppo_atari_lstm
-   way), with the state reset at the same episode starts;
+   the batched ``forward_sequence`` vs per-step loops over time in Python, with the state
+   reset at the same episode starts: through the ``LSTMCell`` (the fastest loop) and through
+   the ``nn.LSTM`` with a sequence of length 1 per step (CleanRL's ppo_atari_lstm);
 3. the LSTM part of one minibatch alone (forward + backward), the same two ways.
 
     python experiments/recurrent_bench.py [--output experiments/results/recurrent_bench.json]
@@ -58,12 +59,23 @@ def step_with_lstm(policy: LSTMPolicy, obs: torch.Tensor, state: State):
     return policy.policy.decode_actions(output[0]), (h[0], c[0])
 
 
-class SteppedSequences(torch.nn.Module):
-    """The same policy, but its update path loops over time steps in Python."""
+def cell_step(policy: LSTMPolicy, features: torch.Tensor, state: State) -> State:
+    return policy.cell(features, state)
 
-    def __init__(self, policy: LSTMPolicy) -> None:
+
+def lstm_step(policy: LSTMPolicy, features: torch.Tensor, state: State) -> State:
+    """CleanRL's ppo_atari_lstm step: the ``nn.LSTM`` on a sequence of length 1."""
+    _, (h, c) = policy.lstm(features.unsqueeze(0), tuple(part.unsqueeze(0) for part in state))
+    return h[0], c[0]
+
+
+class SteppedSequences(torch.nn.Module):
+    """The same policy, but its update path loops over time steps in Python with ``step``."""
+
+    def __init__(self, policy: LSTMPolicy, step: Callable = cell_step) -> None:
         super().__init__()
         self.inner = policy
+        self.step = step
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         return self.inner.initial_state(batch_size, device)
@@ -77,7 +89,7 @@ class SteppedSequences(torch.nn.Module):
         hidden = []
         for t in range(steps):
             keep = (~episode_starts[t]).unsqueeze(1).float()
-            state = self.inner.cell(features[t], tuple(part * keep for part in state))
+            state = self.step(self.inner, features[t], tuple(part * keep for part in state))
             hidden.append(state[0])
         return self.inner.policy.decode_actions(torch.cat(hidden))
 
@@ -128,13 +140,19 @@ def epoch_seconds(
         ]
 
     results = {}
-    for label, wrap in (("batched_s", lambda p: p), ("step_loop_s", SteppedSequences)):
+    variants = {
+        "batched_s": lambda policy: policy,
+        "step_loop_s": SteppedSequences,
+        "cleanrl_loop_s": partial(SteppedSequences, step=lstm_step),
+    }
+    for label, wrap in variants.items():
         torch.manual_seed(0)
         agent = Agent(wrap(LSTMPolicy(space, gym.spaces.Discrete(4))), gym.spaces.Discrete(4))
         optimizer = torch.optim.Adam(agent.parameters(), lr=2.5e-4, eps=1e-5)
         epoch = partial(train_epoch, agent, optimizer, batches())
         results[label] = median_seconds(epoch, repeats, warmup=1)
     results["speedup"] = results["step_loop_s"] / results["batched_s"]
+    results["speedup_vs_cleanrl"] = results["cleanrl_loop_s"] / results["batched_s"]
     return results
 
 
@@ -153,19 +171,27 @@ def lstm_core_seconds(
     def batched() -> None:
         lstm_over_segments(lstm, inputs, state, starts).sum().backward()
 
-    def step_loop() -> None:
+    def step_loop(step: Callable[[torch.Tensor, State], State]) -> None:
         hidden, carried = [], state
         for t in range(steps):
             keep = (~starts[t]).unsqueeze(1).float()
-            carried = cell(inputs[t], tuple(part * keep for part in carried))
+            carried = step(inputs[t], tuple(part * keep for part in carried))
             hidden.append(carried[0])
         torch.stack(hidden).sum().backward()
 
+    def lstm_seq1(features: torch.Tensor, carried: State) -> State:
+        _, (h, c) = lstm(features.unsqueeze(0), tuple(part.unsqueeze(0) for part in carried))
+        return h[0], c[0]
+
     row = {
         "batched_s": median_seconds(batched, repeats),
-        "step_loop_s": median_seconds(step_loop, repeats),
+        "step_loop_s": median_seconds(partial(step_loop, cell), repeats),
+        "cleanrl_loop_s": median_seconds(partial(step_loop, lstm_seq1), repeats),
     }
-    return row | {"speedup": row["step_loop_s"] / row["batched_s"]}
+    return row | {
+        "speedup": row["step_loop_s"] / row["batched_s"],
+        "speedup_vs_cleanrl": row["cleanrl_loop_s"] / row["batched_s"],
+    }
 
 
 def main() -> None:
