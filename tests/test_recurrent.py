@@ -312,3 +312,12 @@ def test_eval_plays_a_recurrent_checkpoint(tmp_path):
     result = run_cli("eval", "--checkpoint", str(run_dir), "--episodes", "3", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "game 3: score" in result.stdout
+
+
+def test_bench_measures_a_recurrent_rollout(tmp_path):
+    result = run_cli(
+        "bench", "--env", "CartPole-v1", "--policy", "lstm", "--vec", "serial", "--num-envs", "4",
+        "--env-batch-size", "2", "--seconds", "1", "--output", str(tmp_path / "bench.json"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "rollout SPS" in result.stdout
