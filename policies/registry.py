@@ -33,7 +33,7 @@ POLICIES: dict[str, PolicyEntry] = {
         LSTMPolicy, "Nature CNN (images) or 128-unit MLP (vectors), then a 128-unit LSTM"
     ),
     "recurrent": PolicyEntry(
-        RecurrentPolicy, "the docs' RecurrentPolicy: 128-unit MLP, 256-unit LSTM, vectors only"
+        RecurrentPolicy, "the docs' RecurrentPolicy: 128-unit MLP encoder, then a 256-unit LSTM"
     ),
     "optimized_lstm": PolicyEntry(
         OptimizedLSTMPolicy,
