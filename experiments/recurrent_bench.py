@@ -25,7 +25,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from policies.recurrent import LSTMPolicy, State, lstm_over_segments
+from policies.recurrent import (
+    EncoderHeads,
+    LSTMPolicy,
+    LSTMWrapper,
+    State,
+    lstm_over_segments,
+)
 from puffertrain.config import PPOConfig
 from puffertrain.ppo import Agent, Minibatch, ppo_loss
 
@@ -52,30 +58,42 @@ def observations(space: gym.spaces.Box, *shape: int) -> torch.Tensor:
     return torch.randn(*shape, *space.shape)
 
 
-def step_with_lstm(policy: LSTMPolicy, obs: torch.Tensor, state: State):
-    """One step through the ``nn.LSTM`` with a sequence dim of 1 (the docs' RecurrentPolicy)."""
-    features = policy.policy.encode_observations(obs).unsqueeze(0)
-    output, (h, c) = policy.lstm(features, tuple(part.unsqueeze(0) for part in state))
-    return policy.policy.decode_actions(output[0]), (h[0], c[0])
+Step = Callable[[torch.Tensor, State], State]
+"""One LSTM step: features ``(B, F)`` and state in, new ``(h, c)`` out."""
 
 
-def cell_step(policy: LSTMPolicy, features: torch.Tensor, state: State) -> State:
-    return policy.cell(features, state)
-
-
-def lstm_step(policy: LSTMPolicy, features: torch.Tensor, state: State) -> State:
-    """CleanRL's ppo_atari_lstm step: the ``nn.LSTM`` on a sequence of length 1."""
-    _, (h, c) = policy.lstm(features.unsqueeze(0), tuple(part.unsqueeze(0) for part in state))
+def sequence_of_one(lstm: torch.nn.LSTM, features: torch.Tensor, state: State) -> State:
+    """One step through the ``nn.LSTM`` with a sequence dim of 1 (the docs' RecurrentPolicy,
+    CleanRL's ppo_atari_lstm)."""
+    _, (h, c) = lstm(features.unsqueeze(0), tuple(part.unsqueeze(0) for part in state))
     return h[0], c[0]
 
 
-class SteppedSequences(torch.nn.Module):
-    """The same policy, but its update path loops over time steps in Python with ``step``."""
+def step_with_lstm(policy: LSTMPolicy, obs: torch.Tensor, state: State):
+    features = policy.policy.encode_observations(obs)
+    state = sequence_of_one(policy.lstm, features, state)
+    return policy.policy.decode_actions(state[0]), state
 
-    def __init__(self, policy: LSTMPolicy, step: Callable = cell_step) -> None:
+
+def stepped(step: Step, features: torch.Tensor, state: State, episode_starts: torch.Tensor):
+    """Hidden outputs ``[T * B, H]`` of a Python loop over ``features[T, B, F]``, the state
+    zeroed at each episode start."""
+    hidden = []
+    for t in range(features.shape[0]):
+        keep = (~episode_starts[t]).unsqueeze(1).float()
+        state = step(features[t], tuple(part * keep for part in state))
+        hidden.append(state[0])
+    return torch.cat(hidden)
+
+
+class SteppedSequences(torch.nn.Module):
+    """The same policy, but its update path loops over time steps in Python: through its
+    LSTMCell, or with ``cleanrl=True`` through its nn.LSTM on sequences of one."""
+
+    def __init__(self, policy: LSTMPolicy, cleanrl: bool = False) -> None:
         super().__init__()
         self.inner = policy
-        self.step = step
+        self.cleanrl = cleanrl
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         return self.inner.initial_state(batch_size, device)
@@ -86,12 +104,8 @@ class SteppedSequences(torch.nn.Module):
     def forward_sequence(self, obs: torch.Tensor, state: State, episode_starts: torch.Tensor):
         steps, batch = obs.shape[:2]
         features = self.inner.policy.encode_observations(obs.flatten(0, 1)).view(steps, batch, -1)
-        hidden = []
-        for t in range(steps):
-            keep = (~episode_starts[t]).unsqueeze(1).float()
-            state = self.step(self.inner, features[t], tuple(part * keep for part in state))
-            hidden.append(state[0])
-        return self.inner.policy.decode_actions(torch.cat(hidden))
+        step = partial(sequence_of_one, self.inner.lstm) if self.cleanrl else self.inner.cell
+        return self.inner.policy.decode_actions(stepped(step, features, state, episode_starts))
 
 
 def rollout_step_us(name: str, num_envs: int, repeats: int) -> dict[str, float]:
@@ -143,7 +157,7 @@ def epoch_seconds(
     variants = {
         "batched_s": lambda policy: policy,
         "step_loop_s": SteppedSequences,
-        "cleanrl_loop_s": partial(SteppedSequences, step=lstm_step),
+        "cleanrl_loop_s": partial(SteppedSequences, cleanrl=True),
     }
     for label, wrap in variants.items():
         torch.manual_seed(0)
@@ -161,9 +175,10 @@ def lstm_core_seconds(
 ) -> dict[str, float]:
     """Forward + backward of the 128-unit LSTM over ``[steps, batch, features]`` with resets."""
     torch.manual_seed(0)
-    lstm, cell = torch.nn.LSTM(features, 128), torch.nn.LSTMCell(features, 128)
-    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-        setattr(cell, name, getattr(lstm, f"{name}_l0"))
+    core = LSTMWrapper(
+        EncoderHeads(torch.nn.Identity(), 128, gym.spaces.Discrete(4)), features, 128
+    )
+    lstm, cell = core.lstm, core.cell
     inputs = torch.randn(steps, batch, features, requires_grad=True)
     starts = torch.rand(steps, batch) < 1.0 / episode_length
     state = (torch.zeros(batch, 128), torch.zeros(batch, 128))
@@ -171,22 +186,15 @@ def lstm_core_seconds(
     def batched() -> None:
         lstm_over_segments(lstm, inputs, state, starts).sum().backward()
 
-    def step_loop(step: Callable[[torch.Tensor, State], State]) -> None:
-        hidden, carried = [], state
-        for t in range(steps):
-            keep = (~starts[t]).unsqueeze(1).float()
-            carried = step(inputs[t], tuple(part * keep for part in carried))
-            hidden.append(carried[0])
-        torch.stack(hidden).sum().backward()
-
-    def lstm_seq1(features: torch.Tensor, carried: State) -> State:
-        _, (h, c) = lstm(features.unsqueeze(0), tuple(part.unsqueeze(0) for part in carried))
-        return h[0], c[0]
+    def step_loop(step: Step) -> None:
+        stepped(step, inputs, state, starts).sum().backward()
 
     row = {
         "batched_s": median_seconds(batched, repeats),
         "step_loop_s": median_seconds(partial(step_loop, cell), repeats),
-        "cleanrl_loop_s": median_seconds(partial(step_loop, lstm_seq1), repeats),
+        "cleanrl_loop_s": median_seconds(
+            partial(step_loop, partial(sequence_of_one, lstm)), repeats
+        ),
     }
     return row | {
         "speedup": row["step_loop_s"] / row["batched_s"],
