@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -19,7 +18,7 @@ from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
 from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.loop import Trainer
 from tests.conftest import run_cli
-from tests.test_resume import final_policy, scalars
+from tests.test_resume import assert_same_run, resume_after_a_crash
 
 VECTOR = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
 IMAGE = gym.spaces.Box(0, 255, (4, 44, 44), np.uint8)
@@ -235,16 +234,8 @@ def test_resumed_recurrent_run_is_identical(tmp_path):
     assert state[0].abs().sum() > 0, "episodes should be in progress at the checkpoint"
 
     crashed = tmp_path / "crashed"
-    shutil.copytree(uninterrupted, crashed)
-    for path in list_checkpoints(crashed):
-        if load_checkpoint(path)["iteration"] > 6:
-            path.unlink()
-    result = run_cli("--resume", str(crashed))
-    assert result.returncode == 0, result.stderr
-    expected, actual = final_policy(uninterrupted), final_policy(crashed)
-    for name in expected:
-        assert torch.equal(expected[name], actual[name]), name
-    assert scalars(crashed) == scalars(uninterrupted)
+    resume_after_a_crash(uninterrupted, crashed, 6)
+    assert_same_run(crashed, uninterrupted, updates=12)
 
 
 @pytest.mark.parametrize(

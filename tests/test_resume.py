@@ -51,7 +51,7 @@ def final_policy(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(list_checkpoints(run_dir)[-1])["policy"]
 
 
-def assert_same_run(actual: Path, expected: Path) -> None:
+def assert_same_run(actual: Path, expected: Path, updates: int = ITERATIONS) -> None:
     reference, resumed = final_policy(expected), final_policy(actual)
     assert reference.keys() == resumed.keys()
     for name in reference:
@@ -61,8 +61,19 @@ def assert_same_run(actual: Path, expected: Path) -> None:
     for tag, points in expected_scalars.items():
         if tag.startswith("losses/"):  # one point per update (episodes may share a step)
             steps = [step for step, _ in actual_scalars[tag]]
-            assert len(steps) == len(set(steps)) == 256 * ITERATIONS // 256, tag
+            assert len(steps) == len(set(steps)) == updates, tag
         assert actual_scalars[tag] == points, tag
+
+
+def resume_after_a_crash(run_dir: Path, crashed: Path, iteration: int) -> None:
+    """Copy a finished run as if it had died after ``iteration`` (later checkpoints gone, later
+    events still logged) and resume the copy."""
+    shutil.copytree(run_dir, crashed)
+    for path in list_checkpoints(crashed):
+        if load_checkpoint(path)["iteration"] > iteration:
+            path.unlink()
+    result = run_cli("--resume", str(crashed))
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +88,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 def test_resume_after_a_crash_past_a_periodic_checkpoint(uninterrupted, tmp_path):
     """A run that died after iteration 20 but had logged further resumes without duplicates."""
     crashed = tmp_path / "crashed"
-    shutil.copytree(uninterrupted, crashed)
-    for path in list_checkpoints(crashed):
-        if load_checkpoint(path)["iteration"] > 20:
-            path.unlink()
-    result = run_cli("--resume", str(crashed))
-    assert result.returncode == 0, result.stderr
+    resume_after_a_crash(uninterrupted, crashed, 20)
     assert_same_run(crashed, uninterrupted)
 
 
