@@ -25,8 +25,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from policies.heads import EncoderHeads
 from policies.recurrent import (
-    EncoderHeads,
     LSTMPolicy,
     LSTMWrapper,
     State,

@@ -1,15 +1,20 @@
 """The puffertrain policy library: plain ``nn.Module`` policies and their building blocks.
 
 Every policy is built as ``Policy(observation_space, action_space, **kwargs)`` and returns
-``(logits, value)`` for discrete actions; recurrent ones add ``initial_state``, ``forward_step``
-and ``forward_sequence`` (see ``policies.recurrent``). This package never imports ``puffertrain``.
+``(logits, value)`` for discrete actions or ``(mean, std, value)`` for Box actions; recurrent
+ones add ``initial_state``, ``forward_step`` and ``forward_sequence`` (see
+``policies.recurrent``). This package never imports ``puffertrain``.
 """
 
-from policies.cnn import CNNPolicy, EfficientCNN
+from policies.attention import AttentionPolicy, TokenAttention
+from policies.cnn import CNNPolicy, EfficientCNN, ImageEncoder
+from policies.flatten import unflatten_observations
+from policies.heads import EncoderHeads, GaussianHead, actor_head
 from policies.init import layer_init
-from policies.mlp import BasicPolicy
+from policies.mlp import BasicPolicy, ContinuousPolicy
+from policies.multi_input import MultiInputPolicy, PolicyWithUnflatten
+from policies.normalize import NormalizedPolicy, RunningMeanStd, normalize_observations
 from policies.recurrent import (
-    EncoderHeads,
     LSTMPolicy,
     LSTMWrapper,
     OptimizedLSTMPolicy,
@@ -17,18 +22,33 @@ from policies.recurrent import (
     is_recurrent,
 )
 from policies.registry import POLICIES, PolicyEntry
+from policies.residual import ResidualBlock, ResidualPolicy
 
 __all__ = [
     "POLICIES",
+    "AttentionPolicy",
     "BasicPolicy",
     "CNNPolicy",
+    "ContinuousPolicy",
     "EfficientCNN",
     "EncoderHeads",
+    "GaussianHead",
+    "ImageEncoder",
     "LSTMPolicy",
     "LSTMWrapper",
+    "MultiInputPolicy",
+    "NormalizedPolicy",
     "OptimizedLSTMPolicy",
     "PolicyEntry",
+    "PolicyWithUnflatten",
     "RecurrentPolicy",
+    "ResidualBlock",
+    "ResidualPolicy",
+    "RunningMeanStd",
+    "TokenAttention",
+    "actor_head",
     "is_recurrent",
     "layer_init",
+    "normalize_observations",
+    "unflatten_observations",
 ]

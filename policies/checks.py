@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 
 from policies.flatten import flatten_observation, is_structured
+from policies.heads import action_head_size
 from policies.recurrent import is_recurrent
-from policies.spaces import action_head_size
 
 
 def sample_observations(observation_space: gym.spaces.Space, batch_size: int) -> torch.Tensor:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import torch
 import torch.nn as nn
 
+from policies.heads import EncoderHeads, actor_critic, actor_head
 from policies.init import layer_init
-from policies.spaces import action_head_size
+
+
+def _flat_size(convs: nn.Module, chw: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return convs(torch.zeros(1, *chw)).shape[1]
 
 
 def nature_convs(observation_space: gym.spaces.Space) -> tuple[nn.Sequential, int]:
@@ -16,10 +22,11 @@ def nature_convs(observation_space: gym.spaces.Space) -> tuple[nn.Sequential, in
     Input channels come from the (channels, height, width) observation space; the output size
     from a dummy forward pass, so any image size works.
     """
-    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3):
+    if not is_image(observation_space):
         raise ValueError("needs a (channels, height, width) Box observation")
+    chw = observation_space.shape
     convs = nn.Sequential(
-        layer_init(nn.Conv2d(observation_space.shape[0], 32, kernel_size=8, stride=4)),
+        layer_init(nn.Conv2d(chw[0], 32, kernel_size=8, stride=4)),
         nn.ReLU(),
         layer_init(nn.Conv2d(32, 64, kernel_size=4, stride=2)),
         nn.ReLU(),
@@ -27,17 +34,57 @@ def nature_convs(observation_space: gym.spaces.Space) -> tuple[nn.Sequential, in
         nn.ReLU(),
         nn.Flatten(),
     )
-    with torch.no_grad():
-        size = convs(torch.zeros(1, *observation_space.shape)).shape[1]
-    return convs, size
+    return convs, _flat_size(convs, chw)
 
 
-class CNNPolicy(nn.Module):
+def is_image(space: gym.spaces.Space) -> bool:
+    """A Box of three dims: an image, channels first or last."""
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3
+
+
+class ImageEncoder(nn.Module):
+    """Convolutions for any image Box; ``output_size`` features per image.
+
+    Channels last ``(H, W, C)`` is recognised when the last dim has 1, 3 or 4 entries and the
+    first does not; uint8 pixels are scaled by 1/255. Images of at least 36×36 get the Nature
+    convs; smaller ones (grid worlds) two 3×3 convs (32, 64 channels, the second stride 2).
+    """
+
+    def __init__(self, space: gym.spaces.Box) -> None:
+        super().__init__()
+        if not is_image(space):
+            raise ValueError("needs an image Box of three dims")
+        shape = space.shape
+        self.channels_last = shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4)
+        chw = (shape[2], shape[0], shape[1]) if self.channels_last else shape
+        self.pixels = space.dtype == np.uint8
+        if min(chw[1:]) >= 36:
+            self.convs, self.output_size = nature_convs(gym.spaces.Box(0, 1, chw, np.float32))
+        else:
+            self.convs = nn.Sequential(
+                layer_init(nn.Conv2d(chw[0], 32, kernel_size=3, padding=1)),
+                nn.ReLU(),
+                layer_init(nn.Conv2d(32, 64, kernel_size=3, stride=2, padding=1)),
+                nn.ReLU(),
+                nn.Flatten(),
+            )
+            self.output_size = _flat_size(self.convs, chw)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        if self.pixels:
+            x = x / 255.0
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.convs(x)
+
+
+class CNNPolicy(EncoderHeads):
     """The Nature CNN (conv 32×8 s4, 64×4 s2, 64×3 s1, fc 512) with actor and critic heads.
 
     Pixels are divided by 255 inside the network, so observations stay uint8 everywhere else.
     The docs' sketch hard-codes 3 input channels and a 7×7 feature map; both come from the
-    observation space here (4 channels for a 4-frame stack).
+    observation space here (4 channels for a 4-frame stack). Box actions get a Gaussian head.
     """
 
     def __init__(
@@ -46,24 +93,10 @@ class CNNPolicy(nn.Module):
         action_space: gym.spaces.Space,
         hidden_size: int = 512,
     ) -> None:
-        super().__init__()
-        self.observation_space = observation_space
-        self.action_space = action_space
         convs, features = nature_convs(observation_space)
-        self.encoder = nn.Sequential(
-            *convs, layer_init(nn.Linear(features, hidden_size)), nn.ReLU()
-        )
-        self.actor = layer_init(nn.Linear(hidden_size, action_head_size(action_space)), std=0.01)
-        self.critic = layer_init(nn.Linear(hidden_size, 1), std=1.0)
-
-    def encode_observations(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.encoder(observations.float() / 255.0)
-
-    def decode_actions(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.actor(hidden), self.critic(hidden)
-
-    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decode_actions(self.encode_observations(observations))
+        encoder = nn.Sequential(*convs, layer_init(nn.Linear(features, hidden_size)), nn.ReLU())
+        super().__init__(encoder, hidden_size, action_space, pixels=True)
+        self.observation_space = observation_space
 
 
 class EfficientCNN(nn.Module):
@@ -77,9 +110,9 @@ class EfficientCNN(nn.Module):
         super().__init__()
         self.network, n_features = nature_convs(observation_space)
         self.fc = layer_init(nn.Linear(n_features, 512))
-        self.actor = layer_init(nn.Linear(512, action_head_size(action_space)), std=0.01)
+        self.actor = actor_head(512, action_space)
         self.critic = layer_init(nn.Linear(512, 1), std=1.0)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = torch.relu(self.fc(self.network(x.float() / 255.0)))
-        return self.actor(x), self.critic(x)
+        return actor_critic(self.actor, self.critic, x)

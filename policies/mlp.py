@@ -1,23 +1,36 @@
-"""The docs' BasicPolicy: a two-layer MLP with separate actor and critic heads."""
+"""MLP policies for vector observations: the docs' BasicPolicy and ContinuousPolicy."""
 
 from __future__ import annotations
 
 import math
 
 import gymnasium as gym
-import torch
 import torch.nn as nn
 
+from policies.heads import EncoderHeads
 from policies.init import layer_init
-from policies.spaces import action_head_size
 
 
-class BasicPolicy(nn.Module):
-    """MLP encoder (2 × ``hidden_size`` ReLU), actor head (std 0.01), critic head (std 1.0).
+def mlp_encoder(
+    observation_space: gym.spaces.Space, *sizes: int, activation: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
+    """Flatten, then one ``activation`` layer per entry of ``sizes`` (orthogonal init)."""
+    if not isinstance(observation_space, gym.spaces.Box):
+        raise ValueError("needs a Box observation space")
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(observation_space.shape)
+    for size in sizes:
+        layers += [layer_init(nn.Linear(width, size)), activation()]
+        width = size
+    return nn.Sequential(*layers)
 
-    Takes any Box observation (flattened) and Discrete or MultiDiscrete actions.
-    ``forward(obs) -> (logits, value)`` with ``value`` of shape ``(batch, 1)``.
-    The split ``encode_observations`` / ``decode_actions`` lets a recurrent wrapper sit between.
+
+class BasicPolicy(EncoderHeads):
+    """The docs' BasicPolicy: MLP encoder (2 × ``hidden_size`` ReLU), actor head (std 0.01),
+    critic head (std 1.0); ``forward(obs) -> (logits, value)``, value shaped ``(batch, 1)``.
+
+    Takes any Box observation (flattened). Discrete and MultiDiscrete actions get logits; a Box
+    action space gets the Gaussian head of :class:`ContinuousPolicy`, ``(mean, std, value)``.
     """
 
     def __init__(
@@ -26,27 +39,25 @@ class BasicPolicy(nn.Module):
         action_space: gym.spaces.Space,
         hidden_size: int = 256,
     ) -> None:
-        super().__init__()
-        if not isinstance(observation_space, gym.spaces.Box):
-            raise ValueError("needs a Box observation space")
+        encoder = mlp_encoder(observation_space, hidden_size, hidden_size)
+        super().__init__(encoder, hidden_size, action_space)
         self.observation_space = observation_space
-        self.action_space = action_space
-        obs_size = math.prod(observation_space.shape)
-        self.encoder = nn.Sequential(
-            nn.Flatten(),
-            layer_init(nn.Linear(obs_size, hidden_size)),
-            nn.ReLU(),
-            layer_init(nn.Linear(hidden_size, hidden_size)),
-            nn.ReLU(),
-        )
-        self.actor = layer_init(nn.Linear(hidden_size, action_head_size(action_space)), std=0.01)
-        self.critic = layer_init(nn.Linear(hidden_size, 1), std=1.0)
 
-    def encode_observations(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.encoder(observations.float())
 
-    def decode_actions(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.actor(hidden), self.critic(hidden)
+class ContinuousPolicy(BasicPolicy):
+    """The docs' ContinuousPolicy: the same MLP encoder, a linear mean (std 0.01), a log-std
+    parameter that does not depend on the state, and a critic; ``forward(obs) -> (mean, std,
+    value)``. The docs' ``get_action`` squashes the sample with tanh but scores it with the
+    unsquashed Normal; here the trainer scores the Normal sample itself and clips only the
+    action the env receives to the space's bounds (CleanRL's ppo_continuous_action).
+    """
 
-    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decode_actions(self.encode_observations(observations))
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        hidden_size: int = 256,
+    ) -> None:
+        if not isinstance(action_space, gym.spaces.Box):
+            raise ValueError("needs a Box action space (mlp takes discrete ones)")
+        super().__init__(observation_space, action_space, hidden_size)

@@ -10,7 +10,6 @@ State is a tuple ``(h, c)`` of ``(batch, hidden_size)`` tensors, one row per env
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -19,8 +18,9 @@ import torch.nn as nn
 from torch.nn.utils.rnn import PackedSequence
 
 from policies.cnn import nature_convs
+from policies.heads import EncoderHeads
 from policies.init import layer_init
-from policies.spaces import action_head_size
+from policies.mlp import mlp_encoder
 
 State = tuple[torch.Tensor, ...]
 
@@ -231,43 +231,6 @@ def lstm_packed(
     return hidden, tuple(part[0, last_segment] for part in final)
 
 
-class EncoderHeads(nn.Module):
-    """An encoder and actor/critic heads with room for a core between them.
-
-    ``encode_observations`` runs ``encoder`` (pixels are scaled by 1/255 when ``pixels``);
-    ``decode_actions`` maps ``head_size`` features to ``(logits, value)``.
-    """
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        head_size: int,
-        action_space: gym.spaces.Space,
-        pixels: bool = False,
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.pixels = pixels
-        self.actor = layer_init(nn.Linear(head_size, action_head_size(action_space)), std=0.01)
-        self.critic = layer_init(nn.Linear(head_size, 1), std=1.0)
-
-    def encode_observations(self, observations: torch.Tensor) -> torch.Tensor:
-        x = observations.float()
-        return self.encoder(x / 255.0 if self.pixels else x)
-
-    def decode_actions(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.actor(hidden), self.critic(hidden)
-
-
-def mlp_encoder(observation_space: gym.spaces.Space, size: int) -> nn.Sequential:
-    """Flatten, then one ``size``-unit ReLU layer (the docs' recurrent encoder)."""
-    if not isinstance(observation_space, gym.spaces.Box):
-        raise ValueError("needs a Box observation space")
-    return nn.Sequential(
-        nn.Flatten(), layer_init(nn.Linear(math.prod(observation_space.shape), size)), nn.ReLU()
-    )
-
-
 class LSTMPolicy(LSTMWrapper):
     """``--policy lstm``: encoder chosen from the observation space, LSTM, actor/critic heads.
 
@@ -335,12 +298,12 @@ class OptimizedLSTMPolicy(RecurrentPolicy):
 
     def encode_observations(
         self, observations: torch.Tensor, state: State | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, State]:
+    ) -> tuple[torch.Tensor | State, ...]:
         """``(logits, value, (h, c))`` for one step; state shapes ``(batch, hidden)``."""
         if state is None:
             state = self.initial_state(observations.shape[0], observations.device)
-        (logits, value), state = self.forward_step(observations, state)
-        return logits, value, state
+        outputs, state = self.forward_step(observations, state)
+        return (*outputs, state)
 
     def decode_actions(
         self,
@@ -348,7 +311,7 @@ class OptimizedLSTMPolicy(RecurrentPolicy):
         actions: torch.Tensor | None = None,
         state: State | None = None,
         episode_starts: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, State]:
+    ) -> tuple[torch.Tensor | State, ...]:
         """``(logits, value, final state)`` for ``observations[T, B, ...]``, rows in ``[T, B]``
         order. ``actions`` is accepted for the docs' signature and unused."""
         steps, batch = observations.shape[:2]
@@ -360,5 +323,4 @@ class OptimizedLSTMPolicy(RecurrentPolicy):
         hidden, state = lstm_packed(
             self.lstm, features.view(steps, batch, -1), state, episode_starts.bool()
         )
-        logits, value = self.policy.decode_actions(hidden.flatten(0, 1))
-        return logits, value, state
+        return (*self.policy.decode_actions(hidden.flatten(0, 1)), state)

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from policies.attention import AttentionPolicy
 from policies.cnn import CNNPolicy, EfficientCNN
-from policies.mlp import BasicPolicy
+from policies.mlp import BasicPolicy, ContinuousPolicy
+from policies.multi_input import MultiInputPolicy
 from policies.recurrent import LSTMPolicy, OptimizedLSTMPolicy, RecurrentPolicy
+from policies.residual import ResidualPolicy
 
 
 @dataclass(frozen=True)
@@ -21,13 +24,27 @@ class PolicyEntry:
 
 POLICIES: dict[str, PolicyEntry] = {
     "mlp": PolicyEntry(
-        BasicPolicy, "2×256 ReLU MLP (the docs' BasicPolicy) for vector observations"
+        BasicPolicy,
+        "2×256 ReLU MLP (the docs' BasicPolicy) for vectors; Gaussian head for Box actions",
+    ),
+    "continuous": PolicyEntry(
+        ContinuousPolicy, "the docs' ContinuousPolicy: mlp with a Gaussian head, Box actions only"
     ),
     "cnn": PolicyEntry(
         CNNPolicy, "Nature CNN (3 convs, fc 512) for stacked image frames, /255 inside"
     ),
     "efficient_cnn": PolicyEntry(
         EfficientCNN, "the docs' EfficientCNN: Nature convs, fc size from a dummy forward pass"
+    ),
+    "multi_input": PolicyEntry(
+        MultiInputPolicy,
+        "Dict/Tuple observations: CNN, MLP or embedding per leaf, concatenated, fc 512",
+    ),
+    "attention": PolicyEntry(
+        AttentionPolicy, "self-attention over entity rows or 8 chunks of a vector (d_model 256)"
+    ),
+    "residual": PolicyEntry(
+        ResidualPolicy, "256-unit MLP with 4 pre-norm residual blocks (the docs' ResidualPolicy)"
     ),
     "lstm": PolicyEntry(
         LSTMPolicy, "Nature CNN (images) or 128-unit MLP (vectors), then a 128-unit LSTM"

@@ -11,15 +11,21 @@ import torch.nn as nn
 
 from policies import POLICIES
 from policies.checks import sample_observations
+from policies.cnn import is_image
+from policies.flatten import is_structured
+from policies.heads import action_head_size
+from policies.normalize import normalize_observations
 from policies.recurrent import is_recurrent
-from policies.spaces import action_head_size
 from puffertrain.errors import UserError
 
 
 def list_policies() -> str:
     """One line per built-in policy name."""
     width = max(len(name) for name in POLICIES)
-    lines = ["auto".ljust(width) + "  picks from the spaces: cnn for images, mlp otherwise"]
+    lines = [
+        "auto".ljust(width) + "  picks from the spaces: cnn for uint8 images, multi_input for "
+        "Dict/Tuple, mlp otherwise (each with a Gaussian head for Box actions)"
+    ]
     lines += [f"{name.ljust(width)}  {entry.summary}" for name, entry in POLICIES.items()]
     lines.append(
         "package.module:Class".ljust(width) + "  your own nn.Module with the same contract"
@@ -28,9 +34,13 @@ def list_policies() -> str:
 
 
 def auto_policy_name(observation_space: gym.spaces.Space) -> str:
-    """The built-in policy ``--policy auto`` picks for an observation space."""
-    is_image = isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3
-    return "cnn" if is_image and "cnn" in POLICIES else "mlp"
+    """The built-in policy ``--policy auto`` picks for an observation space (the action head,
+    logits or Gaussian, follows the action space in every one of them)."""
+    if is_structured(observation_space):
+        return "multi_input"
+    if is_image(observation_space) and observation_space.dtype == np.uint8:
+        return "cnn"
+    return "mlp"
 
 
 def _policy_class(name: str) -> type[nn.Module]:
@@ -63,14 +73,10 @@ def _check_outputs(
         raise ValueError("forward must return (logits, value), (mean, std, value) or (mean, value)")
     if outputs[-1].numel() != 2:
         raise ValueError(f"value must have one entry per row, got shape {tuple(outputs[-1].shape)}")
-    if isinstance(action_space, gym.spaces.Box):
-        expected = int(np.prod(action_space.shape))
-        if len(outputs) == 2 and not isinstance(
-            getattr(policy, "actor_logstd", None), torch.Tensor
-        ):
-            raise ValueError("(mean, value) outputs need an actor_logstd parameter")
-    else:
-        expected = action_head_size(action_space)
+    expected = action_head_size(action_space)
+    logstd = getattr(policy, "actor_logstd", None)
+    if isinstance(action_space, gym.spaces.Box) and len(outputs) == 2 and logstd is None:
+        raise ValueError("(mean, value) outputs need an actor_logstd parameter")
     if tuple(outputs[0].shape) != (2, expected):
         raise ValueError(
             f"first output has shape {tuple(outputs[0].shape)}, expected (2, {expected})"
@@ -86,14 +92,18 @@ def _try_build(
 
 
 def build_policy(
-    name: str, observation_space: gym.spaces.Space, action_space: gym.spaces.Space
+    name: str,
+    observation_space: gym.spaces.Space,
+    action_space: gym.spaces.Space,
+    normalize_obs: bool = False,
 ) -> nn.Module:
-    """Construct policy ``name`` for the spaces, or raise ``UserError`` saying which can."""
+    """Construct policy ``name`` for the spaces (inside observation normalisation when
+    ``normalize_obs``), or raise ``UserError`` saying which policies can take them."""
     if name == "auto":
         name = auto_policy_name(observation_space)
     cls = _policy_class(name)
     try:
-        return _try_build(cls, observation_space, action_space)
+        policy = _try_build(cls, observation_space, action_space)
     except Exception as error:  # any failure to build or run means the spaces don't fit
         able = []
         for other, entry in POLICIES.items():
@@ -107,3 +117,9 @@ def build_policy(
             f"policy '{name}' cannot take observation space {observation_space} with action "
             f"space {action_space}: {error}{hint}"
         ) from None
+    if not normalize_obs:
+        return policy
+    try:
+        return normalize_observations(policy, observation_space, action_space)
+    except ValueError as error:
+        raise UserError(f"--normalize-obs: {error}, not {observation_space}") from None

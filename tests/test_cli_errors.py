@@ -55,16 +55,17 @@ def test_user_policy_that_is_not_a_module(capsys):
 
 
 def test_bad_input_leaves_no_run_directory(capsys, tmp_path):
-    _error(capsys, "--env", "Pendulum-v1", "--policy", "mlp", "--run-dir", str(tmp_path / "r"))
+    _error(capsys, "--env", "CartPole-v1", "--policy", "cnn", "--run-dir", str(tmp_path / "r"))
     _error(capsys, "--env", "CartPole-v1", "--policy", "nope", "--run-dir", str(tmp_path / "r"))
     assert not (tmp_path / "r").exists()
 
 
 def test_policy_that_cannot_take_the_spaces(capsys, tmp_path):
     err = _error(
-        capsys, "--env", "Pendulum-v1", "--policy", "mlp", "--run-dir", str(tmp_path / "r"), *TINY
+        capsys, "--env", "CartPole-v1", "--policy", "continuous", "--run-dir", str(tmp_path / "r")
     )
-    assert "policy 'mlp' cannot take" in err and "Box(-2.0, 2.0, (1,), float32)" in err
+    assert "policy 'continuous' cannot take" in err and "Discrete(2)" in err
+    assert "policies that can: mlp, attention, residual, lstm" in err
 
 
 def test_resume_missing(capsys, tmp_path):

@@ -1,4 +1,4 @@
-"""The docs' debugging checks and layer_init."""
+"""The docs' debugging checks for every policy in the library, and its building blocks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,177 @@ import pytest
 import torch
 import torch.nn as nn
 
-from policies import BasicPolicy, layer_init
+from policies import (
+    POLICIES,
+    AttentionPolicy,
+    BasicPolicy,
+    MultiInputPolicy,
+    NormalizedPolicy,
+    PolicyWithUnflatten,
+    RunningMeanStd,
+    is_recurrent,
+    layer_init,
+    unflatten_observations,
+)
+from policies.checks import check_gradients, check_output_shapes, sample_observations
+from puffertrain.policy_loader import auto_policy_name, build_policy, list_policies
+
+VECTOR = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
+ENTITIES = gym.spaces.Box(-1.0, 1.0, (5, 3), np.float32)
+FRAMES = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+GRID = gym.spaces.Box(0, 255, (7, 7, 3), np.uint8)  # channels last
+DICT = gym.spaces.Dict(
+    {
+        "image": gym.spaces.Box(0, 255, (3, 40, 40), np.uint8),
+        "vector": gym.spaces.Box(-1.0, 1.0, (4,), np.float32),
+        "mode": gym.spaces.Discrete(3, start=1),
+        "extra": gym.spaces.Tuple((gym.spaces.MultiDiscrete([2, 4]), gym.spaces.MultiBinary(3))),
+    }
+)
+DISCRETE, MULTI_DISCRETE = gym.spaces.Discrete(5), gym.spaces.MultiDiscrete([3, 2])
+BOX_ACTIONS = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+# Every registered policy with the observation spaces it is made for; each is checked with
+# discrete, multi-discrete and Box actions (the continuous policy with Box actions only).
+POLICY_SPACES = {
+    "mlp": [VECTOR, ENTITIES],
+    "continuous": [VECTOR],
+    "cnn": [FRAMES],
+    "efficient_cnn": [FRAMES],
+    "multi_input": [DICT, gym.spaces.Dict({"grid": GRID, "vector": VECTOR})],
+    "attention": [VECTOR, ENTITIES],
+    "residual": [VECTOR],
+    "lstm": [VECTOR, FRAMES],
+    "recurrent": [VECTOR],
+    "optimized_lstm": [VECTOR],
+}
+CASES = [
+    (name, observation_space, action_space)
+    for name, spaces in POLICY_SPACES.items()
+    for observation_space in spaces
+    for action_space in (
+        [BOX_ACTIONS] if name == "continuous" else [DISCRETE, MULTI_DISCRETE, BOX_ACTIONS]
+    )
+]
+
+
+def test_every_registered_policy_is_checked():
+    assert set(POLICY_SPACES) == set(POLICIES)
+
+
+@pytest.mark.parametrize(
+    "name, observation_space, action_space",
+    CASES,
+    ids=[f"{n}-{o.__class__.__name__}{getattr(o, 'shape', '')}-{a}" for n, o, a in CASES],
+)
+def test_docs_debugging_checks(name, observation_space, action_space):
+    """The docs' two checks: output shapes for the policy's spaces, and a finite gradient for
+    every parameter (both the rollout and update paths of a recurrent policy)."""
+    torch.manual_seed(0)
+    policy = POLICIES[name].cls(observation_space, action_space)
+    check_output_shapes(policy, observation_space, action_space, batch_size=4)
+    check_gradients(policy, observation_space, batch_size=2)
+    if isinstance(action_space, gym.spaces.Box):
+        outputs = policy(sample_observations(observation_space, 3))
+        if is_recurrent(policy):
+            outputs = outputs[:-1]
+        mean, std, _ = outputs
+        assert mean.shape == std.shape == (3, 2)
+        torch.testing.assert_close(std, torch.ones_like(std))  # log-std starts at 0
+
+
+def test_checks_catch_a_parameter_without_gradient():
+    policy = BasicPolicy(VECTOR, DISCRETE)
+    policy.unused = nn.Linear(2, 2)
+    with pytest.raises(AssertionError, match=r"no gradient for unused\.weight"):
+        check_gradients(policy, VECTOR)
+
+
+def test_auto_picks_from_the_spaces():
+    assert auto_policy_name(FRAMES) == "cnn"
+    assert auto_policy_name(DICT) == "multi_input"
+    assert auto_policy_name(gym.spaces.Tuple((VECTOR, DISCRETE))) == "multi_input"
+    assert auto_policy_name(VECTOR) == "mlp"
+    assert auto_policy_name(gym.spaces.Box(0.0, 1.0, (3, 8, 8), np.float32)) == "mlp"
+    mean, std, _ = build_policy("auto", VECTOR, BOX_ACTIONS)(torch.zeros(1, 6))
+    assert mean.shape == std.shape == (1, 2)
+
+
+def test_list_policies_names_every_policy_on_one_line_each():
+    lines = list_policies().splitlines()
+    assert [line.split()[0] for line in lines] == ["auto", *POLICIES, "package.module:Class"]
+
+
+def test_attention_attends_across_tokens():
+    """Changing one token changes what the others' attention produces: the docs' sketch (one
+    token) cannot do this."""
+    torch.manual_seed(0)
+    policy = AttentionPolicy(VECTOR, DISCRETE, num_tokens=3)
+    attention = policy.encoder
+    assert (attention.num_tokens, attention.token_size) == (3, 2)
+    x = attention.attention_norm(attention.embed(attention.tokens(torch.randn(1, 6))))
+    other = x.clone()
+    other[0, 2] += 1.0
+    first = attention.attention(x, x, x, need_weights=False)[0][0, 0]
+    changed = attention.attention(other, other, other, need_weights=False)[0][0, 0]
+    assert not torch.allclose(first, changed)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        AttentionPolicy(gym.spaces.Box(-1, 1, (1,), np.float32), DISCRETE)
+
+
+def test_multi_input_takes_flat_rows_or_the_dict_itself():
+    torch.manual_seed(0)
+    policy = MultiInputPolicy(DICT, DISCRETE)
+    flat = sample_observations(DICT, 3)
+    structured = unflatten_observations(flat, DICT)
+    for expected, actual in zip(policy(flat), policy(structured), strict=True):
+        torch.testing.assert_close(expected, actual)
+    encoders = policy.encoder[0].encoders
+    assert set(encoders) == {"extra/0", "extra/1", "image", "mode", "vector"}
+    assert encoders["image"].output_size == 64 * 1 * 1  # Nature convs on 40×40
+    assert encoders["mode"].output_size == 16 and encoders["extra/0"].output_size == 32
+
+
+def test_multi_input_reads_channels_last_images():
+    encoder = MultiInputPolicy(gym.spaces.Dict({"grid": GRID}), DISCRETE).encoder[0]
+    image = encoder.encoders["grid"]
+    assert image.channels_last and image.convs[0].in_channels == 3
+    assert image.output_size == 64 * 4 * 4
+
+
+def test_policy_with_unflatten_uses_the_image_and_vector_keys():
+    policy = PolicyWithUnflatten(DICT, DISCRETE)
+    assert set(policy.encoder[0].encoders) == {"image", "vector"}
+    logits, value = policy(sample_observations(DICT, 2))
+    assert logits.shape == (2, 5) and value.shape == (2, 1)
+    with pytest.raises(ValueError, match="keys image, vector"):
+        PolicyWithUnflatten(gym.spaces.Dict({"image": FRAMES}), DISCRETE)
+
+
+def test_running_mean_std_matches_numpy_over_all_batches():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(n, 2, 3)) for n in (1, 7, 64, 2)]
+    stats = RunningMeanStd((2, 3))
+    for batch in batches:
+        stats.update(torch.from_numpy(batch))
+    seen = np.concatenate(batches)
+    np.testing.assert_allclose(stats.mean.numpy(), seen.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.var.numpy(), seen.var(0), rtol=1e-12)
+    assert stats.count == len(seen)
+
+
+def test_normalized_policy_feeds_normalised_observations():
+    torch.manual_seed(0)
+    policy = NormalizedPolicy(VECTOR, DISCRETE)
+    observations = torch.randn(100, 6) * 5 + 3
+    policy.update_normalization(observations)
+    normalised = policy.normalize(observations)
+    torch.testing.assert_close(normalised.mean(0), torch.zeros(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(normalised.std(0, correction=0), torch.ones(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(policy(observations), policy.policy(normalised))
+    assert {"obs_rms.mean", "obs_rms.var", "obs_rms.count"} <= set(policy.state_dict())
+    with pytest.raises(ValueError, match="float Box"):
+        NormalizedPolicy(FRAMES, DISCRETE)
 
 
 def test_layer_init_orthogonal_weights_and_constant_bias():

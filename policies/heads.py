@@ -1,0 +1,90 @@
+"""Actor and critic heads sized from the action space, shared by every policy in the library.
+
+Discrete and MultiDiscrete actions get one linear layer of logits (one block per dimension);
+Box actions get a Gaussian head: a linear mean and a state-independent log-std parameter. The
+trainer turns these outputs into distributions; policies never sample.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import torch
+import torch.nn as nn
+
+from policies.init import layer_init
+
+
+def action_head_size(action_space: gym.spaces.Space) -> int:
+    """Outputs an actor head has for ``action_space``: n logits for Discrete(n), one block of
+    logits per dimension for MultiDiscrete, one mean per dimension for Box."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return int(action_space.n)
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        return int(action_space.nvec.sum())
+    if isinstance(action_space, gym.spaces.Box):
+        return math.prod(action_space.shape)
+    raise ValueError("needs a Discrete, MultiDiscrete or Box action space")
+
+
+class GaussianHead(nn.Module):
+    """``(mean, std)`` of a diagonal Normal: a linear mean (std 0.01) and a log-std parameter
+    that does not depend on the state, starting at 0 (std 1), as in CleanRL."""
+
+    def __init__(self, hidden_size: int, action_space: gym.spaces.Box) -> None:
+        super().__init__()
+        size = action_head_size(action_space)
+        self.mean = layer_init(nn.Linear(hidden_size, size), std=0.01)
+        self.logstd = nn.Parameter(torch.zeros(1, size))
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.mean(hidden)
+        return mean, self.logstd.exp().expand_as(mean)
+
+
+def actor_head(hidden_size: int, action_space: gym.spaces.Space) -> nn.Module:
+    """A logits layer (std 0.01) for discrete actions, a :class:`GaussianHead` for Box."""
+    if isinstance(action_space, gym.spaces.Box):
+        return GaussianHead(hidden_size, action_space)
+    return layer_init(nn.Linear(hidden_size, action_head_size(action_space)), std=0.01)
+
+
+def actor_critic(actor: nn.Module, critic: nn.Module, hidden: torch.Tensor) -> tuple:
+    """``(logits, value)`` or ``(mean, std, value)`` from heads made by :func:`actor_head`."""
+    outputs = actor(hidden)
+    value = critic(hidden)
+    return (*outputs, value) if isinstance(outputs, tuple) else (outputs, value)
+
+
+class EncoderHeads(nn.Module):
+    """An encoder, then actor and critic heads, with room for a core between them.
+
+    ``encode_observations`` runs ``encoder`` on float observations (pixels scaled by 1/255
+    when ``pixels``); ``decode_actions`` maps ``head_size`` features to ``(logits, value)`` or
+    ``(mean, std, value)``. ``forward`` is the two in turn.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head_size: int,
+        action_space: gym.spaces.Space,
+        pixels: bool = False,
+    ) -> None:
+        super().__init__()
+        self.action_space = action_space
+        self.encoder = encoder
+        self.pixels = pixels
+        self.actor = actor_head(head_size, action_space)
+        self.critic = layer_init(nn.Linear(head_size, 1), std=1.0)
+
+    def encode_observations(self, observations: torch.Tensor) -> torch.Tensor:
+        x = observations.float()
+        return self.encoder(x / 255.0 if self.pixels else x)
+
+    def decode_actions(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return actor_critic(self.actor, self.critic, hidden)
+
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.decode_actions(self.encode_observations(observations))

@@ -1,0 +1,150 @@
+"""Policies for Dict and Tuple observations: one encoder per leaf, chosen from its space."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import torch
+import torch.nn as nn
+
+from policies.cnn import ImageEncoder, is_image
+from policies.flatten import is_structured, observation_layout, unflatten_observations
+from policies.heads import EncoderHeads
+from policies.init import layer_init
+from policies.mlp import mlp_encoder
+
+EMBEDDING_SIZE = 16
+VECTOR_SIZE = 128
+
+
+class DiscreteEncoder(nn.Module):
+    """A learned ``EMBEDDING_SIZE`` vector per value of a Discrete (or of each MultiDiscrete
+    dimension, concatenated)."""
+
+    def __init__(self, space: gym.spaces.Discrete | gym.spaces.MultiDiscrete) -> None:
+        super().__init__()
+        if isinstance(space, gym.spaces.Discrete):
+            sizes, starts = torch.tensor([int(space.n)]), torch.tensor([int(space.start)])
+        else:
+            sizes, starts = torch.as_tensor(space.nvec.reshape(-1)), torch.zeros(space.nvec.size)
+        offsets = torch.cumsum(sizes, 0) - sizes
+        self.register_buffer("shift", (offsets - starts).long(), persistent=False)
+        self.embedding = nn.Embedding(int(sizes.sum()), EMBEDDING_SIZE)
+        self.output_size = EMBEDDING_SIZE * len(sizes)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        rows = values.long().reshape(values.shape[0], -1) + self.shift
+        return self.embedding(rows).flatten(1)
+
+
+class VectorEncoder(nn.Module):
+    """Flatten, then one ``VECTOR_SIZE``-unit ReLU layer (Box of any other shape, MultiBinary)."""
+
+    def __init__(self, space: gym.spaces.Space) -> None:
+        super().__init__()
+        shape = space.shape if isinstance(space, gym.spaces.Box) else (space.n,)
+        self.mlp = mlp_encoder(gym.spaces.Box(0, 1, shape), VECTOR_SIZE)
+        self.output_size = VECTOR_SIZE
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return self.mlp(values.float())
+
+
+def leaf_encoder(space: gym.spaces.Space) -> nn.Module:
+    """CNN for an image, embedding for Discrete / MultiDiscrete, MLP for other Box and
+    MultiBinary leaves; each has an ``output_size``."""
+    if is_image(space):
+        return ImageEncoder(space)
+    if isinstance(space, gym.spaces.Discrete | gym.spaces.MultiDiscrete):
+        return DiscreteEncoder(space)
+    if isinstance(space, gym.spaces.Box | gym.spaces.MultiBinary):
+        return VectorEncoder(space)
+    raise ValueError(f"no encoder for observation leaf {space}")
+
+
+def _leaf(observations: Any, path: tuple[str | int, ...]) -> torch.Tensor:
+    for key in path:
+        observations = observations[key]
+    return observations
+
+
+class LeafEncoders(nn.Module):
+    """Every leaf of a Dict/Tuple observation through its own encoder, features concatenated.
+
+    Takes the engine's flat byte rows (unflattened here) or the structured observation itself.
+    ``keys`` keeps only those top-level Dict keys.
+    """
+
+    def __init__(self, space: gym.spaces.Space, keys: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if not is_structured(space):
+            raise ValueError("needs a Dict or Tuple observation space")
+        self.space = space
+        leaves = observation_layout(space)[0]
+        self.paths = [leaf.path for leaf in leaves if keys is None or leaf.path[0] in keys]
+        if keys is not None and {path[0] for path in self.paths} != set(keys):
+            raise ValueError(f"needs a Dict observation with the keys {', '.join(keys)}")
+        self.encoders = nn.ModuleDict(
+            {_name(path): leaf_encoder(_subspace(space, path)) for path in self.paths}
+        )
+        self.leaf_dims = [len(_leaf_shape(_subspace(space, path))) for path in self.paths]
+        self.output_size = sum(encoder.output_size for encoder in self.encoders.values())
+
+    def forward(self, observations: torch.Tensor | Mapping | tuple) -> torch.Tensor:
+        if isinstance(observations, torch.Tensor):
+            observations = unflatten_observations(observations, self.space)
+        features = [
+            self.encoders[_name(path)](_leaf(observations, path).flatten(0, -1 - dims))
+            for path, dims in zip(self.paths, self.leaf_dims, strict=True)
+        ]
+        return torch.cat(features, dim=-1)
+
+
+def _subspace(space: gym.spaces.Space, path: tuple[str | int, ...]) -> gym.spaces.Space:
+    for key in path:
+        space = space[key]
+    return space
+
+
+def _leaf_shape(space: gym.spaces.Space) -> tuple[int, ...]:
+    return () if isinstance(space, gym.spaces.Discrete) else tuple(space.shape)
+
+
+def _name(path: tuple[str | int, ...]) -> str:
+    return "/".join(str(key) for key in path)
+
+
+class MultiInputPolicy(EncoderHeads):
+    """``--policy multi_input``: one encoder per leaf of a Dict/Tuple observation (CNN for
+    images, embedding for Discrete, MLP for vectors), concatenated, a ``hidden_size`` ReLU
+    layer, then the heads. The docs' sketch hard-codes 3 channels and ``64 * 9 * 9`` image
+    features; here every size comes from the space."""
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Dict | gym.spaces.Tuple,
+        action_space: gym.spaces.Space,
+        hidden_size: int = 512,
+        keys: Sequence[str] | None = None,
+    ) -> None:
+        leaves = LeafEncoders(observation_space, keys)
+        combiner = nn.Sequential(
+            leaves, layer_init(nn.Linear(leaves.output_size, hidden_size)), nn.ReLU()
+        )
+        super().__init__(combiner, hidden_size, action_space)
+        self.observation_space = observation_space
+
+    def encode_observations(self, observations: torch.Tensor | Mapping | tuple) -> torch.Tensor:
+        return self.encoder(observations)
+
+
+class PolicyWithUnflatten(MultiInputPolicy):
+    """The docs' PolicyWithUnflatten: encoders for the ``image`` and ``vector`` keys of a Dict
+    observation (other keys are ignored), fed from the engine's flat rows through
+    ``unflatten_observations``; the docs leave its "rest of policy" out, here it is
+    :class:`MultiInputPolicy`'s."""
+
+    def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space) -> None:
+        super().__init__(observation_space, action_space, keys=("image", "vector"))

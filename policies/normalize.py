@@ -1,0 +1,116 @@
+"""Observation normalisation by running statistics, applied inside the policy.
+
+The docs' NormalizedPolicy replaces its mean and std with the latest batch's (so they jump
+with every batch) and divides by the std of whatever came last; here the statistics cover
+every observation seen, merged batch by batch, and are saved with the policy's weights.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+import torch.nn as nn
+
+from policies.recurrent import State, is_recurrent
+
+
+class RunningMeanStd(nn.Module):
+    """Mean and (population) variance of every sample passed to :meth:`update`, exact in
+    float64: each batch is merged with the parallel-variance formula of Chan et al."""
+
+    def __init__(self, shape: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, samples: torch.Tensor) -> None:
+        """Fold in ``samples`` of shape ``(..., *shape)`` (all leading dims are samples)."""
+        batch = samples.detach().reshape(-1, *self.shape).to(self.mean)
+        n = batch.shape[0]
+        if n == 0:
+            return
+        batch_mean = batch.mean(0)
+        batch_var = batch.var(0, correction=0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        sum_squares = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var.copy_(sum_squares / total)
+        self.count.copy_(total)
+
+    def normalize(self, x: torch.Tensor, clip: float = 10.0, eps: float = 1e-8) -> torch.Tensor:
+        """``(x - mean) / sqrt(var + eps)`` clipped to ``±clip``, in float32."""
+        mean, var = self.mean.float(), self.var.float()
+        return ((x.float() - mean) * torch.rsqrt(var + eps)).clamp(-clip, clip)
+
+
+class NormalizedPolicy(nn.Module):
+    """``policy`` run on observations normalised by their running mean and variance (clipped to
+    ±``clip``). The trainer calls :meth:`update_normalization` with each rollout's observations
+    after the update that used them, so a rollout and its update see the same statistics.
+
+    Built as the docs' ``NormalizedPolicy(observation_space, action_space)`` it wraps a
+    :class:`~policies.mlp.BasicPolicy`; ``policy=`` wraps any feed-forward policy (use
+    :func:`normalize_observations` for recurrent ones). Needs a float Box observation space.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Space,
+        policy: nn.Module | None = None,
+        clip: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if not (
+            isinstance(observation_space, gym.spaces.Box) and observation_space.dtype.kind == "f"
+        ):
+            raise ValueError("observation normalisation needs a float Box observation space")
+        if policy is None:
+            from policies.mlp import BasicPolicy
+
+            policy = BasicPolicy(observation_space, action_space)
+        self.policy = policy
+        self.clip = clip
+        self.obs_rms = RunningMeanStd(observation_space.shape)
+
+    @property
+    def actor_logstd(self) -> torch.Tensor:
+        """The wrapped policy's log-std parameter, for policies that return ``(mean, value)``."""
+        return self.policy.actor_logstd
+
+    def update_normalization(self, observations: torch.Tensor) -> None:
+        """Fold a batch of raw observations into the running statistics."""
+        self.obs_rms.update(observations)
+
+    def normalize(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.obs_rms.normalize(observations, self.clip)
+
+    def forward(self, observations: torch.Tensor, *args, **kwargs) -> tuple:
+        return self.policy(self.normalize(observations), *args, **kwargs)
+
+
+class NormalizedRecurrentPolicy(NormalizedPolicy):
+    """:class:`NormalizedPolicy` for a recurrent policy: both its step and sequence paths."""
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        return self.policy.initial_state(batch_size, device)
+
+    def forward_step(self, observations: torch.Tensor, state: State) -> tuple:
+        return self.policy.forward_step(self.normalize(observations), state)
+
+    def forward_sequence(
+        self, observations: torch.Tensor, state: State, episode_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        return self.policy.forward_sequence(self.normalize(observations), state, episode_starts)
+
+
+def normalize_observations(
+    policy: nn.Module, observation_space: gym.spaces.Box, action_space: gym.spaces.Space
+) -> NormalizedPolicy:
+    """Wrap ``policy`` (feed-forward or recurrent) in observation normalisation."""
+    wrapper = NormalizedRecurrentPolicy if is_recurrent(policy) else NormalizedPolicy
+    return wrapper(observation_space, action_space, policy)
