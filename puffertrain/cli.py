@@ -10,8 +10,15 @@ from pathlib import Path
 
 import tyro
 
-from puffertrain.config import RESUMABLE_CHANGES, TrainConfig, from_dict, preset_for, to_dict
-from puffertrain.envs import env_factory, env_family
+from puffertrain.config import (
+    RESUMABLE_CHANGES,
+    TrainConfig,
+    from_dict,
+    parse_env_kwargs,
+    preset_for,
+    to_dict,
+)
+from puffertrain.envs import env_factory, preset_family
 from puffertrain.errors import UserError
 
 COMMANDS = ("train", "eval", "bench")
@@ -22,6 +29,7 @@ def _preparse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--env")
     parser.add_argument("--resume")
+    parser.add_argument("--env-kwargs", default="")
     return parser.parse_known_args(list(argv))[0]
 
 
@@ -56,8 +64,8 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
         return config, checkpoint
     default = TrainConfig()
     if early.env:
-        env_factory(early.env)  # fail fast on a bad id; also imports `module:` ids
-        default = preset_for(env_family(early.env))
+        factory = env_factory(early.env, parse_env_kwargs(early.env_kwargs))  # fails on bad ids
+        default = preset_for(preset_family(early.env, factory))
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
     return config, None
 

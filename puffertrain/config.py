@@ -93,6 +93,13 @@ class TrainConfig:
     '{"repeat_action_probability": 0.0}' (for ALE ids: AtariVectorEnv's argument names)."""
     clip_rewards: bool = False
     """Learn from sign(reward); scores are still logged raw (on in the Atari preset)."""
+    normalize_obs: bool = False
+    """Normalise float observations inside the policy by their running mean and variance
+    (clipped to ±10), updated after each update from that rollout's observations and saved in
+    checkpoints (on in the continuous-control preset)."""
+    normalize_reward: bool = False
+    """Learn from rewards divided by the running std of each env's discounted return (clipped
+    to ±10; SB3's VecNormalize); scores are still logged raw (on in the continuous preset)."""
     compile: bool = False
     """torch.compile the update's policy forward and loss step (on in the Atari preset, where it
     measured 1.35× faster per minibatch; rollout inference stays eager, where compiling measured
@@ -188,12 +195,22 @@ ATARI = TrainConfig(
     ppo=PPOConfig(learning_rate=2.5e-4, num_minibatches=4, update_epochs=4, clip_coef=0.1),
 )
 
-PRESETS = {"classic_control": CLASSIC_CONTROL, "atari": ATARI}
+CONTINUOUS = TrainConfig(
+    total_timesteps=1_000_000,
+    num_envs=1,
+    num_steps=2048,
+    normalize_obs=True,
+    normalize_reward=True,
+    ppo=PPOConfig(learning_rate=3e-4, num_minibatches=32, update_epochs=10, ent_coef=0.0),
+)
+
+PRESETS = {"classic_control": CLASSIC_CONTROL, "atari": ATARI, "continuous": CONTINUOUS}
 
 
 def preset_for(family: str) -> TrainConfig:
-    """Defaults for an env family: "atari" (CleanRL ppo_atari), "classic_control" (RL Zoo's
-    tuned CartPole values); anything else gets CleanRL ppo.py's values."""
+    """Defaults for an env family: "atari" (CleanRL ppo_atari), "continuous" (any Box-action
+    env: CleanRL ppo_continuous_action), "classic_control" (RL Zoo's tuned CartPole values);
+    anything else gets CleanRL ppo.py's values."""
     preset = PRESETS.get(family, TrainConfig())
     return dataclasses.replace(preset, ppo=dataclasses.replace(preset.ppo))
 

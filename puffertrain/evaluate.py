@@ -67,7 +67,10 @@ def evaluate(config: EvalConfig) -> list[float]:
     )
     envs = SerialVectorEnv([factory])
     policy = build_policy(
-        train_config.policy, envs.policy_observation_space, envs.single_action_space
+        train_config.policy,
+        envs.policy_observation_space,
+        envs.single_action_space,
+        train_config.normalize_obs,
     )
     policy.load_state_dict(checkpoint["policy"])
     agent = Agent(policy, envs.single_action_space).to(device).eval()

@@ -87,6 +87,26 @@ def env_family(env_id: str) -> str:
     return "other"
 
 
+def preset_family(env_id: str, factory: EnvFactory) -> str:
+    """The preset an id gets: "atari" for ALE ids, "continuous" for an env with Box actions
+    (the env is built once to see its action space), else :func:`env_family`'s answer.
+
+    An env that fails to build here gets its family's preset; the trainer then reports the
+    failure when it builds its envs.
+    """
+    family = env_family(env_id)
+    if family == "atari":
+        return family
+    try:
+        env = factory()
+    except Exception:
+        return family
+    try:
+        return "continuous" if isinstance(env.action_space, gym.spaces.Box) else family
+    finally:
+        env.close()
+
+
 def is_atari(env_id: str) -> bool:
     """Whether ``env_id`` is an ALE id (gets the Atari preprocessing and the native backend)."""
     return env_family(env_id) == "atari"

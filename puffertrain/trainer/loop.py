@@ -16,6 +16,7 @@ from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, Learner, env_actions
 from puffertrain.rollout import RolloutBuffer, to_torch
 from puffertrain.rollout.buffer import Index
+from puffertrain.rollout.rewards import RewardNormalizer
 from puffertrain.trainer.checkpoint import (
     checkpoint_path,
     prune_checkpoints,
@@ -54,7 +55,12 @@ class Trainer:
         self.envs, self.backend_reason = engine_from(config)
         observation_space = self.envs.single_observation_space
         self.action_space = self.envs.single_action_space
-        policy = build_policy(config.policy, self.envs.policy_observation_space, self.action_space)
+        policy = build_policy(
+            config.policy,
+            self.envs.policy_observation_space,
+            self.action_space,
+            config.normalize_obs,
+        )
         self.agent = Agent(policy, self.action_space).to(self.device)
         if self.agent.recurrent and config.ppo.num_minibatches > config.num_sequences:
             raise UserError(
@@ -63,6 +69,11 @@ class Trainer:
                 "(num-envs × num-steps / sequence-length)"
             )
         self.learner = Learner(self.agent, config.ppo, compile_loss=config.compile)
+        self.reward_normalizer = (
+            RewardNormalizer(config.num_envs, config.ppo.gamma, self.device)
+            if config.normalize_reward
+            else None
+        )
         self.policy_state = self.agent.initial_state(config.num_envs, self.device)
         self.buffer = RolloutBuffer(
             config.num_steps,
@@ -136,9 +147,12 @@ class Trainer:
     def _record(self, result: StepResult, index: Index, logger: RunLogger) -> None:
         """Store the rewards and episode ends of a returned batch; log finished episodes."""
         self.global_step += len(result.env_ids)
+        ended = result.terminations | result.truncations
         rewards = to_torch(result.rewards, self.device)
         if self.config.clip_rewards:
             rewards = rewards.sign()
+        if self.reward_normalizer is not None:
+            rewards = self.reward_normalizer(rewards, result.env_ids, ended)
         truncated = result.truncations & ~result.terminations
         if truncated.any():  # bootstrap a time-limit end from the observation it ended on
             final = to_torch(result.final_observations[truncated], self.device)
@@ -147,7 +161,6 @@ class Trainer:
                 rewards[torch.from_numpy(truncated).to(self.device)] += (
                     self.config.ppo.gamma * self.agent.value(final, state)
                 )
-        ended = result.terminations | result.truncations
         self.buffer.rewards[index] = rewards
         self.buffer.episode_ends[index] = to_torch(ended, self.device)
         if self.policy_state is not None and ended.any():  # new episodes start from zero
@@ -209,6 +222,7 @@ class Trainer:
                     )
                 self.buffer.compute_advantages(last_values, config.ppo.gamma, config.ppo.gae_lambda)
                 stats = self.learner.update(self.buffer, learning_rate)
+                self._update_normalization()
             logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
             done = self.iteration == config.num_iterations
             if stop.requested or done or self.iteration % config.checkpoint_interval == 0:
@@ -219,6 +233,13 @@ class Trainer:
                     f"stopped at step {self.global_step:,}; resume with --resume {self.run_dir}"
                 )
                 break
+
+    def _update_normalization(self) -> None:
+        """Fold the rollout's observations into the policy's running statistics, if it keeps
+        any (after the update, so the update saw the statistics the rollout acted with)."""
+        update = getattr(self.agent.policy, "update_normalization", None)
+        if callable(update):
+            update(self.buffer.observations.flatten(0, 1))
 
     def save(self, with_envs: bool = True) -> Path:
         """Write a checkpoint; ``with_envs=False`` after an env failure (episodes restart)."""
@@ -234,6 +255,9 @@ class Trainer:
                 "rng": rng_state(),
                 "envs": self.envs.state_dict() if with_envs else {"envs": None},
                 "policy_state": self.policy_state if with_envs else None,
+                "reward_normalizer": (
+                    self.reward_normalizer.state_dict() if self.reward_normalizer else None
+                ),
             },
         )
         prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
@@ -254,4 +278,6 @@ class Trainer:
         if checkpoint.get("policy_state") is not None:  # else the episodes restart from zero
             for part, saved in zip(self.policy_state, checkpoint["policy_state"], strict=True):
                 part.copy_(saved)
+        if self.reward_normalizer is not None:
+            self.reward_normalizer.load_state_dict(checkpoint["reward_normalizer"])
         set_rng_state(checkpoint["rng"])

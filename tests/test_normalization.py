@@ -1,0 +1,127 @@
+"""Observation and reward normalisation in the trainer, and the continuous-control preset."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from policies import NormalizedPolicy
+from puffertrain.cli import main, parse_train_args
+from puffertrain.config import PPOConfig, TrainConfig
+from puffertrain.ppo import Agent, Minibatch, ppo_loss
+from puffertrain.rollout.rewards import RewardNormalizer
+from puffertrain.trainer.loop import Trainer
+from tests.conftest import run_cli
+from tests.test_resume import assert_same_run, resume_after_a_crash
+
+
+def test_observation_statistics_cover_every_observation_the_rollouts_saw(tmp_path):
+    config = TrainConfig(
+        env="Pendulum-v1",
+        policy="mlp",
+        normalize_obs=True,
+        num_envs=3,
+        num_steps=16,
+        total_timesteps=3 * 16 * 4,
+        vec="serial",
+        device="cpu",
+    )
+    trainer = Trainer(config, tmp_path, None)
+    seen: list[np.ndarray] = []
+    fold_in = trainer._update_normalization
+
+    def record_then_fold_in() -> None:
+        seen.append(trainer.buffer.observations.flatten(0, 1).numpy().copy())
+        fold_in()
+
+    trainer._update_normalization = record_then_fold_in
+    trainer.train()
+    stats = trainer.agent.policy.obs_rms
+    everything = np.concatenate(seen).astype(np.float64)
+    assert len(seen) == 4 and stats.count == len(everything) == 3 * 16 * 4
+    np.testing.assert_allclose(stats.mean.numpy(), everything.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats.var.numpy(), everything.var(0), rtol=1e-6)
+
+
+def test_reward_normalizer_divides_by_the_std_of_discounted_returns():
+    gamma = 0.9
+    normalizer = RewardNormalizer(2, gamma, torch.device("cpu"))
+    rewards = [np.array([1.0, -2.0]), np.array([3.0, 0.5]), np.array([-1.0, 4.0])]
+    ended = [np.array([False, True]), np.array([False, False]), np.array([True, False])]
+    returns, history, scaled = np.zeros(2), [], []
+    for reward, done in zip(rewards, ended, strict=True):
+        out = normalizer(torch.tensor(reward, dtype=torch.float32), np.arange(2), done)
+        returns = returns * gamma + reward
+        history.extend(returns)
+        scaled.append(out.numpy())
+        np.testing.assert_allclose(out.numpy(), reward / np.sqrt(np.var(history) + 1e-8), 1e-5)
+        returns[done] = 0.0
+    np.testing.assert_allclose(normalizer.returns.numpy(), returns, rtol=1e-6)
+
+
+def test_box_action_envs_get_the_continuous_preset():
+    config, _ = parse_train_args(["--env", "Pendulum-v1"])
+    assert (config.num_envs, config.num_steps) == (1, 2048)
+    assert config.normalize_obs and config.normalize_reward
+    assert (config.ppo.learning_rate, config.ppo.num_minibatches, config.ppo.ent_coef) == (
+        3e-4,
+        32,
+        0.0,
+    )
+    cartpole, _ = parse_train_args(["--env", "CartPole-v1"])
+    assert not cartpole.normalize_obs and cartpole.num_envs == 8
+
+
+def test_normalize_obs_on_images_is_refused_clearly(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--env", "tests.envs:dict_env", "--normalize-obs", "--run-dir", str(tmp_path / "r")])
+    assert exit_info.value.code == 2
+    assert "--normalize-obs" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+RESUME_ITERATIONS = 12
+RESUME_ARGS = [
+    "--env", "Pendulum-v1", "--policy", "continuous", "--vec", "serial", "--device", "cpu",
+    "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "4",
+    "--total-timesteps", str(128 * RESUME_ITERATIONS), "--checkpoint-interval", "4",
+    "--keep-checkpoints", "10", "--normalize-obs", "--normalize-reward",
+]  # fmt: skip
+
+
+def test_normalization_statistics_survive_a_resume(tmp_path):
+    """A normalised run resumed after a crash ends identical to the uninterrupted one: same
+    weights and observation statistics (in the policy's state), same reward scaling (the
+    losses would differ otherwise)."""
+    uninterrupted = tmp_path / "uninterrupted"
+    result = run_cli(*RESUME_ARGS, "--run-dir", str(uninterrupted))
+    assert result.returncode == 0, result.stderr
+    resume_after_a_crash(uninterrupted, tmp_path / "crashed", 4)
+    assert_same_run(tmp_path / "crashed", uninterrupted, updates=RESUME_ITERATIONS)
+    evaluation = run_cli("eval", "--checkpoint", str(uninterrupted), "--episodes", "1")
+    assert evaluation.returncode == 0, evaluation.stderr
+
+
+def test_compiled_update_sees_the_statistics_change():
+    """The compiled loss reads the statistics as they are now, not as they were when it was
+    compiled."""
+    torch.manual_seed(0)
+    space = gym.spaces.Box(-10.0, 10.0, (3,), np.float32)
+    agent = Agent(NormalizedPolicy(space, gym.spaces.Discrete(2)), gym.spaces.Discrete(2))
+    batch = Minibatch(
+        observations=torch.randn(32, 3) * 4 + 2,
+        actions=torch.randint(0, 2, (32,)),
+        log_probs=torch.full((32,), -0.7),
+        advantages=torch.randn(32),
+        returns=torch.randn(32),
+        values=torch.randn(32),
+    )
+    compiled = torch.compile(ppo_loss)
+    config = PPOConfig()
+    for _ in range(2):
+        agent.policy.update_normalization(torch.randn(50, 3) * 3 + 1)
+        torch.testing.assert_close(
+            compiled(agent, batch, config)[0], ppo_loss(agent, batch, config)[0]
+        )
