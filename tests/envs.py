@@ -139,3 +139,42 @@ class HiddenVelocities(gym.ObservationWrapper):
 
 def cartpole_no_velocity() -> gym.Env:
     return HiddenVelocities(gym.make("CartPole-v1"))
+
+
+class ImageVectorEnv(gym.Env):
+    """Dict observation: an 8×8 image with one lit pixel and a 2-vector. The rewarded action is
+    1 when the pixel lies in the right half XOR the vector's first entry is positive, else 0,
+    so only a policy that reads both inputs scores above chance (16 steps per episode)."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Dict(
+            {
+                "image": gym.spaces.Box(0, 255, (1, 8, 8), np.uint8),
+                "vector": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+            }
+        )
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+        self.answer = 0
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        image = np.zeros((1, 8, 8), dtype=np.uint8)
+        row, column = self.np_random.integers(0, 8, size=2)
+        image[0, row, column] = 255
+        vector = self.np_random.uniform(-1.0, 1.0, size=2).astype(np.float32)
+        self.answer = int((column >= 4) != (vector[0] > 0))
+        return {"image": image, "vector": vector}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._observe(), {}
+
+    def step(self, action):
+        reward = float(int(action) == self.answer)
+        self.t += 1
+        return self._observe(), reward, False, self.t >= 16, {}
+
+
+def image_vector() -> gym.Env:
+    return ImageVectorEnv()
