@@ -5,6 +5,9 @@ writes JSON.
     python experiments/steps_to_return.py --seeds 1 2 3 [--extra-args "--compile"]
     python experiments/steps_to_return.py --env tests.envs:cartpole_no_velocity \
         --policy lstm --threshold 400
+
+``--marks`` adds a learning curve: the mean of the first 10 episodes, and of the last 10 that
+ended by each marked env step.
 """
 
 from __future__ import annotations
@@ -43,6 +46,19 @@ def first_step_reaching(
     return *reached, best
 
 
+def curve(run_dir: Path, marks: list[int], window: int = 10) -> dict[str, float]:
+    """Mean of the first ``window`` episodic returns, and of the last ``window`` ended by each
+    step in ``marks``."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    points = [(event.step, event.value) for event in events.Scalars("charts/episodic_return")]
+    means = {"first": statistics.fmean(value for _, value in points[:window])}
+    for mark in marks:
+        before = [value for step, value in points if step <= mark][-window:]
+        means[str(mark)] = statistics.fmean(before) if before else float("nan")
+    return means
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CartPole-v1")
@@ -51,6 +67,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--total-timesteps", type=int, default=200_000)
     parser.add_argument("--extra-args", default="", help="more trainer flags, quoted")
+    parser.add_argument("--marks", type=int, nargs="*", default=[])
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
 
@@ -89,6 +106,7 @@ def main() -> None:
                     "best_mean_return": best,
                     "process_wall_s": wall,
                     "final_sps": sps,
+                    "curve": curve(run_dir, args.marks),
                 }
             )
             print(
@@ -96,6 +114,8 @@ def main() -> None:
                 f"best mean of 20: {best:.1f}; SPS {sps:,.0f}; process wall {wall:.1f} s",
                 flush=True,
             )
+            if args.marks:
+                print("  curve (mean of 10 episodes):", json.dumps(rows[-1]["curve"]), flush=True)
     reached = [row for row in rows if row["steps_to_threshold"] >= 0]
     summary = {
         "env": args.env,
@@ -112,6 +132,9 @@ def main() -> None:
         if reached
         else None,
         "median_sps": statistics.median(r["final_sps"] for r in rows),
+        "median_curve": {
+            mark: statistics.median(r["curve"][mark] for r in rows) for mark in rows[0]["curve"]
+        },
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
     if args.output:

@@ -7,11 +7,25 @@ every observation seen, merged batch by batch, and are saved with the policy's w
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import torch
 import torch.nn as nn
 
 from policies.recurrent import State, is_recurrent
+
+
+def merge_moments(
+    mean: Any, var: Any, count: Any, batch_mean: Any, batch_var: Any, batch_count: Any
+) -> tuple[Any, Any, Any]:
+    """Mean, population variance and count of two sample sets merged, from each set's own
+    (the parallel formula of Chan et al.). Plain arithmetic: works on floats, numpy arrays and
+    tensors alike."""
+    total = count + batch_count
+    delta = batch_mean - mean
+    sum_squares = var * count + batch_var * batch_count + delta**2 * count * batch_count / total
+    return mean + delta * batch_count / total, sum_squares / total, total
 
 
 class RunningMeanStd(nn.Module):
@@ -32,14 +46,11 @@ class RunningMeanStd(nn.Module):
         n = batch.shape[0]
         if n == 0:
             return
-        batch_mean = batch.mean(0)
-        batch_var = batch.var(0, correction=0)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        sum_squares = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        self.mean += delta * n / total
-        self.var.copy_(sum_squares / total)
-        self.count.copy_(total)
+        merged = merge_moments(
+            self.mean, self.var, self.count, batch.mean(0), batch.var(0, correction=0), n
+        )
+        for stored, value in zip((self.mean, self.var, self.count), merged, strict=True):
+            stored.copy_(value)
 
     def normalize(self, x: torch.Tensor, clip: float = 10.0, eps: float = 1e-8) -> torch.Tensor:
         """``(x - mean) / sqrt(var + eps)`` clipped to ``±clip``, in float32."""

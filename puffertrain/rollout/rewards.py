@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies.normalize import RunningMeanStd
+from policies.normalize import merge_moments
 
 
 class RewardNormalizer:
@@ -16,31 +16,28 @@ class RewardNormalizer:
     As SB3's VecNormalize: each env's return is discounted and accumulated step by step, folded
     into running statistics, then zeroed where its episode ended. The mean is not subtracted,
     so the sign of every reward is kept. Works per env, so async batches keep their own
-    returns.
+    returns. Runs in numpy on the env's arrays: a handful of torch ops on a few numbers cost
+    more than the step of a small env.
     """
 
-    def __init__(
-        self, num_envs: int, gamma: float, device: torch.device, clip: float = 10.0
-    ) -> None:
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0) -> None:
         self.gamma, self.clip = gamma, clip
-        self.returns = torch.zeros(num_envs, device=device)
-        self.return_stats = RunningMeanStd().to(device)
+        self.returns = np.zeros(num_envs)
+        self.mean, self.var, self.count = 0.0, 1.0, 0.0
 
-    def __call__(
-        self, rewards: torch.Tensor, env_ids: np.ndarray, ended: np.ndarray
-    ) -> torch.Tensor:
+    def __call__(self, rewards: np.ndarray, env_ids: np.ndarray, ended: np.ndarray) -> np.ndarray:
         """Scaled ``rewards`` of the envs ``env_ids``, whose steps ``ended`` episodes or not."""
-        device = self.returns.device
-        rows = torch.as_tensor(env_ids, device=device)
-        returns = self.returns[rows] * self.gamma + rewards
-        self.return_stats.update(returns)
-        self.returns[rows] = returns * torch.as_tensor(~ended, device=device)
-        scale = torch.rsqrt(self.return_stats.var.float() + 1e-8)
-        return (rewards * scale).clamp(-self.clip, self.clip)
+        returns = self.returns[env_ids] * self.gamma + rewards
+        self.mean, self.var, self.count = merge_moments(
+            self.mean, self.var, self.count, returns.mean(), returns.var(), returns.size
+        )
+        self.returns[env_ids] = np.where(ended, 0.0, returns)
+        return np.clip(rewards / np.sqrt(self.var + 1e-8), -self.clip, self.clip)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"returns": self.returns, "return_stats": self.return_stats.state_dict()}
+        moments = torch.tensor([self.mean, self.var, self.count], dtype=torch.float64)
+        return {"returns": torch.from_numpy(self.returns.copy()), "moments": moments}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.returns.copy_(state["returns"])
-        self.return_stats.load_state_dict(state["return_stats"])
+        self.returns[:] = state["returns"].numpy()
+        self.mean, self.var, self.count = (float(x) for x in state["moments"])

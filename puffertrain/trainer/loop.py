@@ -70,9 +70,7 @@ class Trainer:
             )
         self.learner = Learner(self.agent, config.ppo, compile_loss=config.compile)
         self.reward_normalizer = (
-            RewardNormalizer(config.num_envs, config.ppo.gamma, self.device)
-            if config.normalize_reward
-            else None
+            RewardNormalizer(config.num_envs, config.ppo.gamma) if config.normalize_reward else None
         )
         self.policy_state = self.agent.initial_state(config.num_envs, self.device)
         self.buffer = RolloutBuffer(
@@ -148,11 +146,12 @@ class Trainer:
         """Store the rewards and episode ends of a returned batch; log finished episodes."""
         self.global_step += len(result.env_ids)
         ended = result.terminations | result.truncations
-        rewards = to_torch(result.rewards, self.device)
-        if self.config.clip_rewards:
-            rewards = rewards.sign()
+        rewards = result.rewards
         if self.reward_normalizer is not None:
             rewards = self.reward_normalizer(rewards, result.env_ids, ended)
+        rewards = to_torch(rewards, self.device)
+        if self.config.clip_rewards:
+            rewards = rewards.sign()
         truncated = result.truncations & ~result.terminations
         if truncated.any():  # bootstrap a time-limit end from the observation it ended on
             final = to_torch(result.final_observations[truncated], self.device)
