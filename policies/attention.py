@@ -17,9 +17,9 @@ class TokenAttention(nn.Module):
     """Self-attention over the tokens of a Box observation, mean-pooled to one vector.
 
     A 2-D observation ``(entities, features)`` is a set of entity tokens. A 1-D observation is
-    cut into ``num_tokens`` chunks (zero-padded to equal size), each with a learned position
-    embedding. Each token is embedded to ``d_model``; one pre-norm attention layer and a
-    feed-forward layer update them; their mean goes through a ReLU layer.
+    cut into at most ``num_tokens`` chunks of equal size (the last one zero-padded), each with a
+    learned position embedding. Each token is embedded to ``d_model``; one pre-norm attention
+    layer and a feed-forward layer update them; their mean goes through a ReLU layer.
     """
 
     def __init__(
@@ -37,8 +37,8 @@ class TokenAttention(nn.Module):
             self.num_tokens, self.token_size = shape
             self.position = None
         else:
-            self.num_tokens = min(num_tokens, shape[0])
-            self.token_size = math.ceil(shape[0] / self.num_tokens)
+            self.token_size = math.ceil(shape[0] / min(num_tokens, shape[0]))
+            self.num_tokens = math.ceil(shape[0] / self.token_size)  # none is all padding
             self.position = nn.Parameter(torch.randn(self.num_tokens, d_model) * 0.02)
         if self.num_tokens < 2:
             raise ValueError("needs at least 2 tokens to attend over")

@@ -45,9 +45,10 @@ def is_image(space: gym.spaces.Space) -> bool:
 class ImageEncoder(nn.Module):
     """Convolutions for any image Box; ``output_size`` features per image.
 
-    Channels last ``(H, W, C)`` is recognised when the last dim has 1, 3 or 4 entries and the
-    first does not; uint8 pixels are scaled by 1/255. Images of at least 36×36 get the Nature
-    convs; smaller ones (grid worlds) two 3×3 convs (32, 64 channels, the second stride 2).
+    Channels last ``(H, W, C)`` is recognised when the last dim has at most 4 entries and fewer
+    than the first; uint8 pixels are scaled by 1/255 (float images are taken as they are).
+    Images of at least 36×36 get the Nature convs; smaller ones (grid worlds) two 3×3 convs
+    (32, 64 channels, the second stride 2).
     """
 
     def __init__(self, space: gym.spaces.Box) -> None:
@@ -55,7 +56,7 @@ class ImageEncoder(nn.Module):
         if not is_image(space):
             raise ValueError("needs an image Box of three dims")
         shape = space.shape
-        self.channels_last = shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4)
+        self.channels_last = shape[-1] <= 4 and shape[-1] < shape[0]
         chw = (shape[2], shape[0], shape[1]) if self.channels_last else shape
         self.pixels = space.dtype == np.uint8
         if min(chw[1:]) >= 36:
@@ -79,12 +80,20 @@ class ImageEncoder(nn.Module):
         return self.convs(x)
 
 
+def image_trunk(space: gym.spaces.Box, size: int) -> nn.Sequential:
+    """:class:`ImageEncoder`, then a ``size``-unit ReLU layer."""
+    images = ImageEncoder(space)
+    return nn.Sequential(images, layer_init(nn.Linear(images.output_size, size)), nn.ReLU())
+
+
 class CNNPolicy(EncoderHeads):
     """The Nature CNN (conv 32×8 s4, 64×4 s2, 64×3 s1, fc 512) with actor and critic heads.
 
-    Pixels are divided by 255 inside the network, so observations stay uint8 everywhere else.
-    The docs' sketch hard-codes 3 input channels and a 7×7 feature map; both come from the
-    observation space here (4 channels for a 4-frame stack). Box actions get a Gaussian head.
+    uint8 pixels are divided by 255 inside the network, so observations stay uint8 everywhere
+    else. The docs' sketch hard-codes 3 input channels and a 7×7 feature map; here both come
+    from the observation space (4 channels for a 4-frame stack), channels-last images are
+    transposed, and images under 36×36 get :class:`ImageEncoder`'s small convs. Box actions get
+    a Gaussian head.
     """
 
     def __init__(
@@ -93,9 +102,7 @@ class CNNPolicy(EncoderHeads):
         action_space: gym.spaces.Space,
         hidden_size: int = 512,
     ) -> None:
-        convs, features = nature_convs(observation_space)
-        encoder = nn.Sequential(*convs, layer_init(nn.Linear(features, hidden_size)), nn.ReLU())
-        super().__init__(encoder, hidden_size, action_space, pixels=True)
+        super().__init__(image_trunk(observation_space, hidden_size), hidden_size, action_space)
         self.observation_space = observation_space
 
 

@@ -60,8 +60,8 @@ def actor_critic(actor: nn.Module, critic: nn.Module, hidden: torch.Tensor) -> t
 class EncoderHeads(nn.Module):
     """An encoder, then actor and critic heads, with room for a core between them.
 
-    ``encode_observations`` runs ``encoder`` on float observations (pixels scaled by 1/255
-    when ``pixels``); ``decode_actions`` maps ``head_size`` features to ``(logits, value)`` or
+    ``encode_observations`` runs ``encoder`` on the observations as floats;
+    ``decode_actions`` maps ``head_size`` features to ``(logits, value)`` or
     ``(mean, std, value)``. ``forward`` is the two in turn.
     """
 
@@ -70,18 +70,15 @@ class EncoderHeads(nn.Module):
         encoder: nn.Module,
         head_size: int,
         action_space: gym.spaces.Space,
-        pixels: bool = False,
     ) -> None:
         super().__init__()
         self.action_space = action_space
         self.encoder = encoder
-        self.pixels = pixels
         self.actor = actor_head(head_size, action_space)
         self.critic = layer_init(nn.Linear(head_size, 1), std=1.0)
 
     def encode_observations(self, observations: torch.Tensor) -> torch.Tensor:
-        x = observations.float()
-        return self.encoder(x / 255.0 if self.pixels else x)
+        return self.encoder(observations.float())
 
     def decode_actions(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return actor_critic(self.actor, self.critic, hidden)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,8 @@ class DiscreteEncoder(nn.Module):
         if isinstance(space, gym.spaces.Discrete):
             sizes, starts = torch.tensor([int(space.n)]), torch.tensor([int(space.start)])
         else:
-            sizes, starts = torch.as_tensor(space.nvec.reshape(-1)), torch.zeros(space.nvec.size)
+            sizes = torch.as_tensor(space.nvec.reshape(-1))
+            starts = torch.as_tensor(space.start.reshape(-1))
         offsets = torch.cumsum(sizes, 0) - sizes
         self.register_buffer("shift", (offsets - starts).long(), persistent=False)
         self.embedding = nn.Embedding(int(sizes.sum()), EMBEDDING_SIZE)
@@ -44,12 +46,11 @@ class VectorEncoder(nn.Module):
 
     def __init__(self, space: gym.spaces.Space) -> None:
         super().__init__()
-        shape = space.shape if isinstance(space, gym.spaces.Box) else (space.n,)
-        self.mlp = mlp_encoder(gym.spaces.Box(0, 1, shape), VECTOR_SIZE)
+        self.mlp = mlp_encoder(gym.spaces.Box(0, 1, (math.prod(space.shape),)), VECTOR_SIZE)
         self.output_size = VECTOR_SIZE
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        return self.mlp(values.float())
+        return self.mlp(values.reshape(values.shape[0], -1).float())
 
 
 def leaf_encoder(space: gym.spaces.Space) -> nn.Module:
@@ -64,10 +65,11 @@ def leaf_encoder(space: gym.spaces.Space) -> nn.Module:
     raise ValueError(f"no encoder for observation leaf {space}")
 
 
-def _leaf(observations: Any, path: tuple[str | int, ...]) -> torch.Tensor:
+def _at(tree: Any, path: tuple[str | int, ...]) -> Any:
+    """The item at ``path`` in a nested Dict/Tuple space or observation."""
     for key in path:
-        observations = observations[key]
-    return observations
+        tree = tree[key]
+    return tree
 
 
 class LeafEncoders(nn.Module):
@@ -82,34 +84,26 @@ class LeafEncoders(nn.Module):
         if not is_structured(space):
             raise ValueError("needs a Dict or Tuple observation space")
         self.space = space
-        leaves = observation_layout(space)[0]
-        self.paths = [leaf.path for leaf in leaves if keys is None or leaf.path[0] in keys]
-        if keys is not None and {path[0] for path in self.paths} != set(keys):
+        leaves = [
+            leaf for leaf in observation_layout(space)[0] if keys is None or leaf.path[0] in keys
+        ]
+        if keys is not None and {leaf.path[0] for leaf in leaves} != set(keys):
             raise ValueError(f"needs a Dict observation with the keys {', '.join(keys)}")
+        self.paths = [leaf.path for leaf in leaves]
+        self.leaf_dims = [len(leaf.shape) for leaf in leaves]
         self.encoders = nn.ModuleDict(
-            {_name(path): leaf_encoder(_subspace(space, path)) for path in self.paths}
+            {_name(path): leaf_encoder(_at(space, path)) for path in self.paths}
         )
-        self.leaf_dims = [len(_leaf_shape(_subspace(space, path))) for path in self.paths]
         self.output_size = sum(encoder.output_size for encoder in self.encoders.values())
 
     def forward(self, observations: torch.Tensor | Mapping | tuple) -> torch.Tensor:
         if isinstance(observations, torch.Tensor):
             observations = unflatten_observations(observations, self.space)
         features = [
-            self.encoders[_name(path)](_leaf(observations, path).flatten(0, -1 - dims))
+            self.encoders[_name(path)](_at(observations, path).flatten(0, -1 - dims))
             for path, dims in zip(self.paths, self.leaf_dims, strict=True)
         ]
         return torch.cat(features, dim=-1)
-
-
-def _subspace(space: gym.spaces.Space, path: tuple[str | int, ...]) -> gym.spaces.Space:
-    for key in path:
-        space = space[key]
-    return space
-
-
-def _leaf_shape(space: gym.spaces.Space) -> tuple[int, ...]:
-    return () if isinstance(space, gym.spaces.Discrete) else tuple(space.shape)
 
 
 def _name(path: tuple[str | int, ...]) -> str:

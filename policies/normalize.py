@@ -13,7 +13,13 @@ import gymnasium as gym
 import torch
 import torch.nn as nn
 
+from policies.mlp import BasicPolicy
 from policies.recurrent import State, is_recurrent
+
+
+def can_normalize(observation_space: gym.spaces.Space) -> bool:
+    """Whether observations of this space can be normalised: a float Box."""
+    return isinstance(observation_space, gym.spaces.Box) and observation_space.dtype.kind == "f"
 
 
 def merge_moments(
@@ -53,15 +59,19 @@ class RunningMeanStd(nn.Module):
             stored.copy_(value)
 
     def normalize(self, x: torch.Tensor, clip: float = 10.0, eps: float = 1e-8) -> torch.Tensor:
-        """``(x - mean) / sqrt(var + eps)`` clipped to ``±clip``, in float32."""
+        """``(x - mean) / sqrt(var + eps)`` clipped to ``±clip``, in float32; ``x`` unchanged
+        until the first :meth:`update` (there is nothing to normalise by yet)."""
+        x = x.float()
         mean, var = self.mean.float(), self.var.float()
-        return ((x.float() - mean) * torch.rsqrt(var + eps)).clamp(-clip, clip)
+        normalized = ((x - mean) * torch.rsqrt(var + eps)).clamp(-clip, clip)
+        return torch.where(self.count > 0, normalized, x)
 
 
 class NormalizedPolicy(nn.Module):
     """``policy`` run on observations normalised by their running mean and variance (clipped to
-    ±``clip``). The trainer calls :meth:`update_normalization` with each rollout's observations
-    after the update that used them, so a rollout and its update see the same statistics.
+    ±``clip``; the first rollout, before any statistics, sees them raw). The trainer calls
+    :meth:`update_normalization` with each rollout's observations after the update that used
+    them, so a rollout and its update see the same statistics.
 
     Built as the docs' ``NormalizedPolicy(observation_space, action_space)`` it wraps a
     :class:`~policies.mlp.BasicPolicy`; ``policy=`` wraps any feed-forward policy (use
@@ -76,14 +86,12 @@ class NormalizedPolicy(nn.Module):
         clip: float = 10.0,
     ) -> None:
         super().__init__()
-        if not (
-            isinstance(observation_space, gym.spaces.Box) and observation_space.dtype.kind == "f"
-        ):
+        if not can_normalize(observation_space):
             raise ValueError("observation normalisation needs a float Box observation space")
         if policy is None:
-            from policies.mlp import BasicPolicy
-
             policy = BasicPolicy(observation_space, action_space)
+        if is_recurrent(policy) and not is_recurrent(self):
+            raise ValueError("wrap a recurrent policy with normalize_observations()")
         self.policy = policy
         self.clip = clip
         self.obs_rms = RunningMeanStd(observation_space.shape)

@@ -17,9 +17,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import PackedSequence
 
-from policies.cnn import nature_convs
+from policies.cnn import image_trunk, is_image
 from policies.heads import EncoderHeads
-from policies.init import layer_init
 from policies.mlp import mlp_encoder
 
 State = tuple[torch.Tensor, ...]
@@ -245,11 +244,8 @@ class LSTMPolicy(LSTMWrapper):
         action_space: gym.spaces.Space,
         hidden_size: int = 128,
     ) -> None:
-        shape = getattr(observation_space, "shape", ())
-        if isinstance(observation_space, gym.spaces.Box) and len(shape) == 3:
-            convs, size = nature_convs(observation_space)
-            encoder = nn.Sequential(*convs, layer_init(nn.Linear(size, 512)), nn.ReLU())
-            heads = EncoderHeads(encoder, hidden_size, action_space, pixels=True)
+        if is_image(observation_space):
+            heads = EncoderHeads(image_trunk(observation_space, 512), hidden_size, action_space)
             super().__init__(heads, 512, hidden_size)
         else:
             heads = EncoderHeads(mlp_encoder(observation_space, 128), hidden_size, action_space)

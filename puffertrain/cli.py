@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import gymnasium as gym
 import tyro
 
+from policies.normalize import can_normalize
 from puffertrain.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
@@ -18,7 +20,7 @@ from puffertrain.config import (
     preset_for,
     to_dict,
 )
-from puffertrain.envs import env_factory, preset_family
+from puffertrain.envs import env_factory, env_family, probe_spaces
 from puffertrain.errors import UserError
 
 COMMANDS = ("train", "eval", "bench")
@@ -44,6 +46,17 @@ def _contradictions(saved: TrainConfig, requested: TrainConfig) -> list[str]:
     ]
 
 
+def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
+    """The preset for an env: its family's, or the continuous-control one for Box actions
+    (with observation normalisation only where the observations are a float Box)."""
+    factory = env_factory(env_id, env_kwargs)  # fails on bad ids; imports `module:` ids
+    family = env_family(env_id)
+    spaces = None if family == "atari" else probe_spaces(factory)
+    if spaces is None or not isinstance(spaces[1], gym.spaces.Box):
+        return preset_for(family)
+    return dataclasses.replace(preset_for("continuous"), normalize_obs=can_normalize(spaces[0]))
+
+
 def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
     """The resolved config, and the checkpoint to resume from (or None for a new run)."""
     from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
@@ -64,8 +77,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
         return config, checkpoint
     default = TrainConfig()
     if early.env:
-        factory = env_factory(early.env, parse_env_kwargs(early.env_kwargs))  # fails on bad ids
-        default = preset_for(preset_family(early.env, factory))
+        default = _preset(early.env, parse_env_kwargs(early.env_kwargs))
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
     return config, None
 

@@ -133,6 +133,11 @@ class TrainConfig:
                 f"--sequence-length {self.ppo.sequence_length} must divide --num-steps "
                 f"{self.num_steps} (0: whole rollouts)"
             )
+        if self.clip_rewards and self.normalize_reward:
+            raise UserError(
+                "--clip-rewards and --normalize-reward both rescale rewards; keep one (the "
+                "Atari preset clips: add --no-clip-rewards to normalise instead)"
+            )
         if self.ppo.num_minibatches > self.batch_size:
             raise UserError(
                 f"--num-minibatches {self.ppo.num_minibatches} exceeds the batch of "

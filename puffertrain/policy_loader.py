@@ -75,7 +75,11 @@ def _check_outputs(
         raise ValueError(f"value must have one entry per row, got shape {tuple(outputs[-1].shape)}")
     expected = action_head_size(action_space)
     logstd = getattr(policy, "actor_logstd", None)
-    if isinstance(action_space, gym.spaces.Box) and len(outputs) == 2 and logstd is None:
+    if (
+        isinstance(action_space, gym.spaces.Box)
+        and len(outputs) == 2
+        and not isinstance(logstd, torch.Tensor)
+    ):
         raise ValueError("(mean, value) outputs need an actor_logstd parameter")
     if tuple(outputs[0].shape) != (2, expected):
         raise ValueError(

@@ -178,3 +178,18 @@ class ImageVectorEnv(gym.Env):
 
 def image_vector() -> gym.Env:
     return ImageVectorEnv()
+
+
+class DictObservationBoxActions(ImageVectorEnv):
+    """:class:`ImageVectorEnv`'s Dict observations with a Box action (its sign is the answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def step(self, action):
+        return super().step(int(action[0] > 0))
+
+
+def dict_box_actions() -> gym.Env:
+    return DictObservationBoxActions()

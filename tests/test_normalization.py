@@ -71,6 +71,35 @@ def test_box_action_envs_get_the_continuous_preset():
     )
     cartpole, _ = parse_train_args(["--env", "CartPole-v1"])
     assert not cartpole.normalize_obs and cartpole.num_envs == 8
+    dict_observations, _ = parse_train_args(["--env", "tests.envs:dict_box_actions"])
+    assert dict_observations.num_steps == 2048 and dict_observations.normalize_reward
+    assert not dict_observations.normalize_obs  # only float Box observations are normalised
+
+
+def test_the_continuous_preset_trains_an_env_with_dict_observations(tmp_path):
+    main(
+        [
+            "--env", "tests.envs:dict_box_actions", "--num-steps", "64", "--num-minibatches",
+            "2", "--update-epochs", "1", "--total-timesteps", "128", "--device", "cpu",
+            "--run-dir", str(tmp_path / "run"),
+        ]
+    )  # fmt: skip
+    assert (tmp_path / "run" / "checkpoints").is_dir()
+
+
+def test_clipped_and_normalised_rewards_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--env", "Pendulum-v1", "--clip-rewards", "--total-timesteps", "64"])
+    assert "--clip-rewards and --normalize-reward" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_episodes_restart_keeps_no_running_returns():
+    normalizer = RewardNormalizer(2, 0.9)
+    normalizer(np.array([1.0, 2.0]), np.arange(2), np.zeros(2, dtype=bool))
+    assert normalizer.state_dict()["returns"].abs().sum() > 0
+    restarted = RewardNormalizer(2, 0.9)
+    restarted.load_state_dict(normalizer.state_dict(with_returns=False))
+    assert not restarted.returns.any() and restarted.count == normalizer.count == 2
 
 
 def test_normalize_obs_on_images_is_refused_clearly(capsys, tmp_path):

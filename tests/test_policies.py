@@ -21,6 +21,9 @@ from policies import (
     unflatten_observations,
 )
 from policies.checks import check_gradients, check_output_shapes, sample_observations
+from policies.cnn import ImageEncoder
+from policies.multi_input import DiscreteEncoder
+from policies.normalize import normalize_observations
 from puffertrain.policy_loader import auto_policy_name, build_policy, list_policies
 
 VECTOR = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
@@ -32,7 +35,13 @@ DICT = gym.spaces.Dict(
         "image": gym.spaces.Box(0, 255, (3, 40, 40), np.uint8),
         "vector": gym.spaces.Box(-1.0, 1.0, (4,), np.float32),
         "mode": gym.spaces.Discrete(3, start=1),
-        "extra": gym.spaces.Tuple((gym.spaces.MultiDiscrete([2, 4]), gym.spaces.MultiBinary(3))),
+        "extra": gym.spaces.Tuple(
+            (
+                gym.spaces.MultiDiscrete([2, 4], start=[5, -1]),
+                gym.spaces.MultiBinary([2, 3]),
+                gym.spaces.Box(-1.0, 1.0, (), np.float32),
+            )
+        ),
     }
 )
 DISCRETE, MULTI_DISCRETE = gym.spaces.Discrete(5), gym.spaces.MultiDiscrete([3, 2])
@@ -134,9 +143,37 @@ def test_multi_input_takes_flat_rows_or_the_dict_itself():
     for expected, actual in zip(policy(flat), policy(structured), strict=True):
         torch.testing.assert_close(expected, actual)
     encoders = policy.encoder[0].encoders
-    assert set(encoders) == {"extra/0", "extra/1", "image", "mode", "vector"}
+    assert set(encoders) == {"extra/0", "extra/1", "extra/2", "image", "mode", "vector"}
     assert encoders["image"].output_size == 64 * 1 * 1  # Nature convs on 40×40
     assert encoders["mode"].output_size == 16 and encoders["extra/0"].output_size == 32
+
+
+def test_discrete_leaves_embed_every_value_of_every_dimension_from_its_start():
+    encoder = DiscreteEncoder(gym.spaces.MultiDiscrete([2, 4], start=[5, -1]))
+    rows = encoder.embedding.weight
+    values = torch.tensor([[5, -1], [6, 2]])
+    expected = torch.stack([rows[[0, 2]].flatten(), rows[[1, 5]].flatten()])
+    torch.testing.assert_close(encoder(values), expected)
+    mode = DiscreteEncoder(gym.spaces.Discrete(3, start=1))
+    torch.testing.assert_close(mode(torch.tensor([1, 3])), mode.embedding.weight[[0, 2]])
+
+
+def test_attention_cuts_vectors_into_chunks_without_empty_tokens():
+    for size, tokens, token_size in [(4, 4, 1), (10, 5, 2), (17, 6, 3), (64, 8, 8)]:
+        space = gym.spaces.Box(-1.0, 1.0, (size,), np.float32)
+        attention = AttentionPolicy(space, DISCRETE).encoder
+        assert (attention.num_tokens, attention.token_size) == (tokens, token_size), size
+        assert attention.padding < token_size
+
+
+def test_cnn_takes_channels_last_and_small_images():
+    for shape in [(96, 96, 3), (4, 4, 3), (3, 10, 10)]:
+        space = gym.spaces.Box(0, 255, shape, np.uint8)
+        assert auto_policy_name(space) == "cnn"
+        policy = build_policy("auto", space, DISCRETE)
+        check_output_shapes(policy, space, DISCRETE, batch_size=2)
+    assert ImageEncoder(gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)).channels_last
+    assert not ImageEncoder(gym.spaces.Box(0, 255, (3, 10, 10), np.uint8)).channels_last
 
 
 def test_multi_input_reads_channels_last_images():
@@ -179,6 +216,21 @@ def test_normalized_policy_feeds_normalised_observations():
     assert {"obs_rms.mean", "obs_rms.var", "obs_rms.count"} <= set(policy.state_dict())
     with pytest.raises(ValueError, match="float Box"):
         NormalizedPolicy(FRAMES, DISCRETE)
+
+
+def test_normalized_policy_acts_on_raw_observations_until_it_has_statistics():
+    torch.manual_seed(0)
+    policy = NormalizedPolicy(VECTOR, DISCRETE)
+    observations = torch.randn(4, 6) * 30.0  # would be clipped to ±10 by mean 0, var 1
+    torch.testing.assert_close(policy(observations), policy.policy(observations))
+
+
+def test_a_recurrent_policy_needs_the_recurrent_wrapper():
+    with pytest.raises(ValueError, match="normalize_observations"):
+        NormalizedPolicy(VECTOR, DISCRETE, POLICIES["lstm"].cls(VECTOR, DISCRETE))
+    wrapped = normalize_observations(POLICIES["lstm"].cls(VECTOR, DISCRETE), VECTOR, DISCRETE)
+    assert is_recurrent(wrapped)
+    check_gradients(wrapped, VECTOR)
 
 
 def test_layer_init_orthogonal_weights_and_constant_bias():

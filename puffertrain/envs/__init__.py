@@ -1,6 +1,6 @@
 """Building and describing environments."""
 
-from puffertrain.envs.make import EnvFactory, env_factory, env_family, is_atari, preset_family
+from puffertrain.envs.make import EnvFactory, env_factory, env_family, is_atari, probe_spaces
 from puffertrain.envs.state import capture_env_state, restore_env_state
 
 __all__ = [
@@ -9,6 +9,6 @@ __all__ = [
     "env_factory",
     "env_family",
     "is_atari",
-    "preset_family",
+    "probe_spaces",
     "restore_env_state",
 ]

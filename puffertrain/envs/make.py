@@ -87,22 +87,15 @@ def env_family(env_id: str) -> str:
     return "other"
 
 
-def preset_family(env_id: str, factory: EnvFactory) -> str:
-    """The preset an id gets: "atari" for ALE ids, "continuous" for an env with Box actions
-    (the env is built once to see its action space), else :func:`env_family`'s answer.
-
-    An env that fails to build here gets its family's preset; the trainer then reports the
-    failure when it builds its envs.
-    """
-    family = env_family(env_id)
-    if family == "atari":
-        return family
+def probe_spaces(factory: EnvFactory) -> tuple[gym.spaces.Space, gym.spaces.Space] | None:
+    """The observation and action spaces of one env built with ``factory``, or None if it
+    fails to build (the trainer reports that failure when it builds its envs)."""
     try:
         env = factory()
     except Exception:
-        return family
+        return None
     try:
-        return "continuous" if isinstance(env.action_space, gym.spaces.Box) else family
+        return env.observation_space, env.action_space
     finally:
         env.close()
 

@@ -34,9 +34,12 @@ class RewardNormalizer:
         self.returns[env_ids] = np.where(ended, 0.0, returns)
         return np.clip(rewards / np.sqrt(self.var + 1e-8), -self.clip, self.clip)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, with_returns: bool = True) -> dict[str, Any]:
+        """The statistics, and each env's running return (zeros if ``with_returns`` is false:
+        for a checkpoint whose episodes restart on resume)."""
+        returns = self.returns.copy() if with_returns else np.zeros_like(self.returns)
         moments = torch.tensor([self.mean, self.var, self.count], dtype=torch.float64)
-        return {"returns": torch.from_numpy(self.returns.copy()), "moments": moments}
+        return {"returns": torch.from_numpy(returns), "moments": moments}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.returns[:] = state["returns"].numpy()

@@ -255,7 +255,9 @@ class Trainer:
                 "envs": self.envs.state_dict() if with_envs else {"envs": None},
                 "policy_state": self.policy_state if with_envs else None,
                 "reward_normalizer": (
-                    self.reward_normalizer.state_dict() if self.reward_normalizer else None
+                    self.reward_normalizer.state_dict(with_returns=with_envs)
+                    if self.reward_normalizer is not None
+                    else None
                 ),
             },
         )
