@@ -31,7 +31,7 @@ POLICIES: dict[str, PolicyEntry] = {
         ContinuousPolicy, "the docs' ContinuousPolicy: mlp with a Gaussian head, Box actions only"
     ),
     "cnn": PolicyEntry(
-        CNNPolicy, "Nature CNN (3 convs, fc 512) for stacked image frames, /255 inside"
+        CNNPolicy, "Nature CNN (3 convs, fc 512) for images, channels first or last, /255 inside"
     ),
     "efficient_cnn": PolicyEntry(
         EfficientCNN, "the docs' EfficientCNN: Nature convs, fc size from a dummy forward pass"
@@ -41,7 +41,7 @@ POLICIES: dict[str, PolicyEntry] = {
         "Dict/Tuple observations: CNN, MLP or embedding per leaf, concatenated, fc 512",
     ),
     "attention": PolicyEntry(
-        AttentionPolicy, "self-attention over entity rows or 8 chunks of a vector (d_model 256)"
+        AttentionPolicy, "self-attention over entity rows or up to 8 chunks of a vector"
     ),
     "residual": PolicyEntry(
         ResidualPolicy, "256-unit MLP with 4 pre-norm residual blocks (the docs' ResidualPolicy)"

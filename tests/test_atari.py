@@ -122,7 +122,7 @@ def test_cnn_policies_shapes_and_finite_gradients(policy_class):
 
 def test_cnn_takes_its_input_channels_from_the_space():
     policy = CNNPolicy(gym.spaces.Box(0, 255, (1, 84, 84), np.uint8), gym.spaces.Discrete(4))
-    assert policy.encoder[0].in_channels == 1
+    assert policy.encoder[0].convs[0].in_channels == 1
     logits, _ = policy(torch.zeros(2, 1, 84, 84, dtype=torch.uint8))
     assert logits.shape == (2, 4)
 
