@@ -52,10 +52,7 @@ def check_output_shapes(
     steps = 3
     observations = sample_observations(observation_space, steps * batch_size)
     observations = observations.view(steps, batch_size, *observations.shape[1:])
-    if isinstance(action_space, gym.spaces.Box):
-        head = int(np.prod(action_space.shape))
-    else:
-        head = action_head_size(action_space)
+    head = action_head_size(action_space)
     for outputs in _outputs(policy, observations):
         rows = outputs[0].shape[0]
         assert rows in (batch_size, steps * batch_size), f"{rows} output rows"
