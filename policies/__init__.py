@@ -3,7 +3,8 @@
 Every policy is built as ``Policy(observation_space, action_space, **kwargs)`` and returns
 ``(logits, value)`` for discrete actions or ``(mean, std, value)`` for Box actions; recurrent
 ones add ``initial_state``, ``forward_step`` and ``forward_sequence`` (see
-``policies.recurrent``). This package never imports ``puffertrain``.
+``policies.recurrent``); multi-agent ones may take ``forward(obs, agent_ids)`` (see
+``policies.multi_agent``). This package never imports ``puffertrain``.
 """
 
 from policies.attention import AttentionPolicy, TokenAttention
@@ -12,6 +13,11 @@ from policies.flatten import unflatten_observations
 from policies.heads import EncoderHeads, GaussianHead, actor_head
 from policies.init import layer_init
 from policies.mlp import BasicPolicy, ContinuousPolicy
+from policies.multi_agent import (
+    IndependentMultiAgentPolicy,
+    SharedLSTMPolicy,
+    SharedMultiAgentPolicy,
+)
 from policies.multi_input import MultiInputPolicy, PolicyWithUnflatten
 from policies.normalize import NormalizedPolicy, RunningMeanStd, normalize_observations
 from policies.recurrent import (
@@ -20,6 +26,7 @@ from policies.recurrent import (
     OptimizedLSTMPolicy,
     RecurrentPolicy,
     is_recurrent,
+    takes_agent_ids,
 )
 from policies.registry import POLICIES, PolicyEntry
 from policies.residual import ResidualBlock, ResidualPolicy
@@ -34,6 +41,7 @@ __all__ = [
     "EncoderHeads",
     "GaussianHead",
     "ImageEncoder",
+    "IndependentMultiAgentPolicy",
     "LSTMPolicy",
     "LSTMWrapper",
     "MultiInputPolicy",
@@ -45,10 +53,13 @@ __all__ = [
     "ResidualBlock",
     "ResidualPolicy",
     "RunningMeanStd",
+    "SharedLSTMPolicy",
+    "SharedMultiAgentPolicy",
     "TokenAttention",
     "actor_head",
     "is_recurrent",
     "layer_init",
     "normalize_observations",
+    "takes_agent_ids",
     "unflatten_observations",
 ]

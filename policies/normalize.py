@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from policies.mlp import BasicPolicy
-from policies.recurrent import State, is_recurrent
+from policies.recurrent import State, is_recurrent, takes_agent_ids
 
 
 def can_normalize(observation_space: gym.spaces.Space) -> bool:
@@ -97,6 +97,10 @@ class NormalizedPolicy(nn.Module):
         self.obs_rms = RunningMeanStd(observation_space.shape)
 
     @property
+    def takes_agent_ids(self) -> bool:
+        return takes_agent_ids(self.policy)
+
+    @property
     def actor_logstd(self) -> torch.Tensor:
         """The wrapped policy's log-std parameter, for policies that return ``(mean, value)``."""
         return self.policy.actor_logstd
@@ -118,13 +122,19 @@ class NormalizedRecurrentPolicy(NormalizedPolicy):
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         return self.policy.initial_state(batch_size, device)
 
-    def forward_step(self, observations: torch.Tensor, state: State) -> tuple:
-        return self.policy.forward_step(self.normalize(observations), state)
+    def forward_step(self, observations: torch.Tensor, state: State, **agent_ids) -> tuple:
+        return self.policy.forward_step(self.normalize(observations), state, **agent_ids)
 
     def forward_sequence(
-        self, observations: torch.Tensor, state: State, episode_starts: torch.Tensor
+        self,
+        observations: torch.Tensor,
+        state: State,
+        episode_starts: torch.Tensor,
+        **agent_ids,
     ) -> tuple[torch.Tensor, ...]:
-        return self.policy.forward_sequence(self.normalize(observations), state, episode_starts)
+        return self.policy.forward_sequence(
+            self.normalize(observations), state, episode_starts, **agent_ids
+        )
 
 
 def normalize_observations(

@@ -10,6 +10,7 @@ State is a tuple ``(h, c)`` of ``(batch, hidden_size)`` tensors, one row per env
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -33,6 +34,16 @@ def is_recurrent(policy: nn.Module) -> bool:
     )
 
 
+def takes_agent_ids(policy: nn.Module) -> bool:
+    """Whether ``policy`` wants the rows' agent ids (multi-agent envs): its ``takes_agent_ids``
+    attribute if it has one (wrappers answer for the policy they wrap), else whether its
+    ``forward`` has an ``agent_ids`` parameter."""
+    flag = getattr(policy, "takes_agent_ids", None)
+    if isinstance(flag, bool):
+        return flag
+    return "agent_ids" in inspect.signature(policy.forward).parameters
+
+
 class LSTMWrapper(nn.Module):
     """Put an LSTM between ``policy.encode_observations`` and ``policy.decode_actions``.
 
@@ -40,7 +51,8 @@ class LSTMWrapper(nn.Module):
     ``policy.decode_actions(hidden)`` must take ``(batch, hidden_size)``. The ``nn.LSTM`` used
     for sequences and the ``nn.LSTMCell`` used for single steps hold the very same parameter
     tensors (orthogonal weights with gain 1, zero biases), so what the update trains is what
-    the rollout runs.
+    the rollout runs. If the policy's encoder takes ``agent_ids`` (a multi-agent policy), the
+    step and sequence paths pass them on.
     """
 
     def __init__(self, policy: nn.Module, input_size: int, hidden_size: int) -> None:
@@ -57,40 +69,59 @@ class LSTMWrapper(nn.Module):
                 nn.init.zeros_(shared)
             setattr(self.cell, name, shared)
 
+    @property
+    def takes_agent_ids(self) -> bool:
+        return takes_agent_ids(self.policy)
+
+    def _encode(self, observations: torch.Tensor, agent_ids: torch.Tensor | None) -> torch.Tensor:
+        if agent_ids is not None and self.takes_agent_ids:
+            return self.policy.encode_observations(observations, agent_ids)
+        return self.policy.encode_observations(observations)
+
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         """Zero ``(h, c)`` for ``batch_size`` envs."""
         zeros = torch.zeros(batch_size, self.hidden_size, device=device)
         return zeros, zeros.clone()
 
     def forward_step(
-        self, observations: torch.Tensor, state: State
+        self, observations: torch.Tensor, state: State, agent_ids: torch.Tensor | None = None
     ) -> tuple[tuple[torch.Tensor, ...], State]:
         """One step for a batch of envs: ``(policy outputs, new state)`` (LSTMCell)."""
-        h, c = self.cell(self.policy.encode_observations(observations), state)
+        h, c = self.cell(self._encode(observations, agent_ids), state)
         return self.policy.decode_actions(h), (h, c)
 
     def forward_sequence(
-        self, observations: torch.Tensor, state: State, episode_starts: torch.Tensor
+        self,
+        observations: torch.Tensor,
+        state: State,
+        episode_starts: torch.Tensor,
+        agent_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """The policy outputs for ``observations[T, B, ...]``, rows flat in ``[T, B]`` order.
 
         Each env starts from its row of ``state``; ``episode_starts[t, b]`` true means env b's
         episode starts at step t, so its state is zeroed before that step (step 0 included).
+        ``agent_ids`` are ``[T, B]`` like ``episode_starts``.
         """
         steps, batch = observations.shape[:2]
-        features = self.policy.encode_observations(observations.flatten(0, 1))
+        if agent_ids is not None:
+            agent_ids = agent_ids.flatten(0, 1)
+        features = self._encode(observations.flatten(0, 1), agent_ids)
         hidden = lstm_over_segments(
             self.lstm, features.view(steps, batch, -1), state, episode_starts.bool()
         )
         return self.policy.decode_actions(hidden.flatten(0, 1))
 
     def forward(
-        self, observations: torch.Tensor, state: State | None = None
+        self,
+        observations: torch.Tensor,
+        state: State | None = None,
+        agent_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """One step: the policy outputs followed by the new state (zero state when None)."""
         if state is None:
             state = self.initial_state(observations.shape[0], observations.device)
-        outputs, state = self.forward_step(observations, state)
+        outputs, state = self.forward_step(observations, state, agent_ids)
         return (*outputs, state)
 
 

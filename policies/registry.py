@@ -9,6 +9,11 @@ import torch.nn as nn
 from policies.attention import AttentionPolicy
 from policies.cnn import CNNPolicy, EfficientCNN
 from policies.mlp import BasicPolicy, ContinuousPolicy
+from policies.multi_agent import (
+    IndependentMultiAgentPolicy,
+    SharedLSTMPolicy,
+    SharedMultiAgentPolicy,
+)
 from policies.multi_input import MultiInputPolicy
 from policies.recurrent import LSTMPolicy, OptimizedLSTMPolicy, RecurrentPolicy
 from policies.residual import ResidualPolicy
@@ -55,5 +60,17 @@ POLICIES: dict[str, PolicyEntry] = {
     "optimized_lstm": PolicyEntry(
         OptimizedLSTMPolicy,
         "the docs' OptimizedLSTMPolicy: as recurrent, with its step/sequence API",
+    ),
+    "shared": PolicyEntry(
+        SharedMultiAgentPolicy,
+        "multi-agent, one network for all agents (CNN or 2×256 MLP); agent_ids=true adds a "
+        "one-hot agent id",
+    ),
+    "independent": PolicyEntry(
+        IndependentMultiAgentPolicy,
+        "multi-agent, one 2×256 MLP per agent, all agents run in batched matmuls",
+    ),
+    "shared_lstm": PolicyEntry(
+        SharedLSTMPolicy, "multi-agent: shared, then a 128-unit LSTM (what lstm means there)"
     ),
 }

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from puffertrain.config import parse_env_kwargs
+from puffertrain.config import parse_kwargs
 from puffertrain.envs import EnvFactory, env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
@@ -139,7 +139,7 @@ def _actors(
 
 
 def _factory(config: BenchConfig) -> EnvFactory:
-    kwargs = parse_env_kwargs(config.env_kwargs)
+    kwargs = parse_kwargs(config.env_kwargs)
     if is_atari(config.env):
         return partial(make_wrapped_atari, config.env, atari_settings(config.env, kwargs))
     return partial(with_flat_observations, env_factory(config.env, kwargs))

@@ -16,7 +16,7 @@ from puffertrain.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
     from_dict,
-    parse_env_kwargs,
+    parse_kwargs,
     preset_for,
     to_dict,
 )
@@ -77,7 +77,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
         return config, checkpoint
     default = TrainConfig()
     if early.env:
-        default = _preset(early.env, parse_env_kwargs(early.env_kwargs))
+        default = _preset(early.env, parse_kwargs(early.env_kwargs))
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
     return config, None
 

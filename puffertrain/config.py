@@ -60,10 +60,13 @@ class TrainConfig:
     module, which registers the id) or `package.module:callable` returning an env."""
     policy: str = "auto"
     """Policy name (see --list-policies) or `package.module:Class`."""
+    policy_kwargs: str = ""
+    """JSON object of keyword arguments for the policy's constructor, e.g.
+    '{"hidden_size": 64}' or, for --policy shared, '{"agent_ids": true}'."""
     total_timesteps: int = 500_000
-    """Env steps to train for, summed over all envs."""
+    """Env steps to train for, summed over all envs (agent steps for multi-agent envs)."""
     num_envs: int = 8
-    """Parallel envs."""
+    """Parallel envs (a multi-agent env gives one batch row per agent)."""
     num_steps: int = 128
     """Steps per env per rollout."""
     seed: int = 1
@@ -148,14 +151,15 @@ class TrainConfig:
     def batch_size(self) -> int:
         return self.num_envs * self.num_steps
 
-    @property
-    def num_sequences(self) -> int:
-        """Sequences a recurrent policy trains on per update."""
-        return self.batch_size // (self.ppo.sequence_length or self.num_steps)
+    def num_sequences(self, num_rows: int) -> int:
+        """Sequences a recurrent policy trains on per update, with ``num_rows`` rows (envs, or
+        envs × agents)."""
+        return num_rows * self.num_steps // (self.ppo.sequence_length or self.num_steps)
 
-    @property
-    def num_iterations(self) -> int:
-        return max(1, self.total_timesteps // self.batch_size)
+    def num_iterations(self, num_rows: int) -> int:
+        """Updates in the run with ``num_rows`` rows: every row's step counts toward
+        --total-timesteps (agent steps for multi-agent envs)."""
+        return max(1, self.total_timesteps // (num_rows * self.num_steps))
 
 
 # Fields a resumed run may change; any other difference contradicts the checkpoint.
@@ -220,16 +224,17 @@ def preset_for(family: str) -> TrainConfig:
     return dataclasses.replace(preset, ppo=dataclasses.replace(preset.ppo))
 
 
-def parse_env_kwargs(text: str) -> dict[str, Any]:
-    """``--env-kwargs`` as a dict; ``UserError`` unless it is a JSON object."""
+def parse_kwargs(text: str, flag: str = "--env-kwargs") -> dict[str, Any]:
+    """A ``--env-kwargs`` / ``--policy-kwargs`` value as a dict; ``UserError`` unless it is a
+    JSON object."""
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise UserError(f"--env-kwargs is not valid JSON: {error}") from None
+        raise UserError(f"{flag} is not valid JSON: {error}") from None
     if not isinstance(value, dict):
-        raise UserError("--env-kwargs must be a JSON object, e.g. '{\"key\": 1}'")
+        raise UserError(f"{flag} must be a JSON object, e.g. '{{\"key\": 1}}'")
     return value
 
 

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from puffertrain.config import from_dict, parse_env_kwargs
+from puffertrain.config import from_dict, parse_kwargs
 from puffertrain.envs import env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
@@ -45,7 +45,7 @@ class EvalConfig:
 
 def _make_env(env_id: str, env_kwargs: str, record: bool):
     render_mode = "rgb_array" if record else None
-    kwargs = parse_env_kwargs(env_kwargs)
+    kwargs = parse_kwargs(env_kwargs)
     if is_atari(env_id):
         settings = atari_settings(env_id, kwargs)
         return lambda: make_wrapped_atari(env_id, settings, render_mode), settings["frameskip"]
@@ -71,30 +71,37 @@ def evaluate(config: EvalConfig) -> list[float]:
         envs.policy_observation_space,
         envs.single_action_space,
         train_config.normalize_obs,
+        train_config.policy_kwargs,
+        envs.agent_names,
     )
     policy.load_state_dict(checkpoint["policy"])
     agent = Agent(policy, envs.single_action_space).to(device).eval()
+    agent_ids = torch.arange(envs.num_envs, device=device) if envs.agent_names else None
     torch.manual_seed(config.seed)
 
     fps = envs.envs[0].metadata.get("render_fps", 60) / frameskip
     obs = envs.reset(config.seed)
-    state = agent.initial_state(1, device)
+    state = agent.initial_state(envs.num_envs, device)
     frames = [_render(envs)] if config.video else []
     scores: list[float] = []
     while len(scores) < config.episodes:
         with torch.no_grad():
             actions, _, _, state = agent.act(
-                to_torch(obs, device), state, deterministic=config.deterministic
+                to_torch(obs, device), state, config.deterministic, agent_ids
             )
         result = envs.step(env_actions(actions, envs.single_action_space))
         obs = result.observations
-        if state is not None and (result.terminations | result.truncations).any():
-            state = agent.initial_state(1, device)  # as in training: zero at every episode end
+        ended = torch.as_tensor(result.terminations | result.truncations, device=device)
+        if state is not None:  # as in training: zero at every episode end
+            state = tuple(part * (~ended).unsqueeze(1) for part in state)
         if config.video and not scores:
             frames.append(_render(envs))
         for episode in result.episodes:
             scores.append(episode.score)
-            print(f"game {len(scores)}: score {episode.score:g}, {episode.length} steps")
+            agents = "".join(
+                f", {name} {score:g}" for name, score in (episode.agent_scores or {}).items()
+            )
+            print(f"game {len(scores)}: score {episode.score:g}{agents}, {episode.length} steps")
     envs.close()
 
     mean = statistics.fmean(scores)

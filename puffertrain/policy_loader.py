@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +19,7 @@ from policies.flatten import is_structured
 from policies.heads import action_head_size
 from policies.normalize import normalize_observations
 from policies.recurrent import is_recurrent
+from puffertrain.config import parse_kwargs
 from puffertrain.errors import UserError
 
 
@@ -88,11 +92,38 @@ def _check_outputs(
 
 
 def _try_build(
-    cls: type[nn.Module], observation_space: gym.spaces.Space, action_space: gym.spaces.Space
+    cls: type[nn.Module],
+    observation_space: gym.spaces.Space,
+    action_space: gym.spaces.Space,
+    kwargs: dict[str, Any],
+    num_agents: int,
 ) -> nn.Module:
-    policy = cls(observation_space, action_space)
+    if num_agents and "num_agents" in inspect.signature(cls).parameters:
+        kwargs = {**kwargs, "num_agents": num_agents}
+    policy = cls(observation_space, action_space, **kwargs)
     _check_outputs(policy, observation_space, action_space)
     return policy
+
+
+def _check_kwargs(name: str, cls: type[nn.Module], kwargs: dict[str, Any]) -> None:
+    parameters = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    takes = [key for key in parameters if key not in ("observation_space", "action_space")]
+    unknown = sorted(set(kwargs) - set(takes))
+    if unknown:
+        raise UserError(
+            f"--policy-kwargs: policy '{name}' takes no {', '.join(unknown)} "
+            f"(it takes: {', '.join(takes) or 'nothing'})"
+        )
+
+
+def resolve_policy_name(name: str, observation_space: gym.spaces.Space, multi_agent: bool) -> str:
+    """``auto`` made concrete; on a multi-agent env ``auto`` is ``shared`` and ``lstm`` is
+    ``shared_lstm`` (the library's recurrent policy that takes agent ids)."""
+    if multi_agent:
+        return {"auto": "shared", "lstm": "shared_lstm"}.get(name, name)
+    return auto_policy_name(observation_space) if name == "auto" else name
 
 
 def build_policy(
@@ -100,19 +131,25 @@ def build_policy(
     observation_space: gym.spaces.Space,
     action_space: gym.spaces.Space,
     normalize_obs: bool = False,
+    policy_kwargs: str = "",
+    agent_names: Sequence[str] = (),
 ) -> nn.Module:
     """Construct policy ``name`` for the spaces (inside observation normalisation when
-    ``normalize_obs``), or raise ``UserError`` saying which policies can take them."""
-    if name == "auto":
-        name = auto_policy_name(observation_space)
+    ``normalize_obs``) with the JSON ``policy_kwargs``, or raise ``UserError`` saying which
+    policies can take them. On a multi-agent env (``agent_names``), a policy whose constructor
+    takes ``num_agents`` is given the number of agents."""
+    name = resolve_policy_name(name, observation_space, bool(agent_names))
     cls = _policy_class(name)
+    kwargs = parse_kwargs(policy_kwargs, "--policy-kwargs")
+    _check_kwargs(name, cls, kwargs)
+    num_agents = len(agent_names)
     try:
-        policy = _try_build(cls, observation_space, action_space)
+        policy = _try_build(cls, observation_space, action_space, kwargs, num_agents)
     except Exception as error:  # any failure to build or run means the spaces don't fit
         able = []
         for other, entry in POLICIES.items():
             try:
-                _try_build(entry.cls, observation_space, action_space)
+                _try_build(entry.cls, observation_space, action_space, {}, num_agents)
                 able.append(other)
             except Exception:
                 continue

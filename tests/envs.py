@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+from pettingzoo import ParallelEnv
 
 
 class CountingEnv(gym.Env):
@@ -193,3 +194,89 @@ class DictObservationBoxActions(ImageVectorEnv):
 
 def dict_box_actions() -> gym.Env:
     return DictObservationBoxActions()
+
+
+class TwoRoles(ParallelEnv):
+    """Two agents see the same observation; both get 1 when ``first`` takes action 0 and
+    ``second`` action 1 at the same step, for 8 steps. Agents that act differently score 8; a
+    policy that acts alike for both scores p(1 - p) ≤ 1/4 a step, at most 2 an episode."""
+
+    def __init__(self, length: int = 8) -> None:
+        self.possible_agents = ["first", "second"]
+        self.length = length
+        self.t = 0
+
+    def observation_space(self, agent: str) -> gym.spaces.Box:
+        return gym.spaces.Box(0.0, 1.0, (3,), np.float32)
+
+    def action_space(self, agent: str) -> gym.spaces.Discrete:
+        return gym.spaces.Discrete(2)
+
+    def _observations(self) -> dict[str, np.ndarray]:
+        obs = np.array([self.t / self.length, 1.0, 0.0], dtype=np.float32)
+        return {agent: obs for agent in self.agents}
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        self.agents = list(self.possible_agents)
+        self.t = 0
+        return self._observations(), {agent: {} for agent in self.agents}
+
+    def step(self, actions):
+        self.t += 1
+        reward = float(actions["first"] == 0 and actions["second"] == 1)
+        over = self.t >= self.length
+        rewards = {agent: reward for agent in self.agents}
+        observations = self._observations()
+        truncations = {agent: over for agent in self.agents}
+        terminations = {agent: False for agent in self.agents}
+        infos = {agent: {} for agent in self.agents}
+        if over:
+            self.agents = []
+        return observations, rewards, terminations, truncations, infos
+
+
+def two_roles() -> TwoRoles:
+    return TwoRoles()
+
+
+class EarlyExit(ParallelEnv):
+    """``stayer`` (observations of shape (2,)) plays 5 steps and is truncated; ``leaver``
+    (shape (3,)) terminates after 2. Rewards: 1 per step for stayer, 10 for leaver. Raises if
+    given an action for an agent that is no longer in the env."""
+
+    def __init__(self) -> None:
+        self.possible_agents = ["stayer", "leaver"]
+        self.t = 0
+
+    def observation_space(self, agent: str) -> gym.spaces.Box:
+        return gym.spaces.Box(-10.0, 10.0, (2,) if agent == "stayer" else (3,), np.float32)
+
+    def action_space(self, agent: str) -> gym.spaces.Discrete:
+        return gym.spaces.Discrete(2)
+
+    def _observe(self, agent: str) -> np.ndarray:
+        if agent == "stayer":
+            return np.array([self.t, 1.0], dtype=np.float32)
+        return np.array([self.t, 2.0, 3.0], dtype=np.float32)
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        self.agents = list(self.possible_agents)
+        self.t = 0
+        return {agent: self._observe(agent) for agent in self.agents}, {}
+
+    def step(self, actions):
+        if set(actions) != set(self.agents):
+            raise ValueError(f"actions for {sorted(actions)}, agents are {sorted(self.agents)}")
+        self.t += 1
+        observations = {agent: self._observe(agent) for agent in self.agents}
+        rewards = {agent: 1.0 if agent == "stayer" else 10.0 for agent in self.agents}
+        terminations = {agent: agent == "leaver" and self.t >= 2 for agent in self.agents}
+        truncations = {agent: agent == "stayer" and self.t >= 5 for agent in self.agents}
+        self.agents = [
+            agent for agent in self.agents if not (terminations[agent] or truncations[agent])
+        ]
+        return observations, rewards, terminations, truncations, {}
+
+
+def early_exit() -> EarlyExit:
+    return EarlyExit()

@@ -60,6 +60,9 @@ POLICY_SPACES = {
     "lstm": [VECTOR, FRAMES],
     "recurrent": [VECTOR],
     "optimized_lstm": [VECTOR],
+    "shared": [VECTOR, FRAMES],
+    "independent": [VECTOR, ENTITIES],
+    "shared_lstm": [VECTOR, FRAMES],
 }
 CASES = [
     (name, observation_space, action_space)

@@ -1,4 +1,5 @@
-"""Dict and Tuple observations become flat byte rows before they reach the rollout engine."""
+"""Dict and Tuple observations become flat byte rows before they reach the rollout engine, and
+PettingZoo parallel envs become one row per agent."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import gymnasium as gym
 
 from policies.flatten import flat_space, flatten_observation, is_structured
 from puffertrain.envs.make import EnvFactory
+from puffertrain.envs.multiagent import AgentRows, is_parallel_env
 
 
 class FlattenStructured(gym.ObservationWrapper):
@@ -23,12 +25,15 @@ class FlattenStructured(gym.ObservationWrapper):
         return flatten_observation(observation, self.structured_space)
 
 
-def with_flat_observations(factory: EnvFactory) -> gym.Env:
-    """Build an env; wrap it in :class:`FlattenStructured` if its observations are structured."""
+def with_flat_observations(factory: EnvFactory) -> gym.Env | AgentRows:
+    """Build an env; wrap it in :class:`FlattenStructured` if its observations are structured,
+    or in :class:`AgentRows` (one row per agent) if it is a PettingZoo parallel env."""
     env = factory()
+    if is_parallel_env(env):
+        return AgentRows(env)
     return FlattenStructured(env) if is_structured(env.observation_space) else env
 
 
-def policy_observation_space(env: gym.Env) -> gym.spaces.Space:
+def policy_observation_space(env: gym.Env | AgentRows) -> gym.spaces.Space:
     """The observation space a policy is built for: the structured one behind a flat row."""
     return getattr(env, "structured_space", env.observation_space)

@@ -10,6 +10,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from puffertrain.envs.multiagent import AgentRows, is_parallel_env
 from puffertrain.errors import UserError
 
 EnvFactory = Callable[[], gym.Env]
@@ -51,8 +52,9 @@ def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFac
     processes can build their own envs with it.
 
     Accepts a registered id, ``module:EnvName-v0`` (the module registers the id on import) and
-    ``package.module:callable`` (the callable returns an env). Raises ``UserError`` for ids that
-    resolve to nothing, suggesting close registered ids.
+    ``package.module:callable`` (the callable returns a gymnasium env or a PettingZoo
+    ``ParallelEnv``, such as ``mpe2.simple_spread_v3:parallel_env``). Raises ``UserError`` for
+    ids that resolve to nothing, suggesting close registered ids.
     """
     kwargs = dict(env_kwargs or {})
     if ":" in env_id:
@@ -88,10 +90,13 @@ def env_family(env_id: str) -> str:
 
 
 def probe_spaces(factory: EnvFactory) -> tuple[gym.spaces.Space, gym.spaces.Space] | None:
-    """The observation and action spaces of one env built with ``factory``, or None if it
-    fails to build (the trainer reports that failure when it builds its envs)."""
+    """The observation and action spaces of one env built with ``factory`` (of one agent's row
+    for a multi-agent env), or None if it fails to build (the trainer reports that failure
+    when it builds its envs)."""
     try:
         env = factory()
+        if is_parallel_env(env):
+            env = AgentRows(env)
     except Exception:
         return None
     try:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from policies.recurrent import State, is_recurrent
+from policies.recurrent import State, is_recurrent, takes_agent_ids
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -28,6 +28,9 @@ class Agent(nn.Module):
     A recurrent policy (``initial_state``, ``forward_step``, ``forward_sequence``) produces the
     same outputs one step at a time from a per-env state, which :meth:`act` and :meth:`value`
     take and return; :meth:`evaluate` then scores whole ``[T, B]`` sequences.
+
+    Every method takes the rows' ``agent_ids`` (multi-agent envs) and hands them to a policy
+    that takes them (:func:`~policies.recurrent.takes_agent_ids`).
     """
 
     def __init__(self, policy: nn.Module, action_space: gym.spaces.Space) -> None:
@@ -42,18 +45,23 @@ class Agent(nn.Module):
             raise ValueError(f"unsupported action space {action_space}")
         self.multi_discrete = isinstance(action_space, gym.spaces.MultiDiscrete)
         self.recurrent = is_recurrent(policy)
+        self.takes_agent_ids = takes_agent_ids(policy)
 
     def initial_state(self, batch_size: int, device: torch.device) -> State | None:
         """Zero recurrent state for ``batch_size`` envs (None for a feed-forward policy)."""
         return self.policy.initial_state(batch_size, device) if self.recurrent else None
 
+    def _agent_kwargs(self, agent_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {"agent_ids": agent_ids} if agent_ids is not None and self.takes_agent_ids else {}
+
     def _step(
-        self, obs: torch.Tensor, state: State | None
+        self, obs: torch.Tensor, state: State | None, agent_ids: torch.Tensor | None
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, State | None]:
+        kwargs = self._agent_kwargs(agent_ids)
         if self.recurrent:
-            outputs, state = self.policy.forward_step(obs, state)
+            outputs, state = self.policy.forward_step(obs, state, **kwargs)
             return (*self._parameters_of(outputs), state)
-        return (*self._parameters_of(self.policy(obs)), None)
+        return (*self._parameters_of(self.policy(obs, **kwargs)), None)
 
     def _parameters_of(
         self, outputs: tuple[torch.Tensor, ...]
@@ -70,10 +78,14 @@ class Agent(nn.Module):
         return list(torch.split(logits, self.nvec, dim=-1))
 
     def act(
-        self, obs: torch.Tensor, state: State | None = None, deterministic: bool = False
+        self,
+        obs: torch.Tensor,
+        state: State | None = None,
+        deterministic: bool = False,
+        agent_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State | None]:
         """Sample actions; return ``(actions, log_probs, values, next state)``."""
-        params, value, state = self._step(obs, state)
+        params, value, state = self._step(obs, state, agent_ids)
         if self.continuous:
             mean, std = params
             action = mean if deterministic else mean + std * torch.randn_like(mean)
@@ -97,16 +109,19 @@ class Agent(nn.Module):
         actions: torch.Tensor,
         states: State | None = None,
         episode_starts: torch.Tensor | None = None,
+        agent_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Score stored actions; return ``(log_probs, entropies, values)``.
 
         Recurrent policies take ``obs[T, B, ...]`` sequences starting from ``states`` with
-        ``episode_starts[T, B]``; ``actions`` and the results are flat in ``[T, B]`` order.
+        ``episode_starts[T, B]`` (and ``agent_ids[T, B]``); ``actions`` and the results are
+        flat in ``[T, B]`` order.
         """
+        kwargs = self._agent_kwargs(agent_ids)
         if self.recurrent:
-            outputs = self.policy.forward_sequence(obs, states, episode_starts)
+            outputs = self.policy.forward_sequence(obs, states, episode_starts, **kwargs)
         else:
-            outputs = self.policy(obs)
+            outputs = self.policy(obs, **kwargs)
         params, value = self._parameters_of(outputs)
         if self.continuous:
             mean, std = params
@@ -121,9 +136,14 @@ class Agent(nn.Module):
             entropy = entropy - (log_p.exp() * log_p).sum(-1)
         return log_prob, entropy, value
 
-    def value(self, obs: torch.Tensor, state: State | None = None) -> torch.Tensor:
+    def value(
+        self,
+        obs: torch.Tensor,
+        state: State | None = None,
+        agent_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """State values, shape ``(batch,)`` (a recurrent policy's state is not advanced)."""
-        return self._step(obs, state)[1]
+        return self._step(obs, state, agent_ids)[1]
 
 
 def env_actions(actions: torch.Tensor, action_space: gym.spaces.Space) -> np.ndarray:

@@ -60,22 +60,35 @@ class Learner:
             if self.config.target_kl is not None and stats["approx_kl"] > self.config.target_kl:
                 break
         results = {key: float(value) / count for key, value in totals.items()}
-        results["explained_variance"] = _explained_variance(
-            data.values.flatten(), data.returns.flatten()
-        )
+        values, returns = buffer.values, buffer.returns
+        if buffer.alive is not None:  # dead agents' rows predict nothing
+            values, returns = values[buffer.alive.bool()], returns[buffer.alive.bool()]
+        results["explained_variance"] = _explained_variance(values.flatten(), returns.flatten())
         return results
 
 
 _FIELDS = ("observations", "actions", "log_probs", "advantages", "returns", "values")
 
 
+def _optional(tensor: torch.Tensor | None, pick: Callable[[torch.Tensor], torch.Tensor]):
+    return None if tensor is None else pick(tensor)
+
+
 def transitions(buffer: RolloutBuffer) -> Minibatch:
     """The whole buffer as one batch of transitions, flat over steps and envs."""
-    return Minibatch(*(getattr(buffer, field).flatten(0, 1) for field in _FIELDS))
+    return Minibatch(
+        *(getattr(buffer, field).flatten(0, 1) for field in _FIELDS),
+        agent_ids=_optional(buffer.agent_ids, lambda ids: ids.flatten(0, 1)),
+        mask=_optional(buffer.alive, lambda alive: alive.flatten(0, 1)),
+    )
 
 
 def _rows(data: Minibatch, index: torch.Tensor) -> Minibatch:
-    return Minibatch(*(getattr(data, field)[index] for field in _FIELDS))
+    return Minibatch(
+        *(getattr(data, field)[index] for field in _FIELDS),
+        agent_ids=_optional(data.agent_ids, lambda ids: ids[index]),
+        mask=_optional(data.mask, lambda mask: mask[index]),
+    )
 
 
 def sequences(buffer: RolloutBuffer) -> Minibatch:
@@ -95,17 +108,22 @@ def sequences(buffer: RolloutBuffer) -> Minibatch:
         *(columns(getattr(buffer, field)) for field in _FIELDS),
         states=tuple(part.flatten(0, 1) for part in buffer.start_states),
         episode_starts=columns(episode_starts),
+        agent_ids=_optional(buffer.agent_ids, columns),
+        mask=_optional(buffer.alive, columns),
     )
 
 
 def _columns(data: Minibatch, index: torch.Tensor) -> Minibatch:
-    """Sequences ``index``: observations stay ``[T, B, ...]``, the rest flat in that order."""
+    """Sequences ``index``: observations, episode starts and agent ids stay ``[T, B, ...]``,
+    the rest flat in that order."""
     flat = [getattr(data, field)[:, index].flatten(0, 1) for field in _FIELDS[1:]]
     return Minibatch(
         data.observations[:, index],
         *flat,
         states=tuple(part[index] for part in data.states),
         episode_starts=data.episode_starts[:, index],
+        agent_ids=_optional(data.agent_ids, lambda ids: ids[:, index]),
+        mask=_optional(data.mask, lambda mask: mask[:, index].flatten(0, 1)),
     )
 
 

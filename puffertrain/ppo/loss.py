@@ -18,6 +18,10 @@ class Minibatch:
     For a recurrent policy the minibatch is ``B`` sequences of ``T`` steps: ``observations``
     keep their ``[T, B, ...]`` shape, the other fields are flat in ``[T, B]`` order, and
     ``states`` / ``episode_starts[T, B]`` say where each sequence starts from and resets.
+
+    Multi-agent rollouts add each row's ``agent_ids`` (shaped like ``episode_starts`` for a
+    recurrent policy) and ``mask``: 1 where the row's agent acted, 0 for a dead agent's row,
+    which then counts in no mean of the loss.
     """
 
     observations: torch.Tensor
@@ -28,6 +32,25 @@ class Minibatch:
     values: torch.Tensor
     states: State | None = None
     episode_starts: torch.Tensor | None = None
+    agent_ids: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of ``values`` over the entries where ``mask`` is 1 (all of them when None)."""
+    if mask is None:
+        return values.mean()
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def normalized(advantages: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Advantages shifted and scaled to mean 0 and (sample) std 1 over the masked-in entries."""
+    if mask is None:
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    centred = advantages - masked_mean(advantages, mask)
+    count = mask.sum()
+    variance = (centred**2 * mask).sum() / (count - 1).clamp(min=1.0)
+    return centred / (variance.sqrt() + 1e-8)
 
 
 def ppo_loss(
@@ -35,18 +58,22 @@ def ppo_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate + (clipped) value loss − entropy bonus; returns the loss and its parts."""
     new_log_probs, entropy, new_values = agent.evaluate(
-        batch.observations, batch.actions, batch.states, batch.episode_starts
+        batch.observations, batch.actions, batch.states, batch.episode_starts, batch.agent_ids
     )
+    mask = batch.mask
     log_ratio = new_log_probs - batch.log_probs
     ratio = log_ratio.exp()
 
     advantages = batch.advantages
     if config.norm_adv:
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    policy_loss = torch.max(
-        -advantages * ratio,
-        -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef),
-    ).mean()
+        advantages = normalized(advantages, mask)
+    policy_loss = masked_mean(
+        torch.max(
+            -advantages * ratio,
+            -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef),
+        ),
+        mask,
+    )
 
     value_error = (new_values - batch.returns) ** 2
     if config.clip_vloss:
@@ -54,17 +81,17 @@ def ppo_loss(
             -config.clip_coef, config.clip_coef
         )
         value_error = torch.max(value_error, (clipped_values - batch.returns) ** 2)
-    value_loss = 0.5 * value_error.mean()
+    value_loss = 0.5 * masked_mean(value_error, mask)
 
-    entropy_loss = entropy.mean()
+    entropy_loss = masked_mean(entropy, mask)
     loss = policy_loss - config.ent_coef * entropy_loss + config.vf_coef * value_loss
     with torch.no_grad():
         stats = {
             "policy_loss": policy_loss.detach(),
             "value_loss": value_loss.detach(),
             "entropy": entropy_loss.detach(),
-            "old_approx_kl": (-log_ratio).mean(),
-            "approx_kl": ((ratio - 1) - log_ratio).mean(),
-            "clipfrac": ((ratio - 1.0).abs() > config.clip_coef).float().mean(),
+            "old_approx_kl": masked_mean(-log_ratio, mask),
+            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
+            "clipfrac": masked_mean(((ratio - 1.0).abs() > config.clip_coef).float(), mask),
         }
     return loss, stats

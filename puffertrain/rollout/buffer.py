@@ -52,6 +52,10 @@ class RolloutBuffer:
     ``sequence_length`` steps and ``start_states[k]`` holds every env's recurrent state at the
     start of its sequence ``k`` (step ``k * sequence_length``), the state the update starts
     that sequence from.
+
+    For a multi-agent env (``agents_per_env`` given) column ``e`` is agent
+    ``e % agents_per_env`` (``agent_ids``), and ``alive[t, e]`` is 1 where that agent acted at
+    step t, 0 where it was already done (those steps are masked out of the update).
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class RolloutBuffer:
         device: torch.device,
         initial_state: State | None = None,
         sequence_length: int = 0,
+        agents_per_env: int = 0,
     ) -> None:
         self.num_steps, self.num_envs = num_steps, num_envs
         self.sequence_length = sequence_length or num_steps
@@ -88,6 +93,12 @@ class RolloutBuffer:
         self.values = torch.zeros(shape, device=device)
         self.advantages = torch.zeros(shape, device=device)
         self.returns = torch.zeros(shape, device=device)
+        self.alive: torch.Tensor | None = None
+        self.agent_ids: torch.Tensor | None = None
+        if agents_per_env:
+            self.alive = torch.ones(shape, device=device)
+            columns = torch.arange(num_envs, device=device) % agents_per_env
+            self.agent_ids = columns.expand(num_steps, num_envs)
 
     def index(self, steps: np.ndarray, env_ids: np.ndarray) -> Index:
         """Where step ``steps[k]`` of env ``env_ids[k]`` goes: a basic index (views) when the

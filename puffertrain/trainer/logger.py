@@ -62,8 +62,11 @@ class RunLogger:
         self.writer.close()
 
     def episode(self, global_step: int, episode: Episode) -> None:
+        """Log a finished episode (a multi-agent one: the mean over agents, and each agent's)."""
         self.writer.add_scalar("charts/episodic_return", episode.score, global_step)
         self.writer.add_scalar("charts/episodic_length", episode.length, global_step)
+        for agent, score in (episode.agent_scores or {}).items():
+            self.writer.add_scalar(f"agents/{agent}/episodic_return", score, global_step)
         self.recent_scores.append(episode.score)
 
     @property

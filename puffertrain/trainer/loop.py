@@ -53,6 +53,8 @@ class Trainer:
         torch.manual_seed(config.seed)
 
         self.envs, self.backend_reason = engine_from(config)
+        self.num_rows = self.envs.num_envs  # envs × agents per env
+        self.num_iterations = config.num_iterations(self.num_rows)
         observation_space = self.envs.single_observation_space
         self.action_space = self.envs.single_action_space
         policy = build_policy(
@@ -60,33 +62,40 @@ class Trainer:
             self.envs.policy_observation_space,
             self.action_space,
             config.normalize_obs,
+            config.policy_kwargs,
+            self.envs.agent_names,
         )
         self.agent = Agent(policy, self.action_space).to(self.device)
-        if self.agent.recurrent and config.ppo.num_minibatches > config.num_sequences:
+        num_sequences = config.num_sequences(self.num_rows)
+        if self.agent.recurrent and config.ppo.num_minibatches > num_sequences:
             raise UserError(
                 f"--num-minibatches {config.ppo.num_minibatches} exceeds the "
-                f"{config.num_sequences} sequences a recurrent policy trains on "
-                "(num-envs × num-steps / sequence-length)"
+                f"{num_sequences} sequences a recurrent policy trains on "
+                "(num-envs × agents × num-steps / sequence-length)"
             )
         self.learner = Learner(self.agent, config.ppo, compile_loss=config.compile)
         self.reward_normalizer = (
-            RewardNormalizer(config.num_envs, config.ppo.gamma) if config.normalize_reward else None
+            RewardNormalizer(self.num_rows, config.ppo.gamma) if config.normalize_reward else None
         )
-        self.policy_state = self.agent.initial_state(config.num_envs, self.device)
+        self.policy_state = self.agent.initial_state(self.num_rows, self.device)
+        multi_agent = bool(self.envs.agent_names)
         self.buffer = RolloutBuffer(
             config.num_steps,
-            config.num_envs,
+            self.num_rows,
             observation_space,
             self.action_space,
             self.device,
             self.policy_state,
             config.ppo.sequence_length,
+            self.envs.agents_per_env if multi_agent else 0,
         )
+        self.agent_ids = self.buffer.agent_ids[0] if multi_agent else None
         self.global_step = 0
         self.iteration = 0
         self.timer = PhaseTimer()
         if checkpoint is None:
             self.next_obs = self.envs.reset(config.seed).copy()
+            self.next_alive = self.envs.alive.copy()
         else:
             self._load(checkpoint)
 
@@ -107,9 +116,9 @@ class Trainer:
             torch.set_num_threads(update_threads)
 
     def _collect(self, num_steps: int, logger: RunLogger) -> None:
-        steps = np.zeros(self.config.num_envs, dtype=np.int64)  # actions sent, per env
-        self._act_and_send(np.arange(self.config.num_envs), steps)
-        in_flight = self.config.num_envs
+        steps = np.zeros(self.num_rows, dtype=np.int64)  # actions sent, per env
+        self._act_and_send(np.arange(self.num_rows), steps)
+        in_flight = self.num_rows
         while in_flight:
             with self.timer.phase("env"):
                 result = self.envs.recv()
@@ -117,6 +126,7 @@ class Trainer:
             in_flight -= len(env_ids)
             self._record(result, self.buffer.index(steps[env_ids] - 1, env_ids), logger)
             self.next_obs[as_rows(env_ids)] = result.observations
+            self.next_alive[as_rows(env_ids)] = result.alive
             going_on = env_ids[steps[env_ids] < num_steps]
             if going_on.size:
                 self._act_and_send(going_on, steps)
@@ -131,8 +141,11 @@ class Trainer:
             buffer.store_start_states(steps[env_ids], env_ids, state)
         steps[env_ids] += 1
         obs = to_torch(self.next_obs[as_rows(env_ids)], self.device)
+        agent_ids = self._agent_ids_of(env_ids)
+        if buffer.alive is not None:
+            buffer.alive[index] = to_torch(self.next_alive[as_rows(env_ids)], self.device).float()
         with self.timer.phase("inference"), torch.no_grad():
-            actions, log_probs, values, state = self.agent.act(obs, state)
+            actions, log_probs, values, state = self.agent.act(obs, state, agent_ids=agent_ids)
             self._set_state(env_ids, state)
             buffer.observations[index] = obs
             buffer.actions[index] = actions
@@ -157,8 +170,9 @@ class Trainer:
             final = to_torch(result.final_observations[truncated], self.device)
             with self.timer.phase("inference"), torch.no_grad():
                 state = self._state_of(result.env_ids[truncated])
+                agent_ids = self._agent_ids_of(result.env_ids[truncated])
                 rewards[torch.from_numpy(truncated).to(self.device)] += (
-                    self.config.ppo.gamma * self.agent.value(final, state)
+                    self.config.ppo.gamma * self.agent.value(final, state, agent_ids)
                 )
         self.buffer.rewards[index] = rewards
         self.buffer.episode_ends[index] = to_torch(ended, self.device)
@@ -167,6 +181,12 @@ class Trainer:
                 part[torch.as_tensor(result.env_ids[ended], device=self.device)] = 0
         for episode in result.episodes:
             logger.episode(self.global_step, episode)
+
+    def _agent_ids_of(self, env_ids: np.ndarray) -> torch.Tensor | None:
+        """The agent index of each row ``env_ids`` (None for a single-agent env)."""
+        if self.agent_ids is None:
+            return None
+        return self.agent_ids[torch.as_tensor(env_ids, device=self.device)]
 
     def _state_of(self, env_ids: np.ndarray) -> State | None:
         """The recurrent state rows of ``env_ids`` (None for a feed-forward policy)."""
@@ -188,7 +208,7 @@ class Trainer:
         logger = RunLogger(
             self.run_dir,
             to_dict(config),
-            config.num_iterations * config.batch_size,
+            self.num_iterations * self.num_rows * config.num_steps,
             self.global_step,
             purge_step,
         )
@@ -201,9 +221,9 @@ class Trainer:
 
     def _iterate(self, logger: RunLogger, stop: StopRequest) -> None:
         config = self.config
-        while self.iteration < config.num_iterations:
+        while self.iteration < self.num_iterations:
             self.iteration += 1
-            learning_rate = self.learner.learning_rate(self.iteration, config.num_iterations)
+            learning_rate = self.learner.learning_rate(self.iteration, self.num_iterations)
             start_step = self.global_step
             try:
                 self.collect_rollout(logger)
@@ -217,13 +237,13 @@ class Trainer:
             with self.timer.phase("update"):
                 with torch.no_grad():
                     last_values = self.agent.value(
-                        to_torch(self.next_obs, self.device), self.policy_state
+                        to_torch(self.next_obs, self.device), self.policy_state, self.agent_ids
                     )
                 self.buffer.compute_advantages(last_values, config.ppo.gamma, config.ppo.gae_lambda)
                 stats = self.learner.update(self.buffer, learning_rate)
                 self._update_normalization()
             logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
-            done = self.iteration == config.num_iterations
+            done = self.iteration == self.num_iterations
             if stop.requested or done or self.iteration % config.checkpoint_interval == 0:
                 self.save()
                 logger.flush()
@@ -238,7 +258,10 @@ class Trainer:
         any (after the update, so the update saw the statistics the rollout acted with)."""
         update = getattr(self.agent.policy, "update_normalization", None)
         if callable(update):
-            update(self.buffer.observations.flatten(0, 1))
+            observations = self.buffer.observations.flatten(0, 1)
+            if self.buffer.alive is not None:  # a dead agent's zeros are not observations
+                observations = observations[self.buffer.alive.flatten().bool()]
+            update(observations)
 
     def save(self, with_envs: bool = True) -> Path:
         """Write a checkpoint; ``with_envs=False`` after an env failure (episodes restart)."""
@@ -276,6 +299,7 @@ class Trainer:
                 f"(seed {reseed}), so the resumed run is not bit-identical"
             )
         self.next_obs = self.envs.observations.copy()
+        self.next_alive = self.envs.alive.copy()
         if checkpoint.get("policy_state") is not None:  # else the episodes restart from zero
             for part, saved in zip(self.policy_state, checkpoint["policy_state"], strict=True):
                 part.copy_(saved)

@@ -7,12 +7,25 @@ import time
 from functools import partial
 from typing import Any, Protocol
 
-from puffertrain.config import parse_env_kwargs
+import numpy as np
+
+from puffertrain.config import parse_kwargs
 from puffertrain.envs import EnvFactory, env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.errors import UserError
-from puffertrain.vector.base import EnvError, Episode, EpisodeTracker, StepResult, VectorEnv
+from puffertrain.vector.base import (
+    EnvError,
+    EnvRows,
+    Episode,
+    EpisodeTracker,
+    StepResult,
+    VectorEnv,
+    agents_per_env,
+    build_envs,
+    reset_envs,
+    step_envs,
+)
 from puffertrain.vector.multiprocessing import MultiprocessingVectorEnv
 from puffertrain.vector.native import NativeAtariVectorEnv
 from puffertrain.vector.serial import SerialVectorEnv
@@ -24,18 +37,20 @@ WORKER_ROUND_TRIP_S = 65e-6
 
 
 def _env_step_seconds(factory: EnvFactory, steps: int = 200, budget_s: float = 0.5) -> float:
-    """Mean wall time of one env step with random actions (bounded by ``budget_s``)."""
-    env = factory()
-    env.reset(seed=0)
+    """Mean wall time of one env step (all its agents) with random actions (bounded by
+    ``budget_s``)."""
+    envs = build_envs([factory], first=0)
+    rows = EnvRows.allocate(agents_per_env(envs), envs[0].observation_space)
+    reset_envs(envs, [0], rows)
+    action_space = envs[0].action_space
     start = time.perf_counter()
     count = 0
     while count < steps and time.perf_counter() - start < budget_s:
-        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-        if terminated or truncated:
-            env.reset()
+        actions = np.stack([action_space.sample() for _ in rows.rewards])
+        step_envs(envs, actions, rows, first=0)
         count += 1
     elapsed = time.perf_counter() - start
-    env.close()
+    envs[0].close()
     return elapsed / count
 
 
@@ -84,7 +99,7 @@ def engine_from(settings: EngineSettings) -> tuple[VectorEnv, str]:
         settings.vec,
         settings.env,
         settings.num_envs,
-        parse_env_kwargs(settings.env_kwargs),
+        parse_kwargs(settings.env_kwargs),
         settings.num_threads,
         settings.num_workers,
         settings.env_batch_size,

@@ -12,16 +12,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from puffertrain.envs.multiagent import AgentRows
 from puffertrain.errors import UserError
 
 
 @dataclass(frozen=True)
 class Episode:
-    """A finished episode (for Atari: a whole game), scored with raw, unclipped rewards."""
+    """A finished episode (for Atari: a whole game), scored with raw, unclipped rewards.
+
+    For a multi-agent env, ``score`` is the mean of ``agent_scores`` (each agent's own return,
+    by agent name) and ``env_index`` numbers the env, not the row."""
 
     env_index: int
     score: float
     length: int
+    agent_scores: dict[str, float] | None = None
 
 
 @dataclass
@@ -31,7 +36,8 @@ class StepResult:
     Arrays may be the engine's own buffers: read them before the next ``recv``. With same-step
     autoreset, ``observations`` already holds the first observation of the next
     episode where an episode ended; the observation it ended on is in ``final_observations``
-    (meaningful only at rows where ``terminations | truncations``).
+    (meaningful only at rows where ``terminations | truncations``). ``alive`` says which rows
+    have an agent that acts on its observation (always every row of a single-agent env).
     """
 
     env_ids: np.ndarray
@@ -40,6 +46,7 @@ class StepResult:
     terminations: np.ndarray
     truncations: np.ndarray
     final_observations: np.ndarray
+    alive: np.ndarray
     episodes: list[Episode]
 
 
@@ -49,7 +56,8 @@ class EnvError(UserError):
 
 @dataclass
 class EnvRows:
-    """Where a group of envs writes its step results: rows of the engine's arrays."""
+    """Where a group of envs writes its step results: rows of the engine's arrays (one row per
+    env, or per agent of a multi-agent env)."""
 
     observations: np.ndarray
     final_observations: np.ndarray
@@ -57,18 +65,20 @@ class EnvRows:
     terminations: np.ndarray
     truncations: np.ndarray
     game_over: np.ndarray
+    alive: np.ndarray
 
     @classmethod
-    def allocate(cls, num_envs: int, space: gym.spaces.Space) -> EnvRows:
-        """Zeroed arrays for ``num_envs`` envs with observations of ``space``."""
-        observations = np.zeros((num_envs, *space.shape), dtype=space.dtype)
+    def allocate(cls, num_rows: int, space: gym.spaces.Space) -> EnvRows:
+        """Arrays for ``num_rows`` rows with observations of ``space`` (zero, every row alive)."""
+        observations = np.zeros((num_rows, *space.shape), dtype=space.dtype)
         return cls(
             observations=observations,
             final_observations=np.zeros_like(observations),
-            rewards=np.zeros(num_envs, dtype=np.float32),
-            terminations=np.zeros(num_envs, dtype=bool),
-            truncations=np.zeros(num_envs, dtype=bool),
-            game_over=np.zeros(num_envs, dtype=bool),
+            rewards=np.zeros(num_rows, dtype=np.float32),
+            terminations=np.zeros(num_rows, dtype=bool),
+            truncations=np.zeros(num_rows, dtype=bool),
+            game_over=np.zeros(num_rows, dtype=bool),
+            alive=np.ones(num_rows, dtype=bool),
         )
 
     def select(self, rows: slice | np.ndarray) -> EnvRows:
@@ -76,13 +86,31 @@ class EnvRows:
         return EnvRows(**{name: array[rows] for name, array in vars(self).items()})
 
 
+def agents_per_env(envs: Sequence[gym.Env | AgentRows]) -> int:
+    """Rows each env fills: its agents for PettingZoo envs, else 1."""
+    return envs[0].num_agents if envs and isinstance(envs[0], AgentRows) else 1
+
+
+def _env_error(what: str) -> EnvError:
+    return EnvError(f"{what}:\n{traceback.format_exc().rstrip()}")
+
+
 def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first: int) -> None:
     """Step each env with its action and write the results in place, with same-step autoreset.
 
     An env may end an episode for bootstrapping while its score goes on (an Atari life loss):
     it says so with ``info["game_over"] = False``. ``first`` is the first env's global index,
-    used to name an env that raises.
+    used to name an env that raises. Multi-agent envs take and fill a block of rows each.
     """
+    if envs and isinstance(envs[0], AgentRows):
+        agents = envs[0].num_agents
+        for index, env in enumerate(envs):
+            block = slice(index * agents, (index + 1) * agents)
+            try:
+                env.step_rows(actions[block], rows.select(block))
+            except Exception:
+                raise _env_error(f"env {first + index} raised") from None
+        return
     for index, env in enumerate(envs):
         try:
             obs, reward, terminated, truncated, info = env.step(actions[index])
@@ -91,9 +119,7 @@ def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first
                 rows.final_observations[index] = obs
                 obs, _ = env.reset()
         except Exception:
-            raise EnvError(
-                f"env {first + index} raised:\n{traceback.format_exc().rstrip()}"
-            ) from None
+            raise _env_error(f"env {first + index} raised") from None
         rows.observations[index] = obs
         rows.rewards[index] = reward
         rows.terminations[index] = terminated
@@ -110,36 +136,57 @@ def build_envs(factories: Sequence[Callable[[], gym.Env]], first: int) -> list[g
         except UserError:
             raise
         except Exception:
-            message = traceback.format_exc().rstrip()
-            raise EnvError(f"env {first + index} failed to build:\n{message}") from None
+            raise _env_error(f"env {first + index} failed to build") from None
     return envs
 
 
-def reset_envs(envs: Sequence[gym.Env], seeds: Sequence[int], observations: np.ndarray) -> None:
-    """Reset env ``i`` with ``seeds[i]``, writing its first observation into row ``i``."""
+def reset_envs(envs: Sequence[gym.Env], seeds: Sequence[int], rows: EnvRows) -> None:
+    """Reset env ``i`` with ``seeds[i]``, writing its first observation into its row (or its
+    block of rows, one per agent)."""
+    agents = agents_per_env(envs)
     for index, (env, seed) in enumerate(zip(envs, seeds, strict=True)):
-        observations[index], _ = env.reset(seed=int(seed))
+        if isinstance(env, AgentRows):
+            env.reset_rows(int(seed), rows.select(slice(index * agents, (index + 1) * agents)))
+        else:
+            rows.observations[index], _ = env.reset(seed=int(seed))
 
 
 class EpisodeTracker:
-    """Running score and length of each env's current episode."""
+    """Running score and length of each row's current episode.
 
-    def __init__(self, num_envs: int) -> None:
-        self.scores = np.zeros(num_envs, dtype=np.float64)
-        self.lengths = np.zeros(num_envs, dtype=np.int64)
+    With ``agent_names``, rows come in blocks of one per agent; an episode closes for the whole
+    block (every row of the env is ``episode_over`` at once) and reports each agent's score.
+    """
+
+    def __init__(self, num_rows: int, agent_names: Sequence[str] = ()) -> None:
+        self.scores = np.zeros(num_rows, dtype=np.float64)
+        self.lengths = np.zeros(num_rows, dtype=np.int64)
+        self.agent_names = tuple(agent_names)
 
     def update(
         self, env_ids: np.ndarray, rewards: np.ndarray, episode_over: np.ndarray
     ) -> list[Episode]:
-        """Add one step of the envs ``env_ids``; return the episodes that ``episode_over``
+        """Add one step of the rows ``env_ids``; return the episodes that ``episode_over``
         closes, and restart them."""
         self.scores[env_ids] += rewards
         self.lengths[env_ids] += 1
         ended = env_ids[episode_over]
-        finished = [Episode(int(i), float(self.scores[i]), int(self.lengths[i])) for i in ended]
+        if self.agent_names:
+            finished = [self._agents_episode(int(row)) for row in ended[:: len(self.agent_names)]]
+        else:
+            finished = [Episode(int(i), float(self.scores[i]), int(self.lengths[i])) for i in ended]
         self.scores[ended] = 0.0
         self.lengths[ended] = 0
         return finished
+
+    def _agents_episode(self, first_row: int) -> Episode:
+        block = self.scores[first_row : first_row + len(self.agent_names)]
+        return Episode(
+            first_row // len(self.agent_names),
+            float(block.mean()),
+            int(self.lengths[first_row]),
+            dict(zip(self.agent_names, block.tolist(), strict=True)),
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"scores": self.scores.tolist(), "lengths": self.lengths.tolist()}
@@ -182,10 +229,15 @@ class VectorEnv(ABC):
     name: str
     """The backend's --vec name."""
     num_envs: int
+    """Rows of the batch: envs, or envs × agents for a multi-agent env. ``env_ids`` number
+    rows, and row ``r`` of a multi-agent env belongs to agent ``r % agents_per_env``."""
+    agents_per_env: int = 1
+    agent_names: tuple[str, ...] = ()
+    """Agent of each row of an env's block (empty for single-agent envs)."""
     batch_size: int
-    """Envs returned by one ``recv`` (``num_envs``: synchronous)."""
+    """Rows returned by one ``recv`` (``num_envs``: synchronous)."""
     group_size: int
-    """Envs always stepped together (a divisor of ``batch_size``)."""
+    """Rows always stepped together (a divisor of ``batch_size``; whole envs' blocks)."""
     env_threads: int
     """Threads or processes stepping envs beside the trainer's own thread."""
     single_observation_space: gym.spaces.Space
@@ -194,7 +246,9 @@ class VectorEnv(ABC):
     """The space policies are built for: a Dict/Tuple space whose observations arrive as flat
     byte rows of ``single_observation_space``, or that same space."""
     observations: np.ndarray
-    """The current observation of every env (the engine's buffer)."""
+    """The current observation of every row (the engine's buffer)."""
+    alive: np.ndarray
+    """Which rows have an agent acting on its current observation (the engine's buffer)."""
     tracker: EpisodeTracker
 
     def policy_threads(self) -> int:
@@ -239,6 +293,8 @@ class VectorEnv(ABC):
         self.observations[:] = np.frombuffer(
             state["observations"], dtype=self.observations.dtype
         ).reshape(self.observations.shape)
+        if "alive" in state:  # checkpoints from before multi-agent envs have every row alive
+            self.alive[:] = np.frombuffer(state["alive"], dtype=bool)
         self.tracker.load_state_dict(state["tracker"])
         return True
 
@@ -254,6 +310,7 @@ class VectorEnv(ABC):
         """The state every backend saves: observations, episode counters, env snapshots."""
         return {
             "observations": self.observations.tobytes(),
+            "alive": self.alive.tobytes(),
             "tracker": self.tracker.state_dict(),
             "envs": snapshots,
         }
@@ -268,5 +325,6 @@ class VectorEnv(ABC):
             rows.terminations,
             rows.truncations,
             rows.final_observations,
+            rows.alive,
             episodes,
         )

@@ -41,6 +41,7 @@ from puffertrain.vector.base import (
     EpisodeTracker,
     StepResult,
     VectorEnv,
+    agents_per_env,
     as_rows,
     build_envs,
     env_groups,
@@ -57,18 +58,23 @@ _SPINS = 2000
 
 
 def _layout(
-    num_envs: int, num_workers: int, obs_space: gym.spaces.Box, action_sample: np.ndarray
+    num_envs: int,
+    num_rows: int,
+    num_workers: int,
+    obs_space: gym.spaces.Box,
+    action_sample: np.ndarray,
 ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Name → (shape, dtype) of every shared array."""
-    obs = ((num_envs, *obs_space.shape), np.dtype(obs_space.dtype))
+    """Name → (shape, dtype) of every shared array (``num_rows``: envs × agents per env)."""
+    obs = ((num_rows, *obs_space.shape), np.dtype(obs_space.dtype))
     return {
         "observations": obs,
         "final_observations": obs,
-        "rewards": ((num_envs,), np.dtype(np.float32)),
-        "terminations": ((num_envs,), np.dtype(np.bool_)),
-        "truncations": ((num_envs,), np.dtype(np.bool_)),
-        "game_over": ((num_envs,), np.dtype(np.bool_)),
-        "actions": ((num_envs, *action_sample.shape), action_sample.dtype),
+        "rewards": ((num_rows,), np.dtype(np.float32)),
+        "terminations": ((num_rows,), np.dtype(np.bool_)),
+        "truncations": ((num_rows,), np.dtype(np.bool_)),
+        "game_over": ((num_rows,), np.dtype(np.bool_)),
+        "alive": ((num_rows,), np.dtype(np.bool_)),
+        "actions": ((num_rows, *action_sample.shape), action_sample.dtype),
         "seeds": ((num_envs,), np.dtype(np.int64)),
         "commands": ((num_workers,), np.dtype(np.int64)),
         "sequence": ((num_workers,), np.dtype(np.int64)),
@@ -92,6 +98,7 @@ def _rows(views: dict[str, np.ndarray], rows: slice) -> EnvRows:
         terminations=views["terminations"][rows],
         truncations=views["truncations"][rows],
         game_over=views["game_over"][rows],
+        alive=views["alive"][rows],
     )
 
 
@@ -123,8 +130,10 @@ def _worker(
     except EnvError as error:
         pipe.send(str(error))
         return
-    rows = slice(first, first + len(envs))
-    env_rows, actions, seeds = _rows(views, rows), views["actions"][rows], views["seeds"][rows]
+    agents = agents_per_env(envs)
+    rows = slice(first * agents, (first + len(envs)) * agents)
+    env_rows, actions = _rows(views, rows), views["actions"][rows]
+    seeds = views["seeds"][first : first + len(envs)]
     sequence, seen = views["sequence"], 0
     while True:
         _spin(lambda: sequence[worker] != seen, spins)  # noqa: B023 (read at each call)
@@ -137,7 +146,7 @@ def _worker(
             if command == _STEP:
                 step_envs(envs, actions, env_rows, first)
             elif command == _RESET:
-                reset_envs(envs, seeds, env_rows.observations)
+                reset_envs(envs, seeds, env_rows)
             elif command == _CAPTURE:
                 pipe.send([capture_env_state(env) for env in envs])
             elif command == _RESTORE:
@@ -174,6 +183,7 @@ class MultiprocessingVectorEnv(VectorEnv):
     Synchronous, the trainer's process steps its own share while the workers step theirs,
     instead of waiting idle: on 2 cores, one worker and the trainer each take half of the envs.
     With async batches a group is one worker's envs and a batch is one or more workers.
+    ``num_workers`` and ``batch_size`` count envs; a multi-agent env fills one row per agent.
     """
 
     name = "multiprocessing"
@@ -182,10 +192,9 @@ class MultiprocessingVectorEnv(VectorEnv):
         self, factories: Sequence[EnvFactory], num_workers: int = 0, batch_size: int = 0
     ) -> None:
         num_envs = len(factories)
-        self.num_envs = num_envs
-        self.batch_size = batch_size or num_envs
-        synchronous = self.batch_size == num_envs
-        num_workers = num_workers or default_num_workers(num_envs, self.batch_size)
+        batch_envs = batch_size or num_envs
+        synchronous = batch_envs == num_envs
+        num_workers = num_workers or default_num_workers(num_envs, batch_envs)
         lanes = num_workers + synchronous
         if num_envs % lanes:
             share = "worker(s) and the trainer's process" if synchronous else "worker(s)"
@@ -193,15 +202,18 @@ class MultiprocessingVectorEnv(VectorEnv):
                 f"--num-envs {num_envs} must split evenly over the {num_workers} {share}"
             )
         self.num_workers, self._per_lane = num_workers, num_envs // lanes
-        if self.batch_size % self._per_lane:
+        if batch_envs % self._per_lane:
             raise UserError(
-                f"--env-batch-size {self.batch_size} must be a multiple of the "
+                f"--env-batch-size {batch_envs} must be a multiple of the "
                 f"{self._per_lane} envs each worker steps (num-envs / num-workers)"
             )
-        self.group_size = num_envs if synchronous else self._per_lane
         self.env_threads = num_workers
         self._spins = _SPINS if synchronous else 0
         self._local_envs = build_envs(factories[: self._per_lane if synchronous else 1], first=0)
+        agents = self.agents_per_env = agents_per_env(self._local_envs)
+        self.agent_names = getattr(self._local_envs[0], "agent_names", ())
+        self.num_envs, self.batch_size = num_envs * agents, batch_envs * agents
+        self.group_size = self.num_envs if synchronous else self._per_lane * agents
         self.single_observation_space = self._local_envs[0].observation_space
         self.single_action_space = self._local_envs[0].action_space
         self.policy_observation_space = policy_observation_space(self._local_envs[0])
@@ -214,6 +226,7 @@ class MultiprocessingVectorEnv(VectorEnv):
             )
         layout = _layout(
             num_envs,
+            self.num_envs,
             num_workers,
             self.single_observation_space,
             np.asarray(self.single_action_space.sample()),
@@ -224,11 +237,12 @@ class MultiprocessingVectorEnv(VectorEnv):
             for name, (shape, dtype) in layout.items()
         }
         self._views = _views(buffers, layout)
+        self._views["alive"][:] = True  # single-agent envs never write it
         self._rows = _rows(self._views, slice(None))
         self._local = len(self._local_envs)
-        self._local_rows = _rows(self._views, slice(0, self._local))
-        self.observations = self._rows.observations
-        self.tracker = EpisodeTracker(num_envs)
+        self._local_rows = _rows(self._views, slice(0, self._local * agents))
+        self.observations, self.alive = self._rows.observations, self._rows.alive
+        self.tracker = EpisodeTracker(self.num_envs, self.agent_names)
         self._go = [context.Semaphore(0) for _ in range(num_workers)]
         self._ready = context.Semaphore(0)
         self._busy: list[int] = []  # in the order they were sent
@@ -334,12 +348,10 @@ class MultiprocessingVectorEnv(VectorEnv):
 
     def reset(self, seed: int) -> np.ndarray:
         seeds = self._views["seeds"]
-        seeds[:] = np.arange(seed, seed + self.num_envs)
-        local_seeds, local_observations = seeds[: self._local], self._local_rows.observations
-        self._everyone(
-            _RESET, lambda: reset_envs(self._local_envs, local_seeds, local_observations)
-        )
-        self.tracker = EpisodeTracker(self.num_envs)
+        seeds[:] = np.arange(seed, seed + len(seeds))
+        local_seeds, local_rows = seeds[: self._local], self._local_rows
+        self._everyone(_RESET, lambda: reset_envs(self._local_envs, local_seeds, local_rows))
+        self.tracker = EpisodeTracker(self.num_envs, self.agent_names)
         return self.observations
 
     def send(self, actions: np.ndarray, env_ids: np.ndarray) -> None:
@@ -355,7 +367,7 @@ class MultiprocessingVectorEnv(VectorEnv):
     def recv(self) -> StepResult:
         if self._local_pending:
             self._local_pending = False
-            actions = self._views["actions"][: self._local]
+            actions = self._views["actions"][: self._local * self.agents_per_env]
             try:
                 step_envs(self._local_envs, actions, self._local_rows, 0)
             finally:

@@ -53,7 +53,7 @@ class NativeAtariVectorEnv(VectorEnv):
         self.single_action_space = self._batches[0].single_action_space
         self.policy_observation_space = self.single_observation_space
         self.rows = EnvRows.allocate(num_envs, self.single_observation_space)
-        self.observations = self.rows.observations
+        self.observations, self.alive = self.rows.observations, self.rows.alive
         self.tracker = EpisodeTracker(num_envs)
         self._frame_numbers = np.zeros(num_envs, dtype=np.int64)
         self._sent: deque[int] = deque()

@@ -15,6 +15,7 @@ from puffertrain.vector.base import (
     EpisodeTracker,
     StepResult,
     VectorEnv,
+    agents_per_env,
     build_envs,
     env_groups,
     reset_envs,
@@ -27,6 +28,7 @@ class SerialVectorEnv(VectorEnv):
 
     With ``batch_size < num_envs`` it is the reference for async batches: ``send`` queues
     groups of ``batch_size`` envs and each ``recv`` steps the oldest one (nothing overlaps).
+    ``batch_size`` counts envs; a multi-agent env fills a block of rows, one per agent.
     """
 
     name = "serial"
@@ -34,20 +36,22 @@ class SerialVectorEnv(VectorEnv):
 
     def __init__(self, factories: Sequence[EnvFactory], batch_size: int = 0) -> None:
         self.envs = build_envs(factories, first=0)
-        self.num_envs = len(self.envs)
-        self.batch_size = self.group_size = batch_size or self.num_envs
+        self.agents_per_env = agents_per_env(self.envs)
+        self.agent_names = getattr(self.envs[0], "agent_names", ())
+        self.num_envs = len(self.envs) * self.agents_per_env
+        self.batch_size = self.group_size = (batch_size or len(self.envs)) * self.agents_per_env
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         self.policy_observation_space = policy_observation_space(self.envs[0])
         self.rows = EnvRows.allocate(self.num_envs, self.single_observation_space)
-        self.observations = self.rows.observations
-        self.tracker = EpisodeTracker(self.num_envs)
+        self.observations, self.alive = self.rows.observations, self.rows.alive
+        self.tracker = EpisodeTracker(self.num_envs, self.agent_names)
         self._sent: deque[tuple[int, np.ndarray]] = deque()
 
     def reset(self, seed: int) -> np.ndarray:
-        self.tracker = EpisodeTracker(self.num_envs)
+        self.tracker = EpisodeTracker(self.num_envs, self.agent_names)
         self._sent.clear()
-        reset_envs(self.envs, range(seed, seed + self.num_envs), self.observations)
+        reset_envs(self.envs, range(seed, seed + len(self.envs)), self.rows)
         return self.observations
 
     def send(self, actions: np.ndarray, env_ids: np.ndarray) -> None:
@@ -60,7 +64,10 @@ class SerialVectorEnv(VectorEnv):
         first = group * self.group_size
         rows = slice(first, first + self.group_size)
         group_rows = self.rows.select(rows)
-        step_envs(self.envs[rows], actions, group_rows, first)
+        agents = self.agents_per_env
+        step_envs(
+            self.envs[first // agents : rows.stop // agents], actions, group_rows, first // agents
+        )
         return self._step_result(np.arange(first, rows.stop), group_rows)
 
     def state_dict(self) -> dict[str, Any]:

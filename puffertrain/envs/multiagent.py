@@ -1,0 +1,153 @@
+"""PettingZoo parallel envs as blocks of rows: one row of the batch per possible agent.
+
+A :class:`AgentRows` presents a ``ParallelEnv`` to the rollout engine as ``num_agents`` rows
+that always step together. Row ``i`` belongs to ``possible_agents[i]`` for the whole run.
+
+- Observations: agents whose observation spaces are all the same keep that space (Dict and
+  Tuple spaces become flat byte rows, as for single-agent envs). Agents with different Box
+  spaces are flattened and zero-padded at the end to the longest one, in the common dtype.
+- A row whose agent is not in the env (done before the others, or not yet there) is *dead*:
+  ``alive`` is False, its observation is zeros, its reward 0, it counts as terminated at every
+  step (so nothing bootstraps through it), and its action is not passed to the env. The
+  trainer masks dead rows out of the loss and the advantage statistics.
+- Same-step autoreset: when no agent is left, the env is reset in the same step; the rows'
+  ``final_observations`` hold what each agent saw at its own end, and ``game_over`` marks every
+  row of the env, which closes its episode for the score bookkeeping.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from policies.flatten import flat_space, flatten_observation, is_structured
+from puffertrain.errors import UserError
+
+
+def is_parallel_env(env: Any) -> bool:
+    """Whether ``env`` follows PettingZoo's parallel API (checked by shape, so PettingZoo
+    itself is needed only by the envs that use it)."""
+    return (
+        not isinstance(env, gym.Env)
+        and hasattr(env, "possible_agents")
+        and callable(getattr(env, "observation_space", None))
+        and callable(getattr(env, "action_space", None))
+    )
+
+
+def _padded_space(spaces: list[gym.spaces.Space]) -> gym.spaces.Box:
+    """One flat Box that holds each agent's flattened observation, zero-padded at the end."""
+    if not all(isinstance(space, gym.spaces.Box) for space in spaces):
+        kinds = sorted({type(space).__name__ for space in spaces})
+        raise UserError(
+            "agents with different observation spaces must all have Box spaces to be padded "
+            f"to one; got {', '.join(kinds)}"
+        )
+    size = max(math.prod(space.shape) for space in spaces)
+    dtype = np.result_type(*(space.dtype for space in spaces))
+
+    def padded(bounds: np.ndarray) -> np.ndarray:
+        row = np.zeros(size, dtype=np.float64)
+        row[: bounds.size] = bounds.reshape(-1)
+        return row
+
+    low = np.min([padded(space.low) for space in spaces], axis=0)
+    high = np.max([padded(space.high) for space in spaces], axis=0)
+    return gym.spaces.Box(low.astype(dtype), high.astype(dtype), (size,), dtype)
+
+
+class AgentRows:
+    """A PettingZoo ``ParallelEnv`` stepped as ``num_agents`` rows (see the module doc)."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        self.agent_names: tuple[str, ...] = tuple(str(agent) for agent in env.possible_agents)
+        self.num_agents = len(self.agent_names)
+        if not self.num_agents:
+            raise UserError("the PettingZoo env has no possible_agents")
+        self._agents = list(env.possible_agents)
+        self._row_of = {agent: row for row, agent in enumerate(self._agents)}
+        observation_spaces = [env.observation_space(agent) for agent in self._agents]
+        action_spaces = [env.action_space(agent) for agent in self._agents]
+        if any(space != action_spaces[0] for space in action_spaces):
+            described = ", ".join(
+                f"{agent}: {space}"
+                for agent, space in zip(self._agents, action_spaces, strict=True)
+            )
+            raise UserError(
+                f"every agent needs the same action space to share one batch; got {described}"
+            )
+        self.action_space = action_spaces[0]
+        first = observation_spaces[0]
+        self.padded = any(space != first for space in observation_spaces)
+        self.structured_space: gym.spaces.Space = first
+        if self.padded:
+            self.observation_space: gym.spaces.Space = _padded_space(observation_spaces)
+            self.structured_space = self.observation_space
+        elif is_structured(first):
+            self.observation_space = flat_space(first)
+        else:
+            self.observation_space = first
+        self.metadata = getattr(env, "metadata", {})
+
+    def _encode(self, observation: Any) -> np.ndarray:
+        if self.padded:
+            flat = np.asarray(observation).reshape(-1)
+            row = np.zeros(self.observation_space.shape, dtype=self.observation_space.dtype)
+            row[: flat.size] = flat
+            return row
+        if is_structured(self.structured_space):
+            return flatten_observation(observation, self.structured_space)
+        return observation
+
+    def _write(self, observations: dict, rows: Any) -> None:
+        """Each present agent's observation into its row; every other row dead and zero."""
+        rows.observations[:] = 0
+        rows.alive[:] = False
+        for agent, observation in observations.items():
+            row = self._row_of[agent]
+            rows.observations[row] = self._encode(observation)
+            rows.alive[row] = True
+
+    def reset_rows(self, seed: int | None, rows: Any) -> None:
+        """Reset the env with ``seed`` and write its first observations into ``rows``."""
+        observations, _ = self.env.reset(seed=seed)
+        self._write(observations, rows)
+
+    def step_rows(self, actions: np.ndarray, rows: Any) -> None:
+        """Step the live agents with their rows of ``actions``; write the results in place."""
+        live = [agent for agent in self.env.agents if rows.alive[self._row_of[agent]]]
+        observations, rewards, terminations, truncations, _ = self.env.step(
+            {agent: actions[self._row_of[agent]] for agent in live}
+        )
+        rows.rewards[:] = 0.0
+        rows.terminations[:] = True  # dead rows; live ones are overwritten below
+        rows.truncations[:] = False
+        for agent in live:
+            row = self._row_of[agent]
+            rows.rewards[row] = rewards.get(agent, 0.0)
+            rows.terminations[row] = terminations.get(agent, False)
+            rows.truncations[row] = truncations.get(agent, False)
+            if (rows.terminations[row] or rows.truncations[row]) and agent in observations:
+                rows.final_observations[row] = self._encode(observations[agent])
+        still_live = {
+            agent: observations[agent]
+            for agent in self.env.agents
+            if agent in observations
+            and not (terminations.get(agent, False) or truncations.get(agent, False))
+        }
+        over = not still_live
+        if over:
+            observations, _ = self.env.reset()
+            still_live = observations
+        self._write(still_live, rows)
+        rows.game_over[:] = over
+
+    def render(self) -> Any:
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()
