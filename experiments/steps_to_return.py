@@ -7,7 +7,7 @@ writes JSON.
         --policy lstm --threshold 400
 
 ``--marks`` adds a learning curve: the mean of the first 10 episodes, and of the last 10 that
-ended by each marked env step.
+ended by each marked env step (``--curve-window`` episodes instead of 10).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--total-timesteps", type=int, default=200_000)
     parser.add_argument("--extra-args", default="", help="more trainer flags, quoted")
     parser.add_argument("--marks", type=int, nargs="*", default=[])
+    parser.add_argument("--curve-window", type=int, default=10, help="episodes per curve point")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
 
@@ -106,7 +107,7 @@ def main() -> None:
                     "best_mean_return": best,
                     "process_wall_s": wall,
                     "final_sps": sps,
-                    "curve": curve(run_dir, args.marks),
+                    "curve": curve(run_dir, args.marks, args.curve_window),
                 }
             )
             print(
@@ -115,7 +116,11 @@ def main() -> None:
                 flush=True,
             )
             if args.marks:
-                print("  curve (mean of 10 episodes):", json.dumps(rows[-1]["curve"]), flush=True)
+                print(
+                    f"  curve (mean of {args.curve_window} episodes):",
+                    json.dumps(rows[-1]["curve"]),
+                    flush=True,
+                )
     reached = [row for row in rows if row["steps_to_threshold"] >= 0]
     summary = {
         "env": args.env,

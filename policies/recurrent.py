@@ -37,11 +37,12 @@ def is_recurrent(policy: nn.Module) -> bool:
 def takes_agent_ids(policy: nn.Module) -> bool:
     """Whether ``policy`` wants the rows' agent ids (multi-agent envs): its ``takes_agent_ids``
     attribute if it has one (wrappers answer for the policy they wrap), else whether its
-    ``forward`` has an ``agent_ids`` parameter."""
+    ``forward`` (``forward_step`` for a recurrent policy) has an ``agent_ids`` parameter."""
     flag = getattr(policy, "takes_agent_ids", None)
     if isinstance(flag, bool):
         return flag
-    return "agent_ids" in inspect.signature(policy.forward).parameters
+    method = policy.forward_step if is_recurrent(policy) else policy.forward
+    return "agent_ids" in inspect.signature(method).parameters
 
 
 class LSTMWrapper(nn.Module):

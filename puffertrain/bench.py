@@ -22,6 +22,7 @@ from puffertrain.config import parse_kwargs
 from puffertrain.envs import EnvFactory, env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
+from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, env_actions
 from puffertrain.rollout import to_torch
@@ -112,15 +113,19 @@ def _gymnasium_sps(vector: gym.vector.VectorEnv, act: Actor, config: BenchConfig
     return _median_sps(advance, config.seconds, config.windows)
 
 
-def _actors(
-    config: BenchConfig, observation_space: gym.spaces.Space, action_space: gym.spaces.Space
-) -> tuple[Actor, Actor]:
-    """Random actions, and policy actions with a recurrent state kept per env."""
-    batch_actions = gym.vector.utils.batch_space(action_space, config.num_envs)
+def _actors(config: BenchConfig, envs: VectorEnv) -> tuple[Actor, Actor]:
+    """Random actions, and policy actions with a recurrent state kept per env (per row: envs
+    × agents for a multi-agent env, whose rows also tell the policy their agent)."""
+    observation_space, action_space = envs.policy_observation_space, envs.single_action_space
+    batch_actions = gym.vector.utils.batch_space(action_space, envs.num_envs)
     batch_actions.seed(0)
-    agent = Agent(build_policy(config.policy, observation_space, action_space), action_space)
+    policy = build_policy(
+        config.policy, observation_space, action_space, agent_names=envs.agent_names
+    )
+    agent = Agent(policy, action_space)
     device = torch.device("cpu")
-    states = agent.initial_state(config.num_envs, device)
+    states = agent.initial_state(envs.num_envs, device)
+    agents = envs.agents_per_env if envs.agent_names else 0
 
     def random_actions(obs: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
         return batch_actions.sample()[: len(obs)]
@@ -128,8 +133,9 @@ def _actors(
     def policy_actions(obs: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
         rows = torch.from_numpy(env_ids)
         state = None if states is None else tuple(part[rows] for part in states)
+        agent_ids = rows % agents if agents else None
         with torch.no_grad():
-            actions, _, _, state = agent.act(to_torch(obs, device), state)
+            actions, _, _, state = agent.act(to_torch(obs, device), state, agent_ids=agent_ids)
         if states is not None:
             for part, new in zip(states, state, strict=True):
                 part[rows] = new
@@ -152,11 +158,12 @@ def bench(config: BenchConfig) -> dict:
     envs, reason = engine_from(config)
     name = f"puffertrain {envs.name}"
     if envs.batch_size < envs.num_envs:
-        name += f" (batches of {envs.batch_size})"
+        name += f" (batches of {envs.batch_size // envs.agents_per_env})"
+    if config.compare and envs.agent_names:
+        envs.close()
+        raise UserError("--compare: gymnasium's vector envs cannot run a PettingZoo env")
     try:
-        random_actions, policy_actions = _actors(
-            config, envs.policy_observation_space, envs.single_action_space
-        )
+        random_actions, policy_actions = _actors(config, envs)
         rows.append(
             {
                 "engine": name,

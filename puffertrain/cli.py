@@ -20,7 +20,7 @@ from puffertrain.config import (
     preset_for,
     to_dict,
 )
-from puffertrain.envs import env_factory, env_family, probe_spaces
+from puffertrain.envs import env_factory, env_family, probe_env
 from puffertrain.errors import UserError
 
 COMMANDS = ("train", "eval", "bench")
@@ -47,14 +47,22 @@ def _contradictions(saved: TrainConfig, requested: TrainConfig) -> list[str]:
 
 
 def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
-    """The preset for an env: its family's, or the continuous-control one for Box actions
-    (with observation normalisation only where the observations are a float Box)."""
+    """The preset for an env: the multi-agent one for PettingZoo envs, its family's, or the
+    continuous-control one for Box actions (with observation normalisation only where the
+    observations are a float Box)."""
     factory = env_factory(env_id, env_kwargs)  # fails on bad ids; imports `module:` ids
     family = env_family(env_id)
-    spaces = None if family == "atari" else probe_spaces(factory)
-    if spaces is None or not isinstance(spaces[1], gym.spaces.Box):
+    probed = None if family == "atari" else probe_env(factory)
+    if probed is None:
         return preset_for(family)
-    return dataclasses.replace(preset_for("continuous"), normalize_obs=can_normalize(spaces[0]))
+    observation_space, action_space, num_agents = probed
+    if num_agents:
+        return preset_for("multi_agent")
+    if not isinstance(action_space, gym.spaces.Box):
+        return preset_for(family)
+    return dataclasses.replace(
+        preset_for("continuous"), normalize_obs=can_normalize(observation_space)
+    )
 
 
 def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:

@@ -213,13 +213,27 @@ CONTINUOUS = TrainConfig(
     ppo=PPOConfig(learning_rate=3e-4, num_minibatches=32, update_epochs=10, ent_coef=0.0),
 )
 
-PRESETS = {"classic_control": CLASSIC_CONTROL, "atari": ATARI, "continuous": CONTINUOUS}
+# Any PettingZoo env: MAPPO's MPE settings (lr 7e-4, 10 epochs) on shorter rollouts; on
+# simple_spread it learned faster than ppo.py's defaults (experiments/RESULTS.md).
+MULTI_AGENT = TrainConfig(
+    total_timesteps=1_000_000,
+    num_envs=16,
+    num_steps=64,
+    ppo=PPOConfig(learning_rate=7e-4, num_minibatches=4, update_epochs=10),
+)
+
+PRESETS = {
+    "classic_control": CLASSIC_CONTROL,
+    "atari": ATARI,
+    "continuous": CONTINUOUS,
+    "multi_agent": MULTI_AGENT,
+}
 
 
 def preset_for(family: str) -> TrainConfig:
     """Defaults for an env family: "atari" (CleanRL ppo_atari), "continuous" (any Box-action
-    env: CleanRL ppo_continuous_action), "classic_control" (RL Zoo's tuned CartPole values);
-    anything else gets CleanRL ppo.py's values."""
+    env: CleanRL ppo_continuous_action), "classic_control" (RL Zoo's tuned CartPole values),
+    "multi_agent" (any PettingZoo env); anything else gets CleanRL ppo.py's values."""
     preset = PRESETS.get(family, TrainConfig())
     return dataclasses.replace(preset, ppo=dataclasses.replace(preset.ppo))
 

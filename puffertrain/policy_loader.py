@@ -28,7 +28,8 @@ def list_policies() -> str:
     width = max(len(name) for name in POLICIES)
     lines = [
         "auto".ljust(width) + "  picks from the spaces: cnn for uint8 images, multi_input for "
-        "Dict/Tuple, mlp otherwise (each with a Gaussian head for Box actions)"
+        "Dict/Tuple, mlp otherwise (each with a Gaussian head for Box actions); shared for "
+        "multi-agent envs, where lstm means shared_lstm"
     ]
     lines += [f"{name.ljust(width)}  {entry.summary}" for name, entry in POLICIES.items()]
     lines.append(
@@ -119,9 +120,10 @@ def _check_kwargs(name: str, cls: type[nn.Module], kwargs: dict[str, Any]) -> No
 
 
 def resolve_policy_name(name: str, observation_space: gym.spaces.Space, multi_agent: bool) -> str:
-    """``auto`` made concrete; on a multi-agent env ``auto`` is ``shared`` and ``lstm`` is
-    ``shared_lstm`` (the library's recurrent policy that takes agent ids)."""
-    if multi_agent:
+    """``auto`` made concrete; on a multi-agent env with vector or image observations ``auto``
+    is ``shared`` and ``lstm`` is ``shared_lstm`` (the recurrent policy that takes agent ids);
+    Dict/Tuple observations get ``multi_input`` either way."""
+    if multi_agent and not is_structured(observation_space):
         return {"auto": "shared", "lstm": "shared_lstm"}.get(name, name)
     return auto_policy_name(observation_space) if name == "auto" else name
 

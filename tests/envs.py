@@ -79,6 +79,19 @@ def raising() -> gym.Env:
     return RaisingEnv()
 
 
+class ResetRaisingEnv(CountingEnv):
+    """Raises when reset with seed 2."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed == 2:
+            raise RuntimeError("no level for seed 2")
+        return super().reset(seed=seed, options=options)
+
+
+def reset_raising() -> gym.Env:
+    return ResetRaisingEnv()
+
+
 class DictEnv(gym.Env):
     """Dict observation (a tiny image, a vector, a tuple with a discrete part); reward 1 when
     the action equals the observation's discrete part, so only a policy that reads it learns."""
@@ -244,8 +257,9 @@ class EarlyExit(ParallelEnv):
     (shape (3,)) terminates after 2. Rewards: 1 per step for stayer, 10 for leaver. Raises if
     given an action for an agent that is no longer in the env."""
 
-    def __init__(self) -> None:
+    def __init__(self, flag_leaving: bool = True) -> None:
         self.possible_agents = ["stayer", "leaver"]
+        self.flag_leaving = flag_leaving
         self.t = 0
 
     def observation_space(self, agent: str) -> gym.spaces.Box:
@@ -270,13 +284,17 @@ class EarlyExit(ParallelEnv):
         self.t += 1
         observations = {agent: self._observe(agent) for agent in self.agents}
         rewards = {agent: 1.0 if agent == "stayer" else 10.0 for agent in self.agents}
-        terminations = {agent: agent == "leaver" and self.t >= 2 for agent in self.agents}
+        leaving = {agent: agent == "leaver" and self.t >= 2 for agent in self.agents}
+        terminations = {agent: leaving[agent] and self.flag_leaving for agent in self.agents}
         truncations = {agent: agent == "stayer" and self.t >= 5 for agent in self.agents}
-        self.agents = [
-            agent for agent in self.agents if not (terminations[agent] or truncations[agent])
-        ]
+        self.agents = [agent for agent in self.agents if not (leaving[agent] or truncations[agent])]
         return observations, rewards, terminations, truncations, {}
 
 
 def early_exit() -> EarlyExit:
     return EarlyExit()
+
+
+def silent_exit() -> EarlyExit:
+    """:class:`EarlyExit` whose leaver leaves without a termination flag."""
+    return EarlyExit(flag_leaving=False)

@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from policies import IndependentMultiAgentPolicy, SharedLSTMPolicy
+from policies import IndependentMultiAgentPolicy, SharedLSTMPolicy, takes_agent_ids
 from puffertrain.config import PPOConfig, TrainConfig
 from puffertrain.envs import env_factory
 from puffertrain.envs.flatten import with_flat_observations
+from puffertrain.envs.multiagent import AgentRows
+from puffertrain.policy_loader import resolve_policy_name
 from puffertrain.ppo import Agent, Minibatch, ppo_loss
+from puffertrain.rollout.rewards import RewardNormalizer
 from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.loop import Trainer
 from puffertrain.vector import MultiprocessingVectorEnv, SerialVectorEnv
@@ -70,6 +73,15 @@ def test_agents_become_padded_rows_and_dead_agents_are_masked():
         (0, 12.5, 5, {"stayer": 5.0, "leaver": 20.0}),
         (1, 12.5, 5, {"stayer": 5.0, "leaver": 20.0}),
     ]
+
+
+def test_an_agent_leaving_without_a_flag_is_cut_off_not_continued():
+    envs = SerialVectorEnv([lambda: with_flat_observations(env_factory("tests.envs:silent_exit"))])
+    envs.reset(seed=0)
+    envs.step(np.zeros(2, dtype=np.int64))
+    result = envs.step(np.zeros(2, dtype=np.int64))
+    assert result.truncations[1] and not result.terminations[1] and not result.alive[1]
+    np.testing.assert_array_equal(result.final_observations[1], [2, 2, 3])
 
 
 def test_multiprocessing_matches_serial_for_agents():
@@ -237,3 +249,81 @@ def test_logger_writes_each_agents_return(tmp_path):
     assert scalars["agents/a/episodic_return"] == [(5, 1.0)]
     assert scalars["agents/b/episodic_return"] == [(5, 2.0)]
     assert scalars["charts/episodic_return"] == [(5, 1.5)]
+
+
+class _Spaces:
+    """Just enough of a ParallelEnv to build :class:`AgentRows` from its spaces."""
+
+    def __init__(self, *observation_spaces: gym.spaces.Space) -> None:
+        self.possible_agents = [f"agent_{i}" for i in range(len(observation_spaces))]
+        self._spaces = dict(zip(self.possible_agents, observation_spaces, strict=True))
+
+    def observation_space(self, agent: str) -> gym.spaces.Space:
+        return self._spaces[agent]
+
+    def action_space(self, agent: str) -> gym.spaces.Space:
+        return gym.spaces.Discrete(2)
+
+
+def test_same_shapes_with_other_bounds_keep_their_shape():
+    rows = AgentRows(
+        _Spaces(
+            gym.spaces.Box(0, 255, (3, 8, 8), np.uint8),
+            gym.spaces.Box(0, 200, (3, 8, 8), np.uint8),
+        )
+    )
+    assert not rows.padded
+    assert rows.observation_space == gym.spaces.Box(0, 255, (3, 8, 8), np.uint8)
+    padded = AgentRows(
+        _Spaces(gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.Box(0, 5, (2, 2), np.int64))
+    )
+    assert padded.observation_space.shape == (4,)
+    assert padded.observation_space.dtype == np.float64
+    np.testing.assert_array_equal(padded.observation_space.low, [-1, -1, 0, 0])
+
+
+def test_aec_envs_are_refused_with_the_parallel_form_named(cli):
+    result = cli("--env", "mpe2.simple_spread_v3:env", "--total-timesteps", "8")
+    assert result.returncode != 0
+    assert "AEC" in result.stderr and "parallel_env" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_auto_takes_multi_input_for_structured_agent_observations():
+    space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,))})
+    assert resolve_policy_name("auto", space, multi_agent=True) == "multi_input"
+    assert resolve_policy_name("auto", gym.spaces.Box(-1, 1, (2,)), True) == "shared"
+    assert resolve_policy_name("lstm", gym.spaces.Box(-1, 1, (2,)), True) == "shared_lstm"
+
+
+def test_dead_rows_do_not_count_in_the_reward_statistics():
+    with_dead = RewardNormalizer(4, gamma=0.9)
+    live_only = RewardNormalizer(2, gamma=0.9)
+    acting = np.array([True, False, True, False])
+    for step in range(5):
+        rewards = np.array([1.0 + step, 0.0, 3.0, 0.0])
+        ended = np.array([False, True, False, True])
+        with_dead(rewards, np.arange(4), ended, acting)
+        live_only(rewards[acting], np.arange(2), ended[acting])
+    assert (with_dead.mean, with_dead.var, with_dead.count) == pytest.approx(
+        (live_only.mean, live_only.var, live_only.count)
+    )
+
+
+def test_a_recurrent_policy_says_through_forward_step_whether_it_takes_agent_ids():
+    class StepsWithoutIds(torch.nn.Module):
+        def initial_state(self, batch_size, device="cpu"):
+            return (torch.zeros(batch_size, 1),)
+
+        def forward_step(self, observations, state):
+            return (observations, observations[:, :1]), state
+
+        def forward_sequence(self, observations, state, episode_starts):
+            return observations, observations[:, :1]
+
+        def forward(self, observations, state=None, agent_ids=None):
+            return self.forward_step(observations, state)
+
+    assert not takes_agent_ids(StepsWithoutIds())
+    shared = SharedLSTMPolicy(gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2), agent_ids=True)
+    assert takes_agent_ids(shared)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from puffertrain.config import TrainConfig
+from puffertrain.config import PPOConfig, TrainConfig
+from puffertrain.trainer.checkpoint import load_checkpoint
 from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.loop import Trainer
 
@@ -60,3 +61,24 @@ def test_a_users_policy_class_trains_and_evaluates(tmp_path, capsys):
     main(["eval", "--checkpoint", str(run_dir), "--episodes", "3", "--deterministic"])
     out = capsys.readouterr().out
     assert out.count("game ") == 3 and "CartPole-v1: " in out and "over 3 games" in out
+
+
+def test_restarted_episodes_after_a_resume_start_from_zero_state(tmp_path):
+    """An env whose state is not saved restarts its episodes on resume: the recurrent state
+    and the running returns of the old episodes must not carry over to the new ones."""
+    config = TrainConfig(
+        env="tests.envs:uncapturable",
+        policy="lstm",
+        num_envs=2,
+        num_steps=8,
+        vec="serial",
+        normalize_reward=True,
+        ppo=PPOConfig(num_minibatches=2),
+    )
+    trainer = Trainer(config, tmp_path, None)
+    for part in trainer.policy_state:
+        part.fill_(1.0)
+    trainer.reward_normalizer.returns[:] = 5.0
+    resumed = Trainer(config, tmp_path, load_checkpoint(trainer.save()))
+    assert all(bool((part == 0).all()) for part in resumed.policy_state)
+    assert not resumed.reward_normalizer.returns.any()

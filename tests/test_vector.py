@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from puffertrain.envs import env_factory
-from puffertrain.vector import SerialVectorEnv
+from puffertrain.vector import EnvError, MultiprocessingVectorEnv, SerialVectorEnv
 from tests.envs import CountingEnv
 
 
@@ -57,3 +58,16 @@ def test_uncapturable_env_is_reset_with_the_reseed():
     assert state["envs"] == [None, None]
     assert not envs.load_state_dict(state, reseed=7)
     assert envs.observations[:, 0].tolist() == [0, 0]
+
+
+def test_an_env_raising_on_reset_is_named_with_its_traceback():
+    factory = env_factory("tests.envs:reset_raising")
+    envs = SerialVectorEnv([factory] * 3)
+    with pytest.raises(EnvError, match=r"(?s)env 2 raised on reset:.*no level for seed 2"):
+        envs.reset(seed=0)
+    workers = MultiprocessingVectorEnv([factory] * 4, num_workers=1)
+    try:
+        with pytest.raises(EnvError, match=r"(?s)env 2 raised on reset:.*no level for seed 2"):
+            workers.reset(seed=0)
+    finally:
+        workers.close()

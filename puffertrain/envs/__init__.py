@@ -1,6 +1,6 @@
 """Building and describing environments."""
 
-from puffertrain.envs.make import EnvFactory, env_factory, env_family, is_atari, probe_spaces
+from puffertrain.envs.make import EnvFactory, env_factory, env_family, is_atari, probe_env
 from puffertrain.envs.state import capture_env_state, restore_env_state
 
 __all__ = [
@@ -9,6 +9,6 @@ __all__ = [
     "env_factory",
     "env_family",
     "is_atari",
-    "probe_spaces",
+    "probe_env",
     "restore_env_state",
 ]

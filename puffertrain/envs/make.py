@@ -89,10 +89,12 @@ def env_family(env_id: str) -> str:
     return "other"
 
 
-def probe_spaces(factory: EnvFactory) -> tuple[gym.spaces.Space, gym.spaces.Space] | None:
+def probe_env(
+    factory: EnvFactory,
+) -> tuple[gym.spaces.Space, gym.spaces.Space, int] | None:
     """The observation and action spaces of one env built with ``factory`` (of one agent's row
-    for a multi-agent env), or None if it fails to build (the trainer reports that failure
-    when it builds its envs)."""
+    for a multi-agent env) and its number of agents (0 for a gymnasium env), or None if it
+    fails to build (the trainer reports that failure when it builds its envs)."""
     try:
         env = factory()
         if is_parallel_env(env):
@@ -100,7 +102,7 @@ def probe_spaces(factory: EnvFactory) -> tuple[gym.spaces.Space, gym.spaces.Spac
     except Exception:
         return None
     try:
-        return env.observation_space, env.action_space
+        return env.observation_space, env.action_space, getattr(env, "num_agents", 0)
     finally:
         env.close()
 

@@ -13,6 +13,9 @@ that always step together. Row ``i`` belongs to ``possible_agents[i]`` for the w
 - Same-step autoreset: when no agent is left, the env is reset in the same step; the rows'
   ``final_observations`` hold what each agent saw at its own end, and ``game_over`` marks every
   row of the env, which closes its episode for the score bookkeeping.
+- An agent that leaves without a termination or truncation flag (or is still there when the
+  game ends) counts as truncated, bootstrapped from its last observation (terminated if it got
+  none), so no value leaks across its episode's end.
 """
 
 from __future__ import annotations
@@ -38,31 +41,41 @@ def is_parallel_env(env: Any) -> bool:
     )
 
 
-def _padded_space(spaces: list[gym.spaces.Space]) -> gym.spaces.Box:
-    """One flat Box that holds each agent's flattened observation, zero-padded at the end."""
-    if not all(isinstance(space, gym.spaces.Box) for space in spaces):
-        kinds = sorted({type(space).__name__ for space in spaces})
+def _flat_box(space: gym.spaces.Space) -> gym.spaces.Box:
+    if not isinstance(space, gym.spaces.Box):
         raise UserError(
             "agents with different observation spaces must all have Box spaces to be padded "
-            f"to one; got {', '.join(kinds)}"
+            f"to one; got {space}"
         )
-    size = max(math.prod(space.shape) for space in spaces)
-    dtype = np.result_type(*(space.dtype for space in spaces))
+    return gym.spaces.Box(space.low.reshape(-1), space.high.reshape(-1), dtype=space.dtype)
+
+
+def _common_box(spaces: list[gym.spaces.Space]) -> gym.spaces.Box:
+    """One Box that holds every agent's observation: the largest shape (1-D spaces shorter
+    than it are zero-padded at the end), the widest bounds, the common dtype."""
+    boxes = [space if isinstance(space, gym.spaces.Box) else _flat_box(space) for space in spaces]
+    shape = max((box.shape for box in boxes), key=math.prod)
+    dtype = np.result_type(*(box.dtype for box in boxes))
 
     def padded(bounds: np.ndarray) -> np.ndarray:
-        row = np.zeros(size, dtype=np.float64)
+        row = np.zeros(math.prod(shape), dtype=np.float64)
         row[: bounds.size] = bounds.reshape(-1)
-        return row
+        return row.reshape(shape)
 
-    low = np.min([padded(space.low) for space in spaces], axis=0)
-    high = np.max([padded(space.high) for space in spaces], axis=0)
-    return gym.spaces.Box(low.astype(dtype), high.astype(dtype), (size,), dtype)
+    low = np.min([padded(box.low) for box in boxes], axis=0)
+    high = np.max([padded(box.high) for box in boxes], axis=0)
+    return gym.spaces.Box(low.astype(dtype), high.astype(dtype), shape, dtype)
 
 
 class AgentRows:
     """A PettingZoo ``ParallelEnv`` stepped as ``num_agents`` rows (see the module doc)."""
 
     def __init__(self, env: Any) -> None:
+        if callable(getattr(env, "agent_iter", None)):
+            raise UserError(
+                "this is a PettingZoo AEC env (agents take turns); pass its parallel form, "
+                "e.g. mpe2.simple_spread_v3:parallel_env instead of :env"
+            )
         self.env = env
         self.agent_names: tuple[str, ...] = tuple(str(agent) for agent in env.possible_agents)
         self.num_agents = len(self.agent_names)
@@ -82,10 +95,14 @@ class AgentRows:
             )
         self.action_space = action_spaces[0]
         first = observation_spaces[0]
-        self.padded = any(space != first for space in observation_spaces)
+        self.padded = any(space.shape != first.shape for space in observation_spaces)
+        if not self.padded and any(space != first for space in observation_spaces):
+            first = _common_box(observation_spaces)  # same shape, other bounds or dtypes
         self.structured_space: gym.spaces.Space = first
         if self.padded:
-            self.observation_space: gym.spaces.Space = _padded_space(observation_spaces)
+            self.observation_space: gym.spaces.Space = _common_box(
+                [_flat_box(space) for space in observation_spaces]
+            )
             self.structured_space = self.observation_space
         elif is_structured(first):
             self.observation_space = flat_space(first)
@@ -123,16 +140,6 @@ class AgentRows:
         observations, rewards, terminations, truncations, _ = self.env.step(
             {agent: actions[self._row_of[agent]] for agent in live}
         )
-        rows.rewards[:] = 0.0
-        rows.terminations[:] = True  # dead rows; live ones are overwritten below
-        rows.truncations[:] = False
-        for agent in live:
-            row = self._row_of[agent]
-            rows.rewards[row] = rewards.get(agent, 0.0)
-            rows.terminations[row] = terminations.get(agent, False)
-            rows.truncations[row] = truncations.get(agent, False)
-            if (rows.terminations[row] or rows.truncations[row]) and agent in observations:
-                rows.final_observations[row] = self._encode(observations[agent])
         still_live = {
             agent: observations[agent]
             for agent in self.env.agents
@@ -140,9 +147,23 @@ class AgentRows:
             and not (terminations.get(agent, False) or truncations.get(agent, False))
         }
         over = not still_live
+        rows.rewards[:] = 0.0
+        rows.terminations[:] = True  # dead rows; live ones are overwritten below
+        rows.truncations[:] = False
+        for agent in live:
+            row = self._row_of[agent]
+            rows.rewards[row] = rewards.get(agent, 0.0)
+            terminated = terminations.get(agent, False)
+            truncated = truncations.get(agent, False)
+            if over or agent not in still_live:  # an end the env did not flag is a cut-off
+                truncated = truncated or not terminated
+            if truncated and agent not in observations:  # nothing to bootstrap from
+                terminated, truncated = True, False
+            rows.terminations[row], rows.truncations[row] = terminated, truncated
+            if (terminated or truncated) and agent in observations:
+                rows.final_observations[row] = self._encode(observations[agent])
         if over:
-            observations, _ = self.env.reset()
-            still_live = observations
+            still_live, _ = self.env.reset()
         self._write(still_live, rows)
         rows.game_over[:] = over
 

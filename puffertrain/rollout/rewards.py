@@ -25,12 +25,21 @@ class RewardNormalizer:
         self.returns = np.zeros(num_envs)
         self.mean, self.var, self.count = 0.0, 1.0, 0.0
 
-    def __call__(self, rewards: np.ndarray, env_ids: np.ndarray, ended: np.ndarray) -> np.ndarray:
-        """Scaled ``rewards`` of the envs ``env_ids``, whose steps ``ended`` episodes or not."""
+    def __call__(
+        self,
+        rewards: np.ndarray,
+        env_ids: np.ndarray,
+        ended: np.ndarray,
+        acting: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Scaled ``rewards`` of the envs ``env_ids``, whose steps ``ended`` episodes or not;
+        only the ``acting`` rows (default: all; not a dead agent's) count in the statistics."""
         returns = self.returns[env_ids] * self.gamma + rewards
-        self.mean, self.var, self.count = merge_moments(
-            self.mean, self.var, self.count, returns.mean(), returns.var(), returns.size
-        )
+        counted = returns if acting is None else returns[acting]
+        if counted.size:
+            self.mean, self.var, self.count = merge_moments(
+                self.mean, self.var, self.count, counted.mean(), counted.var(), counted.size
+            )
         self.returns[env_ids] = np.where(ended, 0.0, returns)
         return np.clip(rewards / np.sqrt(self.var + 1e-8), -self.clip, self.clip)
 

@@ -161,7 +161,8 @@ class Trainer:
         ended = result.terminations | result.truncations
         rewards = result.rewards
         if self.reward_normalizer is not None:
-            rewards = self.reward_normalizer(rewards, result.env_ids, ended)
+            acting = self.next_alive[as_rows(result.env_ids)]  # not yet this step's
+            rewards = self.reward_normalizer(rewards, result.env_ids, ended, acting)
         rewards = to_torch(rewards, self.device)
         if self.config.clip_rewards:
             rewards = rewards.sign()
@@ -293,16 +294,19 @@ class Trainer:
         self.global_step = checkpoint["global_step"]
         self.iteration = checkpoint["iteration"]
         reseed = self.config.seed + self.config.num_envs * self.iteration
-        if not self.envs.load_state_dict(checkpoint["envs"], reseed):
+        episodes_go_on = self.envs.load_state_dict(checkpoint["envs"], reseed)
+        if not episodes_go_on:
             print(
                 f"puffertrain: this env's state cannot be saved; its episodes restart "
                 f"(seed {reseed}), so the resumed run is not bit-identical"
             )
         self.next_obs = self.envs.observations.copy()
         self.next_alive = self.envs.alive.copy()
-        if checkpoint.get("policy_state") is not None:  # else the episodes restart from zero
+        if episodes_go_on and checkpoint.get("policy_state") is not None:  # else from zero
             for part, saved in zip(self.policy_state, checkpoint["policy_state"], strict=True):
                 part.copy_(saved)
         if self.reward_normalizer is not None:
             self.reward_normalizer.load_state_dict(checkpoint["reward_normalizer"])
+            if not episodes_go_on:  # new episodes start with no return
+                self.reward_normalizer.returns[:] = 0.0
         set_rng_state(checkpoint["rng"])

@@ -140,15 +140,22 @@ def build_envs(factories: Sequence[Callable[[], gym.Env]], first: int) -> list[g
     return envs
 
 
-def reset_envs(envs: Sequence[gym.Env], seeds: Sequence[int], rows: EnvRows) -> None:
+def reset_envs(
+    envs: Sequence[gym.Env], seeds: Sequence[int], rows: EnvRows, first: int = 0
+) -> None:
     """Reset env ``i`` with ``seeds[i]``, writing its first observation into its row (or its
-    block of rows, one per agent)."""
+    block of rows, one per agent); ``EnvError`` naming the env (``first`` is the first env's
+    global index) if one raises."""
     agents = agents_per_env(envs)
     for index, (env, seed) in enumerate(zip(envs, seeds, strict=True)):
-        if isinstance(env, AgentRows):
-            env.reset_rows(int(seed), rows.select(slice(index * agents, (index + 1) * agents)))
-        else:
-            rows.observations[index], _ = env.reset(seed=int(seed))
+        try:
+            if isinstance(env, AgentRows):
+                block = slice(index * agents, (index + 1) * agents)
+                env.reset_rows(int(seed), rows.select(block))
+            else:
+                rows.observations[index], _ = env.reset(seed=int(seed))
+        except Exception:
+            raise _env_error(f"env {first + index} raised on reset") from None
 
 
 class EpisodeTracker:

@@ -146,7 +146,7 @@ def _worker(
             if command == _STEP:
                 step_envs(envs, actions, env_rows, first)
             elif command == _RESET:
-                reset_envs(envs, seeds, env_rows)
+                reset_envs(envs, seeds, env_rows, first)
             elif command == _CAPTURE:
                 pipe.send([capture_env_state(env) for env in envs])
             elif command == _RESTORE:
