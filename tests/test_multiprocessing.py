@@ -128,7 +128,12 @@ def test_training_stops_on_an_env_error_with_a_checkpoint(tmp_path, no_orphans):
     assert result.stderr.count("puffertrain: error:") == 1
 
 
-def test_ctrl_c_checkpoints_and_stops_every_worker(tmp_path, no_orphans):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_to_the_group_checkpoints_and_stops_every_worker(
+    tmp_path, no_orphans, signum
+):
+    """Ctrl-C signals the whole process group, and so do systemd, Slurm and ``kill -TERM
+    -PGID``: the workers must outlive the signal until the trainer has saved and closed them."""
     run_dir = tmp_path / "interrupted"
     process = subprocess.Popen(
         cli_command(
@@ -158,7 +163,7 @@ def test_ctrl_c_checkpoints_and_stops_every_worker(tmp_path, no_orphans):
     while not (run_dir / "config.json").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
+    os.killpg(process.pid, signum)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert list((run_dir / "checkpoints").glob("step_*.pt"))

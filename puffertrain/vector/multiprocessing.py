@@ -14,9 +14,10 @@ on a semaphore, since the other side is usually microseconds away. Async batches
 own every env, ``recv`` hands over whichever workers finish first, and nobody spins (there are
 more processes than cores to share).
 
-Workers ignore SIGINT (the trainer decides when to stop) and exit when the trainer's process is
-gone; the trainer checks that they are alive while it waits, so a killed worker is reported
-within half a second instead of hanging the run.
+Workers ignore SIGINT and SIGTERM (a group signal reaches them too; the trainer decides when to
+stop, checkpoints, and closes them, killing any that do not exit) and exit when the trainer's
+process is gone; the trainer checks that they are alive while it waits, so a killed worker is
+reported within half a second instead of hanging the run.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def _worker(
     spins: int,
 ) -> None:
     """Build this worker's envs, then run commands until told to close or orphaned."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # sent to the whole group: the trainer
+        signal.signal(signum, signal.SIG_IGN)  # saves, then closes us (or kills us after 2 s)
     views = _views(buffers, layout)
     try:
         envs = build_envs(factories, first)
