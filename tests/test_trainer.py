@@ -82,3 +82,12 @@ def test_restarted_episodes_after_a_resume_start_from_zero_state(tmp_path):
     resumed = Trainer(config, tmp_path, load_checkpoint(trainer.save()))
     assert all(bool((part == 0).all()) for part in resumed.policy_state)
     assert not resumed.reward_normalizer.returns.any()
+
+
+def test_a_budget_that_is_not_whole_updates_is_said(tmp_path, cli):
+    result = cli(
+        "--env", "CartPole-v1", "--policy", "mlp", "--num-envs", "2", "--num-steps", "100",
+        "--total-timesteps", "500", "--vec", "serial", "--run-dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "training 400 steps: whole updates of 200 (2 rows × 100 steps)" in result.stderr

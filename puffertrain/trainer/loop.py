@@ -206,15 +206,17 @@ class Trainer:
         """Run until --total-timesteps or a stop signal, checkpointing along the way."""
         config = self.config
         purge_step = self.global_step + 1 if self.iteration else None
-        logger = RunLogger(
-            self.run_dir,
-            to_dict(config),
-            self.num_iterations * self.num_rows * config.num_steps,
-            self.global_step,
-            purge_step,
-        )
+        update_steps = self.num_rows * config.num_steps
+        total_steps = self.num_iterations * update_steps
+        logger = RunLogger(self.run_dir, to_dict(config), total_steps, self.global_step, purge_step)
         try:
             with logger, StopRequest(logger.console) as stop:
+                if total_steps != config.total_timesteps:
+                    logger.message(
+                        f"training {total_steps:,} steps: whole updates of {update_steps:,} "
+                        f"({self.num_rows} rows × {config.num_steps} steps) nearest below "
+                        f"--total-timesteps {config.total_timesteps:,} (at least one)"
+                    )
                 self._iterate(logger, stop)
                 logger.message(f"wall time: {self.timer.summary()}")
         finally:
