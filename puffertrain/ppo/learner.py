@@ -62,7 +62,8 @@ class Learner:
         results = {key: float(value) / count for key, value in totals.items()}
         values, returns = buffer.values, buffer.returns
         if buffer.alive is not None:  # dead agents' rows predict nothing
-            values, returns = values[buffer.alive.bool()], returns[buffer.alive.bool()]
+            live = buffer.alive.bool()
+            values, returns = values[live], returns[live]
         results["explained_variance"] = _explained_variance(values.flatten(), returns.flatten())
         return results
 

@@ -27,6 +27,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -92,15 +93,8 @@ def _views(buffers: dict[str, Any], layout: dict) -> dict[str, np.ndarray]:
 
 
 def _rows(views: dict[str, np.ndarray], rows: slice) -> EnvRows:
-    return EnvRows(
-        observations=views["observations"][rows],
-        final_observations=views["final_observations"][rows],
-        rewards=views["rewards"][rows],
-        terminations=views["terminations"][rows],
-        truncations=views["truncations"][rows],
-        game_over=views["game_over"][rows],
-        alive=views["alive"][rows],
-    )
+    """The shared arrays' ``rows`` as an :class:`EnvRows` (views, written in place)."""
+    return EnvRows(**{field.name: views[field.name][rows] for field in fields(EnvRows)})
 
 
 def _spin(condition: Callable[[], Any], spins: int) -> None:
