@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -51,6 +52,28 @@ def test_serial_and_multiprocessing_produce_the_same_steps(no_orphans):
         assert episodes > 10
     finally:
         workers.close()
+
+
+def test_a_script_that_never_closes_its_engine_still_exits(no_orphans):
+    """At exit multiprocessing sends SIGTERM to daemon workers left open and waits for them:
+    workers that ignored every SIGTERM kept the interpreter waiting forever."""
+    script = (
+        "from puffertrain.envs import env_factory\n"
+        "from puffertrain.vector import MultiprocessingVectorEnv\n"
+        "engine = MultiprocessingVectorEnv([env_factory('CartPole-v1')] * 6, num_workers=2)\n"
+        "engine.reset(0)\n"
+        "print('reset', flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "reset\n"
 
 
 def test_env_state_travels_through_the_workers(no_orphans):

@@ -14,14 +14,17 @@ on a semaphore, since the other side is usually microseconds away. Async batches
 own every env, ``recv`` hands over whichever workers finish first, and nobody spins (there are
 more processes than cores to share).
 
-Workers ignore SIGINT and SIGTERM (a group signal reaches them too; the trainer decides when to
-stop, checkpoints, and closes them, killing any that do not exit) and exit when the trainer's
-process is gone; the trainer checks that they are alive while it waits, so a killed worker is
-reported within half a second instead of hanging the run.
+Workers ignore SIGINT and SIGTERM (a signal to the whole run reaches them too; the trainer
+decides when to stop, checkpoints, and closes them, killing any that do not exit) and exit when
+the trainer's process is gone; the trainer checks that they are alive while it waits, so a
+killed worker is reported within half a second instead of hanging the run. An engine still open
+when the interpreter exits is closed then: multiprocessing's own exit step only sends SIGTERM
+to the workers and would wait on them forever.
 """
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import signal
@@ -119,7 +122,7 @@ def _worker(
 ) -> None:
     """Build this worker's envs, then run commands until told to close or orphaned."""
     for signum in (signal.SIGINT, signal.SIGTERM):  # sent to the whole group: the trainer
-        signal.signal(signum, signal.SIG_IGN)  # saves, then closes us (or kills us after 2 s)
+        signal.signal(signum, signal.SIG_IGN)  # saves, then closes us (or kills us after 1 s)
     views = _views(buffers, layout)
     try:
         envs = build_envs(factories, first)
@@ -270,6 +273,7 @@ class MultiprocessingVectorEnv(VectorEnv):
             child_end.close()
             self._pipes.append(parent_end)
             self._processes.append(process)
+        atexit.register(self.close)  # runs before multiprocessing's, registered earlier
 
     def _first_env(self, worker: int) -> int:
         return self._local + worker * self._per_lane
@@ -393,18 +397,16 @@ class MultiprocessingVectorEnv(VectorEnv):
         self._everyone(_RESTORE, restore_local, payloads)
 
     def close(self) -> None:
-        """Stop every worker: ask, then terminate, then kill; never leave an orphan."""
+        """Stop every worker: ask, then kill (they ignore SIGTERM); never leave an orphan."""
         if not self._processes:
             return
+        atexit.unregister(self.close)
         self._views["commands"][:] = _CLOSE
         self._views["sequence"][:] += 1
         for go in self._go:
             go.release()
         for process in self._processes:
             process.join(timeout=1.0)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=1.0)
             if process.is_alive():
                 process.kill()
                 process.join()
