@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,16 @@ def run_cli(
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(autouse=True)
+def closes_its_worker_processes(request):
+    """Every test closes the worker processes it starts: one left running outlives the test,
+    and at exit the interpreter waits for it."""
+    before = set(multiprocessing.active_children())
+    yield
+    deadline = time.monotonic() + 5
+    while set(multiprocessing.active_children()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = set(multiprocessing.active_children()) - before
+    assert not left, f"{request.node.name} left worker processes running: {left}"

@@ -53,6 +53,15 @@ class Trainer:
         torch.manual_seed(config.seed)
 
         self.envs, self.backend_reason = engine_from(config)
+        try:
+            self._build_learner(checkpoint)
+        except BaseException:  # a refused policy or checkpoint leaves no workers running
+            self.envs.close()
+            raise
+
+    def _build_learner(self, checkpoint: dict[str, Any] | None) -> None:
+        """Policy, learner, buffer and first observations (or a checkpoint's) for the engine."""
+        config = self.config
         self.num_rows = self.envs.num_envs  # envs × agents per env
         self.num_iterations = config.num_iterations(self.num_rows)
         observation_space = self.envs.single_observation_space
