@@ -112,7 +112,7 @@ def train(argv: Sequence[str]) -> None:
         trainer = Trainer(config, run_dir, checkpoint)
     print(
         f"puffertrain: run directory {run_dir}\npuffertrain: {trainer.envs.name} rollout engine "
-        f"({trainer.backend_reason})",
+        f"({trainer.backend_reason})\npuffertrain: precision {trainer.precision_reason}",
         file=sys.stderr,
     )
     trainer.train()

@@ -107,6 +107,11 @@ class TrainConfig:
     """torch.compile the update's policy forward and loss step (on in the Atari preset, where it
     measured 1.35× faster per minibatch; rollout inference stays eager, where compiling measured
     no gain for the MLP and a loss for the CNN at batch 8; see experiments/results)."""
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    """Compute dtype of the policy in the rollout and the update: bf16 runs its matmuls and
+    convolutions under torch.autocast in bfloat16 (weights, optimizer and loss stay float32);
+    it is refused where the device has no native bf16 (CPU: AVX512-BF16 or AMX). auto: bf16
+    where native, else fp32 (the Atari preset)."""
     checkpoint_interval: int = 50
     """Save a checkpoint every this many updates (and always at the end and on Ctrl-C)."""
     keep_checkpoints: int = 3
@@ -171,6 +176,7 @@ RESUMABLE_CHANGES = frozenset(
         "env_batch_size",
         "device",
         "compile",
+        "precision",
         "checkpoint_interval",
         "keep_checkpoints",
         "resume",
@@ -195,12 +201,16 @@ CLASSIC_CONTROL = TrainConfig(
 )
 
 
+# CleanRL ppo_atari's hyperparameters; bf16 where native, async batches of 4 envs and a
+# compiled update measured fastest here (experiments/RESULTS.md, "Training throughput").
 ATARI = TrainConfig(
     total_timesteps=10_000_000,
     num_envs=8,
     num_steps=128,
     clip_rewards=True,
     compile=True,
+    precision="auto",
+    env_batch_size=4,
     ppo=PPOConfig(learning_rate=2.5e-4, num_minibatches=4, update_epochs=4, clip_coef=0.1),
 )
 

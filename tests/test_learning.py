@@ -11,25 +11,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from puffertrain.cli import main
 
 
+def cartpole_args(run_dir) -> list[str]:
+    """The core learning run: CartPole-v1, the classic-control preset, 100k steps."""
+    return ["--env", "CartPole-v1", "--policy", "mlp", "--seed", "1", "--device", "cpu",
+            "--total-timesteps", "100000", "--run-dir", str(run_dir)]  # fmt: skip
+
+
 def test_cartpole_reaches_475_within_200k_steps(tmp_path):
-    run_dir = tmp_path / "cartpole"
-    main(
-        [
-            "--env",
-            "CartPole-v1",
-            "--policy",
-            "mlp",
-            "--seed",
-            "1",
-            "--device",
-            "cpu",
-            "--total-timesteps",
-            "100000",
-            "--run-dir",
-            str(run_dir),
-        ]
-    )
-    best = best_mean_return(run_dir)
+    main(cartpole_args(tmp_path / "cartpole"))
+    best = best_mean_return(tmp_path / "cartpole")
     assert best >= 475, f"best mean return over 20 episodes: {best:.1f}"
 
 

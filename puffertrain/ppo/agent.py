@@ -2,12 +2,15 @@
 
 Policies only produce distribution parameters (the policy contract); this adapter samples and
 scores actions for Discrete, MultiDiscrete and Box action spaces, without the overhead of
-``torch.distributions`` in the hot loop.
+``torch.distributions`` in the hot loop. With an autocast dtype (``--precision bf16``) the
+policy runs under ``torch.autocast`` and its outputs are turned back to float32 here, so every
+log-probability, entropy and value the loss sees is float32.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 
 import gymnasium as gym
 import numpy as np
@@ -33,9 +36,15 @@ class Agent(nn.Module):
     that takes them (:func:`~policies.recurrent.takes_agent_ids`).
     """
 
-    def __init__(self, policy: nn.Module, action_space: gym.spaces.Space) -> None:
+    def __init__(
+        self,
+        policy: nn.Module,
+        action_space: gym.spaces.Space,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.policy = policy
+        self.autocast_dtype = autocast_dtype
         self.continuous = isinstance(action_space, gym.spaces.Box)
         if isinstance(action_space, gym.spaces.Discrete):
             self.nvec: list[int] = [int(action_space.n)]
@@ -51,6 +60,11 @@ class Agent(nn.Module):
         """Zero recurrent state for ``batch_size`` envs (None for a feed-forward policy)."""
         return self.policy.initial_state(batch_size, device) if self.recurrent else None
 
+    def autocast(self, device: torch.device) -> AbstractContextManager:
+        """The precision context of every policy call on ``device``."""
+        enabled = self.autocast_dtype is not None
+        return torch.autocast(device.type, dtype=self.autocast_dtype, enabled=enabled)
+
     def _agent_kwargs(self, agent_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return {"agent_ids": agent_ids} if agent_ids is not None and self.takes_agent_ids else {}
 
@@ -58,14 +72,18 @@ class Agent(nn.Module):
         self, obs: torch.Tensor, state: State | None, agent_ids: torch.Tensor | None
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, State | None]:
         kwargs = self._agent_kwargs(agent_ids)
-        if self.recurrent:
-            outputs, state = self.policy.forward_step(obs, state, **kwargs)
-            return (*self._parameters_of(outputs), state)
-        return (*self._parameters_of(self.policy(obs, **kwargs)), None)
+        with self.autocast(obs.device):
+            if self.recurrent:
+                outputs, state = self.policy.forward_step(obs, state, **kwargs)
+                state = tuple(part.float() for part in state)
+            else:
+                outputs = self.policy(obs, **kwargs)
+        return (*self._parameters_of(outputs), state)
 
     def _parameters_of(
         self, outputs: tuple[torch.Tensor, ...]
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        outputs = tuple(output.float() for output in outputs)  # no-ops in fp32
         value = outputs[-1].reshape(-1)
         if not self.continuous:
             return (outputs[0],), value
@@ -118,10 +136,11 @@ class Agent(nn.Module):
         flat in ``[T, B]`` order.
         """
         kwargs = self._agent_kwargs(agent_ids)
-        if self.recurrent:
-            outputs = self.policy.forward_sequence(obs, states, episode_starts, **kwargs)
-        else:
-            outputs = self.policy(obs, **kwargs)
+        with self.autocast(obs.device):
+            if self.recurrent:
+                outputs = self.policy.forward_sequence(obs, states, episode_starts, **kwargs)
+            else:
+                outputs = self.policy(obs, **kwargs)
         params, value = self._parameters_of(outputs)
         if self.continuous:
             mean, std = params

@@ -125,13 +125,16 @@ class RolloutBuffer:
     def compute_advantages(
         self, last_values: torch.Tensor, gamma: float, gae_lambda: float
     ) -> None:
-        """GAE(λ) in place; returns = advantages + values."""
-        next_advantage = torch.zeros_like(last_values)
-        next_values = last_values
-        for t in reversed(range(self.num_steps)):
-            not_done = 1.0 - self.episode_ends[t]
-            delta = self.rewards[t] + gamma * next_values * not_done - self.values[t]
-            next_advantage = delta + gamma * gae_lambda * not_done * next_advantage
-            self.advantages[t] = next_advantage
-            next_values = self.values[t]
+        """GAE(λ) in place; returns = advantages + values.
+
+        The TD errors of every step are computed at once; only the backward recursion
+        ``A[t] = δ[t] + γλ (1 - done[t]) A[t+1]`` runs per step, one fused op each.
+        """
+        not_done = 1.0 - self.episode_ends
+        next_values = torch.cat((self.values[1:], last_values.unsqueeze(0)))
+        deltas = self.rewards + gamma * next_values * not_done - self.values
+        decay = (gamma * gae_lambda) * not_done
+        self.advantages[-1] = deltas[-1]
+        for t in reversed(range(self.num_steps - 1)):
+            torch.addcmul(deltas[t], decay[t], self.advantages[t + 1], out=self.advantages[t])
         torch.add(self.advantages, self.values, out=self.returns)

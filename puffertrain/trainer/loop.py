@@ -14,6 +14,7 @@ from puffertrain.config import TrainConfig, to_dict
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, Learner, env_actions
+from puffertrain.ppo.precision import resolve_precision
 from puffertrain.rollout import RolloutBuffer, to_torch
 from puffertrain.rollout.buffer import Index
 from puffertrain.rollout.rewards import RewardNormalizer
@@ -48,6 +49,9 @@ class Trainer:
         self.config = config
         self.run_dir = run_dir
         self.device = resolve_device(config.device)
+        self.autocast_dtype, self.precision_reason = resolve_precision(
+            config.precision, self.device
+        )
         random.seed(config.seed)
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
@@ -74,7 +78,7 @@ class Trainer:
             config.policy_kwargs,
             self.envs.agent_names,
         )
-        self.agent = Agent(policy, self.action_space).to(self.device)
+        self.agent = Agent(policy, self.action_space, self.autocast_dtype).to(self.device)
         num_sequences = config.num_sequences(self.num_rows)
         if self.agent.recurrent and config.ppo.num_minibatches > num_sequences:
             raise UserError(

@@ -1,0 +1,79 @@
+"""--precision: bf16 autocast where the device has it, fp32 everywhere the loss looks."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from policies.cnn import CNNPolicy
+from policies.mlp import BasicPolicy
+from puffertrain.cli import main
+from puffertrain.errors import UserError
+from puffertrain.ppo import Agent
+from puffertrain.ppo import precision as precision_module
+from puffertrain.ppo.precision import has_fast_bf16, resolve_precision
+from tests.test_learning import best_mean_return, cartpole_args
+
+CPU = torch.device("cpu")
+native_bf16 = pytest.mark.skipif(not has_fast_bf16(CPU), reason="this CPU has no native bf16")
+
+
+def test_fp32_is_plain_and_auto_follows_the_hardware(monkeypatch):
+    assert resolve_precision("fp32", CPU)[0] is None
+    monkeypatch.setattr(precision_module, "has_fast_bf16", lambda device: False)
+    dtype, reason = resolve_precision("auto", CPU)
+    assert dtype is None and "no native bf16" in reason
+    with pytest.raises(UserError, match=r"--precision bf16: .* no native bfloat16"):
+        resolve_precision("bf16", CPU)
+    monkeypatch.setattr(precision_module, "has_fast_bf16", lambda device: True)
+    assert resolve_precision("auto", CPU)[0] is torch.bfloat16
+    assert resolve_precision("bf16", CPU)[0] is torch.bfloat16
+
+
+@pytest.mark.parametrize("policy_class", [BasicPolicy, CNNPolicy])
+def test_bf16_agent_gives_float32_outputs_close_to_fp32_and_float32_gradients(policy_class):
+    """bf16 autocast on CPU works whatever the hardware (emulated where not native)."""
+    if policy_class is CNNPolicy:
+        space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+        obs = torch.randint(0, 255, (16, 4, 84, 84), dtype=torch.uint8)
+    else:
+        space = gym.spaces.Box(-1, 1, (6,), np.float32)
+        obs = torch.rand(16, 6) * 2 - 1
+    torch.manual_seed(0)
+    policy = policy_class(space, gym.spaces.Discrete(4))
+    fp32 = Agent(policy, gym.spaces.Discrete(4))
+    bf16 = Agent(policy, gym.spaces.Discrete(4), torch.bfloat16)
+    actions = torch.randint(0, 4, (16,))
+    expected = fp32.evaluate(obs, actions)
+    got = bf16.evaluate(obs, actions)
+    for exact, mixed in zip(expected, got, strict=True):
+        assert mixed.dtype == torch.float32
+        torch.testing.assert_close(mixed, exact, atol=0.05, rtol=0.05)
+    log_probs, entropy, values = got
+    (log_probs.mean() + entropy.mean() + values.pow(2).mean()).backward()
+    assert all(p.grad.dtype == torch.float32 for p in policy.parameters())
+    with torch.no_grad():
+        _, log_prob, value, _ = bf16.act(obs)
+    assert log_prob.dtype == value.dtype == torch.float32
+
+
+def test_channels_last_in_the_update_computes_what_the_rollout_computes():
+    """Images go channels-last in memory when gradients are on: same numbers either way."""
+    torch.manual_seed(0)
+    policy = CNNPolicy(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4))
+    obs = torch.randint(0, 255, (8, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        rollout = policy(obs)
+    update = policy(obs)
+    for a, b in zip(rollout, update, strict=True):
+        torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=1e-5)
+
+
+@native_bf16
+def test_bf16_cartpole_reaches_475_within_100k_steps(tmp_path):
+    """The core learning test's budget and threshold, in bf16."""
+    main([*cartpole_args(tmp_path / "bf16"), "--precision", "bf16"])
+    best = best_mean_return(tmp_path / "bf16")
+    assert best >= 475, f"best mean return over 20 episodes: {best:.1f}"
