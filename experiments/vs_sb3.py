@@ -1,0 +1,214 @@
+"""puffertrain vs Stable-Baselines3 PPO: the same env, hyperparameters and network, run in
+turn on the same machine, several times; median training SPS of each and their ratio.
+
+Needs the optional ``bench`` extra (``pip install -e ".[bench]"``: stable-baselines3).
+
+    python experiments/vs_sb3.py --env ALE/Breakout-v5 --total-timesteps 32768 --repeats 3 \\
+        --variant="" --variant="--precision fp32" --variant="--no-compile --precision fp32"
+
+SB3 gets the hyperparameters of the config puffertrain resolves for ``--env`` and ``--common``
+(the env's preset, then the flags): envs, steps per rollout, minibatch size, epochs, learning
+rate annealed linearly, γ, λ, clip range (for the value too), entropy and value coefficients,
+gradient clipping. Its network is the same: the Nature CNN (``CnnPolicy``) for images, else
+puffertrain's ``mlp`` (a shared 2 × 256 ReLU trunk under linear heads). Atari envs get SB3's
+standard wrappers (``make_atari_env``, ``VecFrameStack(4)``) with puffertrain's ALE settings:
+frame skip 4, sticky actions, no life loss as episode end, rewards clipped. Each side uses its
+own default vector env (puffertrain's ``--vec auto``; SB3's ``DummyVecEnv``), as a user would.
+SPS is measured over the second half of each run, so start-up and compile time are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from breakout_sps import read_run  # this folder is on sys.path for scripts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--total-timesteps", type=int, required=True)
+    parser.add_argument("--common", default="", help="flags for puffertrain and the SB3 config")
+    parser.add_argument("--variant", action="append", help="puffertrain-only flags")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--sb3-run", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sb3_run:
+        print(json.dumps(train_sb3(args.env, args.total_timesteps, shlex.split(args.common))))
+        return
+    variants = args.variant or [""]
+    runs: dict[str, list[dict]] = {"sb3": [], **{variant: [] for variant in variants}}
+    with tempfile.TemporaryDirectory() as root:
+        for repeat in range(args.repeats):
+            for index, variant in enumerate(variants):
+                run_dir = Path(root) / f"{repeat}-{index}"
+                command = [sys.executable, "-m", "puffertrain", "--env", args.env]
+                command += ["--total-timesteps", str(args.total_timesteps), "--device", "cpu"]
+                command += [*shlex.split(args.common), *shlex.split(variant)]
+                finished = subprocess.run(
+                    [*command, "--run-dir", str(run_dir)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                lines = [line for line in finished.stderr.splitlines() if "puffertrain:" in line]
+                runs[variant].append(read_run(run_dir) | {"log": lines})
+                print(f"puffertrain {variant!r}: {json.dumps(runs[variant][-1])}", flush=True)
+            sb3 = subprocess.run(
+                [
+                    *(sys.executable, __file__, "--sb3-run", "--env", args.env),
+                    *("--total-timesteps", str(args.total_timesteps), f"--common={args.common}"),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            runs["sb3"].append(json.loads(sb3.stdout.splitlines()[-1]))
+            print(f"sb3: {json.dumps(runs['sb3'][-1])}", flush=True)
+    summary = summarize(args, runs)
+    print(json.dumps(summary["medians"], indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def summarize(args: argparse.Namespace, runs: dict[str, list[dict]]) -> dict:
+    """Median SPS per side, and the median over repeats of each variant's ratio to the SB3 run
+    of the same repeat (side by side)."""
+    sb3 = [run["sps_second_half"] for run in runs["sb3"]]
+    medians = {"sb3": statistics.median(sb3)}
+    for variant, rows in runs.items():
+        if variant == "sb3":
+            continue
+        sps = [row["sps_second_half"] for row in rows]
+        ratios = [ours / theirs for ours, theirs in zip(sps, sb3, strict=True)]
+        medians[f"puffertrain {variant}".strip()] = {
+            "sps": statistics.median(sps),
+            "ratio_to_sb3": statistics.median(ratios),
+        }
+    return {
+        "env": args.env,
+        "total_timesteps": args.total_timesteps,
+        "common": args.common,
+        "medians": medians,
+        "runs": runs,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str, float]:
+    """Train SB3 PPO with the hyperparameters puffertrain resolves for ``env_id``; return its
+    SPS over the second half of the run and over the whole of ``learn``."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from puffertrain.cli import parse_train_args
+    from puffertrain.envs.make import is_atari
+
+    config, _ = parse_train_args(["--env", env_id, *common])
+    ppo = config.ppo
+    atari = is_atari(env_id)
+    policy, policy_kwargs = ("CnnPolicy", {}) if atari else ("MlpPolicy", _mlp_trunk(torch))
+    envs = _sb3_envs(env_id, config.num_envs, config.seed, atari)
+
+    class RolloutClock(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.marks: list[tuple[float, int]] = []
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            self.marks.append((time.perf_counter(), self.num_timesteps))
+
+    model = PPO(
+        policy,
+        envs,
+        learning_rate=lambda remaining: ppo.learning_rate * remaining,
+        n_steps=config.num_steps,
+        batch_size=config.batch_size // ppo.num_minibatches,
+        n_epochs=ppo.update_epochs,
+        gamma=ppo.gamma,
+        gae_lambda=ppo.gae_lambda,
+        clip_range=ppo.clip_coef,
+        clip_range_vf=ppo.clip_coef if ppo.clip_vloss else None,
+        normalize_advantage=ppo.norm_adv,
+        ent_coef=ppo.ent_coef,
+        vf_coef=ppo.vf_coef,
+        max_grad_norm=ppo.max_grad_norm,
+        policy_kwargs=policy_kwargs,
+        seed=config.seed,
+        device="cpu",
+    )
+    clock = RolloutClock()
+    start = time.perf_counter()
+    model.learn(total_timesteps, callback=clock)
+    end = time.perf_counter()
+    half_time, half_steps = clock.marks[len(clock.marks) // 2]
+    # each rollout is followed by its update: the run ends after the last update
+    return {
+        "steps": model.num_timesteps,
+        "sps_whole_run": model.num_timesteps / (end - start),
+        "sps_second_half": (model.num_timesteps - half_steps) / (end - half_time),
+        "sb3_policy": policy,
+    }
+
+
+def _mlp_trunk(torch) -> dict:
+    """SB3 policy kwargs for puffertrain's ``mlp``: a shared 2 × 256 ReLU trunk, linear heads."""
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    class Trunk(BaseFeaturesExtractor):
+        def __init__(self, observation_space, features_dim: int = 256) -> None:
+            super().__init__(observation_space, features_dim)
+            size = int(torch.tensor(observation_space.shape).prod())
+            self.layers = torch.nn.Sequential(
+                torch.nn.Flatten(),
+                torch.nn.Linear(size, features_dim),
+                torch.nn.ReLU(),
+                torch.nn.Linear(features_dim, features_dim),
+                torch.nn.ReLU(),
+            )
+
+        def forward(self, observations):
+            return self.layers(observations)
+
+    return {"features_extractor_class": Trunk, "net_arch": [], "share_features_extractor": True}
+
+
+def _sb3_envs(env_id: str, num_envs: int, seed: int, atari: bool):
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    if not atari:
+        return make_vec_env(env_id, n_envs=num_envs, seed=seed)
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    registered = gym.registry[env_id].kwargs
+    envs = make_atari_env(
+        env_id,
+        n_envs=num_envs,
+        seed=seed,
+        env_kwargs={
+            "frameskip": 1,
+            "repeat_action_probability": registered.get("repeat_action_probability", 0.25),
+        },
+        wrapper_kwargs={"frame_skip": 4, "terminal_on_life_loss": False, "clip_reward": True},
+    )
+    return VecFrameStack(envs, n_stack=4)
+
+
+if __name__ == "__main__":
+    main()
