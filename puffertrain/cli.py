@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from puffertrain.config import (
     preset_for,
     to_dict,
 )
+from puffertrain.distributed import Ranks, from_main, lost_a_rank, process_group
 from puffertrain.envs import env_factory, env_family, probe_env
 from puffertrain.errors import UserError
 
@@ -90,40 +92,63 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
     return config, None
 
 
-def train(argv: Sequence[str]) -> None:
+def train(argv: Sequence[str], ranks: Ranks) -> None:
     from puffertrain.policy_loader import list_policies
-    from puffertrain.trainer.loop import Trainer
-    from puffertrain.trainer.run_dir import choose_run_dir, start_run_dir
 
     config, checkpoint = parse_train_args(argv)
     if config.list_policies:
-        print(list_policies())
+        if ranks.main:
+            print(list_policies())
         return
     if not config.env:
         raise UserError("--env is required (for example --env CartPole-v1)")
     config.validate()
+    with process_group(ranks, ranks.device(config.device)):
+        _train(config, checkpoint, ranks)
+
+
+def _train(config: TrainConfig, checkpoint: dict | None, ranks: Ranks) -> None:
+    """Build the trainer (all ranks) and the run directory (rank 0), then train."""
+    from puffertrain.trainer.loop import Trainer
+    from puffertrain.trainer.run_dir import choose_run_dir, start_run_dir
+
     if checkpoint is None:
-        run_dir = choose_run_dir(config)
+        # rank 0 names the run (the default name holds the time) and checks it is free
+        choice: tuple[Path | None, str] = (None, "")
+        if ranks.main:
+            try:
+                choice = (choose_run_dir(config), "")
+            except UserError as error:
+                choice = (None, str(error))
+        run_dir, refusal = from_main(choice)
+        if run_dir is None:
+            raise UserError(refusal)
         config = dataclasses.replace(config, run_dir=run_dir)
-        trainer = Trainer(config, run_dir, None)
-        start_run_dir(run_dir, config)
+        trainer = Trainer(config, run_dir, None, ranks)
+        if ranks.main:
+            start_run_dir(run_dir, config)
     else:
         run_dir = config.run_dir
-        trainer = Trainer(config, run_dir, checkpoint)
-    print(
-        f"puffertrain: run directory {run_dir}\npuffertrain: {trainer.envs.name} rollout engine "
-        f"({trainer.backend_reason})\npuffertrain: precision {trainer.precision_reason}",
-        file=sys.stderr,
-    )
+        trainer = Trainer(config, run_dir, checkpoint, ranks)
+    if ranks.main:
+        scale = f"\npuffertrain: {ranks.world_size} ranks" if ranks.distributed else ""
+        print(
+            f"puffertrain: run directory {run_dir}{scale}\npuffertrain: {trainer.envs.name} "
+            f"rollout engine ({trainer.backend_reason})\npuffertrain: precision "
+            f"{trainer.precision_reason}",
+            file=sys.stderr,
+        )
     trainer.train()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args.pop(0) if args and args[0] in COMMANDS else "train"
+    ranks = Ranks.from_env()
+    prefix = f"puffertrain: rank {ranks.rank}:" if ranks.distributed else "puffertrain:"
     try:
         if command == "train":
-            train(args)
+            train(args, ranks)
         elif command == "eval":
             from puffertrain.evaluate import EvalConfig, evaluate
 
@@ -133,8 +158,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             bench(tyro.cli(BenchConfig, args=args, prog="puffertrain bench"))
     except UserError as error:
-        print(f"puffertrain: error: {error}", file=sys.stderr)
+        print(f"{prefix} error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception as error:
+        if not (ranks.distributed and lost_a_rank(error)):
+            raise
+        # another rank died or hung: end this one too, at once
+        reason = (str(error).strip().splitlines() or ["no reason given"])[0]
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", reason).split(". ")[0][:200]  # gloo's source line
+        print(
+            f"{prefix} error: lost contact with the other ranks ({reason}); stopping. "
+            "Checkpoints written before are kept.",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     except KeyboardInterrupt:
         print("puffertrain: aborted; checkpoints written before are kept", file=sys.stderr)
         sys.exit(130)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from puffertrain.config import from_dict, parse_kwargs
+from puffertrain.distributed import ONE_RANK
 from puffertrain.envs import env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
@@ -21,7 +22,6 @@ from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, env_actions
 from puffertrain.rollout import to_torch
 from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
-from puffertrain.trainer.loop import resolve_device
 from puffertrain.vector import SerialVectorEnv
 
 
@@ -61,7 +61,7 @@ def evaluate(config: EvalConfig) -> list[float]:
     _, path = resolve_resume(config.checkpoint, "--checkpoint")
     checkpoint = load_checkpoint(path)
     train_config = from_dict(checkpoint["config"])
-    device = resolve_device(config.device)
+    device = ONE_RANK.device(config.device)
     factory, frameskip = _make_env(
         train_config.env, train_config.env_kwargs, config.video is not None
     )

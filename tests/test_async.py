@@ -15,7 +15,6 @@ import torch
 from puffertrain.config import TrainConfig
 from puffertrain.envs import env_factory
 from puffertrain.envs.atari import atari_settings
-from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.loop import Trainer
 from puffertrain.vector import (
     EnvError,
@@ -118,19 +117,17 @@ def test_rollout_columns_hold_each_envs_steps_in_order(tmp_path, vec, no_orphans
     )
     trainer = Trainer(config, tmp_path, None)
     try:
-        with RunLogger(tmp_path, {}, 100, 0) as logger:
-            for _ in range(2):  # the second rollout starts where the first left off
-                trainer.collect_rollout(logger)
-                observations = trainer.buffer.observations[..., 0]
-                expected = torch.arange(13).remainder(5)
-                if trainer.global_step > 6 * 13:
-                    expected = torch.arange(13, 26).remainder(5)
-                for env in range(6):
-                    assert observations[:, env].tolist() == expected.tolist()
-                    assert (
-                        trainer.buffer.episode_ends[:, env].tolist()
-                        == (expected == 4).float().tolist()
-                    )
+        for _ in range(2):  # the second rollout starts where the first left off
+            trainer.collect_rollout()
+            observations = trainer.buffer.observations[..., 0]
+            expected = torch.arange(13).remainder(5)
+            if trainer.global_step > 6 * 13:
+                expected = torch.arange(13, 26).remainder(5)
+            for env in range(6):
+                assert observations[:, env].tolist() == expected.tolist()
+                assert (
+                    trainer.buffer.episode_ends[:, env].tolist() == (expected == 4).float().tolist()
+                )
         assert trainer.global_step == 2 * 6 * 13
     finally:
         trainer.envs.close()

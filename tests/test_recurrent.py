@@ -15,7 +15,6 @@ from policies.recurrent import Segments, _length_groups, lstm_over_segments, lst
 from puffertrain.config import preset_for
 from puffertrain.ppo.learner import sequences
 from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
-from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.loop import Trainer
 from tests.conftest import run_cli
 from tests.test_resume import assert_same_run, resume_after_a_crash
@@ -187,9 +186,8 @@ def test_update_path_recomputes_the_rollout(tmp_path, changes, sequence_length):
     """Before any update, log-probs and values from the update path equal the rollout's."""
     trainer = make_trainer(tmp_path, sequence_length, **changes)
     try:
-        with RunLogger(tmp_path / "log", {}, 1, 0, None) as logger:
-            trainer.collect_rollout(logger)
-            trainer.collect_rollout(logger)  # the second starts from carried-over states
+        trainer.collect_rollout()
+        trainer.collect_rollout()  # the second starts from carried-over states
     finally:
         trainer.envs.close()
     buffer = trainer.buffer

@@ -6,15 +6,13 @@ import torch
 
 from puffertrain.config import PPOConfig, TrainConfig
 from puffertrain.trainer.checkpoint import load_checkpoint
-from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.loop import Trainer
 
 
 def _collect(tmp_path, env_id: str) -> Trainer:
     config = TrainConfig(env=env_id, policy="mlp", num_envs=2, num_steps=12, device="cpu")
     trainer = Trainer(config, tmp_path, None)
-    with RunLogger(tmp_path, {}, 100, 0) as logger:
-        trainer.collect_rollout(logger)
+    trainer.collect_rollout()
     return trainer
 
 

@@ -20,6 +20,7 @@ class RunLogger:
 
     ``purge_step`` is the first step a resumed run will log: TensorBoard drops events at or
     after it that an interrupted run wrote past its last checkpoint, so curves never overlap.
+    ``enabled=False`` (ranks other than 0 of a torchrun job) writes and shows nothing.
     """
 
     def __init__(
@@ -30,9 +31,13 @@ class RunLogger:
         start_step: int,
         purge_step: int | None = None,
         recent: int = 20,
+        enabled: bool = True,
     ) -> None:
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step, flush_secs=10)
-        if purge_step is None:
+        self.enabled = enabled
+        self.writer = (
+            SummaryWriter(str(run_dir), purge_step=purge_step, flush_secs=10) if enabled else None
+        )
+        if self.writer is not None and purge_step is None:
             self.writer.add_text("config", "```json\n" + json.dumps(config, indent=2) + "\n```")
         self.recent_scores: deque[float] = deque(maxlen=recent)
         self.console = Console(stderr=True)
@@ -45,6 +50,7 @@ class RunLogger:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,
+            disable=not enabled,
         )
         self.task = self.progress.add_task(
             "training", total=total_steps, completed=start_step, sps=0.0, score="–"
@@ -59,14 +65,19 @@ class RunLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def _scalar(self, tag: str, value: float, global_step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, global_step)
 
     def episode(self, global_step: int, episode: Episode) -> None:
         """Log a finished episode (a multi-agent one: the mean over agents, and each agent's)."""
-        self.writer.add_scalar("charts/episodic_return", episode.score, global_step)
-        self.writer.add_scalar("charts/episodic_length", episode.length, global_step)
+        self._scalar("charts/episodic_return", episode.score, global_step)
+        self._scalar("charts/episodic_length", episode.length, global_step)
         for agent, score in (episode.agent_scores or {}).items():
-            self.writer.add_scalar(f"agents/{agent}/episodic_return", score, global_step)
+            self._scalar(f"agents/{agent}/episodic_return", score, global_step)
         self.recent_scores.append(episode.score)
 
     @property
@@ -85,23 +96,29 @@ class RunLogger:
         """Log one update's statistics; return the SPS since this process started training."""
         elapsed = time.perf_counter() - self._start_time
         sps = (global_step - self._start_step) / max(elapsed, 1e-9)
-        self.writer.add_scalar("charts/learning_rate", learning_rate, global_step)
-        self.writer.add_scalar("charts/SPS", sps, global_step)
+        self._scalar("charts/learning_rate", learning_rate, global_step)
+        self._scalar("charts/SPS", sps, global_step)
         for key, value in stats.items():
-            self.writer.add_scalar(f"losses/{key}", value, global_step)
+            self._scalar(f"losses/{key}", value, global_step)
         for phase, share in time_shares.items():
-            self.writer.add_scalar(f"perf/{phase}_fraction", share, global_step)
+            self._scalar(f"perf/{phase}_fraction", share, global_step)
         mean = self.mean_recent_score
         score = "–" if mean is None else f"{mean:.1f}"
         self.progress.update(self.task, completed=global_step, sps=sps, score=score)
-        if not self.console.is_terminal and time.perf_counter() - self._last_print > 10:
+        if (
+            self.enabled
+            and not self.console.is_terminal
+            and time.perf_counter() - self._last_print > 10
+        ):
             self._last_print = time.perf_counter()
             self.console.print(f"step {global_step:,}  SPS {sps:,.0f}  return {score}")
         return sps
 
     def flush(self) -> None:
         """Put every logged event on disk (done with each checkpoint)."""
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
 
     def message(self, text: str) -> None:
-        self.console.print(text, soft_wrap=True)
+        if self.enabled:
+            self.console.print(text, soft_wrap=True)

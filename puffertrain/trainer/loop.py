@@ -11,6 +11,14 @@ import torch
 
 from policies.recurrent import State
 from puffertrain.config import TrainConfig, to_dict
+from puffertrain.distributed import (
+    ONE_RANK,
+    Ranks,
+    all_gather,
+    any_rank,
+    gather_to_main,
+    process_cores,
+)
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, Learner, env_actions
@@ -28,33 +36,38 @@ from puffertrain.trainer.checkpoint import (
 from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.signals import StopRequest
 from puffertrain.trainer.timing import PhaseTimer
-from puffertrain.vector import EnvError, StepResult, engine_from
+from puffertrain.vector import EnvError, Episode, StepResult, engine_from
 from puffertrain.vector.base import as_rows
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
 class Trainer:
-    """One PPO run: owns the envs, the agent, the learner and the run directory."""
+    """One PPO run, or one rank's part of a data-parallel run: owns the envs, the agent and
+    the learner; rank 0 also owns the run directory.
+
+    Rank ``r`` of ``W`` acts as rows ``r * num_envs ...`` of one set of ``W * num_envs`` envs:
+    its envs get those seeds, and its steps count ``W`` times in the global step (every rank
+    steps as often), so ``--total-timesteps`` is the budget of the whole job.
+    """
 
     def __init__(
-        self, config: TrainConfig, run_dir: Path, checkpoint: dict[str, Any] | None
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        checkpoint: dict[str, Any] | None,
+        ranks: Ranks = ONE_RANK,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
-        self.device = resolve_device(config.device)
+        self.ranks = ranks
+        self.device = ranks.device(config.device)
         self.autocast_dtype, self.precision_reason = resolve_precision(
             config.precision, self.device
         )
-        random.seed(config.seed)
-        np.random.seed(config.seed)
-        torch.manual_seed(config.seed)
+        if ranks.distributed:  # torchrun leaves each rank one thread; it may use its share
+            torch.set_num_threads(process_cores())
+        random.seed(config.seed + ranks.rank)
+        np.random.seed(config.seed + ranks.rank)
+        torch.manual_seed(config.seed + ranks.rank)
 
         self.envs, self.backend_reason = engine_from(config)
         try:
@@ -67,7 +80,7 @@ class Trainer:
         """Policy, learner, buffer and first observations (or a checkpoint's) for the engine."""
         config = self.config
         self.num_rows = self.envs.num_envs  # envs × agents per env
-        self.num_iterations = config.num_iterations(self.num_rows)
+        self.num_iterations = config.num_iterations(self.num_rows * self.ranks.world_size)
         observation_space = self.envs.single_observation_space
         self.action_space = self.envs.single_action_space
         policy = build_policy(
@@ -86,7 +99,12 @@ class Trainer:
                 f"{num_sequences} sequences a recurrent policy trains on "
                 "(num-envs × agents × num-steps / sequence-length)"
             )
-        self.learner = Learner(self.agent, config.ppo, compile_loss=config.compile)
+        self.learner = Learner(
+            self.agent,
+            config.ppo,
+            compile_loss=config.compile,
+            data_parallel=self.ranks.distributed,
+        )
         self.reward_normalizer = (
             RewardNormalizer(self.num_rows, config.ppo.gamma) if config.normalize_reward else None
         )
@@ -105,14 +123,21 @@ class Trainer:
         self.agent_ids = self.buffer.agent_ids[0] if multi_agent else None
         self.global_step = 0
         self.iteration = 0
+        self.episodes: list[tuple[int, Episode]] = []  # this rollout's, with their global step
         self.timer = PhaseTimer()
         if checkpoint is None:
-            self.next_obs = self.envs.reset(config.seed).copy()
+            self.next_obs = self.envs.reset(self._env_seed(0)).copy()
             self.next_alive = self.envs.alive.copy()
         else:
             self._load(checkpoint)
 
-    def collect_rollout(self, logger: RunLogger) -> None:
+    def _env_seed(self, iteration: int) -> int:
+        """The seed of this rank's first env at the start of ``iteration`` (new episodes after
+        a resume that could not restore them get seeds no earlier iteration used)."""
+        first_row = (iteration * self.ranks.world_size + self.ranks.rank) * self.config.num_envs
+        return self.config.seed + first_row
+
+    def collect_rollout(self) -> None:
         """Fill the buffer with num_steps steps of every env.
 
         Every env starts idle; the policy acts on all of them and they are sent. Then each
@@ -124,11 +149,11 @@ class Trainer:
         update_threads = torch.get_num_threads()
         torch.set_num_threads(self.envs.policy_threads())
         try:
-            self._collect(self.config.num_steps, logger)
+            self._collect(self.config.num_steps)
         finally:
             torch.set_num_threads(update_threads)
 
-    def _collect(self, num_steps: int, logger: RunLogger) -> None:
+    def _collect(self, num_steps: int) -> None:
         steps = np.zeros(self.num_rows, dtype=np.int64)  # actions sent, per env
         self._act_and_send(np.arange(self.num_rows), steps)
         in_flight = self.num_rows
@@ -137,7 +162,7 @@ class Trainer:
                 result = self.envs.recv()
             env_ids = result.env_ids
             in_flight -= len(env_ids)
-            self._record(result, self.buffer.index(steps[env_ids] - 1, env_ids), logger)
+            self._record(result, self.buffer.index(steps[env_ids] - 1, env_ids))
             self.next_obs[as_rows(env_ids)] = result.observations
             self.next_alive[as_rows(env_ids)] = result.alive
             going_on = env_ids[steps[env_ids] < num_steps]
@@ -168,9 +193,9 @@ class Trainer:
         with self.timer.phase("env"):
             self.envs.send(actions_for_envs, env_ids)
 
-    def _record(self, result: StepResult, index: Index, logger: RunLogger) -> None:
-        """Store the rewards and episode ends of a returned batch; log finished episodes."""
-        self.global_step += len(result.env_ids)
+    def _record(self, result: StepResult, index: Index) -> None:
+        """Store the rewards and episode ends of a returned batch; keep finished episodes."""
+        self.global_step += len(result.env_ids) * self.ranks.world_size
         ended = result.terminations | result.truncations
         rewards = result.rewards
         if self.reward_normalizer is not None:
@@ -193,8 +218,7 @@ class Trainer:
         if self.policy_state is not None and ended.any():  # new episodes start from zero
             for part in self.policy_state:
                 part[torch.as_tensor(result.env_ids[ended], device=self.device)] = 0
-        for episode in result.episodes:
-            logger.episode(self.global_step, episode)
+        self.episodes.extend((self.global_step, episode) for episode in result.episodes)
 
     def _agent_ids_of(self, env_ids: np.ndarray) -> torch.Tensor | None:
         """The agent index of each row ``env_ids`` (None for a single-agent env)."""
@@ -219,15 +243,22 @@ class Trainer:
         """Run until --total-timesteps or a stop signal, checkpointing along the way."""
         config = self.config
         purge_step = self.global_step + 1 if self.iteration else None
-        update_steps = self.num_rows * config.num_steps
+        update_steps = self.num_rows * config.num_steps * self.ranks.world_size
         total_steps = self.num_iterations * update_steps
-        logger = RunLogger(self.run_dir, to_dict(config), total_steps, self.global_step, purge_step)
+        logger = RunLogger(
+            self.run_dir,
+            to_dict(config),
+            total_steps,
+            self.global_step,
+            purge_step,
+            enabled=self.ranks.main,
+        )
         try:
             with logger, StopRequest(logger.console) as stop:
                 if total_steps != config.total_timesteps:
                     logger.message(
                         f"training {total_steps:,} steps: whole updates of {update_steps:,} "
-                        f"({self.num_rows} rows × {config.num_steps} steps) nearest below "
+                        f"({self._rows_text()} × {config.num_steps} steps) nearest below "
                         f"--total-timesteps {config.total_timesteps:,} (at least one)"
                     )
                 self._iterate(logger, stop)
@@ -235,21 +266,34 @@ class Trainer:
         finally:
             self.envs.close()
 
+    def _rows_text(self) -> str:
+        if self.ranks.distributed:
+            return f"{self.ranks.world_size} ranks × {self.num_rows} rows"
+        return f"{self.num_rows} rows"
+
     def _iterate(self, logger: RunLogger, stop: StopRequest) -> None:
         config = self.config
         while self.iteration < self.num_iterations:
             self.iteration += 1
             learning_rate = self.learner.learning_rate(self.iteration, self.num_iterations)
             start_step = self.global_step
+            failure: EnvError | None = None
             try:
-                self.collect_rollout(logger)
-            except EnvError as error:  # keep the last update's model; episodes restart
+                self.collect_rollout()
+            except EnvError as error:
+                failure = error
+            # every rank takes the same branch: a stop or an env failure anywhere stops all
+            stopping, failed = any_rank(stop.requested, failure is not None)
+            if failed:  # keep the last update's model; episodes restart
                 self.global_step, self.iteration = start_step, self.iteration - 1
                 path = self.save(with_envs=False)
+                reason = str(failure) if failure else "another rank's envs failed"
                 raise EnvError(
-                    f"{error}\ncheckpoint {path} saved; --resume {self.run_dir} continues "
+                    f"{reason}\ncheckpoint {path} saved; --resume {self.run_dir} continues "
                     "with new episodes"
-                ) from None
+                )
+            for step, episode in self._gather_episodes():
+                logger.episode(step, episode)
             with self.timer.phase("update"):
                 with torch.no_grad():
                     last_values = self.agent.value(
@@ -260,55 +304,92 @@ class Trainer:
                 self._update_normalization()
             logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
             done = self.iteration == self.num_iterations
-            if stop.requested or done or self.iteration % config.checkpoint_interval == 0:
+            if stopping or done or self.iteration % config.checkpoint_interval == 0:
                 self.save()
                 logger.flush()
-            if stop.requested:
+            if stopping:
                 logger.message(
                     f"stopped at step {self.global_step:,}; resume with --resume {self.run_dir}"
                 )
                 break
 
+    def _gather_episodes(self) -> list[tuple[int, Episode]]:
+        """The episodes every rank finished in this rollout, in step order, on rank 0."""
+        episodes, self.episodes = self.episodes, []
+        gathered = gather_to_main(episodes)
+        if gathered is None:
+            return []
+        return sorted((item for rank in gathered for item in rank), key=lambda item: item[0])
+
     def _update_normalization(self) -> None:
-        """Fold the rollout's observations into the policy's running statistics, if it keeps
-        any (after the update, so the update saw the statistics the rollout acted with)."""
+        """Fold every rank's rollout observations into the policy's running statistics, if it
+        keeps any (after the update, so the update saw the statistics the rollout acted with;
+        every rank folds the same observations in the same order, so the statistics agree)."""
         update = getattr(self.agent.policy, "update_normalization", None)
         if callable(update):
             observations = self.buffer.observations.flatten(0, 1)
             if self.buffer.alive is not None:  # a dead agent's zeros are not observations
                 observations = observations[self.buffer.alive.flatten().bool()]
+            if self.ranks.distributed:
+                observations = torch.cat(
+                    [part.to(self.device) for part in all_gather(observations.cpu())]
+                )
             update(observations)
 
     def save(self, with_envs: bool = True) -> Path:
-        """Write a checkpoint; ``with_envs=False`` after an env failure (episodes restart)."""
+        """Write a checkpoint; ``with_envs=False`` after an env failure (episodes restart).
+
+        Every rank calls this at the same iteration; rank 0 writes one file holding the shared
+        model and optimizer, its own rollout state at the top level (the single-rank layout)
+        and the other ranks' under ``other_ranks``."""
         path = checkpoint_path(self.run_dir, self.global_step)
+        rank_states = gather_to_main(self._rank_state(with_envs))
+        if rank_states is None:
+            return path
         save_checkpoint(
             path,
             {
                 "config": to_dict(self.config),
                 "global_step": self.global_step,
                 "iteration": self.iteration,
+                "world_size": self.ranks.world_size,
                 "policy": self.agent.policy.state_dict(),
                 "optimizer": self.learner.optimizer.state_dict(),
-                "rng": rng_state(),
-                "envs": self.envs.state_dict() if with_envs else {"envs": None},
-                "policy_state": self.policy_state if with_envs else None,
-                "reward_normalizer": (
-                    self.reward_normalizer.state_dict(with_returns=with_envs)
-                    if self.reward_normalizer is not None
-                    else None
-                ),
+                **rank_states[0],
+                "other_ranks": rank_states[1:],
             },
         )
         prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
         return path
 
+    def _rank_state(self, with_envs: bool) -> dict[str, Any]:
+        """What this rank alone holds: RNG states, envs, recurrent state, reward scaling."""
+        return {
+            "rng": rng_state(),
+            "envs": self.envs.state_dict() if with_envs else {"envs": None},
+            "policy_state": self.policy_state if with_envs else None,
+            "reward_normalizer": (
+                self.reward_normalizer.state_dict(with_returns=with_envs)
+                if self.reward_normalizer is not None
+                else None
+            ),
+        }
+
     def _load(self, checkpoint: dict[str, Any]) -> None:
+        saved_world = checkpoint.get("world_size", 1)
+        if saved_world != self.ranks.world_size:
+            raise UserError(
+                f"the checkpoint was written by a run of {saved_world} rank(s); resume it with "
+                f"as many (torchrun --nproc-per-node ..., or no torchrun for one), not "
+                f"{self.ranks.world_size}"
+            )
         self.agent.policy.load_state_dict(checkpoint["policy"])
         self.learner.optimizer.load_state_dict(checkpoint["optimizer"])
         self.global_step = checkpoint["global_step"]
         self.iteration = checkpoint["iteration"]
-        reseed = self.config.seed + self.config.num_envs * self.iteration
+        if self.ranks.rank:
+            checkpoint = checkpoint["other_ranks"][self.ranks.rank - 1]
+        reseed = self._env_seed(self.iteration)
         episodes_go_on = self.envs.load_state_dict(checkpoint["envs"], reseed)
         if not episodes_go_on:
             print(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from functools import partial
 from typing import Any, Protocol
@@ -10,6 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from puffertrain.config import parse_kwargs
+from puffertrain.distributed import process_cores
 from puffertrain.envs import EnvFactory, env_factory, is_atari
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
@@ -65,7 +65,7 @@ def choose_backend(
         return kind, "asked for"
     if atari:
         return "native", "ALE id: ale-py's C++ vector env"
-    cores = os.cpu_count() or 1
+    cores = process_cores()
     if cores < 2 or num_envs < 2 or factory is None:
         return "serial", f"{cores} core(s), {num_envs} env(s)"
     if 0 < batch_size < num_envs:
@@ -132,7 +132,7 @@ def make_vector_env(
         )
     backend, reason = choose_backend(kind, env_id, factory, num_envs, batch_size)
     if backend == "native":
-        threads = num_threads or os.cpu_count() or 1
+        threads = num_threads or process_cores()
         return NativeAtariVectorEnv(settings, num_envs, threads, batch_size), reason
     if backend == "multiprocessing":
         return MultiprocessingVectorEnv([factory] * num_envs, num_workers, batch_size), reason

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -12,6 +11,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from puffertrain.distributed import process_cores
 from puffertrain.envs.multiagent import AgentRows
 from puffertrain.errors import UserError
 
@@ -262,7 +262,7 @@ class VectorEnv(ABC):
         """Torch threads for policy inference while these envs step: the cores the env threads
         leave free, at least one. Idle env threads spin or wait to be woken, so a policy that
         takes their cores too slows both (measured in experiments/RESULTS.md)."""
-        return max(1, (os.cpu_count() or 1) - self.env_threads)
+        return max(1, process_cores() - self.env_threads)
 
     @abstractmethod
     def reset(self, seed: int) -> np.ndarray:

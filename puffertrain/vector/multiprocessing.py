@@ -37,6 +37,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from puffertrain.distributed import process_cores
 from puffertrain.envs import EnvFactory, capture_env_state, restore_env_state
 from puffertrain.envs.flatten import policy_observation_space
 from puffertrain.errors import UserError
@@ -169,7 +170,7 @@ def default_num_workers(num_envs: int, batch_size: int) -> int:
     per batch, so that one batch steps while the policy acts on another."""
     if batch_size < num_envs:
         return num_envs // batch_size
-    lanes = min(os.cpu_count() or 1, num_envs)
+    lanes = min(process_cores(), num_envs)
     while num_envs % lanes:
         lanes -= 1
     return max(1, lanes - 1)

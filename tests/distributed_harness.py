@@ -1,0 +1,56 @@
+"""``torchrun ... tests/distributed_harness.py OUT_DIR TRAIN_ARGS...``: the trainer's CLI, with
+checks a test reads back from ``OUT_DIR/rank<R>.json``.
+
+After every update each rank compares its parameters with every other rank's; it counts the env
+steps it took itself and notes its first observations and its pid (in ``rank<R>.pid`` at once,
+so a test can kill it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn.utils import parameters_to_vector
+
+from puffertrain import cli
+from puffertrain.distributed import Ranks, all_gather
+from puffertrain.ppo.learner import Learner
+from puffertrain.trainer.loop import Trainer
+
+
+def main() -> None:
+    out_dir, args = Path(sys.argv[1]), sys.argv[2:]
+    ranks = Ranks.from_env()
+    (out_dir / f"rank{ranks.rank}.pid").write_text(str(os.getpid()))
+    report = {"updates": 0, "identical_after_every_update": True, "local_steps": 0}
+
+    original_update, original_record = Learner.update, Trainer._record
+
+    def update(self, buffer, learning_rate):
+        stats = original_update(self, buffer, learning_rate)
+        mine = parameters_to_vector(self.agent.parameters()).detach().cpu()
+        everyone = all_gather(mine)
+        report["updates"] += 1
+        report["identical_after_every_update"] &= all(torch.equal(mine, o) for o in everyone)
+        report["first_parameters_sum"] = report.get("first_parameters_sum", float(mine.sum()))
+        report["last_parameters_sum"] = float(mine.sum())
+        return stats
+
+    def record(self, result, index):
+        report["local_steps"] += len(result.env_ids)
+        report.setdefault("first_observations", result.observations[:2].tolist())
+        return original_record(self, result, index)
+
+    Learner.update, Trainer._record = update, record
+    try:
+        cli.main(args)
+    finally:
+        (out_dir / f"rank{ranks.rank}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
