@@ -112,11 +112,18 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _tensor_device() -> torch.device:
+    """Where collectives take their tensors: NCCL reduces GPU tensors only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def any_rank(*flags: bool) -> tuple[bool, ...]:
     """Each flag, true if it is true on any rank (every rank then takes the same branch)."""
     if not _active():
         return flags
-    values = torch.tensor([float(flag) for flag in flags])
+    values = torch.tensor([float(flag) for flag in flags], device=_tensor_device())
     dist.all_reduce(values, op=dist.ReduceOp.MAX)
     return tuple(bool(value) for value in values)
 
@@ -126,7 +133,9 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     if not _active():
         return values
     keys = sorted(values)
-    tensor = torch.tensor([values[key] for key in keys], dtype=torch.float64)
+    tensor = torch.tensor(
+        [values[key] for key in keys], dtype=torch.float64, device=_tensor_device()
+    )
     dist.all_reduce(tensor)
     return {
         key: float(total) / dist.get_world_size() for key, total in zip(keys, tensor, strict=True)

@@ -176,3 +176,49 @@ def test_killing_one_rank_ends_the_job_within_seconds(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(survivor, 0)
     load_checkpoint(list_checkpoints(run_dir)[-1])  # what was written is intact
+
+
+def test_an_env_failure_on_one_rank_checkpoints_and_stops_every_rank(tmp_path):
+    """tests.envs:raising fails in the env seeded 3: rank 1's second env (seeds 2 and 3)."""
+    run_dir = tmp_path / "run"
+    args = ["--env", "tests.envs:raising", "--policy", "mlp", "--vec", "serial"]
+    args += ["--device", "cpu", "--seed", "0", "--num-envs", "2", "--num-steps", "8"]
+    done, reports = run_two_ranks(tmp_path / "harness", *args, "--run-dir", str(run_dir))
+    assert done.returncode != 0
+    assert "puffertrain: rank 1: error: " in done.stderr and "the physics exploded" in done.stderr
+    assert "puffertrain: rank 0: error: another rank's envs failed" in done.stderr
+    assert all(report["updates"] == 0 for report in reports)
+    (path,) = list_checkpoints(run_dir)  # the model before the failed rollout, for --resume
+    checkpoint = load_checkpoint(path)
+    assert checkpoint["global_step"] == 0 and checkpoint["envs"] == {"envs": None}
+
+
+def test_ctrl_c_checkpoints_every_rank_at_the_same_update(tmp_path):
+    """Ctrl-C in a terminal signals torchrun and both ranks; one checkpoint holds them all."""
+    out_dir, run_dir = tmp_path / "harness", tmp_path / "run"
+    args = [*ARGS, "--total-timesteps", "10000000", "--run-dir", str(run_dir)]
+    args[args.index("--checkpoint-interval") + 1] = "100000"
+    job = subprocess.Popen(
+        torchrun(out_dir, *args),
+        env={**cli_env(), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(run_dir.glob("events.out.tfevents.*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # some updates
+        os.killpg(job.pid, signal.SIGINT)
+        output, _ = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.communicate()
+    (path,) = list_checkpoints(run_dir)
+    checkpoint = load_checkpoint(path)
+    reports = [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert reports[0]["updates"] == reports[1]["updates"] == checkpoint["iteration"] > 0
+    assert checkpoint["global_step"] == sum(report["local_steps"] for report in reports)
+    assert f"stopped at step {checkpoint['global_step']:,}" in output.decode()

@@ -62,8 +62,10 @@ class Learner:
             # The constructor copies rank 0's parameters and buffers to all ranks; the trainer
             # keeps buffers (observation statistics) equal, so calls do not broadcast them. A
             # multi-agent minibatch may miss an agent, whose parameters then get no gradient.
+            device = next(agent.parameters()).device
             objective = DistributedDataParallel(
                 objective,
+                device_ids=[device] if device.type == "cuda" else None,
                 forward_sync_buffers=False,
                 find_unused_parameters=agent.takes_agent_ids,
             )
