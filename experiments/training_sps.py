@@ -5,6 +5,9 @@ run and the wall-time split the trainer logged.
     python experiments/training_sps.py --env CartPole-v1 --total-timesteps 262144 \\
         --common="--num-envs 64 --num-steps 32" \\
         --variant="--vec serial" --variant="--vec multiprocessing" --variant="--vec auto"
+
+A variant that starts with ``--nproc-per-node N`` runs under ``torchrun --standalone
+--nproc-per-node N`` (data-parallel ranks), the rest of it going to the trainer as usual.
 """
 
 from __future__ import annotations
@@ -21,6 +24,20 @@ from pathlib import Path
 from breakout_sps import read_run  # this folder is on sys.path for scripts
 
 
+def launcher(variant: str) -> list[str]:
+    """The command that starts the trainer: torchrun for a ``--nproc-per-node N`` variant."""
+    words = shlex.split(variant)
+    if words[:1] != ["--nproc-per-node"]:
+        return [sys.executable, "-m", "puffertrain"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*torchrun, "--nproc-per-node", words[1], "-m", "puffertrain"]
+
+
+def trainer_flags(variant: str) -> list[str]:
+    words = shlex.split(variant)
+    return words[2:] if words[:1] == ["--nproc-per-node"] else words
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", required=True)
@@ -35,9 +52,9 @@ def main() -> None:
         for repeat in range(args.repeats):
             for index, variant in enumerate(args.variant):
                 run_dir = Path(root) / f"{repeat}-{index}"
-                command = [sys.executable, "-m", "puffertrain", "--env", args.env]
+                command = [*launcher(variant), "--env", args.env]
                 command += ["--total-timesteps", str(args.total_timesteps), "--device", "cpu"]
-                command += [*shlex.split(args.common), *shlex.split(variant)]
+                command += [*shlex.split(args.common), *trainer_flags(variant)]
                 command += ["--run-dir", str(run_dir)]
                 finished = subprocess.run(command, check=True, capture_output=True, text=True)
                 backend = next(
