@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import tyro
@@ -21,9 +23,19 @@ from puffertrain.config import (
     preset_for,
     to_dict,
 )
-from puffertrain.distributed import Ranks, from_main, lost_a_rank, process_group
+from puffertrain.distributed import (
+    Ranks,
+    all_gather,
+    any_rank,
+    from_main,
+    lost_a_rank,
+    process_group,
+)
 from puffertrain.envs import env_factory, env_family, probe_env
 from puffertrain.errors import UserError
+
+if TYPE_CHECKING:
+    from puffertrain.trainer.loop import Trainer
 
 COMMANDS = ("train", "eval", "bench")
 
@@ -109,7 +121,6 @@ def train(argv: Sequence[str], ranks: Ranks) -> None:
 
 def _train(config: TrainConfig, checkpoint: dict | None, ranks: Ranks) -> None:
     """Build the trainer (all ranks) and the run directory (rank 0), then train."""
-    from puffertrain.trainer.loop import Trainer
     from puffertrain.trainer.run_dir import choose_run_dir, start_run_dir
 
     if checkpoint is None:
@@ -124,12 +135,17 @@ def _train(config: TrainConfig, checkpoint: dict | None, ranks: Ranks) -> None:
         if run_dir is None:
             raise UserError(refusal)
         config = dataclasses.replace(config, run_dir=run_dir)
-        trainer = Trainer(config, run_dir, None, ranks)
-        if ranks.main:
-            start_run_dir(run_dir, config)
     else:
         run_dir = config.run_dir
-        trainer = Trainer(config, run_dir, checkpoint, ranks)
+        # on several machines each rank reads the run dir itself: all must find the same one
+        if len(set(all_gather(checkpoint["global_step"]))) > 1:
+            raise UserError(
+                f"--resume {run_dir}: the ranks found different checkpoints; every node "
+                "needs the same run directory (a shared filesystem)"
+            )
+    trainer = _start_on_every_rank(config, run_dir, checkpoint, ranks)
+    if checkpoint is None and ranks.main:
+        start_run_dir(run_dir, config)
     if ranks.main:
         scale = f"\npuffertrain: {ranks.world_size} ranks" if ranks.distributed else ""
         print(
@@ -139,6 +155,27 @@ def _train(config: TrainConfig, checkpoint: dict | None, ranks: Ranks) -> None:
             file=sys.stderr,
         )
     trainer.train()
+
+
+def _start_on_every_rank(
+    config: TrainConfig, run_dir: Path, checkpoint: dict | None, ranks: Ranks
+) -> Trainer:
+    """The trainer, once every rank has built its own; a rank that cannot (a refused policy,
+    an env that fails to reset) stops them all before rank 0 creates the run directory."""
+    from puffertrain.trainer.loop import Trainer
+
+    trainer, failure = None, None
+    try:
+        trainer = Trainer(config, run_dir, checkpoint, ranks)
+    except UserError as error:
+        failure = error
+    (failed,) = any_rank(failure is not None)
+    if failure is not None:
+        raise failure
+    if failed:
+        trainer.envs.close()
+        raise UserError("another rank could not start (its message says why)")
+    return trainer
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -163,7 +200,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as error:
         if not (ranks.distributed and lost_a_rank(error)):
             raise
-        # another rank died or hung: end this one too, at once
+        # another rank died or hung: end this one too, at once, saying why before torchrun's
+        # SIGTERM (which follows a dead rank) can cut the message off
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         reason = (str(error).strip().splitlines() or ["no reason given"])[0]
         reason = re.sub(r"^\[[^\]]*\]\s*", "", reason).split(". ")[0][:200]  # gloo's source line
         print(

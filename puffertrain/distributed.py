@@ -63,8 +63,8 @@ class Ranks:
             name = "cuda" if torch.cuda.is_available() else "cpu"
         if name == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device is available")
-        if name == "cuda" and self.distributed:
-            return torch.device("cuda", self.local_rank)
+        if name == "cuda" and self.distributed:  # one GPU per rank, or the one it was given
+            return torch.device("cuda", self.local_rank % torch.cuda.device_count())
         return torch.device(name)
 
 
@@ -97,8 +97,9 @@ def _device_id(device: torch.device) -> torch.device | None:
     return device if device.type == "cuda" else None
 
 
-# How gloo and NCCL report a rank that went away mid-collective (some as plain RuntimeError).
-_LOST_RANK_SIGNS = ("gloo", "NCCL", "Connection reset", "Connection closed", "Broken pipe")
+# How gloo reports a rank that went away mid-collective when it raises a plain RuntimeError
+# (inside DDP's backward); NCCL and the other collectives raise DistError.
+_LOST_RANK_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
 
 
 def lost_a_rank(error: BaseException) -> bool:
@@ -151,7 +152,8 @@ def _packed(value: Any) -> bytes:
 
 
 def _unpacked(data: bytes) -> Any:
-    return torch.load(io.BytesIO(data), weights_only=False)  # written by this job's own ranks
+    # written by this job's own ranks; on the CPU, not on the GPU of the rank that sent it
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
 def gather_to_main(value: T) -> list[T] | None:

@@ -1,9 +1,9 @@
 """``torchrun ... tests/distributed_harness.py OUT_DIR TRAIN_ARGS...``: the trainer's CLI, with
 checks a test reads back from ``OUT_DIR/rank<R>.json``.
 
-After every update each rank compares its parameters with every other rank's; it counts the env
-steps it took itself and notes its first observations and its pid (in ``rank<R>.pid`` at once,
-so a test can kill it).
+After every update each rank compares its parameters and buffers (observation statistics)
+with every other rank's; it counts the env steps it took itself and notes its first
+observations and its pid (in ``rank<R>.pid`` at once, so a test can kill it).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def main() -> None:
 
     def update(self, buffer, learning_rate):
         stats = original_update(self, buffer, learning_rate)
-        mine = parameters_to_vector(self.agent.parameters()).detach().cpu()
+        state = [*self.agent.parameters(), *(b.float() for b in self.agent.buffers())]
+        mine = parameters_to_vector(state).detach().cpu()
         everyone = all_gather(mine)
         report["updates"] += 1
         report["identical_after_every_update"] &= all(torch.equal(mine, o) for o in everyone)

@@ -172,6 +172,7 @@ def test_killing_one_rank_ends_the_job_within_seconds(tmp_path):
     assert job.returncode != 0
     assert elapsed < 15, f"the job took {elapsed:.1f} s to end"
     assert "Signal 9 (SIGKILL)" in text and "rank      : 1" in text, text[-3000:]
+    assert "puffertrain: rank 0: error: lost contact with the other ranks" in text
     survivor = int((out_dir / "rank0.pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(survivor, 0)
@@ -194,7 +195,8 @@ def test_an_env_failure_on_one_rank_checkpoints_and_stops_every_rank(tmp_path):
 
 
 def test_ctrl_c_checkpoints_every_rank_at_the_same_update(tmp_path):
-    """Ctrl-C in a terminal signals torchrun and both ranks; one checkpoint holds them all."""
+    """Ctrl-C in a terminal signals torchrun, which passes it on to the ranks (they run in
+    sessions of their own); one checkpoint, at the same update, holds them all."""
     out_dir, run_dir = tmp_path / "harness", tmp_path / "run"
     args = [*ARGS, "--total-timesteps", "10000000", "--run-dir", str(run_dir)]
     args[args.index("--checkpoint-interval") + 1] = "100000"
@@ -222,3 +224,54 @@ def test_ctrl_c_checkpoints_every_rank_at_the_same_update(tmp_path):
     assert reports[0]["updates"] == reports[1]["updates"] == checkpoint["iteration"] > 0
     assert checkpoint["global_step"] == sum(report["local_steps"] for report in reports)
     assert f"stopped at step {checkpoint['global_step']:,}" in output.decode()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(
+            [
+                "--env",
+                "CartPole-v1",
+                "--normalize-obs",
+                "--normalize-reward",
+                "--target-kl",
+                "0.002",
+            ],
+            id="normalisation-and-target-kl",
+        ),
+        pytest.param(["--env", "CartPole-v1", "--policy", "lstm"], id="lstm"),
+        pytest.param(
+            ["--env", "mpe2.simple_spread_v3:parallel_env", "--policy", "independent"],
+            id="multi-agent-independent",  # 3 agents: 3 rows per env
+        ),
+    ],
+)
+def test_every_path_of_the_update_stays_in_step_across_ranks(tmp_path, args):
+    """Paths with collectives of their own (statistics gathered, an early stop agreed on,
+    parameters some minibatches leave unused) keep the ranks identical, with no hang."""
+    common = ["--vec", "serial", "--device", "cpu", "--num-envs", "2", "--num-steps", "32"]
+    done, reports = run_two_ranks(
+        tmp_path / "harness",
+        *args,
+        *common,
+        "--total-timesteps",
+        str(4 * 2 * 2 * 32 * (3 if "mpe2" in args[1] else 1)),  # 4 updates
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(report["updates"] == 4 for report in reports)
+    assert all(report["identical_after_every_update"] for report in reports)
+
+
+def test_a_rank_that_cannot_start_stops_all_before_the_run_directory_exists(tmp_path):
+    """tests.envs:reset_raising fails to reset with seed 2: rank 1's first env."""
+    run_dir = tmp_path / "run"
+    args = ["--env", "tests.envs:reset_raising", "--policy", "mlp", "--vec", "serial"]
+    args += ["--device", "cpu", "--seed", "0", "--num-envs", "2", "--run-dir", str(run_dir)]
+    done, _ = run_two_ranks(tmp_path / "harness", *args)
+    assert done.returncode != 0
+    assert "puffertrain: rank 1: error: " in done.stderr and "no level for seed 2" in done.stderr
+    assert "puffertrain: rank 0: error: another rank could not start" in done.stderr
+    assert not run_dir.exists()
