@@ -1,7 +1,7 @@
 # puffertrain: the trainer as an image. CPU by default:
 #   docker build -t puffertrain .
 #   docker run --init --rm -v "$PWD/runs:/work/runs" puffertrain --env ALE/Breakout-v5 --policy cnn
-# CUDA (a CUDA base image and torch's CUDA build; run with --gpus all):
+# CUDA (an Ubuntu 22.04 CUDA base image, python3.11 from apt, torch's CUDA build; --gpus all):
 #   docker build -t puffertrain:cuda \
 #     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04 \
 #     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
@@ -12,6 +12,8 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
+    DEBIAN_FRONTEND=noninteractive \
+    TRITON_CACHE_DIR=/tmp/triton \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -25,17 +27,20 @@ RUN if ! command -v python3.11 > /dev/null; then \
     fi \
     && python3.11 -m venv /opt/venv
 
-# The same install step as README's commands and CI (the ROMs come with ale-py)
+# The same install step as README's commands and CI (the ROMs come with ale-py); torch first,
+# in a layer of its own that source changes do not rebuild
 WORKDIR /opt/puffertrain
-COPY pyproject.toml README.md install.sh ./
+COPY install.sh ./
+RUN TORCH_INDEX_URL="${TORCH_INDEX_URL}" bash install.sh --torch
+COPY pyproject.toml README.md ./
 COPY puffertrain ./puffertrain
 COPY policies ./policies
-RUN TORCH_INDEX_URL="${TORCH_INDEX_URL}" bash install.sh
+RUN bash install.sh
 
 # Runs as a non-root user; run directories go to runs/ under /work, meant to be a mounted volume
-RUN useradd --create-home --uid 1000 puffer \
+RUN (id -u 1000 > /dev/null 2>&1 || useradd --create-home --uid 1000 puffer) \
     && mkdir -p /work/runs \
-    && chown -R puffer /work
+    && chown -R 1000 /work
 USER 1000
 WORKDIR /work
 VOLUME ["/work/runs"]
