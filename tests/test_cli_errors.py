@@ -44,6 +44,14 @@ def test_unknown_env_suggests_close_ids(capsys):
     assert "unknown env id 'CartPol-v1'" in err and "CartPole-v1" in err
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "mpe2.simple_spread_v3:parallel_env"])
+def test_env_kwargs_the_env_does_not_take(capsys, tmp_path, env_id):
+    run_dir = tmp_path / "r"
+    err = _error(capsys, "--env", env_id, "--env-kwargs", '{"nope": 1}', "--run-dir", str(run_dir))
+    assert f"--env-kwargs for '{env_id}'" in err and "nope" in err
+    assert not run_dir.exists()
+
+
 def test_unknown_policy_lists_names(capsys):
     err = _error(capsys, "--env", "CartPole-v1", "--policy", "transformerx")
     assert "unknown policy 'transformerx'" in err and "mlp" in err

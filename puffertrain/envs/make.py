@@ -36,15 +36,27 @@ def _unknown_id(env_id: str) -> UserError:
     return UserError(f"unknown env id '{env_id}'{hint}")
 
 
+def _with_kwargs(build: Callable[..., gym.Env], env_id: str, kwargs: dict[str, Any]) -> gym.Env:
+    """``build(**kwargs)``; a keyword the env does not take is the user's --env-kwargs."""
+    try:
+        return build(**kwargs)
+    except TypeError as error:
+        if kwargs and "keyword argument" in str(error):
+            reason = str(error).split(" was raised from")[0]
+            raise UserError(f"--env-kwargs for '{env_id}': {reason}") from None
+        raise
+
+
 def _make_registered(module_name: str | None, env_id: str, kwargs: dict[str, Any]) -> gym.Env:
     if module_name:
         importlib.import_module(module_name)
     register_ale()
-    return gym.make(env_id, **kwargs)
+    return _with_kwargs(partial(gym.make, env_id), env_id, kwargs)
 
 
 def _call(module_name: str, name: str, kwargs: dict[str, Any]) -> gym.Env:
-    return getattr(importlib.import_module(module_name), name)(**kwargs)
+    build = getattr(importlib.import_module(module_name), name)
+    return _with_kwargs(build, f"{module_name}:{name}", kwargs)
 
 
 def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFactory:
