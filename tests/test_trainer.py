@@ -61,7 +61,7 @@ def test_a_users_policy_class_trains_and_evaluates(tmp_path, capsys):
     assert out.count("game ") == 3 and "CartPole-v1: " in out and "over 3 games" in out
 
 
-def test_restarted_episodes_after_a_resume_start_from_zero_state(tmp_path):
+def test_restarted_episodes_after_a_resume_start_from_zero_state(tmp_path, capsys):
     """An env whose state is not saved restarts its episodes on resume: the recurrent state
     and the running returns of the old episodes must not carry over to the new ones."""
     config = TrainConfig(
@@ -78,6 +78,8 @@ def test_restarted_episodes_after_a_resume_start_from_zero_state(tmp_path):
         part.fill_(1.0)
     trainer.reward_normalizer.returns[:] = 5.0
     resumed = Trainer(config, tmp_path, load_checkpoint(trainer.save()))
+    said = capsys.readouterr()
+    assert "its episodes restart" in said.err and said.out == ""  # stdout stays the user's
     assert all(bool((part == 0).all()) for part in resumed.policy_state)
     assert not resumed.reward_normalizer.returns.any()
 

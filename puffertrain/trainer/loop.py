@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -391,10 +392,11 @@ class Trainer:
             checkpoint = checkpoint["other_ranks"][self.ranks.rank - 1]
         reseed = self._env_seed(self.iteration)
         episodes_go_on = self.envs.load_state_dict(checkpoint["envs"], reseed)
-        if not episodes_go_on:
+        if not episodes_go_on and self.ranks.main:
             print(
                 f"puffertrain: this env's state cannot be saved; its episodes restart "
-                f"(seed {reseed}), so the resumed run is not bit-identical"
+                f"(seed {reseed}), so the resumed run is not bit-identical",
+                file=sys.stderr,
             )
         self.next_obs = self.envs.observations.copy()
         self.next_alive = self.envs.alive.copy()
