@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -275,3 +276,29 @@ def test_a_rank_that_cannot_start_stops_all_before_the_run_directory_exists(tmp_
     assert "puffertrain: rank 1: error: " in done.stderr and "no level for seed 2" in done.stderr
     assert "puffertrain: rank 0: error: another rank could not start" in done.stderr
     assert not run_dir.exists()
+
+
+def test_two_nodes_meet_through_torchruns_rendezvous(tmp_path):
+    """Two torchrun launches of one rank each (two "nodes" on this machine) train as one job."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    run_dir = tmp_path / "run"
+    rendezvous = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
+    rendezvous += ["--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "two-nodes"]
+    train = [*ARGS, "--total-timesteps", str(4 * ROWS_PER_UPDATE), "--run-dir", str(run_dir)]
+    launch = [sys.executable, "-m", "torch.distributed.run", *rendezvous]
+    nodes = [
+        subprocess.Popen(
+            [*launch, "--node-rank", str(node), "-m", "puffertrain", *train],
+            env={**cli_env(), "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in range(2)
+    ]
+    errors = [node.communicate(timeout=180)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], errors
+    checkpoint = load_checkpoint(list_checkpoints(run_dir)[-1])
+    assert checkpoint["world_size"] == 2 and checkpoint["global_step"] == 4 * ROWS_PER_UPDATE
