@@ -73,8 +73,7 @@ ONE_RANK = Ranks()
 
 def process_cores() -> int:
     """The cores this process may use: the machine's, shared evenly by the ranks on it."""
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, (os.cpu_count() or 1) // local_ranks)
+    return max(1, (os.cpu_count() or 1) // Ranks.from_env().local_world_size)
 
 
 @contextmanager
