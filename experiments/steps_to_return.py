@@ -3,6 +3,7 @@ a threshold (CartPole-v1 with mlp and 475 by default), for several seeds. Prints
 writes JSON.
 
     python experiments/steps_to_return.py --seeds 1 2 3 [--extra-args "--compile"]
+    python experiments/steps_to_return.py --total-timesteps 500000 --time-limit 40
     python experiments/steps_to_return.py --env tests.envs:cartpole_no_velocity \
         --policy lstm --threshold 400
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -29,13 +31,19 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 def first_step_reaching(
     run_dir: Path, threshold: float, window: int = 20
 ) -> tuple[int, float, float]:
-    """(env step, wall seconds since the first event) where the rolling mean of ``window``
-    returns first reaches threshold ((-1, nan) if never), and the best rolling mean."""
+    """(env step, wall seconds of training) where the rolling mean of ``window`` returns first
+    reaches threshold ((-1, nan) if never), and the best rolling mean.
+
+    Seconds count from the start of training, before the first rollout: the first update's
+    SPS (steps ÷ seconds since training started) dates it, so the first rollout and update,
+    compile time included, count too.
+    """
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     recent: deque[float] = deque(maxlen=window)
     scalars = events.Scalars("charts/episodic_return")
-    start = events.Scalars("charts/learning_rate")[0].wall_time if scalars else 0.0
+    first_sps = events.Scalars("charts/SPS")[0]
+    start = first_sps.wall_time - first_sps.step / first_sps.value
     reached, best = (-1, float("nan")), float("-inf")
     for event in scalars:
         recent.append(event.value)
@@ -59,6 +67,18 @@ def curve(run_dir: Path, marks: list[int], window: int = 10) -> dict[str, float]
     return means
 
 
+def run(command: list[str], time_limit: float | None) -> None:
+    """Run one training process to its end, or Ctrl-C it after ``time_limit`` seconds."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, stderr = process.communicate(timeout=time_limit)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate()
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command, stderr=stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CartPole-v1")
@@ -70,6 +90,12 @@ def main() -> None:
     parser.add_argument("--marks", type=int, nargs="*", default=[])
     parser.add_argument("--curve-window", type=int, default=10, help="episodes per curve point")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="stop each run with Ctrl-C after this many seconds (the trainer saves and exits)",
+    )
     args = parser.parse_args()
 
     rows = []
@@ -93,7 +119,7 @@ def main() -> None:
                 *shlex.split(args.extra_args),
             ]
             started = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True)
+            run(command, args.time_limit)
             wall = time.perf_counter() - started
             step, seconds, best = first_step_reaching(run_dir, args.threshold)
             events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
