@@ -213,6 +213,8 @@ RESUME_ARGS = [
     "cpu",
     "--seed",
     "3",
+    "--num-envs",
+    "8",  # 256 steps per update: 12 updates
     "--total-timesteps",
     str(256 * 12),
     "--checkpoint-interval",

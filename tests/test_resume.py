@@ -27,6 +27,8 @@ ARGS = [
     "cpu",
     "--seed",
     "7",
+    "--num-envs",
+    "8",  # 8 envs × the preset's 32 steps: 256 steps per update
     "--total-timesteps",
     str(256 * ITERATIONS),
     "--checkpoint-interval",
