@@ -25,6 +25,7 @@ from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Agent, env_actions
+from puffertrain.ppo.precision import Precision, resolve_precision
 from puffertrain.rollout import to_torch
 from puffertrain.vector import VectorEnv, engine_from
 
@@ -52,6 +53,8 @@ class BenchConfig:
     """Timed windows per measurement; the median is reported."""
     policy: str = "auto"
     """Policy whose inference the rollout measurement includes."""
+    precision: Precision = "fp32"
+    """Precision of that inference, as for training (the Atari preset trains with "auto")."""
     env_kwargs: str = ""
     """JSON object of env settings, as for training."""
     compare: bool = False
@@ -113,16 +116,19 @@ def _gymnasium_sps(vector: gym.vector.VectorEnv, act: Actor, config: BenchConfig
     return _median_sps(advance, config.seconds, config.windows)
 
 
-def _actors(config: BenchConfig, envs: VectorEnv) -> tuple[Actor, Actor]:
+def _actors(
+    config: BenchConfig, envs: VectorEnv, autocast_dtype: torch.dtype | None
+) -> tuple[Actor, Actor]:
     """Random actions, and policy actions with a recurrent state kept per env (per row: envs
-    × agents for a multi-agent env, whose rows also tell the policy their agent)."""
+    × agents for a multi-agent env, whose rows also tell the policy their agent), computed
+    under ``autocast_dtype`` (None: fp32)."""
     observation_space, action_space = envs.policy_observation_space, envs.single_action_space
     batch_actions = gym.vector.utils.batch_space(action_space, envs.num_envs)
     batch_actions.seed(0)
     policy = build_policy(
         config.policy, observation_space, action_space, agent_names=envs.agent_names
     )
-    agent = Agent(policy, action_space)
+    agent = Agent(policy, action_space, autocast_dtype)
     device = torch.device("cpu")
     states = agent.initial_state(envs.num_envs, device)
     agents = envs.agents_per_env if envs.agent_names else 0
@@ -154,6 +160,7 @@ def _factory(config: BenchConfig) -> EnvFactory:
 def bench(config: BenchConfig) -> dict:
     """Run the measurements; print a table; write and return the results."""
     env_factory(config.env)  # a clear error for a bad id
+    autocast_dtype, precision = resolve_precision(config.precision, torch.device("cpu"))
     rows = []
     envs, reason = engine_from(config)
     name = f"puffertrain {envs.name}"
@@ -163,7 +170,7 @@ def bench(config: BenchConfig) -> dict:
         envs.close()
         raise UserError("--compare: gymnasium's vector envs cannot run a PettingZoo env")
     try:
-        random_actions, policy_actions = _actors(config, envs)
+        random_actions, policy_actions = _actors(config, envs, autocast_dtype)
         rows.append(
             {
                 "engine": name,
@@ -192,7 +199,7 @@ def bench(config: BenchConfig) -> dict:
                 vector.close()
 
     baseline = rows[0]["env_sps"]
-    table = Table(title=f"{config.env}, {config.num_envs} envs ({reason})")
+    table = Table(title=f"{config.env}, {config.num_envs} envs ({reason}); policy in {precision}")
     for column in ("engine", "env-only SPS", "rollout SPS", "env-only vs puffertrain"):
         table.add_column(column, justify="left" if column == "engine" else "right")
     for row in rows:
@@ -207,6 +214,7 @@ def bench(config: BenchConfig) -> dict:
     results = {
         "config": json.loads(json.dumps(asdict(config), default=str)),
         "backend_reason": reason,
+        "policy_precision": precision,
         "cpu_count": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "rows": rows,

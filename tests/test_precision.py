@@ -9,6 +9,7 @@ import torch
 
 from policies.cnn import CNNPolicy
 from policies.mlp import BasicPolicy
+from puffertrain.bench import BenchConfig, bench
 from puffertrain.cli import main
 from puffertrain.errors import UserError
 from puffertrain.ppo import Agent
@@ -77,3 +78,35 @@ def test_bf16_cartpole_reaches_475_within_100k_steps(tmp_path):
     main([*cartpole_args(tmp_path / "bf16"), "--precision", "bf16"])
     best = best_mean_return(tmp_path / "bf16")
     assert best >= 475, f"best mean return over 20 episodes: {best:.1f}"
+
+
+def test_bench_runs_the_policy_in_the_precision_asked_for(tmp_path, monkeypatch):
+    """``bench --precision`` measures the rollout as the trainer runs it (the Atari preset
+    acts in bf16), and says so in its table and JSON."""
+    monkeypatch.setattr(precision_module, "has_fast_bf16", lambda device: True)
+    dtypes = set()
+    autocast = Agent.autocast
+
+    def recording_autocast(self, device):
+        dtypes.add(self.autocast_dtype)
+        return autocast(self, device)
+
+    monkeypatch.setattr(Agent, "autocast", recording_autocast)
+    for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        dtypes.clear()
+        output = tmp_path / f"{precision}.json"
+        results = bench(
+            BenchConfig(
+                env="CartPole-v1",
+                vec="serial",
+                num_envs=4,
+                seconds=0.2,
+                windows=1,
+                policy="mlp",
+                precision=precision,
+                output=output,
+            )
+        )
+        assert dtypes == {dtype}
+        assert results["policy_precision"].startswith(precision)
+        assert results["rows"][0]["rollout_sps"] > 0
