@@ -7,6 +7,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -118,10 +119,11 @@ def _gymnasium_sps(vector: gym.vector.VectorEnv, act: Actor, config: BenchConfig
 
 def _actors(
     config: BenchConfig, envs: VectorEnv, autocast_dtype: torch.dtype | None
-) -> tuple[Actor, Actor]:
+) -> tuple[Actor, Actor, Callable[[], AbstractContextManager]]:
     """Random actions, and policy actions with a recurrent state kept per env (per row: envs
     × agents for a multi-agent env, whose rows also tell the policy their agent), computed
-    under ``autocast_dtype`` (None: fp32)."""
+    under ``autocast_dtype`` (None: fp32); and the precision region to measure the policy in,
+    one region over many steps as in the trainer's rollout."""
     observation_space, action_space = envs.policy_observation_space, envs.single_action_space
     batch_actions = gym.vector.utils.batch_space(action_space, envs.num_envs)
     batch_actions.seed(0)
@@ -147,7 +149,7 @@ def _actors(
                 part[rows] = new
         return env_actions(actions, action_space)
 
-    return random_actions, policy_actions
+    return random_actions, policy_actions, partial(agent.autocast, device)
 
 
 def _factory(config: BenchConfig) -> EnvFactory:
@@ -170,14 +172,11 @@ def bench(config: BenchConfig) -> dict:
         envs.close()
         raise UserError("--compare: gymnasium's vector envs cannot run a PettingZoo env")
     try:
-        random_actions, policy_actions = _actors(config, envs, autocast_dtype)
-        rows.append(
-            {
-                "engine": name,
-                "env_sps": _engine_sps(envs, random_actions, config),
-                "rollout_sps": _engine_sps(envs, policy_actions, config),
-            }
-        )
+        random_actions, policy_actions, acting = _actors(config, envs, autocast_dtype)
+        env_sps = _engine_sps(envs, random_actions, config)
+        with acting():
+            rollout_sps = _engine_sps(envs, policy_actions, config)
+        rows.append({"engine": name, "env_sps": env_sps, "rollout_sps": rollout_sps})
     finally:
         envs.close()
 
@@ -188,13 +187,10 @@ def bench(config: BenchConfig) -> dict:
         ):
             vector = cls([_factory(config)] * config.num_envs)
             try:
-                rows.append(
-                    {
-                        "engine": name,
-                        "env_sps": _gymnasium_sps(vector, random_actions, config),
-                        "rollout_sps": _gymnasium_sps(vector, policy_actions, config),
-                    }
-                )
+                env_sps = _gymnasium_sps(vector, random_actions, config)
+                with acting():
+                    rollout_sps = _gymnasium_sps(vector, policy_actions, config)
+                rows.append({"engine": name, "env_sps": env_sps, "rollout_sps": rollout_sps})
             finally:
                 vector.close()
 

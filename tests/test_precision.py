@@ -6,15 +6,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from policies.cnn import CNNPolicy
 from policies.mlp import BasicPolicy
 from puffertrain.bench import BenchConfig, bench
 from puffertrain.cli import main
+from puffertrain.config import TrainConfig
 from puffertrain.errors import UserError
 from puffertrain.ppo import Agent
 from puffertrain.ppo import precision as precision_module
 from puffertrain.ppo.precision import has_fast_bf16, resolve_precision
+from puffertrain.trainer.loop import Trainer
 from tests.test_learning import best_mean_return, cartpole_args
 
 CPU = torch.device("cpu")
@@ -82,18 +85,21 @@ def test_bf16_cartpole_reaches_475_within_100k_steps(tmp_path):
 
 def test_bench_runs_the_policy_in_the_precision_asked_for(tmp_path, monkeypatch):
     """``bench --precision`` measures the rollout as the trainer runs it (the Atari preset
-    acts in bf16), and says so in its table and JSON."""
+    acts in bf16, in one autocast region per rollout), and says so in its table and JSON."""
     monkeypatch.setattr(precision_module, "has_fast_bf16", lambda device: True)
     dtypes = set()
+    regions = []  # per precision region entered: was one already open (a policy call in it)?
     autocast = Agent.autocast
 
     def recording_autocast(self, device):
         dtypes.add(self.autocast_dtype)
+        regions.append(torch.is_autocast_enabled(device.type))
         return autocast(self, device)
 
     monkeypatch.setattr(Agent, "autocast", recording_autocast)
     for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         dtypes.clear()
+        regions.clear()
         output = tmp_path / f"{precision}.json"
         results = bench(
             BenchConfig(
@@ -108,5 +114,39 @@ def test_bench_runs_the_policy_in_the_precision_asked_for(tmp_path, monkeypatch)
             )
         )
         assert dtypes == {dtype}
+        if dtype is not None:  # one outer region, every policy call inside it
+            assert regions.count(False) == 1 and regions.count(True) > 10
         assert results["policy_precision"].startswith(precision)
         assert results["rows"][0]["rollout_sps"] > 0
+
+
+class _WeightCasts(TorchDispatchMode):
+    """Counts dtype conversions of the given tensors' storage (autocast's weight casts)."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.pointers = {tensor.data_ptr() for tensor in tensors}
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and args[0].data_ptr() in self.pointers:
+            self.count += 1
+        return func(*args, **kwargs or {})
+
+
+def test_bf16_rollout_casts_each_weight_once_not_at_every_step(tmp_path, monkeypatch):
+    """The rollout runs in one autocast region, so autocast's cache casts the fp32 weights
+    to bf16 once per rollout (a cast of every weight at every step cost ~15% of a Nature-CNN
+    act at batch 8)."""
+    monkeypatch.setattr(precision_module, "has_fast_bf16", lambda device: True)
+    config = TrainConfig(
+        env="CartPole-v1", policy="mlp", num_envs=2, num_steps=16, precision="bf16"
+    )
+    trainer = Trainer(config, tmp_path, None)
+    try:
+        parameters = list(trainer.agent.parameters())
+        with _WeightCasts(parameters) as casts:
+            trainer.collect_rollout()
+    finally:
+        trainer.envs.close()
+    assert 0 < casts.count <= len(parameters)

@@ -145,12 +145,14 @@ class Trainer:
         batch that comes back has its step recorded and, until its envs have num_steps steps,
         is acted on and sent again while other batches step (async batches). Synchronous
         engines return every env at once, which makes this the classic lockstep loop. The
-        policy uses only the cores the env threads leave free meanwhile.
+        policy uses only the cores the env threads leave free meanwhile, and acts inside one
+        autocast region, so its weights are cast to bf16 once per rollout, not at every step.
         """
         update_threads = torch.get_num_threads()
         torch.set_num_threads(self.envs.policy_threads())
         try:
-            self._collect(self.config.num_steps)
+            with self.agent.autocast(self.device):
+                self._collect(self.config.num_steps)
         finally:
             torch.set_num_threads(update_threads)
 
