@@ -173,10 +173,15 @@ def bench(config: BenchConfig) -> dict:
         raise UserError("--compare: gymnasium's vector envs cannot run a PettingZoo env")
     try:
         random_actions, policy_actions, acting = _actors(config, envs, autocast_dtype)
-        env_sps = _engine_sps(envs, random_actions, config)
-        with acting():
-            rollout_sps = _engine_sps(envs, policy_actions, config)
-        rows.append({"engine": name, "env_sps": env_sps, "rollout_sps": rollout_sps})
+
+        def measure(engine: str, sps: Callable[[Actor], float]) -> None:
+            """One row: ``sps`` with random actions, then with the policy in its precision."""
+            env_sps = sps(random_actions)
+            with acting():
+                rollout_sps = sps(policy_actions)
+            rows.append({"engine": engine, "env_sps": env_sps, "rollout_sps": rollout_sps})
+
+        measure(name, partial(_engine_sps, envs, config=config))
     finally:
         envs.close()
 
@@ -187,10 +192,7 @@ def bench(config: BenchConfig) -> dict:
         ):
             vector = cls([_factory(config)] * config.num_envs)
             try:
-                env_sps = _gymnasium_sps(vector, random_actions, config)
-                with acting():
-                    rollout_sps = _gymnasium_sps(vector, policy_actions, config)
-                rows.append({"engine": name, "env_sps": env_sps, "rollout_sps": rollout_sps})
+                measure(name, partial(_gymnasium_sps, vector, config=config))
             finally:
                 vector.close()
 
