@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -48,6 +50,19 @@ def test_native_observations_are_stacked_uint8_frames():
     assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
     assert envs.single_observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     assert envs.single_action_space == gym.spaces.Discrete(4)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+def test_native_env_threads_yield_to_the_policy_thread():
+    before = set(os.listdir("/proc/self/task"))
+    envs, _ = make_vector_env("native", BREAKOUT, 4, {}, num_threads=2, batch_size=2)
+    started = set(os.listdir("/proc/self/task")) - before
+    try:
+        assert len(started) == envs.env_threads == 2
+        assert all(os.sched_getscheduler(int(thread)) == os.SCHED_IDLE for thread in started)
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the policy's thread is untouched
+    finally:
+        envs.close()
 
 
 def test_native_scores_whole_games_with_raw_rewards():
