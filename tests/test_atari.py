@@ -65,6 +65,19 @@ def test_native_env_threads_yield_to_the_policy_thread():
         envs.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+def test_native_engine_builds_where_a_sandbox_refuses_scheduler_changes(monkeypatch):
+    def refuse(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    envs, _ = make_vector_env("native", BREAKOUT, 2, {}, num_threads=1)
+    try:
+        assert envs.reset(seed=0).shape == (2, 4, 84, 84)
+    finally:
+        envs.close()
+
+
 def test_native_scores_whole_games_with_raw_rewards():
     settings = atari_settings(BREAKOUT, {})
     envs = NativeAtariVectorEnv(settings, 2, num_threads=1)

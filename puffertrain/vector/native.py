@@ -135,7 +135,8 @@ def _thread_ids() -> set[int]:
 
 def _set_idle_priority(thread_ids: set[int]) -> None:
     """Schedule ``thread_ids`` with ``SCHED_IDLE`` where the OS has it (any user may lower
-    their own threads' priority); a thread that already ended is skipped."""
+    their own threads' priority). A thread that already ended is skipped; where a sandbox
+    refuses the call, the threads keep their normal priority (only slower)."""
     if not hasattr(os, "SCHED_IDLE"):
         return
     for thread_id in thread_ids:
@@ -143,3 +144,5 @@ def _set_idle_priority(thread_ids: set[int]) -> None:
             os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
         except ProcessLookupError:
             continue
+        except PermissionError:
+            return
