@@ -4,11 +4,13 @@ Every policy is built as ``Policy(observation_space, action_space, **kwargs)`` a
 ``(logits, value)`` for discrete actions or ``(mean, std, value)`` for Box actions; recurrent
 ones add ``initial_state``, ``forward_step`` and ``forward_sequence`` (see
 ``policies.recurrent``); multi-agent ones may take ``forward(obs, agent_ids)`` (see
-``policies.multi_agent``). This package never imports ``puffertrain``.
+``policies.multi_agent``). ``policies.contract`` states the contract the trainer relies on.
+This package never imports ``puffertrain``.
 """
 
 from policies.attention import AttentionPolicy, TokenAttention
 from policies.cnn import CNNPolicy, EfficientCNN, ImageEncoder
+from policies.contract import State, is_recurrent, takes_agent_ids
 from policies.flatten import unflatten_observations
 from policies.heads import EncoderHeads, GaussianHead, actor_head
 from policies.init import layer_init
@@ -25,8 +27,6 @@ from policies.recurrent import (
     LSTMWrapper,
     OptimizedLSTMPolicy,
     RecurrentPolicy,
-    is_recurrent,
-    takes_agent_ids,
 )
 from policies.registry import POLICIES, PolicyEntry
 from policies.residual import ResidualBlock, ResidualPolicy
@@ -55,6 +55,7 @@ __all__ = [
     "RunningMeanStd",
     "SharedLSTMPolicy",
     "SharedMultiAgentPolicy",
+    "State",
     "TokenAttention",
     "actor_head",
     "is_recurrent",

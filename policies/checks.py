@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from policies.contract import is_recurrent
 from policies.flatten import flatten_observation, is_structured
 from policies.heads import action_head_size
-from policies.recurrent import is_recurrent
 
 
 def sample_observations(observation_space: gym.spaces.Space, batch_size: int) -> torch.Tensor:

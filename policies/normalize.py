@@ -13,8 +13,8 @@ import gymnasium as gym
 import torch
 import torch.nn as nn
 
+from policies.contract import State, is_recurrent, takes_agent_ids
 from policies.mlp import BasicPolicy
-from policies.recurrent import State, is_recurrent, takes_agent_ids
 
 
 def can_normalize(observation_space: gym.spaces.Space) -> bool:

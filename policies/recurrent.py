@@ -10,7 +10,6 @@ State is a tuple ``(h, c)`` of ``(batch, hidden_size)`` tensors, one row per env
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -19,30 +18,9 @@ import torch.nn as nn
 from torch.nn.utils.rnn import PackedSequence
 
 from policies.cnn import image_trunk, is_image
+from policies.contract import State, takes_agent_ids
 from policies.heads import EncoderHeads
 from policies.mlp import mlp_encoder
-
-State = tuple[torch.Tensor, ...]
-
-
-def is_recurrent(policy: nn.Module) -> bool:
-    """Whether ``policy`` follows the recurrent contract (``initial_state``, ``forward_step``,
-    ``forward_sequence``)."""
-    return all(
-        callable(getattr(policy, name, None))
-        for name in ("initial_state", "forward_step", "forward_sequence")
-    )
-
-
-def takes_agent_ids(policy: nn.Module) -> bool:
-    """Whether ``policy`` wants the rows' agent ids (multi-agent envs): its ``takes_agent_ids``
-    attribute if it has one (wrappers answer for the policy they wrap), else whether its
-    ``forward`` (``forward_step`` for a recurrent policy) has an ``agent_ids`` parameter."""
-    flag = getattr(policy, "takes_agent_ids", None)
-    if isinstance(flag, bool):
-        return flag
-    method = policy.forward_step if is_recurrent(policy) else policy.forward
-    return "agent_ids" in inspect.signature(method).parameters
 
 
 class LSTMWrapper(nn.Module):

@@ -15,10 +15,10 @@ import torch.nn as nn
 from policies import POLICIES
 from policies.checks import sample_observations
 from policies.cnn import is_image
+from policies.contract import is_recurrent
 from policies.flatten import is_structured
 from policies.heads import action_head_size
 from policies.normalize import normalize_observations
-from policies.recurrent import is_recurrent
 from puffertrain.config import parse_kwargs
 from puffertrain.errors import UserError
 
