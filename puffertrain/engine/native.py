@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from puffertrain.vector.base import EnvRows, EpisodeTracker, StepResult, VectorEnv, env_groups
+from puffertrain.engine.base import Engine, StepResult, env_groups
+from puffertrain.engine.env_rows import EnvRows
+from puffertrain.engine.episodes import EpisodeTracker
 
 
-class NativeAtariVectorEnv(VectorEnv):
+class NativeAtariEngine(Engine):
     """AtariVectorEnv with same-step autoreset and a termination signal at every lost life.
 
     The env resets a game only at game over; a lost life just sets ``terminated``. The two are
@@ -25,9 +27,8 @@ class NativeAtariVectorEnv(VectorEnv):
 
     The C++ threads run at idle priority (Linux ``SCHED_IDLE``): they step envs on every core
     the process's other threads leave free, but a thread woken by ``send`` no longer preempts
-    the policy that sent it. On 2 cores that lifted Breakout rollouts with the CNN policy in
-    batches of 4 from ~1,600 to ~2,000 steps/s (experiments/RESULTS.md). Other busy processes
-    on the same cores starve them, though.
+    the policy that sent it (experiments/RESULTS.md measures the gain). Other busy processes on
+    the same cores starve them, though.
     """
 
     name = "native"
@@ -39,7 +40,7 @@ class NativeAtariVectorEnv(VectorEnv):
 
         settings = dict(settings)
         game = settings.pop("game")
-        self.num_envs = num_envs
+        self.num_rows = num_envs
         self.batch_size = self.group_size = batch_size or num_envs
         num_batches = num_envs // self.batch_size
         self.env_threads = max(1, num_threads // num_batches) * num_batches
@@ -77,7 +78,7 @@ class NativeAtariVectorEnv(VectorEnv):
             rows = slice(index * size, (index + 1) * size)
             self.observations[rows] = obs[order]
             self._frame_numbers[rows] = info["episode_frame_number"][order]
-        self.tracker = EpisodeTracker(self.num_envs)
+        self.tracker = EpisodeTracker(self.num_rows)
         return self.observations
 
     def _sorted(self, group: int, env_ids: np.ndarray) -> np.ndarray:
@@ -86,10 +87,10 @@ class NativeAtariVectorEnv(VectorEnv):
         self._orders[group] = env_ids
         return np.argsort(env_ids)
 
-    def send(self, actions: np.ndarray, env_ids: np.ndarray) -> None:
+    def send(self, actions: np.ndarray, row_ids: np.ndarray) -> None:
         size = self.batch_size
         actions = actions.astype(np.int32)
-        for index, group in enumerate(env_groups(env_ids, size)):
+        for index, group in enumerate(env_groups(row_ids, size)):
             batch_actions = actions[index * size : (index + 1) * size]
             self._batches[group].send(batch_actions[self._orders[group]])
             self._sent.append(int(group))

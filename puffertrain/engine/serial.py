@@ -8,27 +8,20 @@ from typing import Any
 
 import numpy as np
 
+from puffertrain.engine.base import Engine, StepResult, env_groups
+from puffertrain.engine.env_rows import EnvRows, agents_per_env, build_envs, reset_envs, step_envs
+from puffertrain.engine.episodes import EpisodeTracker
 from puffertrain.envs import EnvFactory, capture_env_state, restore_env_state
 from puffertrain.envs.flatten import policy_observation_space
-from puffertrain.vector.base import (
-    EnvRows,
-    EpisodeTracker,
-    StepResult,
-    VectorEnv,
-    agents_per_env,
-    build_envs,
-    env_groups,
-    reset_envs,
-    step_envs,
-)
 
 
-class SerialVectorEnv(VectorEnv):
+class SerialEngine(Engine):
     """Steps a list of gymnasium envs one after another, writing into preallocated arrays.
 
-    With ``batch_size < num_envs`` it is the reference for async batches: ``send`` queues
-    groups of ``batch_size`` envs and each ``recv`` steps the oldest one (nothing overlaps).
-    ``batch_size`` counts envs; a multi-agent env fills a block of rows, one per agent.
+    With ``batch_size`` below the number of envs it is the reference for async batches:
+    ``send`` queues groups of ``batch_size`` envs and each ``recv`` steps the oldest one
+    (nothing overlaps). ``batch_size`` counts envs; a multi-agent env fills a block of rows,
+    one per agent.
     """
 
     name = "serial"
@@ -38,25 +31,25 @@ class SerialVectorEnv(VectorEnv):
         self.envs = build_envs(factories, first=0)
         self.agents_per_env = agents_per_env(self.envs)
         self.agent_names = getattr(self.envs[0], "agent_names", ())
-        self.num_envs = len(self.envs) * self.agents_per_env
+        self.num_rows = len(self.envs) * self.agents_per_env
         self.batch_size = self.group_size = (batch_size or len(self.envs)) * self.agents_per_env
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         self.policy_observation_space = policy_observation_space(self.envs[0])
-        self.rows = EnvRows.allocate(self.num_envs, self.single_observation_space)
+        self.rows = EnvRows.allocate(self.num_rows, self.single_observation_space)
         self.observations, self.alive = self.rows.observations, self.rows.alive
-        self.tracker = EpisodeTracker(self.num_envs, self.agent_names)
+        self.tracker = EpisodeTracker(self.num_rows, self.agent_names)
         self._sent: deque[tuple[int, np.ndarray]] = deque()
 
     def reset(self, seed: int) -> np.ndarray:
-        self.tracker = EpisodeTracker(self.num_envs, self.agent_names)
+        self.tracker = EpisodeTracker(self.num_rows, self.agent_names)
         self._sent.clear()
         reset_envs(self.envs, range(seed, seed + len(self.envs)), self.rows)
         return self.observations
 
-    def send(self, actions: np.ndarray, env_ids: np.ndarray) -> None:
+    def send(self, actions: np.ndarray, row_ids: np.ndarray) -> None:
         size = self.group_size
-        for index, group in enumerate(env_groups(env_ids, size)):
+        for index, group in enumerate(env_groups(row_ids, size)):
             self._sent.append((int(group), actions[index * size : (index + 1) * size].copy()))
 
     def recv(self) -> StepResult:

@@ -1,0 +1,67 @@
+"""Finished episodes and the running score and length of each row's current one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A finished episode (for Atari: a whole game), scored with raw, unclipped rewards.
+
+    For a multi-agent env, ``score`` is the mean of ``agent_scores`` (each agent's own return,
+    by agent name) and ``env_index`` numbers the env, not the row."""
+
+    env_index: int
+    score: float
+    length: int
+    agent_scores: dict[str, float] | None = None
+
+
+class EpisodeTracker:
+    """Running score and length of each row's current episode.
+
+    With ``agent_names``, rows come in blocks of one per agent; an episode closes for the whole
+    block (every row of the env is ``episode_over`` at once) and reports each agent's score.
+    """
+
+    def __init__(self, num_rows: int, agent_names: Sequence[str] = ()) -> None:
+        self.scores = np.zeros(num_rows, dtype=np.float64)
+        self.lengths = np.zeros(num_rows, dtype=np.int64)
+        self.agent_names = tuple(agent_names)
+
+    def update(
+        self, env_ids: np.ndarray, rewards: np.ndarray, episode_over: np.ndarray
+    ) -> list[Episode]:
+        """Add one step of the rows ``env_ids``; return the episodes that ``episode_over``
+        closes, and restart them."""
+        self.scores[env_ids] += rewards
+        self.lengths[env_ids] += 1
+        ended = env_ids[episode_over]
+        if self.agent_names:
+            finished = [self._agents_episode(int(row)) for row in ended[:: len(self.agent_names)]]
+        else:
+            finished = [Episode(int(i), float(self.scores[i]), int(self.lengths[i])) for i in ended]
+        self.scores[ended] = 0.0
+        self.lengths[ended] = 0
+        return finished
+
+    def _agents_episode(self, first_row: int) -> Episode:
+        block = self.scores[first_row : first_row + len(self.agent_names)]
+        return Episode(
+            first_row // len(self.agent_names),
+            float(block.mean()),
+            int(self.lengths[first_row]),
+            dict(zip(self.agent_names, block.tolist(), strict=True)),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scores": self.scores.tolist(), "lengths": self.lengths.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scores[:] = state["scores"]
+        self.lengths[:] = state["lengths"]

@@ -1,0 +1,37 @@
+"""How an env id becomes the env every engine, ``eval`` and ``bench`` build: the one place that
+chooses between the Atari recipe and a plain (flattened) env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from puffertrain.envs.atari import atari_settings, make_wrapped_atari
+from puffertrain.envs.flatten import with_flat_observations
+from puffertrain.envs.make import EnvFactory, env_factory, is_atari
+
+
+@dataclass(frozen=True)
+class EnvRecipe:
+    """``factory`` builds one env as the engines take it (Atari preprocessing, or Dict/Tuple
+    observations flattened and PettingZoo agents as rows). ``atari`` holds the ALE settings an
+    ALE id's native engine is built from (None for other ids); ``frameskip`` is the frames
+    each step advances, for a video's frame rate."""
+
+    env_id: str
+    factory: EnvFactory
+    atari: dict[str, Any] | None
+    frameskip: int
+
+
+def env_recipe(
+    env_id: str, env_kwargs: dict[str, Any], render_mode: str | None = None
+) -> EnvRecipe:
+    """The recipe of ``env_id`` with ``env_kwargs``; ``render_mode`` for videos."""
+    if is_atari(env_id):
+        settings = atari_settings(env_id, env_kwargs)
+        factory = partial(make_wrapped_atari, env_id, settings, render_mode)
+        return EnvRecipe(env_id, factory, settings, settings["frameskip"])
+    kwargs = dict(env_kwargs, render_mode=render_mode) if render_mode else env_kwargs
+    return EnvRecipe(env_id, partial(with_flat_observations, env_factory(env_id, kwargs)), None, 1)
