@@ -36,12 +36,12 @@ import torch
 from roofline import flops_per_env_step, matmul_gflops  # this folder is on sys.path
 
 from puffertrain.bench import BenchConfig, bench
+from puffertrain.buffer import RolloutBuffer
 from puffertrain.config import preset_for
 from puffertrain.distributed import process_cores
 from puffertrain.policy_loader import build_policy
-from puffertrain.ppo import Agent, Learner
+from puffertrain.ppo import Learner, PolicyAdapter
 from puffertrain.ppo.precision import resolve_precision
-from puffertrain.rollout import RolloutBuffer
 
 ENV = "ALE/Breakout-v5"
 FRAMES = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
@@ -69,7 +69,7 @@ def engine_sps(num_envs: int, threads: int, batch: int, seconds: float) -> dict[
 
 def act_seconds(batch: int, autocast_dtype: torch.dtype | None, calls: int = 300) -> float:
     """Median seconds of one ``act`` on ``batch`` random frames, one torch thread."""
-    agent = Agent(build_policy("cnn", FRAMES, ACTIONS), ACTIONS, autocast_dtype)
+    agent = PolicyAdapter(build_policy("cnn", FRAMES, ACTIONS), ACTIONS, autocast_dtype)
     frames = torch.randint(0, 256, (batch, *FRAMES.shape), dtype=torch.uint8)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -90,7 +90,7 @@ def update_seconds(autocast_dtype: torch.dtype | None, repeats: int = 3) -> floa
     """Median seconds of one compiled PPO update of the Atari preset (the first call, which
     compiles, left out)."""
     preset = preset_for("atari")
-    agent = Agent(build_policy("cnn", FRAMES, ACTIONS), ACTIONS, autocast_dtype)
+    agent = PolicyAdapter(build_policy("cnn", FRAMES, ACTIONS), ACTIONS, autocast_dtype)
     learner = Learner(agent, preset.ppo, compile_loss=True)
     buffer = RolloutBuffer(preset.num_steps, preset.num_envs, FRAMES, ACTIONS, torch.device("cpu"))
     shape = (preset.num_steps, preset.num_envs)

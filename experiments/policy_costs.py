@@ -3,7 +3,8 @@ and one PPO minibatch step (forward, backward, clipping, Adam), median of severa
 
     python experiments/policy_costs.py [--policies mlp cnn ...] [--repeats 5] [--output F]
 
-Rollout: ``Agent.act`` on a batch of 8 envs (the presets' --num-envs), reported per env step.
+Rollout: ``PolicyAdapter.act`` on a batch of 8 envs (the presets' --num-envs), reported per
+env step.
 Update: a minibatch of 256 transitions (recurrent policies: 8 sequences of 32 steps, with
 episode starts inside). Eager mode, torch's default threads.
 """
@@ -22,9 +23,9 @@ import torch
 
 from policies import POLICIES, is_recurrent
 from policies.checks import sample_observations
+from puffertrain.buffer import Minibatch, action_storage
 from puffertrain.config import PPOConfig
-from puffertrain.ppo import Agent, Minibatch, ppo_loss
-from puffertrain.rollout import action_storage
+from puffertrain.ppo import PolicyAdapter, ppo_loss
 
 VECTOR = gym.spaces.Box(-5.0, 5.0, (4,), np.float32)  # CartPole
 PENDULUM = gym.spaces.Box(-8.0, 8.0, (3,), np.float32), gym.spaces.Box(-2.0, 2.0, (1,))
@@ -65,7 +66,9 @@ def _time(fn, seconds: float) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def _minibatch(agent: Agent, space: gym.spaces.Space, action_space: gym.spaces.Space) -> Minibatch:
+def _minibatch(
+    agent: PolicyAdapter, space: gym.spaces.Space, action_space: gym.spaces.Space
+) -> Minibatch:
     shape, dtype = action_storage(action_space)
     if dtype == torch.float32:
         actions = torch.randn(MINIBATCH, *shape)
@@ -102,7 +105,7 @@ def measure(
     milliseconds per minibatch update of policy ``name`` on these spaces."""
     torch.manual_seed(0)
     policy = POLICIES[name].cls(observation_space, action_space)
-    agent = Agent(policy, action_space)
+    agent = PolicyAdapter(policy, action_space)
     optimizer = torch.optim.Adam(agent.parameters(), lr=2.5e-4, eps=1e-5)
     config = PPOConfig()
     act = torch.compile(agent.act) if compiled else agent.act

@@ -32,8 +32,9 @@ from policies.recurrent import (
     State,
     lstm_over_segments,
 )
+from puffertrain.buffer import Minibatch
 from puffertrain.config import PPOConfig
-from puffertrain.ppo import Agent, Minibatch, ppo_loss
+from puffertrain.ppo import PolicyAdapter, ppo_loss
 
 SPACES = {
     "cnn+lstm": gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
@@ -119,7 +120,9 @@ def rollout_step_us(name: str, num_envs: int, repeats: int) -> dict[str, float]:
     return {"lstm_cell_us": cell * 1e6, "lstm_seq1_us": lstm * 1e6, "speedup": lstm / cell}
 
 
-def train_epoch(agent: Agent, optimizer: torch.optim.Optimizer, data: list[Minibatch]) -> None:
+def train_epoch(
+    agent: PolicyAdapter, optimizer: torch.optim.Optimizer, data: list[Minibatch]
+) -> None:
     for minibatch in data:
         loss, _ = ppo_loss(agent, minibatch, PPOConfig())
         optimizer.zero_grad()
@@ -161,7 +164,9 @@ def epoch_seconds(
     }
     for label, wrap in variants.items():
         torch.manual_seed(0)
-        agent = Agent(wrap(LSTMPolicy(space, gym.spaces.Discrete(4))), gym.spaces.Discrete(4))
+        agent = PolicyAdapter(
+            wrap(LSTMPolicy(space, gym.spaces.Discrete(4))), gym.spaces.Discrete(4)
+        )
         optimizer = torch.optim.Adam(agent.parameters(), lr=2.5e-4, eps=1e-5)
         epoch = partial(train_epoch, agent, optimizer, batches())
         results[label] = median_seconds(epoch, repeats, warmup=1)

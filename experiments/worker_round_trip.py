@@ -14,7 +14,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
-from puffertrain.vector import MultiprocessingVectorEnv
+from puffertrain.engine import multiprocessing_engine
 
 
 class IdleEnv(gym.Env):
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5)
     args = parser.parse_args()
     lanes = args.workers + 1  # the trainer's process steps one env too
-    envs = MultiprocessingVectorEnv([IdleEnv] * lanes, num_workers=args.workers)
+    envs = multiprocessing_engine([IdleEnv] * lanes, num_workers=args.workers)
     envs.reset(0)
     actions = np.zeros(lanes, dtype=np.int64)
     times = []

@@ -7,7 +7,6 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -20,15 +19,16 @@ from rich.console import Console
 from rich.table import Table
 
 from puffertrain.config import parse_kwargs
-from puffertrain.envs import EnvFactory, env_factory, is_atari
-from puffertrain.envs.atari import atari_settings, make_wrapped_atari
-from puffertrain.envs.flatten import with_flat_observations
+from puffertrain.engine import Engine, engine_from
+from puffertrain.engine.base import StepResult
+from puffertrain.engine.episodes import EpisodeTracker
+from puffertrain.envs import env_factory
+from puffertrain.envs.recipe import env_recipe
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
-from puffertrain.ppo import Agent, env_actions
+from puffertrain.ppo import PolicyAdapter
 from puffertrain.ppo.precision import Precision, resolve_precision
-from puffertrain.rollout import to_torch
-from puffertrain.vector import VectorEnv, engine_from
+from puffertrain.rollout import Rollout
 
 
 @dataclass
@@ -66,8 +66,6 @@ class BenchConfig:
 
 Advance = Callable[[], int]
 """Moves a measurement on by one batch; returns the env steps it took."""
-Actor = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""Actions for the observations of envs ``env_ids``."""
 
 
 def _median_sps(advance: Advance, seconds: float, windows: int) -> float:
@@ -82,81 +80,75 @@ def _median_sps(advance: Advance, seconds: float, windows: int) -> float:
     return statistics.median(rates)
 
 
-def _engine_sps(envs: VectorEnv, act: Actor, config: BenchConfig) -> float:
-    """SPS of a puffertrain engine driven like the trainer drives it: act on each batch that
-    comes back and send it again (synchronous engines return every env at once), with the
-    trainer's torch thread count for the rollout."""
-    default_threads = torch.get_num_threads()
-    torch.set_num_threads(envs.policy_threads())
-    all_envs = np.arange(envs.num_envs)
-    envs.send(act(envs.reset(0), all_envs), all_envs)
-    in_flight = envs.num_envs
+def _rollout_sps(rollout: Rollout, config: BenchConfig, random_actions: bool) -> float:
+    """SPS of the rollout step as the trainer runs it (each batch that comes back is acted on
+    and sent again; synchronous engines return every row at once) inside the trainer's acting
+    region: with the policy, or with random actions (env-only)."""
+    engine = rollout.engine
+    actions = gym.vector.utils.batch_space(engine.single_action_space, engine.num_rows)
+    actions.seed(0)
+
+    def send(row_ids: np.ndarray) -> None:
+        if random_actions:
+            engine.send(actions.sample()[: len(row_ids)], row_ids)
+        else:
+            rollout.send(row_ids)
 
     def advance() -> int:
-        result = envs.recv()
-        envs.send(act(result.observations, result.env_ids), result.env_ids)
-        return len(result.env_ids)
+        row_ids = rollout.receive().row_ids
+        send(row_ids)
+        return len(row_ids)
 
-    try:
+    with rollout.acting():
+        rollout.reset(0)
+        send(np.arange(engine.num_rows))
+        in_flight = engine.num_rows
         rate = _median_sps(advance, config.seconds, config.windows)
-    finally:
-        torch.set_num_threads(default_threads)
-    while in_flight:  # leave nothing in flight for the next measurement
-        in_flight -= len(envs.recv().env_ids)
+        while in_flight:  # leave nothing in flight for the next measurement
+            in_flight -= len(engine.recv().row_ids)
     return rate
 
 
-def _gymnasium_sps(vector: gym.vector.VectorEnv, act: Actor, config: BenchConfig) -> float:
-    observations = [vector.reset(seed=0)[0]]
-    all_envs = np.arange(vector.num_envs)
+class GymnasiumEngine(Engine):
+    """A gymnasium vector env behind the engine interface, so that ``--compare`` drives it
+    with the very rollout step that drives ours (every env steps at once)."""
 
-    def advance() -> int:
-        observations[0] = vector.step(act(observations[0], all_envs))[0]
-        return vector.num_envs
+    env_threads = 0
 
-    return _median_sps(advance, config.seconds, config.windows)
+    def __init__(self, vector: gym.vector.VectorEnv, name: str) -> None:
+        self.vector, self.name = vector, name
+        self.num_rows = self.batch_size = self.group_size = vector.num_envs
+        self.single_observation_space = self.policy_observation_space = (
+            vector.single_observation_space
+        )
+        self.single_action_space = vector.single_action_space
+        space = vector.single_observation_space
+        self.observations = np.zeros((self.num_rows, *space.shape), dtype=space.dtype)
+        self.alive = np.ones(self.num_rows, dtype=bool)
+        self.tracker = EpisodeTracker(self.num_rows)
+        self._actions: np.ndarray | None = None
 
+    def reset(self, seed: int) -> np.ndarray:
+        self.observations[:] = self.vector.reset(seed=seed)[0]
+        return self.observations
 
-def _actors(
-    config: BenchConfig, envs: VectorEnv, autocast_dtype: torch.dtype | None
-) -> tuple[Actor, Actor, Callable[[], AbstractContextManager]]:
-    """Random actions, and policy actions with a recurrent state kept per env (per row: envs
-    × agents for a multi-agent env, whose rows also tell the policy their agent), computed
-    under ``autocast_dtype`` (None: fp32); and the precision region to measure the policy in,
-    one region over many steps as in the trainer's rollout."""
-    observation_space, action_space = envs.policy_observation_space, envs.single_action_space
-    batch_actions = gym.vector.utils.batch_space(action_space, envs.num_envs)
-    batch_actions.seed(0)
-    policy = build_policy(
-        config.policy, observation_space, action_space, agent_names=envs.agent_names
-    )
-    agent = Agent(policy, action_space, autocast_dtype)
-    device = torch.device("cpu")
-    states = agent.initial_state(envs.num_envs, device)
-    agents = envs.agents_per_env if envs.agent_names else 0
+    def send(self, actions: np.ndarray, row_ids: np.ndarray) -> None:
+        self._actions = actions
 
-    def random_actions(obs: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
-        return batch_actions.sample()[: len(obs)]
+    def recv(self) -> StepResult:
+        obs, rewards, terminations, truncations, _ = self.vector.step(self._actions)
+        self.observations[:] = obs
+        row_ids = np.arange(self.num_rows)
+        episodes = self.tracker.update(row_ids, rewards, terminations | truncations)
+        return StepResult(
+            row_ids, obs, rewards, terminations, truncations, obs, self.alive, episodes
+        )
 
-    def policy_actions(obs: np.ndarray, env_ids: np.ndarray) -> np.ndarray:
-        rows = torch.from_numpy(env_ids)
-        state = None if states is None else tuple(part[rows] for part in states)
-        agent_ids = rows % agents if agents else None
-        with torch.no_grad():
-            actions, _, _, state = agent.act(to_torch(obs, device), state, agent_ids=agent_ids)
-        if states is not None:
-            for part, new in zip(states, state, strict=True):
-                part[rows] = new
-        return env_actions(actions, action_space)
+    def state_dict(self) -> dict:
+        return {"envs": None}  # benchmarks never checkpoint
 
-    return random_actions, policy_actions, partial(agent.autocast, device)
-
-
-def _factory(config: BenchConfig) -> EnvFactory:
-    kwargs = parse_kwargs(config.env_kwargs)
-    if is_atari(config.env):
-        return partial(make_wrapped_atari, config.env, atari_settings(config.env, kwargs))
-    return partial(with_flat_observations, env_factory(config.env, kwargs))
+    def close(self) -> None:
+        self.vector.close()
 
 
 def bench(config: BenchConfig) -> dict:
@@ -164,37 +156,40 @@ def bench(config: BenchConfig) -> dict:
     env_factory(config.env)  # a clear error for a bad id
     autocast_dtype, precision = resolve_precision(config.precision, torch.device("cpu"))
     rows = []
-    envs, reason = engine_from(config)
-    name = f"puffertrain {envs.name}"
-    if envs.batch_size < envs.num_envs:
-        name += f" (batches of {envs.batch_size // envs.agents_per_env})"
-    if config.compare and envs.agent_names:
-        envs.close()
+    engine, reason = engine_from(config)
+    name = f"puffertrain {engine.name}"
+    if engine.batch_size < engine.num_rows:
+        name += f" (batches of {engine.batch_size // engine.agents_per_env})"
+    if config.compare and engine.agent_names:
+        engine.close()
         raise UserError("--compare: gymnasium's vector envs cannot run a PettingZoo env")
-    try:
-        random_actions, policy_actions, acting = _actors(config, envs, autocast_dtype)
-
-        def measure(engine: str, sps: Callable[[Actor], float]) -> None:
-            """One row: ``sps`` with random actions, then with the policy in its precision."""
-            env_sps = sps(random_actions)
-            with acting():
-                rollout_sps = sps(policy_actions)
-            rows.append({"engine": engine, "env_sps": env_sps, "rollout_sps": rollout_sps})
-
-        measure(name, partial(_engine_sps, envs, config=config))
-    finally:
-        envs.close()
-
+    policy = build_policy(
+        config.policy,
+        engine.policy_observation_space,
+        engine.single_action_space,
+        agent_names=engine.agent_names,
+    )
+    adapter = PolicyAdapter(policy, engine.single_action_space, autocast_dtype)
+    engines: list[tuple[str, Callable[[], Engine]]] = [(name, lambda: engine)]
     if config.compare:
-        for name, cls in (
+        factory = env_recipe(config.env, parse_kwargs(config.env_kwargs)).factory
+        for label, cls in (
             ("gymnasium SyncVectorEnv", gym.vector.SyncVectorEnv),
             ("gymnasium AsyncVectorEnv", gym.vector.AsyncVectorEnv),
         ):
-            vector = cls([_factory(config)] * config.num_envs)
-            try:
-                measure(name, partial(_gymnasium_sps, vector, config=config))
-            finally:
-                vector.close()
+            vector = partial(cls, [factory] * config.num_envs)  # built when measured
+            engines.append(
+                (label, lambda vector=vector, label=label: GymnasiumEngine(vector(), label))
+            )
+    for label, build in engines:
+        measured = build()
+        try:
+            rollout = Rollout(measured, adapter, torch.device("cpu"))
+            env_sps = _rollout_sps(rollout, config, random_actions=True)
+            rollout_sps = _rollout_sps(rollout, config, random_actions=False)
+            rows.append({"engine": label, "env_sps": env_sps, "rollout_sps": rollout_sps})
+        finally:
+            measured.close()
 
     baseline = rows[0]["env_sps"]
     table = Table(title=f"{config.env}, {config.num_envs} envs ({reason}); policy in {precision}")

@@ -36,6 +36,7 @@ from puffertrain.errors import UserError
 
 if TYPE_CHECKING:
     from puffertrain.trainer.loop import Trainer
+    from puffertrain.trainer.state import TrainingState
 
 COMMANDS = ("train", "eval", "bench")
 
@@ -79,7 +80,7 @@ def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
     )
 
 
-def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
+def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, TrainingState | None]:
     """The resolved config, and the checkpoint to resume from (or None for a new run)."""
     from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
 
@@ -87,7 +88,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
     if early.resume:
         run_dir, path = resolve_resume(Path(early.resume))
         checkpoint = load_checkpoint(path)
-        saved = dataclasses.replace(from_dict(checkpoint["config"]), run_dir=run_dir)
+        saved = dataclasses.replace(from_dict(checkpoint.config), run_dir=run_dir)
         config = tyro.cli(TrainConfig, default=saved, args=list(argv), prog="puffertrain")
         wrong = _contradictions(saved, config)
         if wrong:
@@ -119,7 +120,7 @@ def train(argv: Sequence[str], ranks: Ranks) -> None:
         _train(config, checkpoint, ranks)
 
 
-def _train(config: TrainConfig, checkpoint: dict | None, ranks: Ranks) -> None:
+def _train(config: TrainConfig, checkpoint: TrainingState | None, ranks: Ranks) -> None:
     """Build the trainer (all ranks) and the run directory (rank 0), then train."""
     from puffertrain.trainer.run_dir import choose_run_dir, start_run_dir
 
@@ -138,7 +139,7 @@ def _train(config: TrainConfig, checkpoint: dict | None, ranks: Ranks) -> None:
     else:
         run_dir = config.run_dir
         # on several machines each rank reads the run dir itself: all must find the same one
-        if len(set(all_gather(checkpoint["global_step"]))) > 1:
+        if len(set(all_gather(checkpoint.global_step))) > 1:
             raise UserError(
                 f"--resume {run_dir}: the ranks found different checkpoints; every node "
                 "needs the same run directory (a shared filesystem)"
@@ -149,7 +150,7 @@ def _train(config: TrainConfig, checkpoint: dict | None, ranks: Ranks) -> None:
     if ranks.main:
         scale = f"\npuffertrain: {ranks.world_size} ranks" if ranks.distributed else ""
         print(
-            f"puffertrain: run directory {run_dir}{scale}\npuffertrain: {trainer.envs.name} "
+            f"puffertrain: run directory {run_dir}{scale}\npuffertrain: {trainer.engine.name} "
             f"rollout engine ({trainer.backend_reason})\npuffertrain: precision "
             f"{trainer.precision_reason}",
             file=sys.stderr,
@@ -158,7 +159,7 @@ def _train(config: TrainConfig, checkpoint: dict | None, ranks: Ranks) -> None:
 
 
 def _start_on_every_rank(
-    config: TrainConfig, run_dir: Path, checkpoint: dict | None, ranks: Ranks
+    config: TrainConfig, run_dir: Path, checkpoint: TrainingState | None, ranks: Ranks
 ) -> Trainer:
     """The trainer, once every rank has built its own; a rank that cannot (a refused policy,
     an env that fails to reset) stops them all before rank 0 creates the run directory."""
@@ -173,7 +174,7 @@ def _start_on_every_rank(
     if failure is not None:
         raise failure
     if failed:
-        trainer.envs.close()
+        trainer.engine.close()
         raise UserError("another rank could not start (its message says why)")
     return trainer
 

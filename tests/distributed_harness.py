@@ -19,7 +19,7 @@ from torch.nn.utils import parameters_to_vector
 from puffertrain import cli
 from puffertrain.distributed import Ranks, all_gather
 from puffertrain.ppo.learner import Learner
-from puffertrain.trainer.loop import Trainer
+from puffertrain.rollout import Rollout
 
 
 def main() -> None:
@@ -28,11 +28,11 @@ def main() -> None:
     (out_dir / f"rank{ranks.rank}.pid").write_text(str(os.getpid()))
     report = {"updates": 0, "identical_after_every_update": True, "local_steps": 0}
 
-    original_update, original_record = Learner.update, Trainer._record
+    original_update, original_receive = Learner.update, Rollout.receive
 
     def update(self, buffer, learning_rate):
         stats = original_update(self, buffer, learning_rate)
-        state = [*self.agent.parameters(), *(b.float() for b in self.agent.buffers())]
+        state = [*self.adapter.parameters(), *(b.float() for b in self.adapter.buffers())]
         mine = parameters_to_vector(state).detach().cpu()
         everyone = all_gather(mine)
         report["updates"] += 1
@@ -41,12 +41,13 @@ def main() -> None:
         report["last_parameters_sum"] = float(mine.sum())
         return stats
 
-    def record(self, result, index):
-        report["local_steps"] += len(result.env_ids)
+    def receive(self, buffer=None):
+        result = original_receive(self, buffer)
+        report["local_steps"] += len(result.row_ids)
         report.setdefault("first_observations", result.observations[:2].tolist())
-        return original_record(self, result, index)
+        return result
 
-    Learner.update, Trainer._record = update, record
+    Learner.update, Rollout.receive = update, receive
     try:
         cli.main(args)
     finally:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torch.distributions import Categorical, Normal
 
-from puffertrain.ppo import Agent
+from puffertrain.ppo import PolicyAdapter
 
 
 class FixedOutputs(nn.Module):
@@ -23,7 +23,7 @@ class FixedOutputs(nn.Module):
 def test_discrete_log_prob_and_entropy_match_categorical():
     torch.manual_seed(0)
     logits, value = torch.randn(16, 4), torch.randn(16, 1)
-    agent = Agent(FixedOutputs(logits, value), gym.spaces.Discrete(4))
+    agent = PolicyAdapter(FixedOutputs(logits, value), gym.spaces.Discrete(4))
     actions, log_probs, values, _ = agent.act(torch.zeros(16, 1))
     reference = Categorical(logits=logits)
     torch.testing.assert_close(log_probs, reference.log_prob(actions))
@@ -36,7 +36,7 @@ def test_discrete_log_prob_and_entropy_match_categorical():
 def test_discrete_sampling_follows_the_probabilities():
     torch.manual_seed(0)
     logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]])).expand(20000, 3)
-    agent = Agent(FixedOutputs(logits, torch.zeros(20000, 1)), gym.spaces.Discrete(3))
+    agent = PolicyAdapter(FixedOutputs(logits, torch.zeros(20000, 1)), gym.spaces.Discrete(3))
     actions, _, _, _ = agent.act(torch.zeros(20000, 1))
     frequencies = torch.bincount(actions, minlength=3).float() / 20000
     torch.testing.assert_close(frequencies, torch.tensor([0.7, 0.2, 0.1]), atol=0.02, rtol=0)
@@ -45,7 +45,7 @@ def test_discrete_sampling_follows_the_probabilities():
 def test_multidiscrete_is_a_product_of_categoricals():
     torch.manual_seed(0)
     logits = torch.randn(8, 5)
-    agent = Agent(FixedOutputs(logits, torch.zeros(8, 1)), gym.spaces.MultiDiscrete([2, 3]))
+    agent = PolicyAdapter(FixedOutputs(logits, torch.zeros(8, 1)), gym.spaces.MultiDiscrete([2, 3]))
     actions, log_probs, _, _ = agent.act(torch.zeros(8, 1))
     assert actions.shape == (8, 2)
     first, second = Categorical(logits=logits[:, :2]), Categorical(logits=logits[:, 2:])
@@ -59,7 +59,7 @@ def test_box_actions_use_a_diagonal_normal_with_mean_std_value_outputs():
     torch.manual_seed(0)
     mean, std = torch.randn(8, 2), torch.rand(8, 2) + 0.1
     space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    agent = Agent(FixedOutputs(mean, std, torch.zeros(8, 1)), space)
+    agent = PolicyAdapter(FixedOutputs(mean, std, torch.zeros(8, 1)), space)
     actions, log_probs, _, _ = agent.act(torch.zeros(8, 1))
     reference = Normal(mean, std)
     torch.testing.assert_close(log_probs, reference.log_prob(actions).sum(-1))
@@ -76,7 +76,7 @@ def test_box_actions_with_a_log_std_parameter():
         def forward(self, obs):
             return torch.zeros(obs.shape[0], 2), torch.zeros(obs.shape[0], 1)
 
-    agent = Agent(MeanValue(), gym.spaces.Box(-1.0, 1.0, (2,), np.float32))
+    agent = PolicyAdapter(MeanValue(), gym.spaces.Box(-1.0, 1.0, (2,), np.float32))
     actions, log_probs, _, _ = agent.act(torch.zeros(4, 1))
     reference = Normal(torch.zeros(4, 2), torch.full((4, 2), float(np.exp(-0.5))))
     torch.testing.assert_close(log_probs, reference.log_prob(actions).sum(-1))
@@ -84,7 +84,7 @@ def test_box_actions_with_a_log_std_parameter():
 
 def test_deterministic_actions_are_the_mode():
     logits = torch.tensor([[0.0, 3.0, 1.0]])
-    agent = Agent(FixedOutputs(logits, torch.zeros(1, 1)), gym.spaces.Discrete(3))
+    agent = PolicyAdapter(FixedOutputs(logits, torch.zeros(1, 1)), gym.spaces.Discrete(3))
     actions, _, _, _ = agent.act(torch.zeros(1, 1), deterministic=True)
     assert actions.item() == 1
 

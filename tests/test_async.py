@@ -6,56 +6,58 @@ import json
 import os
 import signal
 import time
-from collections import defaultdict
 
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
+from puffertrain.buffer import RolloutBuffer
 from puffertrain.config import TrainConfig
+from puffertrain.engine import (
+    Engine,
+    EnvError,
+    NativeAtariEngine,
+    SerialEngine,
+    multiprocessing_engine,
+)
 from puffertrain.envs import env_factory
 from puffertrain.envs.atari import atari_settings
+from puffertrain.ppo import PolicyAdapter
+from puffertrain.rollout import Rollout
 from puffertrain.trainer.loop import Trainer
-from puffertrain.vector import (
-    EnvError,
-    MultiprocessingVectorEnv,
-    NativeAtariVectorEnv,
-    SerialVectorEnv,
-    VectorEnv,
-)
 from tests.conftest import run_cli
 from tests.test_multiprocessing import no_orphans  # noqa: F401 (a fixture)
 
-
-def _action_from(observations: np.ndarray, num_actions: int) -> np.ndarray:
-    """An action that depends only on the env's own observation, so each env's trajectory is
-    the same whatever order the batches come back in."""
-    flat = observations.reshape(len(observations), -1).astype(np.float64)
-    return (np.abs(flat).sum(axis=1) * 1000).astype(np.int64) % num_actions
+CPU = torch.device("cpu")
 
 
-def _drive(envs: VectorEnv, steps_per_env: int, num_actions: int) -> dict[int, list]:
-    """Step every env exactly ``steps_per_env`` times, batch by batch as the trainer does
-    (envs that are done sit idle); return each env's observations in the order they came."""
-    seen: dict[int, list] = defaultdict(list)
-    observations = envs.reset(0).copy()
-    counts = np.zeros(envs.num_envs, dtype=np.int64)
-    all_envs = np.arange(envs.num_envs)
-    envs.send(_action_from(observations, num_actions), all_envs)
-    counts += 1
-    in_flight = envs.num_envs
-    while in_flight:
-        result = envs.recv()
-        in_flight -= len(result.env_ids)
-        for row, env in enumerate(result.env_ids):
-            seen[int(env)].append(result.observations[row].copy())
-        going_on = result.env_ids[counts[result.env_ids] < steps_per_env]
-        if going_on.size:
-            rows = np.isin(result.env_ids, going_on)
-            envs.send(_action_from(result.observations[rows], num_actions), going_on)
-            counts[going_on] += 1
-            in_flight += going_on.size
-    return seen
+class ObservationHash(nn.Module):
+    """Picks an action that depends only on the row's own observation (its logits put all the
+    probability on one action), so each env's trajectory is the same whatever order the
+    batches come back in."""
+
+    def __init__(self, num_actions: int) -> None:
+        super().__init__()
+        self.num_actions = num_actions
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = (obs.double().abs().flatten(1).sum(1) * 1000).long() % self.num_actions
+        logits = torch.nn.functional.one_hot(code, self.num_actions).float() * 1e4
+        return logits, torch.zeros(len(obs), 1)
+
+
+def _drive(envs: Engine, steps_per_env: int, num_actions: int) -> dict[int, list]:
+    """Collect one rollout of ``steps_per_env`` steps per env through the trainer's rollout
+    step; return each env's observations in the order it acted on them."""
+    action_space = envs.single_action_space
+    rollout = Rollout(envs, PolicyAdapter(ObservationHash(num_actions), action_space), CPU)
+    space = envs.single_observation_space
+    buffer = RolloutBuffer(steps_per_env, envs.num_rows, space, action_space, CPU)
+    rollout.reset(0)
+    rollout.collect(buffer)
+    assert (rollout.row_steps == steps_per_env).all()
+    return {env: list(buffer.observations[:, env].numpy()) for env in range(envs.num_rows)}
 
 
 def _assert_same_trajectories(expected: dict[int, list], actual: dict[int, list]) -> None:
@@ -68,8 +70,8 @@ def _assert_same_trajectories(expected: dict[int, list], actual: dict[int, list]
 @pytest.mark.parametrize("batch_size", [2, 4])
 def test_async_multiprocessing_steps_each_env_once_and_in_order(batch_size, no_orphans):  # noqa: F811
     factory = env_factory("CartPole-v1")
-    reference = _drive(SerialVectorEnv([factory] * 8), 60, 2)
-    workers = MultiprocessingVectorEnv([factory] * 8, num_workers=4, batch_size=batch_size)
+    reference = _drive(SerialEngine([factory] * 8), 60, 2)
+    workers = multiprocessing_engine([factory] * 8, num_workers=4, batch_size=batch_size)
     try:
         assert workers.group_size == 2 and workers.batch_size == batch_size
         _assert_same_trajectories(reference, _drive(workers, 60, 2))
@@ -79,16 +81,14 @@ def test_async_multiprocessing_steps_each_env_once_and_in_order(batch_size, no_o
 
 def test_async_serial_matches_synchronous():
     factory = env_factory("CartPole-v1")
-    reference = _drive(SerialVectorEnv([factory] * 6), 80, 2)
-    _assert_same_trajectories(
-        reference, _drive(SerialVectorEnv([factory] * 6, batch_size=3), 80, 2)
-    )
+    reference = _drive(SerialEngine([factory] * 6), 80, 2)
+    _assert_same_trajectories(reference, _drive(SerialEngine([factory] * 6, batch_size=3), 80, 2))
 
 
 def test_async_native_batches_match_synchronous():
     settings = atari_settings("ALE/Breakout-v5", {})
-    synchronous = NativeAtariVectorEnv(settings, 8, num_threads=2)
-    batched = NativeAtariVectorEnv(settings, 8, num_threads=2, batch_size=4)
+    synchronous = NativeAtariEngine(settings, 8, num_threads=2)
+    batched = NativeAtariEngine(settings, 8, num_threads=2, batch_size=4)
     try:
         _assert_same_trajectories(_drive(synchronous, 120, 4), _drive(batched, 120, 4))
     finally:
@@ -97,7 +97,7 @@ def test_async_native_batches_match_synchronous():
 
 
 def test_send_refuses_part_of_a_group():
-    envs = SerialVectorEnv([env_factory("CartPole-v1")] * 4, batch_size=2)
+    envs = SerialEngine([env_factory("CartPole-v1")] * 4, batch_size=2)
     envs.reset(0)
     with pytest.raises(ValueError, match="not whole groups"):
         envs.send(np.zeros(1, dtype=np.int64), np.array([1]))
@@ -118,7 +118,7 @@ def test_rollout_columns_hold_each_envs_steps_in_order(tmp_path, vec, no_orphans
     trainer = Trainer(config, tmp_path, None)
     try:
         for _ in range(2):  # the second rollout starts where the first left off
-            trainer.collect_rollout()
+            trainer.rollout.collect(trainer.buffer)
             observations = trainer.buffer.observations[..., 0]
             expected = torch.arange(13).remainder(5)
             if trainer.global_step > 6 * 13:
@@ -130,18 +130,18 @@ def test_rollout_columns_hold_each_envs_steps_in_order(tmp_path, vec, no_orphans
                 )
         assert trainer.global_step == 2 * 6 * 13
     finally:
-        trainer.envs.close()
+        trainer.engine.close()
 
 
-def _keep_stepping(envs: VectorEnv, batches: int) -> None:
+def _keep_stepping(envs: Engine, batches: int) -> None:
     """Send each returned batch straight back, ``batches`` times (actions 0)."""
     for _ in range(batches):
         result = envs.recv()
-        envs.send(np.zeros(len(result.env_ids), dtype=np.int64), result.env_ids)
+        envs.send(np.zeros(len(result.row_ids), dtype=np.int64), result.row_ids)
 
 
 def test_an_env_that_raises_in_an_async_worker_is_named(no_orphans):  # noqa: F811
-    workers = MultiprocessingVectorEnv(
+    workers = multiprocessing_engine(
         [env_factory("tests.envs:raising")] * 4, num_workers=2, batch_size=2
     )
     workers.reset(0)
@@ -151,9 +151,7 @@ def test_an_env_that_raises_in_an_async_worker_is_named(no_orphans):  # noqa: F8
 
 
 def test_a_killed_async_worker_is_detected_within_seconds(no_orphans):  # noqa: F811
-    workers = MultiprocessingVectorEnv(
-        [env_factory("CartPole-v1")] * 4, num_workers=2, batch_size=2
-    )
+    workers = multiprocessing_engine([env_factory("CartPole-v1")] * 4, num_workers=2, batch_size=2)
     workers.reset(0)
     workers.send(np.zeros(4, dtype=np.int64), np.arange(4))
     os.kill(workers._processes[1].pid, signal.SIGKILL)
@@ -233,7 +231,7 @@ def test_bench_measures_async_batches_beside_gymnasium(tmp_path, no_orphans):  #
 
 
 def test_auto_takes_workers_for_async_batches():
-    from puffertrain.vector import choose_backend
+    from puffertrain.engine import choose_backend
 
     factory = env_factory("CartPole-v1")
     backend, reason = choose_backend("auto", "CartPole-v1", factory, 8, batch_size=4)

@@ -12,9 +12,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from policies import CNNPolicy, EfficientCNN
 from puffertrain.cli import main
+from puffertrain.engine import NativeAtariEngine, SerialEngine, make_engine
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
-from puffertrain.vector import NativeAtariVectorEnv, SerialVectorEnv, make_vector_env
 
 BREAKOUT = "ALE/Breakout-v5"
 
@@ -24,7 +24,7 @@ def _play(envs, steps: int, seed: int = 0) -> list[tuple[int, float, int]]:
     envs.reset(seed=3)
     games = []
     for _ in range(steps):
-        result = envs.step(rng.integers(0, envs.single_action_space.n, envs.num_envs))
+        result = envs.step(rng.integers(0, envs.single_action_space.n, envs.num_rows))
         games += [(e.env_index, e.score, e.length) for e in result.episodes]
     return games
 
@@ -44,9 +44,9 @@ def _reference_games(step_env, num_envs: int, steps: int, seed: int = 0):
 
 
 def test_native_observations_are_stacked_uint8_frames():
-    envs, _ = make_vector_env("native", BREAKOUT, 2, {})
+    envs, _ = make_engine("native", BREAKOUT, 2, {})
     obs = envs.reset(seed=0)
-    assert isinstance(envs, NativeAtariVectorEnv)
+    assert isinstance(envs, NativeAtariEngine)
     assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
     assert envs.single_observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     assert envs.single_action_space == gym.spaces.Discrete(4)
@@ -55,7 +55,7 @@ def test_native_observations_are_stacked_uint8_frames():
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
 def test_native_env_threads_yield_to_the_policy_thread():
     before = set(os.listdir("/proc/self/task"))
-    envs, _ = make_vector_env("native", BREAKOUT, 4, {}, num_threads=2, batch_size=2)
+    envs, _ = make_engine("native", BREAKOUT, 4, {}, num_threads=2, batch_size=2)
     started = set(os.listdir("/proc/self/task")) - before
     try:
         assert len(started) == envs.env_threads == 2
@@ -71,7 +71,7 @@ def test_native_engine_builds_where_a_sandbox_refuses_scheduler_changes(monkeypa
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "sched_setscheduler", refuse)
-    envs, _ = make_vector_env("native", BREAKOUT, 2, {}, num_threads=1)
+    envs, _ = make_engine("native", BREAKOUT, 2, {}, num_threads=1)
     try:
         assert envs.reset(seed=0).shape == (2, 4, 84, 84)
     finally:
@@ -80,7 +80,7 @@ def test_native_engine_builds_where_a_sandbox_refuses_scheduler_changes(monkeypa
 
 def test_native_scores_whole_games_with_raw_rewards():
     settings = atari_settings(BREAKOUT, {})
-    envs = NativeAtariVectorEnv(settings, 2, num_threads=1)
+    envs = NativeAtariEngine(settings, 2, num_threads=1)
     ours = _play(envs, 700)
 
     from ale_py.vector_env import AtariVectorEnv
@@ -102,7 +102,7 @@ def test_native_scores_whole_games_with_raw_rewards():
 
 def test_wrapped_path_scores_whole_games_and_signals_life_loss():
     settings = atari_settings(BREAKOUT, {"repeat_action_probability": 0.0})
-    envs = SerialVectorEnv([lambda: make_wrapped_atari(BREAKOUT, settings)] * 2)
+    envs = SerialEngine([lambda: make_wrapped_atari(BREAKOUT, settings)] * 2)
     ours = _play(envs, 500)
 
     plain = [make_wrapped_atari(BREAKOUT, settings).env for _ in range(2)]  # no life-loss layer
@@ -201,10 +201,10 @@ def test_breakout_smoke_run_resume_and_eval(tmp_path, capsys):
         e.value >= 0 and e.value == int(e.value)  # raw game scores
         for e in events.Scalars("charts/episodic_return")
     )
-    assert load_checkpoint(list_checkpoints(run_dir)[-1])["global_step"] == 2048
+    assert load_checkpoint(list_checkpoints(run_dir)[-1]).global_step == 2048
 
     main(["--resume", str(run_dir), "--total-timesteps", "2560"])
-    assert load_checkpoint(list_checkpoints(run_dir)[-1])["global_step"] == 2560
+    assert load_checkpoint(list_checkpoints(run_dir)[-1]).global_step == 2560
 
     capsys.readouterr()
     video = tmp_path / "game.mp4"
@@ -234,7 +234,7 @@ def test_unknown_env_kwargs_are_refused(capsys):
 
 
 def test_wrapped_atari_envs_build_inside_worker_processes():
-    envs, _ = make_vector_env("multiprocessing", BREAKOUT, 2, {}, num_workers=1)
+    envs, _ = make_engine("multiprocessing", BREAKOUT, 2, {}, num_workers=1)
     try:
         assert envs.reset(0).shape == (2, 4, 84, 84)
         assert envs.step(np.ones(2, dtype=np.int64)).observations.dtype == np.uint8

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import random
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from puffertrain.cli import main
 from puffertrain.errors import UserError
 from puffertrain.trainer import checkpoint as ckpt
+from puffertrain.trainer.state import FORMAT_VERSION, RankState, TrainingState
+
+OLD_CHECKPOINT = Path(__file__).parent / "data" / "format1_cartpole_step1024.pt"
+
+
+def _state(global_step: int, **policy: torch.Tensor) -> TrainingState:
+    """A training state with just the fields a test looks at filled in."""
+    rank = RankState(rng=ckpt.rng_state(), envs={"envs": None})
+    return TrainingState({}, global_step, 0, policy, {}, [rank])
 
 
 def test_a_write_killed_midway_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
     path = ckpt.checkpoint_path(tmp_path, 100)
-    ckpt.save_checkpoint(path, {"global_step": 100, "weights": torch.ones(1000)})
+    ckpt.save_checkpoint(path, _state(100, weights=torch.ones(1000)))
 
     real_save = torch.save
 
@@ -25,16 +37,16 @@ def test_a_write_killed_midway_leaves_the_previous_checkpoint_loadable(tmp_path,
 
     monkeypatch.setattr(torch, "save", dies_midway)
     with pytest.raises(KeyboardInterrupt):
-        ckpt.save_checkpoint(path, {"global_step": 200, "weights": torch.zeros(1000)})
+        ckpt.save_checkpoint(path, _state(200, weights=torch.zeros(1000)))
     monkeypatch.undo()
 
-    assert ckpt.load_checkpoint(path)["global_step"] == 100
+    assert ckpt.load_checkpoint(path).global_step == 100
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
 
 
 def test_prune_keeps_the_newest(tmp_path):
     for step in (1, 2, 3, 4, 5):
-        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, step), {"global_step": step})
+        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, step), _state(step))
     ckpt.prune_checkpoints(tmp_path, keep=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [
         "step_000000000004.pt",
@@ -44,21 +56,42 @@ def test_prune_keeps_the_newest(tmp_path):
 
 def test_checkpoints_never_unpickle_code(tmp_path):
     path = tmp_path / "evil.pt"
-    torch.save({"format": ckpt.FORMAT_VERSION, "payload": random.Random}, path)
+    torch.save({"format": FORMAT_VERSION, "payload": random.Random}, path)
     with pytest.raises(UserError, match="corrupt or not a puffertrain checkpoint"):
         ckpt.load_checkpoint(path)
 
 
 def test_rng_state_round_trip(tmp_path):
     path = tmp_path / "rng.pt"
-    ckpt.save_checkpoint(path, {"rng": ckpt.rng_state()})
+    ckpt.save_checkpoint(path, _state(0))
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    ckpt.set_rng_state(ckpt.load_checkpoint(path)["rng"])
+    ckpt.set_rng_state(ckpt.load_checkpoint(path).ranks[0].rng)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
 def test_resume_target_file_or_dir(tmp_path):
     path = ckpt.checkpoint_path(tmp_path, 7)
-    ckpt.save_checkpoint(path, {"global_step": 7})
+    ckpt.save_checkpoint(path, _state(7))
     assert ckpt.resolve_resume(tmp_path) == (tmp_path, path)
     assert ckpt.resolve_resume(path) == (tmp_path, path)
+
+
+def test_a_checkpoint_written_before_the_schema_loads_and_resumes(tmp_path):
+    """tests/data/format1_cartpole_step1024.pt was written by the trainer before the typed
+    schema existed (CartPole-v1, 2 envs × 32 steps, seed 3, 1,024 steps)."""
+    run_dir = tmp_path / "old_run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    copy = ckpt.checkpoint_path(run_dir, 1024)
+    shutil.copy(OLD_CHECKPOINT, copy)
+    state = ckpt.load_checkpoint(copy)
+    assert (state.global_step, state.iteration, state.world_size) == (1024, 16, 1)
+    main(["--resume", str(run_dir), "--total-timesteps", "1536"])
+    assert ckpt.load_checkpoint(ckpt.list_checkpoints(run_dir)[-1]).global_step == 1536
+
+
+@pytest.mark.parametrize(("found", "age"), [(0, "older"), (FORMAT_VERSION + 1, "newer")])
+def test_a_checkpoint_of_another_format_is_refused_naming_it(tmp_path, found, age):
+    path = tmp_path / "other.pt"
+    torch.save({**_state(5).to_dict(), "format": found}, path)
+    with pytest.raises(UserError, match=f"has format {found}, an {age} one"):
+        ckpt.load_checkpoint(path)

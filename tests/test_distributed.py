@@ -93,9 +93,9 @@ def test_parameters_are_identical_on_every_rank_after_every_update(two_rank_run)
 def test_the_global_step_counts_every_rank(two_rank_run):
     run_dir, reports, _ = two_rank_run
     checkpoint = load_checkpoint(list_checkpoints(run_dir)[-1])
-    assert checkpoint["global_step"] == sum(report["local_steps"] for report in reports)
-    assert checkpoint["global_step"] == 16 * ROWS_PER_UPDATE
-    assert checkpoint["world_size"] == 2 and len(checkpoint["other_ranks"]) == 1
+    assert checkpoint.global_step == sum(report["local_steps"] for report in reports)
+    assert checkpoint.global_step == 16 * ROWS_PER_UPDATE
+    assert checkpoint.world_size == 2 and len(checkpoint.ranks[1:]) == 1
     learning_rate_steps = [step for step, _ in scalars(run_dir)["charts/learning_rate"]]
     assert learning_rate_steps == [ROWS_PER_UPDATE * (i + 1) for i in range(16)]
 
@@ -129,9 +129,9 @@ def test_a_resumed_two_rank_run_continues_exactly(two_rank_run, tmp_path):
     assert all(report["identical_after_every_update"] for report in reports)
     expected = load_checkpoint(list_checkpoints(run_dir)[-1])
     actual = load_checkpoint(list_checkpoints(resumed_dir)[-1])
-    assert actual["global_step"] == expected["global_step"] == 16 * ROWS_PER_UPDATE
-    for name, tensor in expected["policy"].items():
-        assert torch.equal(actual["policy"][name], tensor), name
+    assert actual.global_step == expected.global_step == 16 * ROWS_PER_UPDATE
+    for name, tensor in expected.policy.items():
+        assert torch.equal(actual.policy[name], tensor), name
     assert (
         scalars(resumed_dir)["charts/episodic_return"] == scalars(run_dir)["charts/episodic_return"]
     )
@@ -192,7 +192,7 @@ def test_an_env_failure_on_one_rank_checkpoints_and_stops_every_rank(tmp_path):
     assert all(report["updates"] == 0 for report in reports)
     (path,) = list_checkpoints(run_dir)  # the model before the failed rollout, for --resume
     checkpoint = load_checkpoint(path)
-    assert checkpoint["global_step"] == 0 and checkpoint["envs"] == {"envs": None}
+    assert checkpoint.global_step == 0 and checkpoint.ranks[0].envs == {"envs": None}
 
 
 def test_ctrl_c_checkpoints_every_rank_at_the_same_update(tmp_path):
@@ -222,9 +222,9 @@ def test_ctrl_c_checkpoints_every_rank_at_the_same_update(tmp_path):
     (path,) = list_checkpoints(run_dir)
     checkpoint = load_checkpoint(path)
     reports = [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(2)]
-    assert reports[0]["updates"] == reports[1]["updates"] == checkpoint["iteration"] > 0
-    assert checkpoint["global_step"] == sum(report["local_steps"] for report in reports)
-    assert f"stopped at step {checkpoint['global_step']:,}" in output.decode()
+    assert reports[0]["updates"] == reports[1]["updates"] == checkpoint.iteration > 0
+    assert checkpoint.global_step == sum(report["local_steps"] for report in reports)
+    assert f"stopped at step {checkpoint.global_step:,}" in output.decode()
 
 
 @pytest.mark.parametrize(
@@ -301,4 +301,4 @@ def test_two_nodes_meet_through_torchruns_rendezvous(tmp_path):
     errors = [node.communicate(timeout=180)[1] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], errors
     checkpoint = load_checkpoint(list_checkpoints(run_dir)[-1])
-    assert checkpoint["world_size"] == 2 and checkpoint["global_step"] == 4 * ROWS_PER_UPDATE
+    assert checkpoint.world_size == 2 and checkpoint.global_step == 4 * ROWS_PER_UPDATE

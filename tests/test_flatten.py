@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.flatten import flatten_observation, observation_layout, unflatten_observations
-from puffertrain.vector import make_vector_env
+from puffertrain.engine import make_engine
 
 NESTED = gym.spaces.Dict(
     {
@@ -117,7 +117,7 @@ def test_unflatten_works_on_rollout_shaped_batches_and_under_compile():
 
 @pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
 def test_engines_carry_dict_observations_as_flat_rows(backend):
-    envs, _ = make_vector_env(backend, "tests.envs:dict_env", 4, {}, num_workers=1)
+    envs, _ = make_engine(backend, "tests.envs:dict_env", 4, {}, num_workers=1)
     try:
         assert isinstance(envs.policy_observation_space, gym.spaces.Dict)
         obs = envs.reset(0)

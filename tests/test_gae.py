@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from puffertrain.rollout import RolloutBuffer
+from puffertrain.buffer import RolloutBuffer
 
 
 def reference_gae(rewards, values, ends, last_values, gamma, lam):

@@ -10,16 +10,17 @@ import pytest
 import torch
 
 from policies import IndependentMultiAgentPolicy, SharedLSTMPolicy, takes_agent_ids
+from puffertrain.buffer import Minibatch
 from puffertrain.config import PPOConfig, TrainConfig
+from puffertrain.engine import SerialEngine, multiprocessing_engine
 from puffertrain.envs import env_factory
 from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.envs.multiagent import AgentRows
 from puffertrain.policy_loader import resolve_policy_name
-from puffertrain.ppo import Agent, Minibatch, ppo_loss
+from puffertrain.ppo import PolicyAdapter, ppo_loss
 from puffertrain.rollout.rewards import RewardNormalizer
 from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.loop import Trainer
-from puffertrain.vector import MultiprocessingVectorEnv, SerialVectorEnv
 from tests.test_resume import scalars as tensorboard_scalars
 
 SPREAD = "mpe2.simple_spread_v3:parallel_env"
@@ -46,8 +47,8 @@ def test_independent_rows_come_back_in_input_order(action_space):
 
 
 def test_agents_become_padded_rows_and_dead_agents_are_masked():
-    envs = SerialVectorEnv([_early_exit_factory] * 2)
-    assert (envs.num_envs, envs.agents_per_env) == (4, 2)
+    envs = SerialEngine([_early_exit_factory] * 2)
+    assert (envs.num_rows, envs.agents_per_env) == (4, 2)
     assert envs.agent_names == ("stayer", "leaver")
     assert envs.single_observation_space.shape == (3,)  # padded to the longest
     obs = envs.reset(seed=0)
@@ -76,7 +77,7 @@ def test_agents_become_padded_rows_and_dead_agents_are_masked():
 
 
 def test_an_agent_leaving_without_a_flag_is_cut_off_not_continued():
-    envs = SerialVectorEnv([lambda: with_flat_observations(env_factory("tests.envs:silent_exit"))])
+    envs = SerialEngine([lambda: with_flat_observations(env_factory("tests.envs:silent_exit"))])
     envs.reset(seed=0)
     envs.step(np.zeros(2, dtype=np.int64))
     result = envs.step(np.zeros(2, dtype=np.int64))
@@ -85,11 +86,11 @@ def test_an_agent_leaving_without_a_flag_is_cut_off_not_continued():
 
 
 def test_multiprocessing_matches_serial_for_agents():
-    serial = SerialVectorEnv([_early_exit_factory] * 4)
-    workers = MultiprocessingVectorEnv([_early_exit_factory] * 4, num_workers=1)
-    batched = MultiprocessingVectorEnv([_early_exit_factory] * 4, num_workers=2, batch_size=2)
+    serial = SerialEngine([_early_exit_factory] * 4)
+    workers = multiprocessing_engine([_early_exit_factory] * 4, num_workers=1)
+    batched = multiprocessing_engine([_early_exit_factory] * 4, num_workers=2, batch_size=2)
     try:
-        assert workers.num_envs == batched.num_envs == 8
+        assert workers.num_rows == batched.num_rows == 8
         np.testing.assert_array_equal(serial.reset(3), workers.reset(3))
         batched.reset(3)
         actions = np.zeros(8, dtype=np.int64)
@@ -102,9 +103,9 @@ def test_multiprocessing_matches_serial_for_agents():
         batched.send(actions, np.arange(8))
         for _ in range(12):
             result = batched.recv()
-            assert len(result.env_ids) == 4  # whole envs: both agents of each
-            steps[result.env_ids] += 1
-            batched.send(actions[: len(result.env_ids)], result.env_ids)
+            assert len(result.row_ids) == 4  # whole envs: both agents of each
+            steps[result.row_ids] += 1
+            batched.send(actions[: len(result.row_ids)], result.row_ids)
         assert steps.sum() == 48 and set(steps[::2] - steps[1::2]) == {0}
         for _ in range(2):
             batched.recv()
@@ -117,7 +118,9 @@ def test_masked_loss_equals_the_loss_on_live_rows():
     torch.manual_seed(0)
     space = gym.spaces.Box(-1, 1, (4,))
     action_space = gym.spaces.Discrete(3)
-    agent = Agent(IndependentMultiAgentPolicy(space, action_space, num_agents=2), action_space)
+    agent = PolicyAdapter(
+        IndependentMultiAgentPolicy(space, action_space, num_agents=2), action_space
+    )
     rows = 12
     batch = Minibatch(
         observations=torch.randn(rows, 4),
@@ -187,9 +190,9 @@ def _train(tmp_path, policy: str, kwargs: dict | None = None, **overrides) -> Tr
 
 def _greedy_score(trainer: Trainer) -> float:
     """Return of one episode of TwoRoles with each agent's most likely action."""
-    obs = torch.as_tensor(trainer.envs.observations[:2])
+    obs = torch.as_tensor(trainer.engine.observations[:2])
     with torch.no_grad():
-        actions, *_ = trainer.agent.act(obs, None, True, torch.arange(2))
+        actions, *_ = trainer.adapter.act(obs, None, True, torch.arange(2))
     return 8.0 * float(actions.tolist() == [0, 1])
 
 
@@ -241,7 +244,7 @@ def test_different_action_spaces_are_refused(cli):
 
 
 def test_logger_writes_each_agents_return(tmp_path):
-    from puffertrain.vector import Episode
+    from puffertrain.engine import Episode
 
     with RunLogger(tmp_path, {}, 10, 0) as logger:
         logger.episode(5, Episode(0, 1.5, 3, {"a": 1.0, "b": 2.0}))

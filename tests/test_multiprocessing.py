@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
+from puffertrain.engine import EnvError, SerialEngine, multiprocessing_engine
 from puffertrain.envs import env_factory
-from puffertrain.vector import EnvError, MultiprocessingVectorEnv, SerialVectorEnv
 from tests.conftest import REPO_ROOT, cli_command, cli_env, run_cli
 
 
@@ -36,8 +36,8 @@ def no_orphans():
 
 def test_serial_and_multiprocessing_produce_the_same_steps(no_orphans):
     factory = env_factory("CartPole-v1")
-    serial = SerialVectorEnv([factory] * 6)
-    workers = MultiprocessingVectorEnv([factory] * 6, num_workers=2)  # 2 envs per process
+    serial = SerialEngine([factory] * 6)
+    workers = multiprocessing_engine([factory] * 6, num_workers=2)  # 2 envs per process
     try:
         np.testing.assert_array_equal(serial.reset(3), workers.reset(3))
         rng = np.random.default_rng(0)
@@ -59,8 +59,8 @@ def test_a_script_that_never_closes_its_engine_still_exits(no_orphans):
     workers that ignored every SIGTERM kept the interpreter waiting forever."""
     script = (
         "from puffertrain.envs import env_factory\n"
-        "from puffertrain.vector import MultiprocessingVectorEnv\n"
-        "engine = MultiprocessingVectorEnv([env_factory('CartPole-v1')] * 6, num_workers=2)\n"
+        "from puffertrain.engine import multiprocessing_engine\n"
+        "engine = multiprocessing_engine([env_factory('CartPole-v1')] * 6, num_workers=2)\n"
         "engine.reset(0)\n"
         "print('reset', flush=True)\n"
     )
@@ -78,8 +78,8 @@ def test_a_script_that_never_closes_its_engine_still_exits(no_orphans):
 
 def test_env_state_travels_through_the_workers(no_orphans):
     factory = env_factory("CartPole-v1")
-    workers = MultiprocessingVectorEnv([factory] * 6, num_workers=2)
-    serial = SerialVectorEnv([factory] * 6)
+    workers = multiprocessing_engine([factory] * 6, num_workers=2)
+    serial = SerialEngine([factory] * 6)
     try:
         workers.reset(5)
         rng = np.random.default_rng(1)
@@ -87,7 +87,7 @@ def test_env_state_travels_through_the_workers(no_orphans):
             workers.step(rng.integers(0, 2, 6))
         serial.reset(0)
         assert serial.load_state_dict(workers.state_dict(), reseed=0)
-        again = MultiprocessingVectorEnv([factory] * 6, num_workers=2)
+        again = multiprocessing_engine([factory] * 6, num_workers=2)
         again.reset(0)
         assert again.load_state_dict(workers.state_dict(), reseed=0)
         for _ in range(100):
@@ -101,7 +101,7 @@ def test_env_state_travels_through_the_workers(no_orphans):
 
 
 def test_an_env_that_raises_is_named_with_its_traceback(no_orphans):
-    workers = MultiprocessingVectorEnv([env_factory("tests.envs:raising")] * 4, num_workers=1)
+    workers = multiprocessing_engine([env_factory("tests.envs:raising")] * 4, num_workers=1)
     workers.reset(0)
     with pytest.raises(EnvError) as error:
         for _ in range(10):
@@ -112,7 +112,7 @@ def test_an_env_that_raises_is_named_with_its_traceback(no_orphans):
 
 
 def test_a_killed_worker_is_detected_within_seconds(no_orphans):
-    workers = MultiprocessingVectorEnv([env_factory("CartPole-v1")] * 6, num_workers=2)
+    workers = multiprocessing_engine([env_factory("CartPole-v1")] * 6, num_workers=2)
     workers.reset(0)
     os.kill(workers._processes[1].pid, signal.SIGKILL)
     start = time.monotonic()
@@ -193,7 +193,7 @@ def test_a_stop_signal_to_the_group_checkpoints_and_stops_every_worker(
 
 
 def test_an_env_in_the_trainers_own_share_that_raises_is_named_too(no_orphans):
-    workers = MultiprocessingVectorEnv([env_factory("tests.envs:raising")] * 4, num_workers=1)
+    workers = multiprocessing_engine([env_factory("tests.envs:raising")] * 4, num_workers=1)
     workers.reset(2)  # seeds 2..5: env 1, in the trainer's share, gets seed 3
     with pytest.raises(EnvError, match=r"^env 1 raised:"):
         for _ in range(10):
@@ -202,7 +202,7 @@ def test_an_env_in_the_trainers_own_share_that_raises_is_named_too(no_orphans):
 
 
 def test_auto_picks_workers_only_where_they_pay():
-    from puffertrain.vector import choose_backend
+    from puffertrain.engine import choose_backend
 
     factory = env_factory("CartPole-v1")
     assert choose_backend("auto", "CartPole-v1", factory, 8)[0] == "serial"
@@ -215,7 +215,7 @@ def test_auto_picks_workers_only_where_they_pay():
 
 def test_an_env_that_fails_to_build_in_a_worker_is_named(no_orphans):
     with pytest.raises(EnvError) as error:
-        envs = MultiprocessingVectorEnv(
+        envs = multiprocessing_engine(
             [env_factory("tests.envs:broken_in_workers")] * 4, num_workers=1
         )
         envs.reset(0)  # the first command finds the worker gone

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from policies import NormalizedPolicy
+from puffertrain.buffer import Minibatch
 from puffertrain.cli import main, parse_train_args
 from puffertrain.config import PPOConfig, TrainConfig
-from puffertrain.ppo import Agent, Minibatch, ppo_loss
+from puffertrain.ppo import PolicyAdapter, ppo_loss
 from puffertrain.rollout.rewards import RewardNormalizer
 from puffertrain.trainer.loop import Trainer
 from tests.conftest import run_cli
@@ -38,7 +39,7 @@ def test_observation_statistics_cover_every_observation_the_rollouts_saw(tmp_pat
 
     trainer._update_normalization = record_then_fold_in
     trainer.train()
-    stats = trainer.agent.policy.obs_rms
+    stats = trainer.adapter.policy.obs_rms
     everything = np.concatenate(seen).astype(np.float64)
     assert len(seen) == 4 and stats.count == len(everything) == 3 * 16 * 4
     np.testing.assert_allclose(stats.mean.numpy(), everything.mean(0), rtol=1e-6)
@@ -137,7 +138,7 @@ def test_compiled_update_sees_the_statistics_change():
     compiled."""
     torch.manual_seed(0)
     space = gym.spaces.Box(-10.0, 10.0, (3,), np.float32)
-    agent = Agent(NormalizedPolicy(space, gym.spaces.Discrete(2)), gym.spaces.Discrete(2))
+    agent = PolicyAdapter(NormalizedPolicy(space, gym.spaces.Discrete(2)), gym.spaces.Discrete(2))
     batch = Minibatch(
         observations=torch.randn(32, 3) * 4 + 2,
         actions=torch.randint(0, 2, (32,)),

@@ -14,7 +14,7 @@ from puffertrain.bench import BenchConfig, bench
 from puffertrain.cli import main
 from puffertrain.config import TrainConfig
 from puffertrain.errors import UserError
-from puffertrain.ppo import Agent
+from puffertrain.ppo import PolicyAdapter
 from puffertrain.ppo import precision as precision_module
 from puffertrain.ppo.precision import has_fast_bf16, resolve_precision
 from puffertrain.trainer.loop import Trainer
@@ -47,8 +47,8 @@ def test_bf16_agent_gives_float32_outputs_close_to_fp32_and_float32_gradients(po
         obs = torch.rand(16, 6) * 2 - 1
     torch.manual_seed(0)
     policy = policy_class(space, gym.spaces.Discrete(4))
-    fp32 = Agent(policy, gym.spaces.Discrete(4))
-    bf16 = Agent(policy, gym.spaces.Discrete(4), torch.bfloat16)
+    fp32 = PolicyAdapter(policy, gym.spaces.Discrete(4))
+    bf16 = PolicyAdapter(policy, gym.spaces.Discrete(4), torch.bfloat16)
     actions = torch.randint(0, 4, (16,))
     expected = fp32.evaluate(obs, actions)
     got = bf16.evaluate(obs, actions)
@@ -89,14 +89,14 @@ def test_bench_runs_the_policy_in_the_precision_asked_for(tmp_path, monkeypatch)
     monkeypatch.setattr(precision_module, "has_fast_bf16", lambda device: True)
     dtypes = set()
     regions = []  # per precision region entered: was one already open (a policy call in it)?
-    autocast = Agent.autocast
+    autocast = PolicyAdapter.autocast
 
     def recording_autocast(self, device):
         dtypes.add(self.autocast_dtype)
         regions.append(torch.is_autocast_enabled(device.type))
         return autocast(self, device)
 
-    monkeypatch.setattr(Agent, "autocast", recording_autocast)
+    monkeypatch.setattr(PolicyAdapter, "autocast", recording_autocast)
     for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         dtypes.clear()
         regions.clear()
@@ -144,9 +144,9 @@ def test_bf16_rollout_casts_each_weight_once_not_at_every_step(tmp_path, monkeyp
     )
     trainer = Trainer(config, tmp_path, None)
     try:
-        parameters = list(trainer.agent.parameters())
+        parameters = list(trainer.adapter.parameters())
         with _WeightCasts(parameters) as casts:
-            trainer.collect_rollout()
+            trainer.rollout.collect(trainer.buffer)
     finally:
-        trainer.envs.close()
+        trainer.engine.close()
     assert 0 < casts.count <= len(parameters)

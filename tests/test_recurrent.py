@@ -13,7 +13,7 @@ from policies import POLICIES, LSTMPolicy, OptimizedLSTMPolicy, RecurrentPolicy
 from policies.checks import check_gradients, check_output_shapes
 from policies.recurrent import Segments, _length_groups, lstm_over_segments, lstm_packed
 from puffertrain.config import preset_for
-from puffertrain.ppo.learner import sequences
+from puffertrain.buffer.minibatches import sequences
 from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
 from puffertrain.trainer.loop import Trainer
 from tests.conftest import run_cli
@@ -194,16 +194,16 @@ def test_update_path_recomputes_the_rollout(tmp_path, changes, sequence_length):
         tmp_path, sequence_length, env_kwargs='{"max_episode_steps": 16}', **changes
     )
     try:
-        trainer.collect_rollout()
-        trainer.collect_rollout()  # the second starts from carried-over states
+        trainer.rollout.collect(trainer.buffer)
+        trainer.rollout.collect(trainer.buffer)  # the second starts from carried-over states
     finally:
-        trainer.envs.close()
+        trainer.engine.close()
     buffer = trainer.buffer
     ends_inside = buffer.episode_ends[:-1].sum()
     assert ends_inside >= 8, "the rollout should hold several episode ends"
     data = sequences(buffer)
     with torch.no_grad():
-        log_probs, _, values = trainer.agent.evaluate(
+        log_probs, _, values = trainer.adapter.evaluate(
             data.observations, data.actions.flatten(0, 1), data.states, data.episode_starts
         )
     torch.testing.assert_close(log_probs, data.log_probs.flatten(), atol=1e-5, rtol=0)
@@ -238,7 +238,7 @@ def test_resumed_recurrent_run_is_identical(tmp_path):
     uninterrupted = tmp_path / "uninterrupted"
     result = run_cli(*RESUME_ARGS, "--run-dir", str(uninterrupted))
     assert result.returncode == 0, result.stderr
-    state = load_checkpoint(list_checkpoints(uninterrupted)[0])["policy_state"]
+    state = load_checkpoint(list_checkpoints(uninterrupted)[0]).ranks[0].policy_state
     assert state[0].abs().sum() > 0, "episodes should be in progress at the checkpoint"
 
     crashed = tmp_path / "crashed"
@@ -260,7 +260,7 @@ def test_lstm_trains_from_the_cli(tmp_path, args):
         "--num-steps", "32", "--total-timesteps", "768", "--run-dir", str(run_dir), *args,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert load_checkpoint(list_checkpoints(run_dir)[-1])["global_step"] == 768
+    assert load_checkpoint(list_checkpoints(run_dir)[-1]).global_step == 768
 
 
 def test_lstm_on_breakout_with_the_native_engine(tmp_path):
@@ -273,8 +273,8 @@ def test_lstm_on_breakout_with_the_native_engine(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     checkpoint = load_checkpoint(list_checkpoints(run_dir)[-1])
-    assert checkpoint["global_step"] == 128
-    assert checkpoint["policy_state"][0].shape == (4, 128)
+    assert checkpoint.global_step == 128
+    assert checkpoint.ranks[0].policy_state[0].shape == (4, 128)
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def final_policy(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(list_checkpoints(run_dir)[-1])["policy"]
+    return load_checkpoint(list_checkpoints(run_dir)[-1]).policy
 
 
 def assert_same_run(actual: Path, expected: Path, updates: int = ITERATIONS) -> None:
@@ -72,7 +72,7 @@ def resume_after_a_crash(run_dir: Path, crashed: Path, iteration: int) -> None:
     events still logged) and resume the copy."""
     shutil.copytree(run_dir, crashed)
     for path in list_checkpoints(crashed):
-        if load_checkpoint(path)["iteration"] > iteration:
+        if load_checkpoint(path).iteration > iteration:
             path.unlink()
     result = run_cli("--resume", str(crashed))
     assert result.returncode == 0, result.stderr
@@ -83,7 +83,7 @@ def uninterrupted(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("resume") / "uninterrupted"
     result = run_cli(*ARGS, "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
-    assert load_checkpoint(list_checkpoints(run_dir)[-1])["global_step"] == 256 * ITERATIONS
+    assert load_checkpoint(list_checkpoints(run_dir)[-1]).global_step == 256 * ITERATIONS
     return run_dir
 
 
@@ -111,7 +111,7 @@ def test_sigint_checkpoints_and_the_resumed_run_is_identical(uninterrupted, tmp_
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "SIGINT: saving a checkpoint" in stderr
-    stopped_at = load_checkpoint(list_checkpoints(run_dir)[-1])["global_step"]
+    stopped_at = load_checkpoint(list_checkpoints(run_dir)[-1]).global_step
     assert stopped_at < 256 * ITERATIONS, "the run finished before the signal arrived"
 
     result = run_cli("--resume", str(run_dir))
@@ -124,6 +124,6 @@ def test_resume_can_extend_total_timesteps(uninterrupted, tmp_path):
     shutil.copytree(uninterrupted, extended)
     result = run_cli("--resume", str(extended), "--total-timesteps", str(256 * (ITERATIONS + 4)))
     assert result.returncode == 0, result.stderr
-    assert load_checkpoint(list_checkpoints(extended)[-1])["global_step"] == 256 * (ITERATIONS + 4)
+    assert load_checkpoint(list_checkpoints(extended)[-1]).global_step == 256 * (ITERATIONS + 4)
     steps = [step for step, _ in scalars(extended)["losses/value_loss"]]
     assert steps == sorted(set(steps)) and steps[-1] == 256 * (ITERATIONS + 4)

@@ -12,7 +12,7 @@ from puffertrain.trainer.loop import Trainer
 def _collect(tmp_path, env_id: str) -> Trainer:
     config = TrainConfig(env=env_id, policy="mlp", num_envs=2, num_steps=12, device="cpu")
     trainer = Trainer(config, tmp_path, None)
-    trainer.collect_rollout()
+    trainer.rollout.collect(trainer.buffer)
     return trainer
 
 
@@ -20,7 +20,7 @@ def test_truncation_is_bootstrapped_from_the_final_observation(tmp_path):
     trainer = _collect(tmp_path, "tests.envs:counting_truncated")
     buffer, gamma = trainer.buffer, trainer.config.ppo.gamma
     with torch.no_grad():
-        final_value = trainer.agent.value(torch.tensor([[5.0]])).item()
+        final_value = trainer.adapter.value(torch.tensor([[5.0]])).item()
     ends = buffer.episode_ends[:, 0]
     assert ends.tolist() == [0, 0, 0, 0, 1] * 2 + [0, 0]
     expected = torch.where(ends.bool(), 1.0 + gamma * final_value, 1.0)
@@ -52,7 +52,7 @@ def test_a_users_policy_class_trains_and_evaluates(tmp_path, capsys):
             str(run_dir),
         ]
     )
-    state = load_checkpoint(list_checkpoints(run_dir)[-1])["policy"]
+    state = load_checkpoint(list_checkpoints(run_dir)[-1]).policy
     assert state["body.0.weight"].shape == (16, 4)
 
     capsys.readouterr()
@@ -74,14 +74,14 @@ def test_restarted_episodes_after_a_resume_start_from_zero_state(tmp_path, capsy
         ppo=PPOConfig(num_minibatches=2),
     )
     trainer = Trainer(config, tmp_path, None)
-    for part in trainer.policy_state:
+    for part in trainer.rollout.state:
         part.fill_(1.0)
-    trainer.reward_normalizer.returns[:] = 5.0
+    trainer.rollout.reward_normalizer.returns[:] = 5.0
     resumed = Trainer(config, tmp_path, load_checkpoint(trainer.save()))
     said = capsys.readouterr()
     assert "its episodes restart" in said.err and said.out == ""  # stdout stays the user's
-    assert all(bool((part == 0).all()) for part in resumed.policy_state)
-    assert not resumed.reward_normalizer.returns.any()
+    assert all(bool((part == 0).all()) for part in resumed.rollout.state)
+    assert not resumed.rollout.reward_normalizer.returns.any()
 
 
 def test_a_budget_that_is_not_whole_updates_is_said(tmp_path, cli):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from puffertrain.engine import EnvError, SerialEngine, multiprocessing_engine
 from puffertrain.envs import env_factory
-from puffertrain.vector import EnvError, MultiprocessingVectorEnv, SerialVectorEnv
 from tests.envs import CountingEnv
 
 
 def test_same_step_autoreset_keeps_final_observation_and_counts_episodes():
-    envs = SerialVectorEnv([lambda: CountingEnv(length=3), lambda: CountingEnv(length=2)])
+    envs = SerialEngine([lambda: CountingEnv(length=3), lambda: CountingEnv(length=2)])
     obs = envs.reset(seed=0)
     assert obs[:, 0].tolist() == [0, 0]
     episodes = []
@@ -32,13 +32,13 @@ def test_same_step_autoreset_keeps_final_observation_and_counts_episodes():
 
 def test_state_dict_round_trip_continues_identically():
     factory = env_factory("CartPole-v1")
-    first = SerialVectorEnv([factory] * 3)
+    first = SerialEngine([factory] * 3)
     first.reset(seed=5)
     rng = np.random.default_rng(0)
     for _ in range(30):
         first.step(rng.integers(0, 2, size=3))
     state = first.state_dict()
-    second = SerialVectorEnv([factory] * 3)
+    second = SerialEngine([factory] * 3)
     second.reset(seed=99)
     assert second.load_state_dict(state, reseed=0)
     np.testing.assert_array_equal(second.observations, first.observations)
@@ -51,7 +51,7 @@ def test_state_dict_round_trip_continues_identically():
 
 def test_uncapturable_env_is_reset_with_the_reseed():
     factory = env_factory("tests.envs:uncapturable")
-    envs = SerialVectorEnv([factory] * 2)
+    envs = SerialEngine([factory] * 2)
     envs.reset(seed=0)
     envs.step(np.zeros(2, dtype=np.int64))
     state = envs.state_dict()
@@ -62,10 +62,10 @@ def test_uncapturable_env_is_reset_with_the_reseed():
 
 def test_an_env_raising_on_reset_is_named_with_its_traceback():
     factory = env_factory("tests.envs:reset_raising")
-    envs = SerialVectorEnv([factory] * 3)
+    envs = SerialEngine([factory] * 3)
     with pytest.raises(EnvError, match=r"(?s)env 2 raised on reset:.*no level for seed 2"):
         envs.reset(seed=0)
-    workers = MultiprocessingVectorEnv([factory] * 4, num_workers=1)
+    workers = multiprocessing_engine([factory] * 4, num_workers=1)
     try:
         with pytest.raises(EnvError, match=r"(?s)env 2 raised on reset:.*no level for seed 2"):
             workers.reset(seed=0)

@@ -1,13 +1,17 @@
-"""Fixed-size experience buffer, allocated once on the training device, and GAE over it."""
+"""Fixed-size experience buffer, allocated once on the training device: the rollout writes
+steps into it, GAE fills in advantages, and the update takes minibatches out."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from policies.recurrent import State
-from puffertrain.vector.base import as_rows
+from policies.contract import State
+from puffertrain.buffer.minibatches import Minibatch, shuffled_epochs
+from puffertrain.engine.base import as_rows
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
@@ -39,9 +43,9 @@ Index = tuple[int, slice] | tuple[torch.Tensor, torch.Tensor]
 
 
 class RolloutBuffer:
-    """``num_steps × num_envs`` transitions; observations keep the env's dtype (uint8 images).
+    """``num_steps × num_rows`` transitions; observations keep the env's dtype (uint8 images).
 
-    Column ``e`` holds env ``e``'s steps in order, whatever order async batches come back in:
+    Column ``e`` holds row ``e``'s steps in order, whatever order async batches come back in:
     writes go through :meth:`index` with each env's own step number.
 
     ``episode_ends[t]`` marks that the action at step t ended the episode (terminated or
@@ -61,7 +65,7 @@ class RolloutBuffer:
     def __init__(
         self,
         num_steps: int,
-        num_envs: int,
+        num_rows: int,
         observation_space: gym.spaces.Space,
         action_space: gym.spaces.Space,
         device: torch.device,
@@ -69,7 +73,7 @@ class RolloutBuffer:
         sequence_length: int = 0,
         agents_per_env: int = 0,
     ) -> None:
-        self.num_steps, self.num_envs = num_steps, num_envs
+        self.num_steps, self.num_rows = num_steps, num_rows
         self.sequence_length = sequence_length or num_steps
         if num_steps % self.sequence_length:
             raise ValueError(f"sequence length {sequence_length} does not divide {num_steps}")
@@ -80,7 +84,7 @@ class RolloutBuffer:
                 torch.zeros((num_sequences, *part.shape), dtype=part.dtype, device=device)
                 for part in initial_state
             )
-        shape = (num_steps, num_envs)
+        shape = (num_steps, num_rows)
         obs_dtype = _torch_dtype(observation_space.dtype)
         action_shape, action_dtype = action_storage(action_space)
         self.observations = torch.zeros(
@@ -97,27 +101,60 @@ class RolloutBuffer:
         self.agent_ids: torch.Tensor | None = None
         if agents_per_env:
             self.alive = torch.ones(shape, device=device)
-            columns = torch.arange(num_envs, device=device) % agents_per_env
-            self.agent_ids = columns.expand(num_steps, num_envs)
+            columns = torch.arange(num_rows, device=device) % agents_per_env
+            self.agent_ids = columns.expand(num_steps, num_rows)
 
-    def index(self, steps: np.ndarray, env_ids: np.ndarray) -> Index:
-        """Where step ``steps[k]`` of env ``env_ids[k]`` goes: a basic index (views) when the
+    def index(self, steps: np.ndarray, row_ids: np.ndarray) -> Index:
+        """Where step ``steps[k]`` of env ``row_ids[k]`` goes: a basic index (views) when the
         envs are one ascending run at the same step, else a pair of index tensors."""
-        rows = as_rows(env_ids)
+        rows = as_rows(row_ids)
         if isinstance(rows, slice) and (steps == steps[0]).all():
             return int(steps[0]), rows
         device = self.rewards.device
-        return torch.as_tensor(steps, device=device), torch.as_tensor(env_ids, device=device)
+        return torch.as_tensor(steps, device=device), torch.as_tensor(row_ids, device=device)
 
-    def store_start_states(self, steps: np.ndarray, env_ids: np.ndarray, state: State) -> None:
-        """Keep ``state`` (rows for ``env_ids``, about to take step ``steps``) where a step
+    def store_step(
+        self,
+        steps: np.ndarray,
+        row_ids: np.ndarray,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        log_probs: torch.Tensor,
+        values: torch.Tensor,
+        start_state: State | None,
+        alive: np.ndarray,
+    ) -> None:
+        """Record what the policy did at step ``steps[k]`` of row ``row_ids[k]``: the
+        observation it acted on, its action, log-probability and value, the state it acted
+        from, and whether the row's agent was alive."""
+        index = self.index(steps, row_ids)
+        if start_state is not None:
+            self.store_start_states(steps, row_ids, start_state)
+        if self.alive is not None:
+            self.alive[index] = to_torch(alive, self.rewards.device).float()
+        self.observations[index] = observations
+        self.actions[index] = actions
+        self.log_probs[index] = log_probs
+        self.values[index] = values
+
+    def store_outcome(
+        self, steps: np.ndarray, row_ids: np.ndarray, rewards: torch.Tensor, ended: np.ndarray
+    ) -> None:
+        """Record the reward and episode end of step ``steps[k]`` of row ``row_ids[k]``."""
+        index = self.index(steps, row_ids)
+        self.rewards[index] = rewards
+        # as floats: a batch of scattered rows indexes with tensors, and index_put won't cast
+        self.episode_ends[index] = to_torch(ended, self.rewards.device).float()
+
+    def store_start_states(self, steps: np.ndarray, row_ids: np.ndarray, state: State) -> None:
+        """Keep ``state`` (rows for ``row_ids``, about to take step ``steps``) where a step
         starts a sequence."""
         starts = steps % self.sequence_length == 0
         if self.start_states is None or not starts.any():
             return
         device = self.rewards.device
         sequence = torch.as_tensor(steps[starts] // self.sequence_length, device=device)
-        envs = torch.as_tensor(env_ids[starts], device=device)
+        envs = torch.as_tensor(row_ids[starts], device=device)
         rows = torch.as_tensor(np.flatnonzero(starts), device=device)
         for stored, part in zip(self.start_states, state, strict=True):
             stored[sequence, envs] = part[rows]
@@ -138,3 +175,8 @@ class RolloutBuffer:
         for t in reversed(range(self.num_steps - 1)):
             torch.addcmul(deltas[t], decay[t], self.advantages[t + 1], out=self.advantages[t])
         torch.add(self.advantages, self.values, out=self.returns)
+
+    def minibatches(self, num_minibatches: int, epochs: int) -> Iterator[Iterator[Minibatch]]:
+        """``epochs`` shuffled passes of ``num_minibatches`` minibatches each (see
+        :func:`~puffertrain.buffer.minibatches.shuffled_epochs`)."""
+        return shuffled_epochs(self, num_minibatches, epochs)

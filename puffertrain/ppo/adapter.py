@@ -18,12 +18,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from policies.recurrent import State, is_recurrent, takes_agent_ids
+from policies.contract import State, is_recurrent, takes_agent_ids
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class Agent(nn.Module):
+class PolicyAdapter(nn.Module):
     """Wraps any policy following the contract: ``forward(obs) -> (logits, value)`` for
     Discrete/MultiDiscrete actions, ``(mean, std, value)`` or ``(mean, value)`` with an
     ``actor_logstd`` parameter for Box actions.
@@ -33,7 +33,7 @@ class Agent(nn.Module):
     take and return; :meth:`evaluate` then scores whole ``[T, B]`` sequences.
 
     Every method takes the rows' ``agent_ids`` (multi-agent envs) and hands them to a policy
-    that takes them (:func:`~policies.recurrent.takes_agent_ids`).
+    that takes them (:func:`~policies.contract.takes_agent_ids`).
     """
 
     def __init__(

@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from policies.recurrent import State
+from puffertrain.buffer import Minibatch
 from puffertrain.config import PPOConfig
-from puffertrain.ppo.agent import Agent
-
-
-@dataclass
-class Minibatch:
-    """Rollout data for one minibatch, flattened over steps and envs.
-
-    For a recurrent policy the minibatch is ``B`` sequences of ``T`` steps: ``observations``
-    keep their ``[T, B, ...]`` shape, the other fields are flat in ``[T, B]`` order, and
-    ``states`` / ``episode_starts[T, B]`` say where each sequence starts from and resets.
-
-    Multi-agent rollouts add each row's ``agent_ids`` (shaped like ``episode_starts`` for a
-    recurrent policy) and ``mask``: 1 where the row's agent acted, 0 for a dead agent's row,
-    which then counts in no mean of the loss.
-    """
-
-    observations: torch.Tensor
-    actions: torch.Tensor
-    log_probs: torch.Tensor
-    advantages: torch.Tensor
-    returns: torch.Tensor
-    values: torch.Tensor
-    states: State | None = None
-    episode_starts: torch.Tensor | None = None
-    agent_ids: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
+from puffertrain.ppo.adapter import PolicyAdapter
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -54,10 +27,10 @@ def normalized(advantages: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
 
 
 def ppo_loss(
-    agent: Agent, batch: Minibatch, config: PPOConfig
+    adapter: PolicyAdapter, batch: Minibatch, config: PPOConfig
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate + (clipped) value loss − entropy bonus; returns the loss and its parts."""
-    new_log_probs, entropy, new_values = agent.evaluate(
+    new_log_probs, entropy, new_values = adapter.evaluate(
         batch.observations, batch.actions, batch.states, batch.episode_starts, batch.agent_ids
     )
     mask = batch.mask

@@ -1,5 +1,7 @@
-"""Experience storage between the rollout engine and the PPO update."""
+"""The rollout: an engine stepped by a policy (the one rollout step train, eval and bench share),
+and the reward normalisation it applies for learning."""
 
-from puffertrain.rollout.buffer import RolloutBuffer, action_storage, to_torch
+from puffertrain.rollout.rewards import RewardNormalizer
+from puffertrain.rollout.rollout import Rollout
 
-__all__ = ["RolloutBuffer", "action_storage", "to_torch"]
+__all__ = ["RewardNormalizer", "Rollout"]

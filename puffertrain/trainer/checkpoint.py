@@ -1,4 +1,5 @@
-"""Checkpoint files: written atomically, pruned to the newest K, loaded as data only."""
+"""Checkpoint files: written atomically, pruned to the newest K, loaded as data only (their
+content is :class:`~puffertrain.trainer.state.TrainingState`)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import numpy as np
 import torch
 
 from puffertrain.errors import UserError
+from puffertrain.trainer.state import TrainingState
 
 CHECKPOINT_DIR = "checkpoints"
-FORMAT_VERSION = 1
 
 
 def checkpoint_path(run_dir: Path, global_step: int) -> Path:
@@ -27,13 +28,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / CHECKPOINT_DIR).glob("step_*.pt"))
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` so that ``path`` is either the old file or the complete new one."""
+def save_checkpoint(path: Path, state: TrainingState) -> None:
+    """Write ``state`` so that ``path`` is either the old file or the complete new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save({"format": FORMAT_VERSION, **payload}, file)
+            torch.save(state.to_dict(), file)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temp_name, 0o644)
@@ -49,8 +50,9 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint as plain data (never code); ``UserError`` if missing or corrupt."""
+def load_checkpoint(path: Path) -> TrainingState:
+    """Load a checkpoint as plain data (never code); ``UserError`` if missing, corrupt or of
+    another format."""
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist")
     try:
@@ -61,9 +63,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"checkpoint '{path}' is corrupt or not a puffertrain checkpoint ({reason}); "
             "an older one in the same folder can be given to --resume"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise UserError(f"checkpoint '{path}' is not a puffertrain checkpoint (format mismatch)")
-    return payload
+    return TrainingState.from_dict(payload, str(path))
 
 
 def resolve_resume(target: Path, flag: str = "--resume") -> tuple[Path, Path]:

@@ -1,0 +1,233 @@
+"""The rollout: an engine stepped by a policy, one batch of rows at a time.
+
+Training, ``eval`` and ``bench`` all step through :class:`Rollout`: :meth:`Rollout.send` acts
+on the current observations of some rows and sends the actions; :meth:`Rollout.receive` takes
+the next batch of finished steps back. :meth:`Rollout.collect` composes the two into the
+training rollout, filling a buffer with ``num_steps`` steps of every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from policies.contract import State
+from puffertrain.buffer import RolloutBuffer, to_torch
+from puffertrain.engine import Engine, Episode, StepResult
+from puffertrain.engine.base import as_rows
+from puffertrain.ppo import PolicyAdapter, env_actions
+from puffertrain.rollout.rewards import RewardNormalizer
+from puffertrain.timing import PhaseTimer
+
+
+class Rollout:
+    """Owns what stepping carries from one step to the next: the last observation and alive
+    flag of every row, the recurrent state, the rows' agent ids, reward normalisation, each
+    row's step count within the current rollout, and the episodes finished since they were
+    last taken.
+
+    ``step_weight``: global steps one row's step counts for (the ranks of a data-parallel job
+    all step as often, so each counts ``world_size``).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        adapter: PolicyAdapter,
+        device: torch.device,
+        gamma: float = 0.99,
+        normalize_reward: bool = False,
+        clip_rewards: bool = False,
+        step_weight: int = 1,
+        timer: PhaseTimer | None = None,
+    ) -> None:
+        self.engine, self.adapter, self.device = engine, adapter, device
+        self.num_rows = engine.num_rows
+        self.gamma, self.clip_rewards, self.step_weight = gamma, clip_rewards, step_weight
+        self.timer = timer or PhaseTimer()
+        self.reward_normalizer = (
+            RewardNormalizer(self.num_rows, gamma) if normalize_reward else None
+        )
+        self.state = adapter.initial_state(self.num_rows, device)
+        self.agent_ids = (
+            torch.arange(self.num_rows, device=device) % engine.agents_per_env
+            if engine.agent_names
+            else None
+        )
+        self.observations = engine.observations.copy()
+        self.alive = engine.alive.copy()
+        self.row_steps = np.zeros(self.num_rows, dtype=np.int64)
+        self.global_step = 0
+        self.episodes: list[tuple[int, Episode]] = []  # with the global step they ended at
+
+    def reset(self, seed: int) -> None:
+        """Reset the envs (env ``i`` with seed ``seed + i``) and start every row from zero."""
+        self.observations = self.engine.reset(seed).copy()
+        self.alive = self.engine.alive.copy()
+        if self.state is not None:
+            for part in self.state:
+                part.zero_()
+
+    @contextmanager
+    def acting(self) -> Iterator[None]:
+        """The region the policy acts in: torch uses only the cores the env threads leave free,
+        and one autocast region covers many steps, so bf16 weights are cast once per rollout
+        instead of at every step."""
+        update_threads = torch.get_num_threads()
+        torch.set_num_threads(self.engine.policy_threads())
+        try:
+            with self.adapter.autocast(self.device):
+                yield
+        finally:
+            torch.set_num_threads(update_threads)
+
+    def send(
+        self,
+        row_ids: np.ndarray,
+        buffer: RolloutBuffer | None = None,
+        deterministic: bool = False,
+    ) -> None:
+        """Act on the current observations of ``row_ids`` and send the actions to the engine;
+        with a ``buffer``, record the step there first."""
+        obs = to_torch(self.observations[as_rows(row_ids)], self.device)
+        state = self.state_of(row_ids)
+        with self.timer.phase("inference"), torch.no_grad():
+            actions, log_probs, values, new_state = self.adapter.act(
+                obs, state, deterministic, self.agent_ids_of(row_ids)
+            )
+            self._set_state(row_ids, new_state)
+            if buffer is not None:
+                alive = self.alive[as_rows(row_ids)]
+                steps = self.row_steps[row_ids]
+                buffer.store_step(steps, row_ids, obs, actions, log_probs, values, state, alive)
+            actions_for_envs = env_actions(actions, self.engine.single_action_space)
+        self.row_steps[row_ids] += 1
+        with self.timer.phase("env"):
+            self.engine.send(actions_for_envs, row_ids)
+
+    def receive(self, buffer: RolloutBuffer | None = None) -> StepResult:
+        """Take the next batch of finished steps; with a ``buffer``, record their rewards there.
+
+        Then the rows' observations and alive flags move on, a recurrent state restarts from
+        zero where an episode ended, and finished episodes are kept for :meth:`take_episodes`.
+        """
+        with self.timer.phase("env"):
+            result = self.engine.recv()
+        row_ids = result.row_ids
+        self.global_step += len(row_ids) * self.step_weight
+        ended = result.terminations | result.truncations
+        if buffer is not None:
+            rewards = self._training_rewards(result, ended)
+            buffer.store_outcome(self.row_steps[row_ids] - 1, row_ids, rewards, ended)
+        if self.state is not None and ended.any():
+            for part in self.state:
+                part[torch.as_tensor(row_ids[ended], device=self.device)] = 0
+        self.observations[as_rows(row_ids)] = result.observations
+        self.alive[as_rows(row_ids)] = result.alive
+        self.episodes.extend((self.global_step, episode) for episode in result.episodes)
+        return result
+
+    def collect(self, buffer: RolloutBuffer) -> None:
+        """Fill ``buffer`` with ``buffer.num_steps`` steps of every row.
+
+        Every row starts idle; the policy acts on all of them and they are sent. Then each
+        batch that comes back has its step recorded and, until its rows have ``num_steps``
+        steps, is acted on and sent again while other batches step (async batches). A
+        synchronous engine returns every row at once: the classic lockstep loop. Each row's
+        steps land in its own column in order, so GAE is the same either way.
+        """
+        self.row_steps[:] = 0
+        with self.acting():
+            self.send(np.arange(self.num_rows), buffer)
+            in_flight = self.num_rows
+            while in_flight:
+                row_ids = self.receive(buffer).row_ids
+                in_flight -= len(row_ids)
+                going_on = row_ids[self.row_steps[row_ids] < buffer.num_steps]
+                if going_on.size:
+                    self.send(going_on, buffer)
+                    in_flight += going_on.size
+
+    def bootstrap_values(self) -> torch.Tensor:
+        """The value of every row's current observation: where GAE starts from."""
+        with torch.no_grad():
+            obs = to_torch(self.observations, self.device)
+            return self.adapter.value(obs, self.state, self.agent_ids)
+
+    def take_episodes(self) -> list[tuple[int, Episode]]:
+        """The episodes finished since the last call, with the global step each ended at."""
+        episodes, self.episodes = self.episodes, []
+        return episodes
+
+    def _training_rewards(self, result: StepResult, ended: np.ndarray) -> torch.Tensor:
+        """The rewards PPO learns from: normalised or sign-clipped as configured, and a
+        time-limit end bootstrapped with the value of the observation it ended on (a
+        termination is not)."""
+        row_ids, rewards = result.row_ids, result.rewards
+        if self.reward_normalizer is not None:
+            acting = self.alive[as_rows(row_ids)]  # not yet this step's
+            rewards = self.reward_normalizer(rewards, row_ids, ended, acting)
+        rewards = to_torch(rewards, self.device)
+        if self.clip_rewards:
+            rewards = rewards.sign()
+        truncated = result.truncations & ~result.terminations
+        if truncated.any():
+            final = to_torch(result.final_observations[truncated], self.device)
+            with self.timer.phase("inference"), torch.no_grad():
+                values = self.adapter.value(
+                    final, self.state_of(row_ids[truncated]), self.agent_ids_of(row_ids[truncated])
+                )
+            rewards[torch.from_numpy(truncated).to(self.device)] += self.gamma * values
+        return rewards
+
+    def agent_ids_of(self, row_ids: np.ndarray) -> torch.Tensor | None:
+        """The agent index of each row ``row_ids`` (None for a single-agent env)."""
+        if self.agent_ids is None:
+            return None
+        return self.agent_ids[torch.as_tensor(row_ids, device=self.device)]
+
+    def state_of(self, row_ids: np.ndarray) -> State | None:
+        """The recurrent state of ``row_ids`` (None for a feed-forward policy)."""
+        if self.state is None:
+            return None
+        rows = as_rows(row_ids)
+        return tuple(part[rows] for part in self.state)
+
+    def _set_state(self, row_ids: np.ndarray, state: State | None) -> None:
+        if self.state is not None:
+            rows = as_rows(row_ids)
+            for part, new in zip(self.state, state, strict=True):
+                part[rows] = new
+
+    def state_dict(self, with_envs: bool = True) -> dict[str, Any]:
+        """The envs, the recurrent state and the reward scaling, as checkpoint data;
+        ``with_envs=False`` after an env failure (episodes restart on resume)."""
+        return {
+            "envs": self.engine.state_dict() if with_envs else {"envs": None},
+            "policy_state": self.state if with_envs else None,
+            "reward_normalizer": (
+                self.reward_normalizer.state_dict(with_returns=with_envs)
+                if self.reward_normalizer is not None
+                else None
+            ),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], reseed: int) -> bool:
+        """Restore :meth:`state_dict`; return False if the episodes had to restart (with envs
+        reset from ``reseed``), in which case recurrent state and running returns start from
+        zero."""
+        episodes_go_on = self.engine.load_state_dict(state["envs"], reseed)
+        self.observations = self.engine.observations.copy()
+        self.alive = self.engine.alive.copy()
+        if episodes_go_on and state.get("policy_state") is not None:
+            for part, saved in zip(self.state, state["policy_state"], strict=True):
+                part.copy_(saved)
+        if self.reward_normalizer is not None:
+            self.reward_normalizer.load_state_dict(state["reward_normalizer"])
+            if not episodes_go_on:
+                self.reward_normalizer.returns[:] = 0.0
+        return episodes_go_on

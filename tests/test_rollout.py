@@ -1,0 +1,46 @@
+"""The one rollout step: training, ``eval`` and ``bench`` all step envs through ``Rollout``."""
+
+from __future__ import annotations
+
+import pytest
+
+from puffertrain.bench import BenchConfig, bench
+from puffertrain.cli import main
+from puffertrain.evaluate import EvalConfig, evaluate
+from puffertrain.rollout import Rollout
+
+
+@pytest.fixture
+def steps_taken(monkeypatch) -> list[int]:
+    """The rows of every batch ``Rollout.receive`` hands back, whoever drives it."""
+    taken: list[int] = []
+    receive = Rollout.receive
+
+    def counting(self, buffer=None):
+        result = receive(self, buffer)
+        taken.append(len(result.row_ids))
+        return result
+
+    monkeypatch.setattr(Rollout, "receive", counting)
+    return taken
+
+
+def test_train_eval_and_bench_step_through_the_rollout(tmp_path, steps_taken):
+    run_dir = tmp_path / "run"
+    main(
+        ["--env", "CartPole-v1", "--num-envs", "2", "--num-steps", "16"]
+        + ["--total-timesteps", "64", "--run-dir", str(run_dir), "--vec", "serial"]
+    )
+    assert steps_taken == [2] * 32  # lockstep: every row comes back at once, 2 updates × 16
+
+    steps_taken.clear()
+    scores = evaluate(EvalConfig(checkpoint=run_dir, episodes=2))
+    assert len(scores) == 2 and sum(steps_taken) >= 2
+
+    steps_taken.clear()
+    config = BenchConfig(
+        env="CartPole-v1", num_envs=4, env_batch_size=2, vec="serial", seconds=0.2, windows=2
+    )
+    config.output = tmp_path / "bench.json"
+    bench(config)
+    assert steps_taken and set(steps_taken) == {2}  # async batches of 2 envs
