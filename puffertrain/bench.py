@@ -99,7 +99,7 @@ def _rollout_sps(rollout: Rollout, config: BenchConfig, random_actions: bool) ->
         send(row_ids)
         return len(row_ids)
 
-    with rollout.acting():
+    with rollout.acting(policy=not random_actions):
         rollout.reset(0)
         send(np.arange(engine.num_rows))
         in_flight = engine.num_rows

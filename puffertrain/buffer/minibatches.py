@@ -72,13 +72,13 @@ def _select_transitions(data: Minibatch, index: torch.Tensor) -> Minibatch:
 def sequences(buffer: RolloutBuffer) -> Minibatch:
     """The buffer as ``[L, S]`` sequences of ``L = sequence_length`` steps: column
     ``k * num_envs + e`` is env e's k-th sequence, with the state stored at its start."""
-    length, num_envs = buffer.sequence_length, buffer.num_envs
+    length, num_rows = buffer.sequence_length, buffer.num_rows
     count = buffer.num_steps // length
 
     def columns(tensor: torch.Tensor) -> torch.Tensor:
         rest = tensor.shape[2:]
-        by_sequence = tensor.reshape(count, length, num_envs, *rest).transpose(0, 1)
-        return by_sequence.reshape(length, count * num_envs, *rest)
+        by_sequence = tensor.reshape(count, length, num_rows, *rest).transpose(0, 1)
+        return by_sequence.reshape(length, count * num_rows, *rest)
 
     episode_starts = torch.zeros_like(buffer.episode_ends, dtype=torch.bool)
     episode_starts[1:] = buffer.episode_ends[:-1].bool()

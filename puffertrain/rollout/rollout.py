@@ -9,7 +9,7 @@ training rollout, filling a buffer with ``num_steps`` steps of every row.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -73,14 +73,14 @@ class Rollout:
                 part.zero_()
 
     @contextmanager
-    def acting(self) -> Iterator[None]:
+    def acting(self, policy: bool = True) -> Iterator[None]:
         """The region the policy acts in: torch uses only the cores the env threads leave free,
         and one autocast region covers many steps, so bf16 weights are cast once per rollout
-        instead of at every step."""
+        instead of at every step (``policy=False``: the threads alone, for random actions)."""
         update_threads = torch.get_num_threads()
         torch.set_num_threads(self.engine.policy_threads())
         try:
-            with self.adapter.autocast(self.device):
+            with self.adapter.autocast(self.device) if policy else nullcontext():
                 yield
         finally:
             torch.set_num_threads(update_threads)
@@ -99,11 +99,11 @@ class Rollout:
             actions, log_probs, values, new_state = self.adapter.act(
                 obs, state, deterministic, self.agent_ids_of(row_ids)
             )
-            self._set_state(row_ids, new_state)
-            if buffer is not None:
+            if buffer is not None:  # before the new state overwrites ``state``'s rows (views)
                 alive = self.alive[as_rows(row_ids)]
                 steps = self.row_steps[row_ids]
                 buffer.store_step(steps, row_ids, obs, actions, log_probs, values, state, alive)
+            self._set_state(row_ids, new_state)
             actions_for_envs = env_actions(actions, self.engine.single_action_space)
         self.row_steps[row_ids] += 1
         with self.timer.phase("env"):
