@@ -16,7 +16,6 @@ from puffertrain.distributed import (
     all_gather,
     any_rank,
     gather_to_main,
-    process_cores,
 )
 from puffertrain.engine import EnvError, Episode, engine_from
 from puffertrain.errors import UserError
@@ -55,8 +54,6 @@ class Trainer:
         self.autocast_dtype, self.precision_reason = resolve_precision(
             config.precision, self.device
         )
-        if ranks.distributed:  # torchrun leaves each rank one thread; it may use its share
-            torch.set_num_threads(process_cores())
         random.seed(config.seed + ranks.rank)
         np.random.seed(config.seed + ranks.rank)
         torch.manual_seed(config.seed + ranks.rank)
@@ -70,7 +67,8 @@ class Trainer:
     def _build(self, checkpoint: TrainingState | None) -> None:
         """The run's parts for the engine; first observations, or the checkpoint's state."""
         parts = build_parts(self.config, self.engine, self.device, self.autocast_dtype, self.ranks)
-        self.adapter, self.learner, self.rollout, self.buffer = parts
+        self.adapter, self.learner, self.rollout, self.buffer, self.threads = parts
+        torch.set_num_threads(self.threads.update)
         self.timer = self.rollout.timer
         self.num_iterations = self.config.num_iterations(
             self.engine.num_rows * self.ranks.world_size
