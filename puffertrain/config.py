@@ -122,6 +122,21 @@ class TrainConfig:
     convolutions under torch.autocast in bfloat16 (weights, optimizer and loss stay float32);
     it is refused where the device has no native bf16 (CPU: AVX512-BF16 or AMX). auto: bf16
     where native, else fp32 (the Atari preset)."""
+    eval_interval: int = 0
+    """Evaluate every this many updates (0: never): --eval-episodes whole episodes on an env of
+    its own with raw rewards, no episodic-life signal and its own seeds, logged as eval/*; the
+    best mean so far is kept as checkpoints/best.pt. Training is the same with it on or off."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    eval_stochastic: bool = False
+    """Sample the evaluation's actions instead of taking the most likely one."""
+    stop_at_return: float | None = None
+    """Stop (with a final checkpoint) once an evaluation's mean return reaches this; needs
+    --eval-interval."""
+    video_interval: int = 0
+    """Record the first episode of every this many evaluations (0: never) as
+    videos/eval_<step>.mp4 in the run dir and in TensorBoard's images tab; needs
+    --eval-interval."""
     checkpoint_interval: int = 50
     """Save a checkpoint every this many updates (and always at the end and on Ctrl-C)."""
     keep_checkpoints: int = 3
@@ -147,6 +162,17 @@ class TrainConfig:
         for flag, value in {"threads": self.threads, "parallel": self.parallel}.items():
             if value < 0:
                 raise UserError(f"--{flag} must be 0 (automatic) or more, got {value}")
+        for flag, value in {
+            "eval-interval": self.eval_interval,
+            "video-interval": self.video_interval,
+        }.items():
+            if value < 0:
+                raise UserError(f"--{flag} must be 0 (off) or more, got {value}")
+        if self.eval_episodes < 1:
+            raise UserError(f"--eval-episodes must be at least 1, got {self.eval_episodes}")
+        if not self.eval_interval and (self.stop_at_return is not None or self.video_interval):
+            flag = "--stop-at-return" if self.stop_at_return is not None else "--video-interval"
+            raise UserError(f"{flag} works on evaluations: add --eval-interval N (updates)")
         if self.ppo.sequence_length < 0 or (
             self.ppo.sequence_length and self.num_steps % self.ppo.sequence_length
         ):
@@ -195,6 +221,11 @@ RESUMABLE_CHANGES = frozenset(
         "precision",
         "checkpoint_interval",
         "keep_checkpoints",
+        "eval_interval",
+        "eval_episodes",
+        "eval_stochastic",
+        "stop_at_return",
+        "video_interval",
         "resume",
         "run_dir",
         "overwrite",
