@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from puffertrain.trainer.loop import Trainer
     from puffertrain.trainer.state import TrainingState
 
-COMMANDS = ("train", "eval", "bench")
+COMMANDS = ("train", "eval", "bench", "export")
 
 
 def _preparse(argv: Sequence[str]) -> argparse.Namespace:
@@ -201,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if command == "train":
             train(args, ranks)
+        elif command == "export":
+            from puffertrain.export import ExportConfig, export
+
+            export(tyro.cli(ExportConfig, args=args, prog="puffertrain export"))
         elif command == "eval":
             from puffertrain.evaluate import EvalConfig, evaluate
 
