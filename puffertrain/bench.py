@@ -60,6 +60,10 @@ class BenchConfig:
     """JSON object of env settings, as for training."""
     compare: bool = False
     """Also measure gymnasium's SyncVectorEnv and AsyncVectorEnv on the same env."""
+    concurrent: int = 1
+    """Run this many identical benchmarks at once (separate processes) after one alone, and
+    report their summed SPS against the one alone: how the engine holds up when the machine
+    is shared."""
     output: Path | None = None
     """Where to write the JSON results (default: runs/bench/<env>__<time>.json)."""
 

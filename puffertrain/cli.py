@@ -33,12 +33,13 @@ from puffertrain.distributed import (
 )
 from puffertrain.envs import env_factory, env_family, probe_env
 from puffertrain.errors import UserError
+from puffertrain.seeds import is_seed_parent, run_seeds, seed_parent, start_seeds, without_flags
 
 if TYPE_CHECKING:
     from puffertrain.trainer.loop import Trainer
     from puffertrain.trainer.state import TrainingState
 
-COMMANDS = ("train", "eval", "bench")
+COMMANDS = ("train", "eval", "bench", "export")
 
 
 def _preparse(argv: Sequence[str]) -> argparse.Namespace:
@@ -47,6 +48,7 @@ def _preparse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--env")
     parser.add_argument("--resume")
     parser.add_argument("--env-kwargs", default="")
+    parser.add_argument("--parallel", default="0")
     return parser.parse_known_args(list(argv))[0]
 
 
@@ -108,6 +110,11 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, TrainingState | 
 def train(argv: Sequence[str], ranks: Ranks) -> None:
     from puffertrain.policy_loader import list_policies
 
+    early = _preparse(argv)
+    if early.resume and is_seed_parent(Path(early.resume)):
+        parallel = tyro.cli(TrainConfig, args=["--parallel", early.parallel]).parallel
+        flags = without_flags(list(argv), {"--resume", "--seeds", "--parallel"})
+        sys.exit(run_seeds(Path(early.resume), parallel, flags))
     config, checkpoint = parse_train_args(argv)
     if config.list_policies:
         if ranks.main:
@@ -116,6 +123,12 @@ def train(argv: Sequence[str], ranks: Ranks) -> None:
     if not config.env:
         raise UserError("--env is required (for example --env CartPole-v1)")
     config.validate()
+    if config.seeds:
+        if ranks.distributed:
+            raise UserError("--seeds starts one process per seed; run it without torchrun")
+        flags = without_flags(list(argv), {"--seeds", "--parallel"})
+        parent = seed_parent(flags, config.env, config.policy)
+        sys.exit(start_seeds(list(config.seeds), config.parallel, flags, parent))
     with process_group(ranks, ranks.device(config.device)):
         _train(config, checkpoint, ranks)
 
@@ -152,7 +165,8 @@ def _train(config: TrainConfig, checkpoint: TrainingState | None, ranks: Ranks) 
         print(
             f"puffertrain: run directory {run_dir}{scale}\npuffertrain: {trainer.engine.name} "
             f"rollout engine ({trainer.backend_reason})\npuffertrain: precision "
-            f"{trainer.precision_reason}",
+            f"{trainer.precision_reason}\npuffertrain: threads: {trainer.threads.update} for the "
+            f"update, {trainer.threads.acting} for acting ({trainer.threads.reason})",
             file=sys.stderr,
         )
     trainer.train()
@@ -187,14 +201,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if command == "train":
             train(args, ranks)
+        elif command == "export":
+            from puffertrain.export import ExportConfig, export
+
+            export(tyro.cli(ExportConfig, args=args, prog="puffertrain export"))
         elif command == "eval":
             from puffertrain.evaluate import EvalConfig, evaluate
 
             evaluate(tyro.cli(EvalConfig, args=args, prog="puffertrain eval"))
         else:
             from puffertrain.bench import BenchConfig, bench
+            from puffertrain.bench_concurrent import bench_concurrent
 
-            bench(tyro.cli(BenchConfig, args=args, prog="puffertrain bench"))
+            config = tyro.cli(BenchConfig, args=args, prog="puffertrain bench")
+            if config.concurrent < 1:
+                raise UserError(f"--concurrent must be at least 1, got {config.concurrent}")
+            if config.concurrent > 1:
+                bench_concurrent(config, args)
+            else:
+                bench(config)
     except UserError as error:
         print(f"{prefix} error: {error}", file=sys.stderr)
         sys.exit(2)

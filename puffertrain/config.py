@@ -71,6 +71,13 @@ class TrainConfig:
     """Steps per env per rollout."""
     seed: int = 1
     """Seed for envs, torch, numpy and python."""
+    seeds: tuple[int, ...] = ()
+    """Train one run per seed (e.g. --seeds 1 2 3), each a normal run dir under one parent
+    (--run-dir, or runs/<env>__<policy>__seeds__<time>); prints a summary table at the end.
+    --resume PARENT continues them all."""
+    parallel: int = 0
+    """With --seeds: runs trained at once, each pinned to its share of the CPUs (0: one per
+    CPU this process may use)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the policy and buffers live; auto picks cuda when available."""
     run_dir: Path | None = None
@@ -88,6 +95,9 @@ class TrainConfig:
     """Worker processes of the multiprocessing backend (0: one per core, dividing num-envs)."""
     num_threads: int = 0
     """Threads of the native ALE backend (0: one per core, shared out over its batches)."""
+    threads: int = 0
+    """Torch threads for the policy's math (0: chosen from the CPUs this process may use and
+    the policy's size; the choice and its reason are printed)."""
     env_batch_size: int = 0
     """Async batches: the policy acts on whichever this many envs are ready while the others
     step (a divisor of num-envs; 0: every env, synchronous)."""
@@ -104,14 +114,29 @@ class TrainConfig:
     """Learn from rewards divided by the running std of each env's discounted return (clipped
     to ±10; SB3's VecNormalize); scores are still logged raw (on in the continuous preset)."""
     compile: bool = False
-    """torch.compile the update's policy forward and loss step (on in the Atari preset, where it
-    measured 1.35× faster per minibatch; rollout inference stays eager, where compiling measured
-    no gain for the MLP and a loss for the CNN at batch 8; see experiments/results)."""
+    """torch.compile the update's policy forward and loss step (on in the Atari preset, where
+    convolutions make the update the bulk of the time; rollout inference stays eager, since
+    its small batches gain nothing from it; experiments/RESULTS.md measures both)."""
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
     """Compute dtype of the policy in the rollout and the update: bf16 runs its matmuls and
     convolutions under torch.autocast in bfloat16 (weights, optimizer and loss stay float32);
     it is refused where the device has no native bf16 (CPU: AVX512-BF16 or AMX). auto: bf16
     where native, else fp32 (the Atari preset)."""
+    eval_interval: int = 0
+    """Evaluate every this many updates (0: never): --eval-episodes whole episodes on an env of
+    its own with raw rewards, no episodic-life signal and its own seeds, logged as eval/*; the
+    best mean so far is kept as checkpoints/best.pt. Training is the same with it on or off."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    eval_stochastic: bool = False
+    """Sample the evaluation's actions instead of taking the most likely one."""
+    stop_at_return: float | None = None
+    """Stop (with a final checkpoint) once an evaluation's mean return reaches this; needs
+    --eval-interval."""
+    video_interval: int = 0
+    """Record the first episode of every this many evaluations (0: never) as
+    videos/eval_<step>.mp4 in the run dir and in TensorBoard's images tab; needs
+    --eval-interval."""
     checkpoint_interval: int = 50
     """Save a checkpoint every this many updates (and always at the end and on Ctrl-C)."""
     keep_checkpoints: int = 3
@@ -134,6 +159,20 @@ class TrainConfig:
         for flag, value in positive.items():
             if value < 1:
                 raise UserError(f"--{flag} must be at least 1, got {value}")
+        for flag, value in {"threads": self.threads, "parallel": self.parallel}.items():
+            if value < 0:
+                raise UserError(f"--{flag} must be 0 (automatic) or more, got {value}")
+        for flag, value in {
+            "eval-interval": self.eval_interval,
+            "video-interval": self.video_interval,
+        }.items():
+            if value < 0:
+                raise UserError(f"--{flag} must be 0 (off) or more, got {value}")
+        if self.eval_episodes < 1:
+            raise UserError(f"--eval-episodes must be at least 1, got {self.eval_episodes}")
+        if not self.eval_interval and (self.stop_at_return is not None or self.video_interval):
+            flag = "--stop-at-return" if self.stop_at_return is not None else "--video-interval"
+            raise UserError(f"{flag} works on evaluations: add --eval-interval N (updates)")
         if self.ppo.sequence_length < 0 or (
             self.ppo.sequence_length and self.num_steps % self.ppo.sequence_length
         ):
@@ -173,12 +212,20 @@ RESUMABLE_CHANGES = frozenset(
         "total_timesteps",
         "num_workers",
         "num_threads",
+        "threads",
+        "seeds",
+        "parallel",
         "env_batch_size",
         "device",
         "compile",
         "precision",
         "checkpoint_interval",
         "keep_checkpoints",
+        "eval_interval",
+        "eval_episodes",
+        "eval_stochastic",
+        "stop_at_return",
+        "video_interval",
         "resume",
         "run_dir",
         "overwrite",

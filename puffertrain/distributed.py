@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from puffertrain.errors import UserError
+from puffertrain.threads import cpu_budget
 
 T = TypeVar("T")
 
@@ -72,8 +73,9 @@ ONE_RANK = Ranks()
 
 
 def process_cores() -> int:
-    """The cores this process may use: the machine's, shared evenly by the ranks on it."""
-    return max(1, (os.cpu_count() or 1) // Ranks.from_env().local_world_size)
+    """The CPUs this process may use (:func:`~puffertrain.threads.cpu_budget`), shared evenly by
+    the ranks on this node."""
+    return cpu_budget(Ranks.from_env().local_world_size).cpus
 
 
 @contextmanager

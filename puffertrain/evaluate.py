@@ -11,15 +11,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from puffertrain.config import from_dict, parse_kwargs
 from puffertrain.distributed import ONE_RANK
 from puffertrain.engine import SerialEngine
-from puffertrain.envs.recipe import env_recipe
 from puffertrain.errors import UserError
-from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.rollout import Rollout
-from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
+from puffertrain.trainer.restore import restore
 
 
 @dataclass
@@ -44,27 +41,15 @@ def evaluate(config: EvalConfig) -> list[float]:
     """Play ``config.episodes`` games; return their raw scores."""
     if config.episodes < 1:
         raise UserError("--episodes must be at least 1")
-    _, path = resolve_resume(config.checkpoint, "--checkpoint")
-    checkpoint = load_checkpoint(path)
-    train_config = from_dict(checkpoint.config)
-    device = ONE_RANK.device(config.device)
     render_mode = "rgb_array" if config.video else None
-    recipe = env_recipe(train_config.env, parse_kwargs(train_config.env_kwargs), render_mode)
-    engine = SerialEngine([recipe.factory])
-    policy = build_policy(
-        train_config.policy,
-        engine.policy_observation_space,
-        engine.single_action_space,
-        train_config.normalize_obs,
-        train_config.policy_kwargs,
-        engine.agent_names,
-    )
-    policy.load_state_dict(checkpoint.policy)
-    adapter = PolicyAdapter(policy, engine.single_action_space).to(device).eval()
+    restored = restore(config.checkpoint, "--checkpoint", render_mode)
+    engine, checkpoint, train_config = restored.engine, restored.checkpoint, restored.config
+    device = ONE_RANK.device(config.device)
+    adapter = PolicyAdapter(restored.policy, engine.single_action_space).to(device).eval()
     rollout = Rollout(engine, adapter, device)
     torch.manual_seed(config.seed)
 
-    fps = engine.envs[0].metadata.get("render_fps", 60) / recipe.frameskip
+    fps = engine.envs[0].metadata.get("render_fps", 60) / restored.recipe.frameskip
     rollout.reset(config.seed)
     frames = [_render(engine)] if config.video else []
     scores: list[float] = []
@@ -86,7 +71,7 @@ def evaluate(config: EvalConfig) -> list[float]:
     std = statistics.pstdev(scores)
     print(
         f"{train_config.env}: {mean:.2f} ± {std:.2f} over {len(scores)} games "
-        f"(step {checkpoint.global_step:,} of {path})"
+        f"(step {checkpoint.global_step:,} of {restored.path})"
     )
     if config.video:
         _write_video(config.video, frames, fps)

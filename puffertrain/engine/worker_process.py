@@ -1,10 +1,10 @@
 """What runs inside an env worker process, and the shared arrays it writes its steps into.
 
 A worker builds its envs, then waits for commands: it spins briefly on its command counter
-(when asked to), then sleeps on its ``go`` semaphore; it runs the command, sets its
-``finished`` flag and raises the ``ready`` semaphore. It ignores SIGINT and SIGTERM (a signal to
-the whole run reaches it too; the trainer decides when to stop) and exits when its parent is
-gone.
+(when asked to, and less when spinning does not pay), then sleeps on its ``go`` semaphore; it
+runs the command, sets its ``finished`` flag and raises the ``ready`` semaphore. It ignores
+SIGINT and SIGTERM (a signal to the whole run reaches it too; the trainer decides when to stop)
+and exits when its parent is gone.
 """
 
 from __future__ import annotations
@@ -73,12 +73,28 @@ def rows_of(views: dict[str, np.ndarray], rows: slice) -> EnvRows:
     return EnvRows(**{field.name: views[field.name][rows] for field in fields(EnvRows)})
 
 
-def spin(condition: Callable[[], Any], spins: int) -> None:
-    """Busy-wait up to ``spins`` checks of ``condition`` before sleeping on a semaphore: a wait
-    that ends within microseconds then skips the sleep and the wake-up."""
-    for _ in range(spins):
-        if condition():
-            return
+class Spinner:
+    """Busy-waits on a condition for up to ``limit`` checks before the caller sleeps on a
+    semaphore: a wait that ends within microseconds then skips the sleep and the wake-up.
+
+    The spin adapts: after a wait that the spin did not see end, the next spin is half as long
+    (down to a few checks), after one it saw end, twice as long (up to ``limit``). A partner
+    that is slow, or that shares its core with other work, then stops costing this side a
+    core it spins on. ``limit`` 0 never spins.
+    """
+
+    FLOOR = 16
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spins = limit
+
+    def wait(self, condition: Callable[[], Any]) -> None:
+        for _ in range(self.spins):
+            if condition():
+                self.spins = min(self.limit, self.spins * 2)
+                return
+        self.spins = min(self.limit, max(self.FLOOR, self.spins // 2))
 
 
 def worker_main(
@@ -107,8 +123,9 @@ def worker_main(
     env_rows, actions = rows_of(views, rows), views["actions"][rows]
     seeds = views["seeds"][first : first + len(envs)]
     sequence, seen = views["sequence"], 0
+    spinner = Spinner(spins)
     while True:
-        spin(lambda: sequence[worker] != seen, spins)  # noqa: B023 (read at each call)
+        spinner.wait(lambda: sequence[worker] != seen)  # noqa: B023 (read at each call)
         while not go.acquire(timeout=POLL_S):
             if os.getppid() != parent_pid:
                 return

@@ -39,10 +39,10 @@ from puffertrain.engine.worker_process import (
     POLL_S,
     RESET,
     RESTORE,
+    Spinner,
     array_views,
     rows_of,
     shared_array_specs,
-    spin,
     worker_main,
 )
 from puffertrain.envs import EnvFactory, capture_env_state, restore_env_state
@@ -54,9 +54,9 @@ class WorkerEngine(Engine):
     """What both multiprocessing engines share: ``num_workers`` processes each stepping
     ``envs_per_worker`` envs in shared arrays, after ``local`` envs this process steps itself.
 
-    ``spins``: how many times a waiting side checks a shared flag before it sleeps on a
-    semaphore. ``num_workers`` and batch sizes count envs; a multi-agent env fills one row
-    per agent.
+    ``spins``: how many times a waiting side checks a shared flag, at most, before it sleeps
+    on a semaphore (see :class:`~puffertrain.engine.worker_process.Spinner`). ``num_workers``
+    and batch sizes count envs; a multi-agent env fills one row per agent.
     """
 
     name = "multiprocessing"
@@ -72,7 +72,7 @@ class WorkerEngine(Engine):
         num_envs = len(factories)
         self.num_workers, self.env_threads = num_workers, num_workers
         self.envs_per_worker = (num_envs - local) // num_workers
-        self._spins = spins
+        self._spinner = Spinner(spins)
         self._local_envs = build_envs(factories[: max(local, 1)], first=0)
         agents = self.agents_per_env = agents_per_env(self._local_envs)
         self.agent_names = getattr(self._local_envs[0], "agent_names", ())
@@ -161,7 +161,7 @@ class WorkerEngine(Engine):
         if time.monotonic() - self._checked_at > POLL_S:  # others may keep the tokens coming
             self._check_alive()
         while len(finished) < count:
-            spin(finished_flags.any, self._spins)
+            self._spinner.wait(finished_flags.any)
             while not self._ready.acquire(timeout=POLL_S):
                 self._check_alive()
             # one token per finished flag (a flag may be seen before its token arrives); the

@@ -109,9 +109,13 @@ class LifeLossSignal(gym.Wrapper):
 
 
 def make_wrapped_atari(
-    env_id: str, settings: dict[str, Any], render_mode: str | None = None
+    env_id: str,
+    settings: dict[str, Any],
+    render_mode: str | None = None,
+    episodic_life: bool = True,
 ) -> gym.Env:
-    """One env with the recipe built from gymnasium wrappers (the reference path)."""
+    """One env with the recipe built from gymnasium wrappers (the reference path);
+    ``episodic_life=False`` leaves out the termination at every lost life (evaluation)."""
     register_ale()  # also in worker processes, which start with an empty registry
     env = gym.make(
         env_id,
@@ -132,4 +136,4 @@ def make_wrapped_atari(
     if settings["use_fire_reset"]:
         env = FireReset(env)
     env = gym.wrappers.FrameStackObservation(env, settings["stack_num"])
-    return LifeLossSignal(env)
+    return LifeLossSignal(env) if episodic_life else env

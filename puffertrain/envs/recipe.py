@@ -26,12 +26,16 @@ class EnvRecipe:
 
 
 def env_recipe(
-    env_id: str, env_kwargs: dict[str, Any], render_mode: str | None = None
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    render_mode: str | None = None,
+    episodic_life: bool = True,
 ) -> EnvRecipe:
-    """The recipe of ``env_id`` with ``env_kwargs``; ``render_mode`` for videos."""
+    """The recipe of ``env_id`` with ``env_kwargs``; ``render_mode`` for videos.
+    ``episodic_life=False`` (evaluation): an Atari life loss does not end an episode."""
     if is_atari(env_id):
         settings = atari_settings(env_id, env_kwargs)
-        factory = partial(make_wrapped_atari, env_id, settings, render_mode)
+        factory = partial(make_wrapped_atari, env_id, settings, render_mode, episodic_life)
         return EnvRecipe(env_id, factory, settings, settings["frameskip"])
     kwargs = dict(env_kwargs, render_mode=render_mode) if render_mode else env_kwargs
     return EnvRecipe(env_id, partial(with_flat_observations, env_factory(env_id, kwargs)), None, 1)

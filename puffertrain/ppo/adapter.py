@@ -78,11 +78,13 @@ class PolicyAdapter(nn.Module):
                 state = tuple(part.float() for part in state)
             else:
                 outputs = self.policy(obs, **kwargs)
-        return (*self._parameters_of(outputs), state)
+        return (*self.distribution_parameters(outputs), state)
 
-    def _parameters_of(
+    def distribution_parameters(
         self, outputs: tuple[torch.Tensor, ...]
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """A policy's raw outputs as ``((logits,) or (mean, std), value)`` in float32, the
+        value flat: what sampling, scoring and export read."""
         outputs = tuple(output.float() for output in outputs)  # no-ops in fp32
         value = outputs[-1].reshape(-1)
         if not self.continuous:
@@ -141,7 +143,7 @@ class PolicyAdapter(nn.Module):
                 outputs = self.policy.forward_sequence(obs, states, episode_starts, **kwargs)
             else:
                 outputs = self.policy(obs, **kwargs)
-        params, value = self._parameters_of(outputs)
+        params, value = self.distribution_parameters(outputs)
         if self.continuous:
             mean, std = params
             entropy = (0.5 + _LOG_SQRT_2PI + std.log()).sum(-1)

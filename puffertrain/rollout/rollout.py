@@ -61,6 +61,7 @@ class Rollout:
         self.observations = engine.observations.copy()
         self.alive = engine.alive.copy()
         self.row_steps = np.zeros(self.num_rows, dtype=np.int64)
+        self.acting_threads = engine.policy_threads()  # the trainer's thread plan may lower it
         self.global_step = 0
         self.episodes: list[tuple[int, Episode]] = []  # with the global step they ended at
 
@@ -74,11 +75,12 @@ class Rollout:
 
     @contextmanager
     def acting(self, policy: bool = True) -> Iterator[None]:
-        """The region the policy acts in: torch uses only the cores the env threads leave free,
-        and one autocast region covers many steps, so bf16 weights are cast once per rollout
-        instead of at every step (``policy=False``: the threads alone, for random actions)."""
+        """The region the policy acts in: torch uses ``acting_threads`` (at most the cores the
+        env threads leave free), and one autocast region covers many steps, so bf16 weights are
+        cast once per rollout instead of at every step (``policy=False``: the threads alone,
+        for random actions)."""
         update_threads = torch.get_num_threads()
-        torch.set_num_threads(self.engine.policy_threads())
+        torch.set_num_threads(self.acting_threads)
         try:
             with self.adapter.autocast(self.device) if policy else nullcontext():
                 yield

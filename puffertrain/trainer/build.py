@@ -1,11 +1,11 @@
-"""The parts of a run, built for its engine: the policy adapter, the learner, the rollout and
-the buffer."""
+"""The parts of a run, built for its engine: the policy adapter, the learner, the rollout, the
+buffer, and the threads its policy math runs on."""
 
 from __future__ import annotations
 
 import torch
 
-from puffertrain.buffer import RolloutBuffer
+from puffertrain.buffer import RolloutBuffer, to_torch
 from puffertrain.config import TrainConfig
 from puffertrain.distributed import Ranks
 from puffertrain.engine import Engine
@@ -13,6 +13,7 @@ from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Learner, PolicyAdapter
 from puffertrain.rollout import Rollout
+from puffertrain.threads import ThreadPlan, cpu_budget, forward_flops, plan_threads
 from puffertrain.timing import PhaseTimer
 
 
@@ -22,9 +23,10 @@ def build_parts(
     device: torch.device,
     autocast_dtype: torch.dtype | None,
     ranks: Ranks,
-) -> tuple[PolicyAdapter, Learner, Rollout, RolloutBuffer]:
+) -> tuple[PolicyAdapter, Learner, Rollout, RolloutBuffer, ThreadPlan]:
     """The policy ``config`` names for the engine's spaces (refused with a ``UserError`` if it
-    cannot take them), its learner, a rollout over ``engine`` and a buffer sized for it."""
+    cannot take them), its learner, a rollout over ``engine``, a buffer sized for it, and the
+    thread plan (which the rollout acts with)."""
     policy = build_policy(
         config.policy,
         engine.policy_observation_space,
@@ -64,4 +66,21 @@ def build_parts(
         config.ppo.sequence_length,
         engine.agents_per_env if engine.agent_names else 0,
     )
-    return adapter, learner, rollout, buffer
+    plan = plan_threads(
+        _flops_per_row(adapter, engine, device),
+        engine.num_rows * config.num_steps // config.ppo.num_minibatches,
+        engine.batch_size,
+        cpu_budget(ranks.local_world_size),
+        engine.env_threads,
+        config.threads,
+    )
+    rollout.acting_threads = plan.acting
+    return adapter, learner, rollout, buffer, plan
+
+
+def _flops_per_row(adapter: PolicyAdapter, engine: Engine, device: torch.device) -> int:
+    """The work of the policy's forward for one row (greedy, so no random numbers are drawn)."""
+    obs = to_torch(engine.observations[:1], device)
+    state = adapter.initial_state(1, device)
+    agent_ids = torch.zeros(1, dtype=torch.long, device=device) if engine.agent_names else None
+    return forward_flops(lambda: adapter.act(obs, state, True, agent_ids))

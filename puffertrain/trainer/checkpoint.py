@@ -23,6 +23,11 @@ def checkpoint_path(run_dir: Path, global_step: int) -> Path:
     return run_dir / CHECKPOINT_DIR / f"step_{global_step:012d}.pt"
 
 
+def best_checkpoint_path(run_dir: Path) -> Path:
+    """Where the checkpoint with the best evaluation so far is kept."""
+    return run_dir / CHECKPOINT_DIR / "best.pt"
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """The run's checkpoint files, oldest first."""
     return sorted((run_dir / CHECKPOINT_DIR).glob("step_*.pt"))

@@ -10,9 +10,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
 from puffertrain.engine import Episode
+from puffertrain.trainer.evaluation import EvalResult, write_video
 
 
 class RunLogger:
@@ -113,6 +115,27 @@ class RunLogger:
             self._last_print = time.perf_counter()
             self.console.print(f"step {global_step:,}  SPS {sps:,.0f}  return {score}")
         return sps
+
+    def evaluation(self, global_step: int, result: EvalResult, run_dir: Path, fps: float) -> None:
+        """Log an evaluation's scalars, and its video if it recorded one (an mp4 in videos/ of
+        the run dir, and an animated GIF in TensorBoard's images tab)."""
+        for tag, value in result.scalars().items():
+            self._scalar(tag, value, global_step)
+        if self.enabled:
+            self.console.print(
+                f"eval at step {global_step:,}: return {result.mean:.2f} "
+                f"over {len(result.returns)} episodes"
+            )
+        if self.writer is None or not result.frames:
+            return
+        path = run_dir / "videos" / f"eval_{global_step:012d}.mp4"
+        gif = write_video(path, result.frames, fps)
+        height, width, channels = result.frames[0].shape
+        image = Summary.Image(
+            height=height, width=width, colorspace=channels, encoded_image_string=gif
+        )
+        summary = Summary(value=[Summary.Value(tag="eval/video", image=image)])
+        self.writer._get_file_writer().add_summary(summary, global_step)
 
     def flush(self) -> None:
         """Put every logged event on disk (done with each checkpoint)."""

@@ -16,19 +16,20 @@ from puffertrain.distributed import (
     all_gather,
     any_rank,
     gather_to_main,
-    process_cores,
 )
 from puffertrain.engine import EnvError, Episode, engine_from
 from puffertrain.errors import UserError
 from puffertrain.ppo.precision import resolve_precision
 from puffertrain.trainer.build import build_parts
 from puffertrain.trainer.checkpoint import (
+    best_checkpoint_path,
     checkpoint_path,
     prune_checkpoints,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from puffertrain.trainer.evaluation import Evaluator
 from puffertrain.trainer.logger import RunLogger
 from puffertrain.trainer.signals import StopRequest
 from puffertrain.trainer.state import RankState, TrainingState
@@ -55,8 +56,6 @@ class Trainer:
         self.autocast_dtype, self.precision_reason = resolve_precision(
             config.precision, self.device
         )
-        if ranks.distributed:  # torchrun leaves each rank one thread; it may use its share
-            torch.set_num_threads(process_cores())
         random.seed(config.seed + ranks.rank)
         np.random.seed(config.seed + ranks.rank)
         torch.manual_seed(config.seed + ranks.rank)
@@ -70,7 +69,11 @@ class Trainer:
     def _build(self, checkpoint: TrainingState | None) -> None:
         """The run's parts for the engine; first observations, or the checkpoint's state."""
         parts = build_parts(self.config, self.engine, self.device, self.autocast_dtype, self.ranks)
-        self.adapter, self.learner, self.rollout, self.buffer = parts
+        self.adapter, self.learner, self.rollout, self.buffer, self.threads = parts
+        torch.set_num_threads(self.threads.update)
+        self.evaluator = None
+        if self.config.eval_interval:
+            self.evaluator = Evaluator(self.config, self.adapter, self.device, self.run_dir)
         self.timer = self.rollout.timer
         self.num_iterations = self.config.num_iterations(
             self.engine.num_rows * self.ranks.world_size
@@ -86,8 +89,7 @@ class Trainer:
         return self.rollout.global_step
 
     def _env_seed(self, iteration: int) -> int:
-        """The seed of this rank's first env at the start of ``iteration`` (new episodes after
-        a resume that could not restore them get seeds no earlier iteration used)."""
+        """This rank's first env seed at ``iteration`` (restarted episodes get unused seeds)."""
         first_row = (iteration * self.ranks.world_size + self.ranks.rank) * self.config.num_envs
         return self.config.seed + first_row
 
@@ -119,6 +121,8 @@ class Trainer:
                 logger.message(f"wall time: {self.timer.summary()}")
         finally:
             self.engine.close()
+            if self.evaluator is not None:
+                self.evaluator.close()
 
     def _iterate(self, logger: RunLogger, stop: StopRequest) -> None:
         """The PPO iteration: collect → advantages → update → log → maybe checkpoint."""
@@ -135,10 +139,13 @@ class Trainer:
                 stats = self.learner.update(self.buffer, learning_rate)
                 self._update_normalization()
             logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
-            done = self.iteration == self.num_iterations
+            reached = self._maybe_evaluate(logger)
+            done = reached or self.iteration == self.num_iterations
             if stopping or done or self.iteration % self.config.checkpoint_interval == 0:
                 self.save()
                 logger.flush()
+            if reached:
+                break
             if stopping:
                 logger.message(
                     f"stopped at step {self.global_step:,}; resume with --resume {self.run_dir}"
@@ -165,6 +172,13 @@ class Trainer:
             )
         return stopping
 
+    def _maybe_evaluate(self, logger: RunLogger) -> bool:
+        """Evaluate if one is due; return whether --stop-at-return is reached."""
+        if self.evaluator is None or not self.evaluator.due(self.iteration):
+            return False
+        best = best_checkpoint_path(self.run_dir)
+        return self.evaluator.run(self.global_step, logger, lambda: self.save(path=best))
+
     def _gather_episodes(self) -> list[tuple[int, Episode]]:
         """The episodes every rank finished in this rollout, in step order, on rank 0."""
         gathered = gather_to_main(self.rollout.take_episodes())
@@ -187,10 +201,11 @@ class Trainer:
                 )
             update(observations)
 
-    def save(self, with_envs: bool = True) -> Path:
-        """Write a checkpoint; ``with_envs=False`` after an env failure (episodes restart).
-        Every rank calls this at the same iteration; rank 0 writes the one file."""
-        path = checkpoint_path(self.run_dir, self.global_step)
+    def save(self, with_envs: bool = True, path: Path | None = None) -> Path:
+        """Write a checkpoint (at ``path``: the step's by default, pruned to the newest few);
+        ``with_envs=False`` after an env failure (episodes restart). Every rank calls this at
+        the same iteration; rank 0 writes the one file."""
+        periodic, path = path is None, path or checkpoint_path(self.run_dir, self.global_step)
         rank_state = RankState(rng=rng_state(), **self.rollout.state_dict(with_envs))
         rank_states = gather_to_main(rank_state)
         if rank_states is None:
@@ -202,9 +217,11 @@ class Trainer:
             policy=self.adapter.policy.state_dict(),
             optimizer=self.learner.optimizer.state_dict(),
             ranks=rank_states,
+            evaluation=self.evaluator.state_dict() if self.evaluator is not None else None,
         )
         save_checkpoint(path, state)
-        prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
+        if periodic:
+            prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
         return path
 
     def _load(self, checkpoint: TrainingState) -> None:
@@ -227,4 +244,6 @@ class Trainer:
                 f"(seed {reseed}), so the resumed run is not bit-identical",
                 file=sys.stderr,
             )
+        if self.evaluator is not None:
+            self.evaluator.load_state_dict(checkpoint.evaluation)
         set_rng_state(rank_state.rng)

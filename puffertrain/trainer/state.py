@@ -46,6 +46,8 @@ class TrainingState:
     policy: dict[str, Any]
     optimizer: dict[str, Any]
     ranks: list[RankState] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+    """How many evaluations ran and the best mean return (None when evaluation is off)."""
 
     @property
     def world_size(self) -> int:
@@ -63,6 +65,7 @@ class TrainingState:
             "optimizer": self.optimizer,
             **main.to_dict(),
             "other_ranks": [rank.to_dict() for rank in others],
+            "evaluation": self.evaluation,
         }
 
     @classmethod
@@ -88,6 +91,7 @@ class TrainingState:
                 policy=data["policy"],
                 optimizer=data["optimizer"],
                 ranks=ranks,
+                evaluation=data.get("evaluation"),
             )
         except (KeyError, TypeError) as error:
             raise UserError(

@@ -1,0 +1,178 @@
+"""``--seeds S1 S2 … [--parallel K]``: one config trained with several seeds, K runs at a time.
+
+Each seed is a normal run (its own process and run directory, ``PARENT/seed_<S>``), so
+TensorBoard on the parent shows them side by side and each can be resumed alone. Runs that go
+at once are pinned to disjoint CPUs, so each one's thread choice sees only its share and no
+two runs spin against each other. ``seeds.json`` in the parent keeps the seeds and the flags,
+so ``--resume PARENT`` continues every run (and starts any that never began).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from puffertrain.errors import UserError
+from puffertrain.threads import cpu_budget
+from puffertrain.trainer.checkpoint import list_checkpoints
+
+SEEDS_FILE = "seeds.json"
+RECENT_EPISODES = 20  # the progress bar's "return": the mean of the last 20 episodes
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    seed: int
+    run_dir: Path
+
+    def command(self, flags: list[str]) -> list[str]:
+        """This seed's trainer command: resume it if it has a checkpoint, else start it."""
+        if list_checkpoints(self.run_dir):
+            resume_flags = without_flags(flags, {"--seed", "--run-dir", "--env", "--overwrite"})
+            return [*_trainer(), "--resume", str(self.run_dir), *resume_flags]
+        return [*_trainer(), *flags, "--seed", str(self.seed), "--run-dir", str(self.run_dir)]
+
+
+def _trainer() -> list[str]:
+    return [sys.executable, "-m", "puffertrain", "train"]
+
+
+def without_flags(flags: list[str], names: set[str]) -> list[str]:
+    """``flags`` less the options ``names`` with their values (every token up to the next
+    option: ``--seeds 1 2 3`` goes whole)."""
+    kept, skipping = [], False
+    for token in flags:
+        if token.startswith("--"):
+            skipping = token.split("=", 1)[0] in names
+            if skipping:
+                continue
+        if not skipping:
+            kept.append(token)
+    return kept
+
+
+def seed_parent(flags: list[str], env_id: str, policy: str) -> Path:
+    """The parent: ``--run-dir`` if given, else ``runs/<env>__<policy>__seeds__<time>``."""
+    for index, token in enumerate(flags):
+        if token == "--run-dir" and index + 1 < len(flags):
+            return Path(flags[index + 1])
+        if token.startswith("--run-dir="):
+            return Path(token.split("=", 1)[1])
+    name = f"{env_id.replace('/', '-').replace(':', '-')}__{policy}__seeds"
+    return Path("runs") / f"{name}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def start_seeds(seeds: list[int], parallel: int, flags: list[str], parent: Path) -> int:
+    """Write ``seeds.json`` in a new parent and run every seed; return the exit status."""
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds: each seed once, got {' '.join(map(str, seeds))}")
+    if (parent / SEEDS_FILE).exists():
+        raise UserError(
+            f"'{parent}' already holds a multi-seed run; --resume {parent} continues it"
+        )
+    flags = without_flags(flags, {"--run-dir", "--seed", "--resume"})
+    parent.mkdir(parents=True, exist_ok=True)
+    (parent / SEEDS_FILE).write_text(json.dumps({"seeds": seeds, "flags": flags}, indent=2) + "\n")
+    return run_seeds(parent, parallel, [])
+
+
+def is_seed_parent(path: Path) -> bool:
+    return (path / SEEDS_FILE).is_file()
+
+
+def run_seeds(parent: Path, parallel: int, extra_flags: list[str]) -> int:
+    """Train (or resume) every seed of ``parent``, ``parallel`` at a time (0: as many as
+    there are CPUs), then print the summary; return the exit status (0 when all finished)."""
+    saved = json.loads((parent / SEEDS_FILE).read_text())
+    runs = [SeedRun(seed, parent / f"seed_{seed}") for seed in saved["seeds"]]
+    flags = [*saved["flags"], *extra_flags]
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    budget = cpu_budget().cpus
+    parallel = min(parallel or budget, len(runs))
+    print(
+        f"puffertrain: {len(runs)} seeds in {parent}, {parallel} at a time "
+        f"({budget} CPU(s); each run pinned to its share)",
+        file=sys.stderr,
+    )
+    failed, stopped = _run_all(runs, flags, parallel, cpus)
+    print_summary(runs)
+    if failed or stopped:
+        print(f"puffertrain: resume them all with --resume {parent}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _share(cpus: list[int], slot: int, parallel: int) -> set[int]:
+    """Slot ``slot``'s CPUs when ``parallel`` runs share ``cpus`` (at least one each)."""
+    if not cpus:
+        return set()
+    size = max(1, len(cpus) // parallel)
+    start = (slot * size) % len(cpus)
+    return set(cpus[start : start + size])
+
+
+def _run_all(
+    runs: list[SeedRun], flags: list[str], parallel: int, cpus: list[int]
+) -> tuple[bool, bool]:
+    """Run the seeds, ``parallel`` at a time; on Ctrl-C (which every run receives too, and
+    answers with a checkpoint) wait for the running ones and start no more. Return whether a
+    run failed, and whether the runs were stopped."""
+    waiting = list(runs)
+    running: dict[int, subprocess.Popen] = {}  # by slot
+    failed = stopping = False
+    while waiting or running:
+        try:
+            while waiting and len(running) < parallel and not stopping:
+                slot = min(set(range(parallel)) - set(running))
+                run = waiting.pop(0)
+                process = subprocess.Popen(run.command(flags))
+                if cpus and hasattr(os, "sched_setaffinity"):
+                    os.sched_setaffinity(process.pid, _share(cpus, slot, parallel))
+                running[slot] = process
+            for slot, process in list(running.items()):
+                if process.poll() is not None:
+                    failed |= process.returncode != 0
+                    del running[slot]
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            stopping = True
+    return failed, stopping
+
+
+def final_figures(run_dir: Path) -> tuple[float | None, float | None]:
+    """A run's final return (the mean of its last 20 episodes) and its last SPS, as its
+    TensorBoard events hold them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    returns = (
+        [event.value for event in events.Scalars("charts/episodic_return")]
+        if "charts/episodic_return" in tags
+        else []
+    )
+    sps = events.Scalars("charts/SPS")[-1].value if "charts/SPS" in tags else None
+    final = statistics.fmean(returns[-RECENT_EPISODES:]) if returns else None
+    return final, sps
+
+
+def print_summary(runs: list[SeedRun]) -> None:
+    """One table: each seed's final return and SPS, then the mean ± std over seeds."""
+    rows = [(run.seed, *final_figures(run.run_dir)) for run in runs if run.run_dir.exists()]
+    print(f"{'seed':>6}  {'return (last 20)':>18}  {'SPS':>8}")
+    for seed, final, sps in rows:
+        final_text = "—" if final is None else f"{final:.2f}"
+        sps_text = "—" if sps is None else f"{sps:,.0f}"
+        print(f"{seed:>6}  {final_text:>18}  {sps_text:>8}")
+    finals = [final for _, final, _ in rows if final is not None]
+    speeds = [sps for _, _, sps in rows if sps is not None]
+    if finals:
+        spread = statistics.pstdev(finals) if len(finals) > 1 else 0.0
+        mean_sps = f"{statistics.fmean(speeds):,.0f}" if speeds else "—"
+        print(f"{'all':>6}  {statistics.fmean(finals):>10.2f} ± {spread:<5.2f}  {mean_sps:>8}")

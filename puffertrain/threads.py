@@ -1,0 +1,125 @@
+"""How many CPUs this process may use, and how many threads its policy math should take.
+
+The CPUs come from what the process is actually given, not from the machine: its CPU affinity
+(``taskset``, Slurm, a launcher's pinning), a cgroup CPU quota (containers, Slurm), and the
+torchrun ranks that share the node. The policy's threads come from how much math one call does:
+a parallel region costs a fork and a join on every kernel, which small policies never earn
+back, and a thread that waits in a join spins on a core another process may need.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+PARALLEL_FLOPS = 1e9
+"""The floating-point work of one call (forward, or forward and backward) from which the
+policy's math runs on every CPU: below it a call takes a few milliseconds on one core, and
+splitting its kernels saves less than their fork/join and spin-waiting cost (measured in
+experiments/RESULTS.md, "Threads")."""
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """The CPUs this process may use, and where that number came from (printed at start)."""
+
+    cpus: int
+    reason: str
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (cgroup v2 ``cpu.max``, or v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); None where there is no quota."""
+    v2 = root / "cpu.max"
+    if v2.is_file():
+        quota, _, period = v2.read_text().strip().partition(" ")
+        return None if quota == "max" else int(quota) / int(period or 100_000)
+    for folder in ("cpu", "cpu,cpuacct"):
+        quota_file = root / folder / "cpu.cfs_quota_us"
+        if quota_file.is_file():
+            quota = int(quota_file.read_text())
+            period = int((root / folder / "cpu.cfs_period_us").read_text())
+            return None if quota <= 0 else quota / period
+    return None
+
+
+def _affinity() -> set[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return os.sched_getaffinity(0)
+    return set(range(os.cpu_count() or 1))
+
+
+def cpu_budget(
+    local_ranks: int = 1,
+    affinity: Callable[[], set[int]] = _affinity,
+    cgroup_root: Path = CGROUP_ROOT,
+) -> CpuBudget:
+    """The CPUs of this process's affinity, capped by a cgroup quota (rounded down, at least
+    one), shared evenly by the ``local_ranks`` ranks on this node."""
+    cpus = len(affinity())
+    reason = f"{cpus} CPU(s) in the process's affinity"
+    quota = cgroup_cpu_limit(cgroup_root)
+    if quota is not None and math.floor(quota) < cpus:
+        cpus = max(1, math.floor(quota))
+        reason = f"a cgroup CPU quota of {quota:g}"
+    if local_ranks > 1:
+        cpus = max(1, cpus // local_ranks)
+        reason += f", shared by {local_ranks} ranks"
+    return CpuBudget(cpus, reason)
+
+
+def forward_flops(call: Callable[[], object]) -> int:
+    """Floating-point operations ``call`` runs (matmuls, convolutions, attention)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        call()
+    return counter.get_total_flops()
+
+
+def threads_for(flops: float, cpus: int) -> int:
+    """Threads for a call doing ``flops`` of work on ``cpus`` CPUs: all of them for large
+    calls, one for small ones."""
+    return cpus if flops >= PARALLEL_FLOPS else 1
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """Torch threads for the update and for acting in the rollout, and why (printed)."""
+
+    update: int
+    acting: int
+    reason: str
+
+
+def plan_threads(
+    flops_per_row: float,
+    minibatch_rows: int,
+    acting_rows: int,
+    budget: CpuBudget,
+    env_threads: int,
+    requested: int = 0,
+) -> ThreadPlan:
+    """Threads for a policy doing ``flops_per_row`` per row forward: the update (forward and
+    backward of ``minibatch_rows`` rows) may use every CPU, acting (``acting_rows`` rows at a
+    time) those that the ``env_threads`` stepping envs leave; each takes one thread unless its
+    call is large enough to pay for more. ``requested`` (``--threads``) overrides both."""
+    acting_cpus = max(1, budget.cpus - env_threads)
+    if requested:
+        acting = min(requested, acting_cpus)
+        return ThreadPlan(requested, acting, f"--threads {requested}; {budget.reason}")
+    update_flops = 3 * flops_per_row * minibatch_rows
+    update = threads_for(update_flops, budget.cpus)
+    acting = threads_for(flops_per_row * acting_rows, acting_cpus)
+    size = "at least" if update_flops >= PARALLEL_FLOPS else "under"
+    reason = (
+        f"{update_flops / 1e9:.3g} GFLOP per minibatch step, {size} "
+        f"{PARALLEL_FLOPS / 1e9:g}; {budget.reason}"
+    )
+    return ThreadPlan(update, acting, reason)

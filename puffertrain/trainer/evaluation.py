@@ -1,0 +1,151 @@
+"""Evaluation during training: whole episodes on envs of their own, scored with raw rewards.
+
+The eval envs have no episodic-life signal (an Atari game is one episode) and their own seeds.
+Play is greedy unless asked to sample, and sampling draws from a forked RNG, so a run trains
+the same parameters with evaluation on or off.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from puffertrain.config import TrainConfig, parse_kwargs
+from puffertrain.engine import SerialEngine
+from puffertrain.envs.recipe import env_recipe
+from puffertrain.ppo import PolicyAdapter
+from puffertrain.rollout import Rollout
+
+if TYPE_CHECKING:
+    from puffertrain.trainer.logger import RunLogger
+
+EVAL_SEED_OFFSET = 1_000_003
+"""Eval envs' seeds start this far above the run's, so they never replay a training episode."""
+
+
+@dataclass
+class EvalResult:
+    """One evaluation: each episode's raw return and length, and the first episode's frames
+    when it was recorded."""
+
+    returns: list[float]
+    lengths: list[int]
+    frames: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.returns)
+
+    def scalars(self) -> dict[str, float]:
+        """The TensorBoard scalars of this evaluation, by tag."""
+        return {
+            "eval/episodic_return": self.mean,
+            "eval/episodic_return_min": min(self.returns),
+            "eval/episodic_return_max": max(self.returns),
+            "eval/episodic_return_std": statistics.pstdev(self.returns),
+            "eval/episodic_length": statistics.fmean(self.lengths),
+        }
+
+
+class Evaluator:
+    """Plays ``--eval-episodes`` whole episodes on one env of its own every ``--eval-interval``
+    updates, and remembers how many evaluations ran and the best mean return (both saved in
+    checkpoints, so a resumed run evaluates on the same seeds and keeps the same best)."""
+
+    def __init__(
+        self, config: TrainConfig, adapter: PolicyAdapter, device: torch.device, run_dir: Path
+    ) -> None:
+        self.config, self.device, self.run_dir = config, device, run_dir
+        self.record = config.video_interval > 0
+        recipe = env_recipe(
+            config.env,
+            parse_kwargs(config.env_kwargs),
+            render_mode="rgb_array" if self.record else None,
+            episodic_life=False,
+        )
+        self.frameskip = recipe.frameskip
+        self.engine = SerialEngine([recipe.factory])
+        self.rollout = Rollout(self.engine, adapter, device)
+        self.count = 0
+        self.best = -math.inf
+
+    def due(self, iteration: int) -> bool:
+        return self.config.eval_interval > 0 and iteration % self.config.eval_interval == 0
+
+    def evaluate(self) -> EvalResult:
+        """Play the episodes; the global RNGs are left exactly as they were."""
+        config = self.config
+        seed = config.seed + EVAL_SEED_OFFSET + self.count * config.eval_episodes
+        record = self.record and self.count % config.video_interval == 0
+        self.count += 1
+        result = EvalResult([], [])
+        rows = np.arange(self.engine.num_rows)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            self.rollout.reset(seed)
+            if record:
+                result.frames.append(self.engine.envs[0].render())
+            while len(result.returns) < config.eval_episodes:
+                self.rollout.send(rows, deterministic=not config.eval_stochastic)
+                episodes = self.rollout.receive().episodes
+                if record and not result.returns:
+                    result.frames.append(self.engine.envs[0].render())
+                result.returns += [episode.score for episode in episodes]
+                result.lengths += [episode.length for episode in episodes]
+        self.rollout.take_episodes()
+        result.returns = result.returns[: config.eval_episodes]
+        result.lengths = result.lengths[: config.eval_episodes]
+        return result
+
+    def run(self, global_step: int, logger: RunLogger, save_best: Callable[[], Any]) -> bool:
+        """Evaluate and log it; call ``save_best`` when the mean return is the best so far
+        (every rank of a torchrun job plays the same episodes with the same parameters, so
+        all agree); return whether --stop-at-return is reached."""
+        result = self.evaluate()
+        logger.evaluation(global_step, result, self.run_dir, self.fps)
+        if result.mean > self.best:
+            self.best = result.mean
+            save_best()
+        target = self.config.stop_at_return
+        if target is None or result.mean < target:
+            return False
+        logger.message(
+            f"eval mean return {result.mean:g} reached --stop-at-return {target:g} at step "
+            f"{global_step:,}"
+        )
+        return True
+
+    @property
+    def fps(self) -> float:
+        return self.engine.envs[0].metadata.get("render_fps", 30) / self.frameskip
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if state is not None:
+            self.count, self.best = int(state["count"]), float(state["best"])
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float) -> bytes:
+    """Write ``frames`` as an mp4 at ``path``; return them as GIF bytes (what TensorBoard's
+    image tab plays)."""
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimwrite(path, frames, fps=fps, macro_block_size=2)  # no resizing of even sizes
+    gif = io.BytesIO()
+    imageio.mimwrite(gif, frames, format="GIF", duration=1000 / fps, loop=0)
+    return gif.getvalue()

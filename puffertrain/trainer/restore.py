@@ -1,0 +1,53 @@
+"""A trained policy back from a checkpoint, with the env it was trained on (``eval`` and
+``export`` start here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+from puffertrain.config import TrainConfig, from_dict, parse_kwargs
+from puffertrain.engine import SerialEngine
+from puffertrain.envs.recipe import EnvRecipe, env_recipe
+from puffertrain.policy_loader import build_policy
+from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
+from puffertrain.trainer.state import TrainingState
+
+
+@dataclass
+class Restored:
+    """The checkpoint read from ``path``, its run's config, the env recipe and one env of it
+    (an engine, as training built it), and the policy with the checkpoint's weights."""
+
+    path: Path
+    checkpoint: TrainingState
+    config: TrainConfig
+    recipe: EnvRecipe
+    engine: SerialEngine
+    policy: nn.Module
+
+
+def restore(target: Path, flag: str, render_mode: str | None = None) -> Restored:
+    """Load ``target`` (a run directory's newest checkpoint, or a checkpoint file such as
+    ``checkpoints/best.pt``); ``flag`` names the option in errors."""
+    _, path = resolve_resume(target, flag)
+    checkpoint = load_checkpoint(path)
+    config = from_dict(checkpoint.config)
+    recipe = env_recipe(config.env, parse_kwargs(config.env_kwargs), render_mode)
+    engine = SerialEngine([recipe.factory])
+    try:
+        policy = build_policy(
+            config.policy,
+            engine.policy_observation_space,
+            engine.single_action_space,
+            config.normalize_obs,
+            config.policy_kwargs,
+            engine.agent_names,
+        )
+        policy.load_state_dict(checkpoint.policy)
+    except BaseException:
+        engine.close()
+        raise
+    return Restored(path, checkpoint, config, recipe, engine, policy)

@@ -1,0 +1,103 @@
+"""Evaluation during training: it changes nothing of training, keeps the best checkpoint, stops
+at a return, records videos and resumes exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from puffertrain.config import TrainConfig
+from puffertrain.trainer.checkpoint import best_checkpoint_path, list_checkpoints, load_checkpoint
+from puffertrain.trainer.loop import Trainer
+from tests.conftest import run_cli
+from tests.test_resume import assert_same_run, resume_after_a_crash
+
+FLAGS = ["--env", "CartPole-v1", "--vec", "serial", "--num-envs", "4", "--seed", "3"]
+UPDATE = 4 * 32  # rows × the preset's steps
+
+
+def _events(run_dir):
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def test_training_is_the_same_with_evaluation_on_or_off(tmp_path):
+    config = TrainConfig(
+        env="CartPole-v1",
+        policy="mlp",
+        num_envs=4,
+        num_steps=32,
+        vec="serial",
+        device="cpu",
+        total_timesteps=6 * UPDATE,
+    )
+    evaluated = dataclasses.replace(config, eval_interval=1, eval_episodes=2, eval_stochastic=True)
+    finals = []
+    for index, run in enumerate((config, evaluated)):
+        # the policy's orthogonal init depends on torch's thread count, which the first
+        # trainer left at its own choice: start both from the same count
+        torch.set_num_threads(2)
+        trainer = Trainer(run, tmp_path / str(index), None)
+        trainer.train()
+        finals.append(trainer.adapter.policy.state_dict())
+    assert all(torch.equal(finals[0][name], finals[1][name]) for name in finals[0])
+
+
+def test_best_checkpoint_and_stop_at_return(tmp_path):
+    run_dir = tmp_path / "run"
+    flags = [*FLAGS, "--total-timesteps", str(12 * UPDATE), "--eval-interval", "2"]
+    result = run_cli(*flags, "--eval-episodes", "3", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    evals = _events(run_dir).Scalars("eval/episodic_return")
+    assert [event.step for event in evals] == [2 * UPDATE * k for k in range(1, 7)]
+    best = max(evals, key=lambda event: (event.value, -event.step))
+    saved = load_checkpoint(best_checkpoint_path(run_dir))
+    assert saved.global_step == best.step
+    assert saved.evaluation["best"] == torch.tensor(best.value).item()
+    for tag in ("min", "max", "std"):
+        assert len(_events(run_dir).Scalars(f"eval/episodic_return_{tag}")) == 6
+
+    stopped = tmp_path / "stopped"
+    flags += ["--stop-at-return", "0", "--run-dir", str(stopped)]
+    result = run_cli(*flags)
+    assert result.returncode == 0, result.stderr
+    assert "reached --stop-at-return 0" in result.stdout + result.stderr
+    assert load_checkpoint(list_checkpoints(stopped)[-1]).global_step == 2 * UPDATE
+
+
+def test_videos_go_to_the_run_dir_and_tensorboard(tmp_path):
+    run_dir = tmp_path / "run"
+    flags = [*FLAGS, "--total-timesteps", str(4 * UPDATE), "--eval-interval", "2"]
+    result = run_cli(
+        *flags, "--eval-episodes", "1", "--video-interval", "1", "--run-dir", str(run_dir)
+    )
+    assert result.returncode == 0, result.stderr
+    videos = sorted(path.name for path in (run_dir / "videos").iterdir())
+    assert videos == [f"eval_{2 * UPDATE:012d}.mp4", f"eval_{4 * UPDATE:012d}.mp4"]
+    images = _events(run_dir).Images("eval/video")
+    assert [image.step for image in images] == [2 * UPDATE, 4 * UPDATE]
+    assert images[0].encoded_image_string[:6] == b"GIF89a"
+
+
+def test_a_resumed_run_with_evaluation_is_exact(tmp_path):
+    """Evaluations after the resume play the same seeds and keep the same best as the
+    uninterrupted run's (stochastic evaluation, so any RNG leak would show too)."""
+    flags = [*FLAGS, "--eval-interval", "2", "--eval-episodes", "2", "--eval-stochastic"]
+    flags += ["--checkpoint-interval", "2", "--keep-checkpoints", "10"]
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    result = run_cli(*flags, "--total-timesteps", str(8 * UPDATE), "--run-dir", str(whole))
+    assert result.returncode == 0, result.stderr
+    resume_after_a_crash(whole, crashed, 4)
+    assert_same_run(crashed, whole, updates=8)
+    assert load_checkpoint(best_checkpoint_path(crashed)).evaluation == (
+        load_checkpoint(best_checkpoint_path(whole)).evaluation
+    )
+
+
+def test_stop_at_return_needs_evaluations():
+    result = run_cli(*FLAGS, "--stop-at-return", "100")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith("add --eval-interval N (updates)")

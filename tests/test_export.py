@@ -1,0 +1,157 @@
+"""Export: ONNX and TorchScript graphs give the policy's own outputs, for every policy kind."""
+
+from __future__ import annotations
+
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from policies.registry import POLICIES
+from puffertrain.errors import UserError
+from puffertrain.export import ExportedPolicy, export_policy, graph_names
+from puffertrain.ppo import PolicyAdapter
+from tests.conftest import run_cli
+
+ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+
+VECTOR = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
+FRAMES = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+DICT = gym.spaces.Dict(
+    {"grid": gym.spaces.Box(0, 255, (3, 8, 8), np.uint8), "extra": gym.spaces.Discrete(5)}
+)
+DISCRETE = gym.spaces.Discrete(4)
+BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+# policy, its observation space, its action space, its keyword arguments
+KINDS = {
+    "mlp": ("mlp", VECTOR, DISCRETE, {}),
+    "cnn": ("cnn", FRAMES, DISCRETE, {}),
+    "lstm": ("lstm", VECTOR, DISCRETE, {}),
+    "continuous": ("continuous", VECTOR, BOX, {}),
+    "attention": ("attention", VECTOR, DISCRETE, {}),
+    "residual": ("residual", VECTOR, DISCRETE, {}),
+    "shared": ("shared", VECTOR, DISCRETE, {"num_agents": 3}),
+    "multi_discrete": ("mlp", VECTOR, gym.spaces.MultiDiscrete([3, 2]), {}),
+}
+
+
+def _adapter(kind: str) -> tuple[PolicyAdapter, gym.spaces.Space, bool]:
+    name, space, actions, kwargs = KINDS[kind]
+    torch.manual_seed(0)
+    policy = POLICIES[name].cls(space, actions, **kwargs)
+    adapter = PolicyAdapter(policy, actions).eval()
+    return adapter, space, adapter.takes_agent_ids
+
+
+def _observations(kind: str, batch: int) -> np.ndarray:
+    space = KINDS[kind][1]
+    space.seed(1)
+    return np.stack([space.sample() for _ in range(batch)])
+
+
+def _inputs(adapter: PolicyAdapter, obs: np.ndarray, takes_ids: bool) -> list[np.ndarray]:
+    inputs = [obs]
+    if takes_ids:
+        inputs.append(np.arange(len(obs)) % 3)
+    if adapter.recurrent:
+        state = adapter.initial_state(len(obs), torch.device("cpu"))
+        inputs += [torch.randn_like(part).numpy() for part in state]
+    return inputs
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_onnx_and_torchscript_match_the_policy(kind, tmp_path):
+    adapter, space, takes_ids = _adapter(kind)
+    reference = ExportedPolicy(adapter, takes_ids).eval()
+    export_policy(adapter, space, takes_ids, tmp_path / "policy.pt", "torchscript")
+    export_policy(adapter, space, takes_ids, tmp_path / "policy.onnx", "onnx")
+    session = ort.InferenceSession(str(tmp_path / "policy.onnx"))
+    input_names, output_names = graph_names(adapter, takes_ids)
+    assert [i.name for i in session.get_inputs()] == input_names
+    assert [o.name for o in session.get_outputs()] == output_names
+    graphs = {
+        "torchscript": torch.jit.load(str(tmp_path / "policy.pt")),
+        "onnx": lambda *arrays: session.run(None, dict(zip(input_names, arrays, strict=True))),
+    }
+    for batch in (1, 5):
+        inputs = _inputs(adapter, _observations(kind, batch), takes_ids)
+        tensors = [torch.from_numpy(array) for array in inputs]
+        with torch.no_grad():
+            expected = [output.numpy() for output in reference(*tensors)]
+            scripted = [output.numpy() for output in graphs["torchscript"](*tensors)]
+        outputs = {"torchscript": scripted, "onnx": graphs["onnx"](*inputs)}
+        for kind_of_graph, actual in outputs.items():
+            for name, got, want in zip(output_names, actual, expected, strict=True):
+                np.testing.assert_allclose(
+                    got, want, rtol=1e-5, atol=1e-5, err_msg=f"{kind_of_graph} {name}"
+                )
+
+
+def test_a_recurrent_export_steps_a_sequence_with_a_reset_like_the_update(tmp_path):
+    adapter, space, _ = _adapter("lstm")
+    export_policy(adapter, space, False, tmp_path / "lstm.onnx", "onnx")
+    session = ort.InferenceSession(str(tmp_path / "lstm.onnx"))
+    steps, batch = 20, 3
+    obs = np.stack([_observations("lstm", batch) for _ in range(steps)])
+    starts = np.zeros((steps, batch), dtype=bool)
+    starts[[0, 9], [1, 1]] = True  # a new episode at step 9 of row 1
+    state = [np.zeros((batch, adapter.policy.hidden_size), np.float32) for _ in range(2)]
+    logits = []
+    for t in range(steps):
+        state = [np.where(starts[t][:, None], 0.0, part).astype(np.float32) for part in state]
+        out, _, *state = session.run(
+            None, {"obs": obs[t], "state_h": state[0], "state_c": state[1]}
+        )
+        logits.append(out)
+    zero = adapter.initial_state(batch, torch.device("cpu"))
+    with torch.no_grad():
+        expected, _ = adapter.policy.forward_sequence(
+            torch.from_numpy(obs), zero, torch.from_numpy(starts)
+        )
+    np.testing.assert_allclose(np.concatenate(logits), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("shared", {"agent_ids": True}, "fixes the batch size of obs, agent_ids"),
+        ("independent", {}, "ONNX has no translation of aten.sort.stable"),
+    ],
+)
+def test_agent_id_policies_are_refused_for_onnx_with_the_reason(tmp_path, name, kwargs, message):
+    """Policies that read agent ids: the shared one's export fixes the batch size, the
+    independent one's sorts rows by agent (an op ONNX lacks); both get one clear line."""
+    policy = POLICIES[name].cls(VECTOR, DISCRETE, num_agents=3, **kwargs)
+    adapter = PolicyAdapter(policy, DISCRETE).eval()
+    with pytest.raises(UserError, match=re.escape(message)):
+        export_policy(adapter, VECTOR, True, tmp_path / "policy.onnx", "onnx")
+    assert not (tmp_path / "policy.onnx").exists()
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+def test_dict_observations_are_refused_naming_the_op(kind, tmp_path):
+    """Unflattening a Dict/Tuple row reinterprets its bytes (``Tensor.view(dtype)``), which
+    neither exporter translates: one clear error, not a traceback."""
+    policy = POLICIES["multi_input"].cls(DICT, DISCRETE)
+    adapter = PolicyAdapter(policy, DISCRETE).eval()
+    with pytest.raises(UserError, match=rf"MultiInputPolicy cannot be exported to {kind}"):
+        export_policy(adapter, DICT, False, tmp_path / "policy", kind)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--checkpoint", "missing_run"], "does not exist"),
+        (["--checkpoint", "tests/envs.py"], "corrupt or not a puffertrain checkpoint"),
+        (["--checkpoint", "tests/data", "--output", "no/such/dir/p.onnx"], "does not exist"),
+    ],
+)
+def test_bad_export_input_gets_one_line(args, message):
+    if "--output" not in args:
+        args = [*args, "--output", "p.onnx"]
+    result = run_cli("export", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

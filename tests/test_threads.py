@@ -1,0 +1,99 @@
+"""The thread policy: CPUs from affinity, cgroup quotas and ranks; threads from the policy's size;
+spins that back off."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from puffertrain.engine.worker_process import Spinner
+from puffertrain.policy_loader import build_policy
+from puffertrain.ppo import PolicyAdapter
+from puffertrain.threads import (
+    PARALLEL_FLOPS,
+    cgroup_cpu_limit,
+    cpu_budget,
+    forward_flops,
+    plan_threads,
+)
+
+
+def _cgroup_v2(root, text):
+    (root / "cpu.max").write_text(text)
+    return root
+
+
+def _cgroup_v1(root, quota, period=100_000):
+    (root / "cpu").mkdir()
+    (root / "cpu" / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+    (root / "cpu" / "cpu.cfs_period_us").write_text(f"{period}\n")
+    return root
+
+
+def test_cpus_follow_the_affinity(tmp_path):
+    budget = cpu_budget(affinity=lambda: {0, 3, 5}, cgroup_root=tmp_path)
+    assert budget.cpus == 3 and "affinity" in budget.reason
+
+
+@pytest.mark.parametrize(
+    ("make", "cpus"),
+    [
+        (lambda root: _cgroup_v2(root, "150000 100000\n"), 1),
+        (lambda root: _cgroup_v2(root, "200000 100000\n"), 2),
+        (lambda root: _cgroup_v2(root, "max 100000\n"), 8),
+        (lambda root: _cgroup_v1(root, 300_000), 3),
+        (lambda root: _cgroup_v1(root, -1), 8),
+    ],
+)
+def test_a_cgroup_quota_caps_the_cpus(tmp_path, make, cpus):
+    root = make(tmp_path)
+    assert cpu_budget(affinity=lambda: set(range(8)), cgroup_root=root).cpus == cpus
+
+
+def test_a_quota_under_one_cpu_still_gives_one(tmp_path):
+    assert cgroup_cpu_limit(_cgroup_v2(tmp_path, "50000 100000")) == 0.5
+    assert cpu_budget(affinity=lambda: {0, 1}, cgroup_root=tmp_path).cpus == 1
+
+
+def test_ranks_on_a_node_share_its_cpus(tmp_path):
+    budget = cpu_budget(local_ranks=2, affinity=lambda: set(range(8)), cgroup_root=tmp_path)
+    assert budget.cpus == 4 and "2 ranks" in budget.reason
+
+
+def _flops(policy_name: str, space: gym.Space, actions: gym.Space) -> int:
+    adapter = PolicyAdapter(build_policy(policy_name, space, actions), actions)
+    obs = np.zeros((1, *space.shape), dtype=space.dtype)
+    return forward_flops(lambda: adapter.act(torch.from_numpy(obs), None, True))
+
+
+def test_a_small_mlp_gets_one_thread_and_a_cnn_every_cpu(tmp_path):
+    budget = cpu_budget(affinity=lambda: {0, 1, 2, 3}, cgroup_root=tmp_path)
+    mlp = _flops("mlp", gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))
+    cnn = _flops("cnn", gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4))
+    assert 0 < mlp < cnn
+    small = plan_threads(mlp, 256, 16, budget, env_threads=0)
+    large = plan_threads(cnn, 256, 8, budget, env_threads=2)
+    assert (small.update, small.acting) == (1, 1) and "under" in small.reason
+    assert large.update == 4 and 3 * cnn * 256 >= PARALLEL_FLOPS
+    assert large.acting == 1  # 8 frames per act is small work
+
+
+def test_threads_flag_overrides_the_choice(tmp_path):
+    budget = cpu_budget(affinity=lambda: {0, 1}, cgroup_root=tmp_path)
+    plan = plan_threads(10.0, 256, 16, budget, env_threads=1, requested=2)
+    assert (plan.update, plan.acting) == (2, 1) and "--threads 2" in plan.reason
+
+
+def test_a_spin_that_never_pays_backs_off_and_one_that_does_grows_again():
+    spinner = Spinner(2000)
+    for _ in range(20):
+        spinner.wait(lambda: False)
+    assert spinner.spins == Spinner.FLOOR
+    for _ in range(20):
+        spinner.wait(lambda: True)
+    assert spinner.spins == 2000
+    never = Spinner(0)
+    never.wait(lambda: False)
+    assert never.spins == 0
