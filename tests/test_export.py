@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -13,7 +15,7 @@ from policies.registry import POLICIES
 from puffertrain.errors import UserError
 from puffertrain.export import ExportedPolicy, export_policy, graph_names
 from puffertrain.ppo import PolicyAdapter
-from tests.conftest import run_cli
+from tests.conftest import REPO_ROOT, run_cli
 
 ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
 
@@ -155,3 +157,34 @@ def test_bad_export_input_gets_one_line(args, message):
     result = run_cli("export", *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_onnx_greedy_play_scores_as_eval_deterministic(tmp_path):
+    run_dir = tmp_path / "run"
+    train = ["--env", "CartPole-v1", "--num-envs", "4", "--total-timesteps", "2048"]
+    assert run_cli(*train, "--run-dir", str(run_dir)).returncode == 0
+    exported = run_cli("export", "--checkpoint", str(run_dir), "--output", str(tmp_path / "p.onnx"))
+    assert exported.returncode == 0, exported.stderr
+    evaluated = run_cli(
+        "eval", "--checkpoint", str(run_dir), "--episodes", "3", "--deterministic", "--seed", "5"
+    )
+    played = subprocess.run(
+        [
+            sys.executable,
+            "examples/deploy_onnx.py",
+            str(tmp_path / "p.onnx"),
+            "--env",
+            "CartPole-v1",
+            "--episodes",
+            "3",
+            "--seed",
+            "5",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    eval_scores = re.findall(r"game \d+: score (\S+),", evaluated.stdout)
+    onnx_scores = re.findall(r"episode \d+: (\S+)", played.stdout)
+    assert len(eval_scores) == 3 and eval_scores == onnx_scores

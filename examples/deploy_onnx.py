@@ -1,0 +1,85 @@
+"""Play an env with a policy exported by ``puffertrain export --format onnx``, using onnxruntime
+alone: neither torch nor puffertrain is imported here.
+
+    python -m puffertrain export --checkpoint runs/<run> --output policy.onnx
+    python examples/deploy_onnx.py policy.onnx --env CartPole-v1 --episodes 10
+    python examples/deploy_onnx.py policy.onnx --env ALE/Breakout-v5 --atari --episodes 3
+
+Actions are greedy (the most likely one), as ``puffertrain eval --deterministic`` takes them.
+``--atari`` builds the frames as puffertrain's recipe does, from gymnasium's wrappers (noop
+starts, 4-frame skip with max-pooling, 84×84 grey, 4 frames stacked, sticky actions as
+registered); it does not press fire on reset, as the recipe does, so the policy must.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import gymnasium as gym
+import numpy as np
+import onnxruntime as ort
+
+
+def make_env(env_id: str, atari: bool) -> gym.Env:
+    if not atari:
+        return gym.make(env_id)
+    import ale_py
+
+    gym.register_envs(ale_py)
+    env = gym.make(env_id, frameskip=1)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)
+    return gym.wrappers.FrameStackObservation(env, 4)
+
+
+def greedy(logits: np.ndarray, action_space: gym.spaces.Space) -> np.ndarray | int:
+    """The most likely action (each dimension's, for MultiDiscrete)."""
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        blocks = np.split(logits[0], np.cumsum(action_space.nvec)[:-1])
+        return np.array([block.argmax() for block in blocks])
+    return int(logits[0].argmax())
+
+
+DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(int64)": np.int64}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("policy")
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--atari", action="store_true")
+    args = parser.parse_args()
+    session = ort.InferenceSession(args.policy)
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    obs_dtype = DTYPES[inputs["obs"].type]
+    zero_state = {
+        name: np.zeros((1, inputs[name].shape[1]), np.float32)
+        for name in ("state_h", "state_c")
+        if name in inputs
+    }
+    env = make_env(args.env, args.atari)
+    obs, _ = env.reset(seed=args.seed)
+    state, score, scores = dict(zero_state), 0.0, []
+    while len(scores) < args.episodes:
+        feed = {"obs": np.asarray(obs, dtype=obs_dtype)[None], **state}
+        result = dict(zip(outputs, session.run(None, feed), strict=True))
+        if "new_state_h" in result:
+            state = {"state_h": result["new_state_h"], "state_c": result["new_state_c"]}
+        if "mean" in result:
+            action = result["mean"][0]
+        else:
+            action = greedy(result["logits"], env.action_space)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        score += float(reward)
+        if terminated or truncated:
+            scores.append(score)
+            print(f"episode {len(scores)}: {score:g}")
+            state, score = dict(zero_state), 0.0
+            obs, _ = env.reset()
+    print(f"{args.env}: {np.mean(scores):.2f} ± {np.std(scores):.2f} over {len(scores)} episodes")
+
+
+if __name__ == "__main__":
+    main()
