@@ -17,14 +17,17 @@ ppo.py) that a ``module:callable`` id such as ``tests.envs:cartpole_no_velocity`
 the env family was read from the built env. Variants change one thing each: ``baseline`` (the
 library's policy), ``detach`` (the critic head reads the LSTM output detached, sb3-contrib's
 shared_lstm), ``noclip`` (no gradient-norm clipping), ``vf_small`` (vf_coef 0.05), ``mlp``
-(the feed-forward policy); ``--no-clip-vloss`` drops value clipping (SB3's default).
+(the feed-forward policy); ``--no-clip-vloss`` drops value clipping (SB3's default) and
+``--learning-rate`` overrides the preset's.
 
 Measured (2-core box shared with other jobs, one torch thread, seeds as given):
 - generic values, seed 1, 41k steps: entropy 0.6931 at the first update and 0.6931 at the last,
   approx_kl 1e-6..3e-4, return 24: the issue's symptom. At the LSTM the value term's gradient
   was 1-7 and the policy term's 2e-4..4e-3; clip factor 0.08-0.4. Without clipping
   (``noclip``) the same: entropy 0.691, return 19, so the clip is not what holds it.
-  ``detach``: entropy 0.627, return 28. The MLP: entropy 0.691, return 28.
+  ``detach``: entropy 0.627, return 28. The MLP: entropy 0.691, return 28. The generic values
+  with the preset's ``--learning-rate 1e-3``: entropy 0.692, return 26, so the learning rate
+  alone is not what the preset changes that matters.
 - classic-control preset, 41k steps: entropy 0.50 / 0.57 / 0.59 and return 149 / 34 / 29
   (seeds 1 / 2 / 3); the policy moves on every seed. Seed 1 at 100k: return 240. The value
   term dominates the LSTM's gradient here too (0.9-29 against the policy's 1e-4..1.7; clip
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument(
         "--no-clip-vloss", action="store_true", help="an unclipped value loss (SB3's default)"
     )
+    parser.add_argument("--learning-rate", type=float, help="override the preset's")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--steps", type=int, default=61_440, help="env steps to run")
     parser.add_argument("--total", type=int, default=300_000, help="LR annealing horizon")
@@ -101,6 +105,7 @@ def main() -> None:
     if args.variant == "vf_small":
         ppo.vf_coef = 0.05
     ppo.clip_vloss = not args.no_clip_vloss
+    ppo.learning_rate = args.learning_rate or ppo.learning_rate
     config = dataclasses.replace(
         base,
         env="tests.envs:cartpole_no_velocity",
@@ -173,7 +178,7 @@ def main() -> None:
     iterations = args.steps // (config.num_envs * config.num_steps)
     print(
         f"variant={args.variant} preset={args.preset} seed={args.seed} "
-        f"clip_vloss={ppo.clip_vloss} "
+        f"clip_vloss={ppo.clip_vloss} lr={ppo.learning_rate} "
         "columns: step ret20 entropy approx_kl |ratio-1|@0 |R|max gnorm clipfactor "
         "pg[enc,lstm,actor] vf[enc,lstm,critic] h[mean|h|,frac|h|>0.9,mean std over rows]"
     )
