@@ -64,15 +64,20 @@ def _contradictions(saved: TrainConfig, requested: TrainConfig) -> list[str]:
 
 
 def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
-    """The preset for an env: the multi-agent one for PettingZoo envs, its family's, or the
-    continuous-control one for Box actions (with observation normalisation only where the
-    observations are a float Box)."""
+    """The preset for an env: the multi-agent one for PettingZoo envs, its family's (told by
+    its id, else by the env a `module:callable` id builds, so a wrapped CartPole gets the
+    classic-control preset), or the continuous-control one for Box actions (with observation
+    normalisation only where the observations are a float Box)."""
     factory = env_factory(env_id, env_kwargs)  # fails on bad ids; imports `module:` ids
     family = env_family(env_id)
     probed = None if family == "atari" else probe_env(factory)
     if probed is None:
         return preset_for(family)
-    observation_space, action_space, num_agents = probed
+    observation_space, action_space, num_agents, built_family = probed
+    if family == "other" and built_family != "atari":
+        # the built env names the family, but not Atari: its preset assumes the Atari
+        # preprocessing, which only ALE ids get
+        family = built_family
     if num_agents:
         return preset_for("multi_agent")
     if not isinstance(action_space, gym.spaces.Box):

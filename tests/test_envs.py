@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import gymnasium as gym
@@ -9,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from puffertrain.envs import capture_env_state, env_factory, env_family, restore_env_state
+from puffertrain.cli import parse_train_args
+from puffertrain.envs import (
+    capture_env_state,
+    env_factory,
+    env_family,
+    probe_env,
+    restore_env_state,
+)
 from puffertrain.errors import UserError
 
 
@@ -22,6 +30,19 @@ def test_ale_ids_are_registered():
     env_factory("ALE/Breakout-v5")
     assert env_family("ALE/Breakout-v5") == "atari"
     assert env_family("CartPole-v1") == "classic_control"
+
+
+def test_a_wrapped_env_named_by_module_callable_gets_its_family_preset():
+    """Issue #22: `--env tests.envs:cartpole_no_velocity` (CartPole with its velocities zeroed,
+    built by a callable) has no registry entry that names its family, so it got CleanRL's
+    generic values (lr 2.5e-4, 8 envs x 128 steps, 4 x 4 minibatches, entropy bonus), under
+    which `--policy lstm` never moved (entropy 0.693 from the first update to the last). The
+    env it builds is a CartPole: it gets the classic-control preset, as `--env CartPole-v1`."""
+    wrapped, _ = parse_train_args(["--env", "tests.envs:cartpole_no_velocity"])
+    plain, _ = parse_train_args(["--env", "CartPole-v1"])
+    assert dataclasses.replace(wrapped, env=plain.env) == plain
+    assert probe_env(env_factory("tests.envs:cartpole_no_velocity")).family == "classic_control"
+    assert probe_env(env_factory("tests.envs:counting_terminated")).family == "other"
 
 
 def test_module_colon_id_imports_the_registering_module():

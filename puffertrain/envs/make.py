@@ -6,7 +6,7 @@ import difflib
 import importlib
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 
@@ -86,35 +86,55 @@ def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFac
     return partial(_make_registered, None, env_id, kwargs)
 
 
+def _family_of(location: str) -> str:
+    """The preset family of the code at ``location`` (an entry point or a module name)."""
+    if location.startswith("ale_py"):
+        return "atari"
+    if "classic_control" in location:
+        return "classic_control"
+    if "mujoco" in location:
+        return "mujoco"
+    return "other"
+
+
 def env_family(env_id: str) -> str:
     """Which preset family an id belongs to: "atari", "classic_control", "mujoco" or "other"."""
     register_ale()
     name = env_id.split(":", 1)[1] if ":" in env_id else env_id
     spec = gym.registry.get(name)
-    entry_point = str(spec.entry_point) if spec is not None else ""
-    if entry_point.startswith("ale_py"):
-        return "atari"
-    if "classic_control" in entry_point:
-        return "classic_control"
-    if "mujoco" in entry_point:
-        return "mujoco"
-    return "other"
+    return _family_of(str(spec.entry_point) if spec is not None else "")
 
 
-def probe_env(
-    factory: EnvFactory,
-) -> tuple[gym.spaces.Space, gym.spaces.Space, int] | None:
-    """The observation and action spaces of one env built with ``factory`` (of one agent's row
-    for a multi-agent env) and its number of agents (0 for a gymnasium env), or None if it
-    fails to build (the trainer reports that failure when it builds its envs)."""
+def built_env_family(env: Any) -> str:
+    """The preset family of an env that was built, by the module of the env inside its
+    wrappers: a ``module:callable`` id (a wrapped CartPole, say) has no registry entry to
+    tell, and without this got CleanRL's generic values instead of its family's preset."""
+    return _family_of(type(getattr(env, "unwrapped", env)).__module__)
+
+
+class Probe(NamedTuple):
+    """What one built env tells about its id: spaces (of one agent's row for a multi-agent
+    env), number of agents (0 for a gymnasium env) and preset family
+    (:func:`built_env_family`)."""
+
+    observation_space: gym.spaces.Space
+    action_space: gym.spaces.Space
+    num_agents: int
+    family: str
+
+
+def probe_env(factory: EnvFactory) -> Probe | None:
+    """Build one env with ``factory`` and describe it, or None if it fails to build (the
+    trainer reports that failure when it builds its envs)."""
     try:
         env = factory()
+        family = built_env_family(env)
         if is_parallel_env(env):
             env = AgentRows(env)
     except Exception:
         return None
     try:
-        return env.observation_space, env.action_space, getattr(env, "num_agents", 0)
+        return Probe(env.observation_space, env.action_space, getattr(env, "num_agents", 0), family)
     finally:
         env.close()
 
