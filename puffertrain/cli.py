@@ -15,6 +15,7 @@ import gymnasium as gym
 import tyro
 
 from policies.normalize import can_normalize
+from puffertrain.adapt import adapt_to_given, given_fields
 from puffertrain.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
@@ -32,6 +33,7 @@ from puffertrain.distributed import (
     process_group,
 )
 from puffertrain.envs import env_factory, env_family, probe_env
+from puffertrain.envs.spaces import policy_view, text_notice
 from puffertrain.errors import UserError
 
 if TYPE_CHECKING:
@@ -63,7 +65,8 @@ def _contradictions(saved: TrainConfig, requested: TrainConfig) -> list[str]:
 def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
     """The preset for an env: the multi-agent one for PettingZoo envs, its family's, or the
     continuous-control one for Box actions (with observation normalisation only where the
-    observations are a float Box)."""
+    observations are a float Box). Prints the notice for text leaves the policy will not see,
+    and refuses a space no batch can hold."""
     factory = env_factory(env_id, env_kwargs)  # fails on bad ids; imports `module:` ids
     family = env_family(env_id)
     probed = None if family == "atari" else probe_env(factory)
@@ -72,6 +75,10 @@ def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
     observation_space, action_space, num_agents = probed
     if num_agents:
         return preset_for("multi_agent")
+    policy_view(observation_space)  # one line for a space no batch holds, before any run dir
+    notice = text_notice(observation_space)
+    if notice:
+        print(notice, file=sys.stderr)
     if not isinstance(action_space, gym.spaces.Box):
         return preset_for(family)
     return dataclasses.replace(
@@ -101,6 +108,9 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
     if early.env:
         default = _preset(early.env, parse_kwargs(early.env_kwargs))
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
+    config, changes = adapt_to_given(config, given_fields(argv))
+    for line in changes:
+        print(line, file=sys.stderr)
     return config, None
 
 
