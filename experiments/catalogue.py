@@ -162,7 +162,11 @@ def walk(ids: list[str], jobs: int, timeout_s: float, vec: str) -> list[Row]:
 
 
 def main(args: Args) -> None:
-    import puffertrain.cli  # noqa: F401  (imported once, before the forks)
+    # imported once, here, before the forks: each child would spend seconds on them
+    import puffertrain.cli
+    import puffertrain.trainer.checkpoint
+    import puffertrain.trainer.loop
+    import puffertrain.trainer.run_dir  # noqa: F401
 
     ids = [env_id for env_id in catalogue_ids() if args.only in env_id]
     rows = walk(ids, args.jobs, args.timeout_s, args.vec)

@@ -61,6 +61,11 @@ def test_a_given_reward_rescaling_turns_the_preset_one_off():
     adapted.validate()
 
 
+def test_a_given_reward_clipping_turns_the_preset_normalisation_off():
+    config, _ = parse_train_args(["--env", "Pendulum-v1", "--clip-rewards"])
+    assert (config.clip_rewards, config.normalize_reward) == (True, False)
+
+
 def test_atari_with_two_envs_trains_and_says_why(capsys, tmp_path):
     main(
         [

@@ -39,14 +39,16 @@ def _unknown_id(env_id: str) -> UserError:
 
 
 def _newer_version(env_id: str) -> str:
-    """`` (NAME-vK is registered)`` for the newest other version of a versioned id, else ""."""
+    """`` (NAME-vK is registered)`` for the newest other version of a versioned id built by
+    other code (the same entry point would fail the same way), else ""."""
     namespace, name, version = gym.envs.registration.parse_env_id(env_id)
-    if version is None:
-        return ""
     newest = gym.envs.registration.find_highest_version(namespace, name)
-    if newest is None or newest == version:
+    if version is None or newest is None or newest == version:
         return ""
-    return f" ({gym.envs.registration.get_env_id(namespace, name, newest)} is registered)"
+    newest_id = gym.envs.registration.get_env_id(namespace, name, newest)
+    if gym.registry[newest_id].entry_point == gym.registry[env_id].entry_point:
+        return ""
+    return f" ({newest_id} is registered)"
 
 
 def _with_kwargs(build: Callable[..., gym.Env], env_id: str, kwargs: dict[str, Any]) -> gym.Env:
