@@ -48,9 +48,14 @@ def _trains_on_sequences(policy: str) -> bool:
     return entry is not None and is_recurrent(entry.cls)
 
 
-def adapt_to_given(config: TrainConfig, given: set[str]) -> tuple[TrainConfig, list[str]]:
+def adapt_to_given(
+    config: TrainConfig, given: set[str], preset: TrainConfig
+) -> tuple[TrainConfig, list[str]]:
     """``config`` with the values not in ``given`` changed where they contradict the others,
-    and one line per change saying what and why."""
+    and one line per change saying what and why. Minibatches not given keep at least the
+    ``preset``'s minibatch size when the batch shrinks (the continuous preset's 32 minibatches
+    of 2048 steps would otherwise be 1-step minibatches, whose advantage normalisation
+    divides by a std of nothing)."""
     ppo = config.ppo
     changes: dict[str, tuple[object, object, str]] = {}
 
@@ -74,13 +79,15 @@ def adapt_to_given(config: TrainConfig, given: set[str]) -> tuple[TrainConfig, l
         length = _divisor_near(config.num_steps, ppo.sequence_length)
         change("sequence_length", length, f"must divide --num-steps {config.num_steps}")
     if "num_minibatches" not in given:
-        limit, what = config.batch_size, "steps in a batch (num-envs × num-steps)"
+        size = preset.batch_size // preset.ppo.num_minibatches
+        limit = max(1, config.batch_size // size)
+        why = f"minibatches of the preset's {size} steps; the batch is {config.batch_size}"
         if _trains_on_sequences(config.policy):
             length = changes.get("sequence_length", (0, ppo.sequence_length, ""))[1]
             limit = config.num_envs * config.num_steps // (int(length) or config.num_steps)
-            what = "sequences a recurrent policy trains on"
+            why = f"no more than the {limit} sequences a recurrent policy trains on"
         if ppo.num_minibatches > limit:
-            change("num_minibatches", limit, f"no more than the {limit} {what}")
+            change("num_minibatches", limit, why)
     if config.clip_rewards and config.normalize_reward:
         if "normalize_reward" in given and "clip_rewards" not in given:
             change("clip_rewards", False, "--normalize-reward rescales rewards instead")

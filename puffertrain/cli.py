@@ -108,7 +108,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
     if early.env:
         default = _preset(early.env, parse_kwargs(early.env_kwargs))
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
-    config, changes = adapt_to_given(config, given_fields(argv))
+    config, changes = adapt_to_given(config, given_fields(argv), default)
     for line in changes:
         print(line, file=sys.stderr)
     return config, None
