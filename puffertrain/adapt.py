@@ -58,6 +58,8 @@ def adapt_to_given(
     divides by a std of nothing)."""
     ppo = config.ppo
     changes: dict[str, tuple[object, object, str]] = {}
+    if min(config.num_envs, config.num_steps, config.env_batch_size + 1) < 1:
+        return config, []  # sizes no run can use: validate says so
 
     def change(name: str, new: object, why: str) -> None:
         old = getattr(ppo if name in PPO_FIELDS else config, name)
