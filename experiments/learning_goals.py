@@ -63,6 +63,8 @@ def report(env_id: str, seed: int, run_dir: Path) -> str:
     at_budget = returns[steps <= budget][-WINDOW:].mean()
     final = returns[-WINDOW:].mean()
     verdict = "met" if reached is not None and reached <= budget else "missed"
+    if verdict == "missed" and steps[-1] < budget:
+        verdict = f"not yet (the run stopped at {steps[-1]:,})"
     return (
         f"{env_id:24} seed {seed}  goal {goal} by {budget:,}: {verdict}  "
         f"(reached at {reached if reached is None else f'{reached:,}'}; "
