@@ -13,15 +13,15 @@ import torch
 import torch.nn as nn
 
 from policies.contract import is_recurrent
-from policies.flatten import flatten_observation, is_structured
+from policies.flatten import flatten_observation, travels_as_bytes
 from policies.heads import action_head_size
 
 
 def sample_observations(observation_space: gym.spaces.Space, batch_size: int) -> torch.Tensor:
-    """``batch_size`` observations drawn from the space as a policy receives them: Dict and
-    Tuple observations flattened to rows, float64 turned into float32."""
+    """``batch_size`` observations drawn from the space as a policy receives them: any space but
+    a Box flattened to byte rows, float64 turned into float32."""
     samples = [observation_space.sample() for _ in range(batch_size)]
-    if is_structured(observation_space):
+    if travels_as_bytes(observation_space):
         samples = [flatten_observation(sample, observation_space) for sample in samples]
     batch = np.stack(samples)
     return torch.as_tensor(batch.astype(np.float32) if batch.dtype == np.float64 else batch)

@@ -52,6 +52,12 @@ def is_structured(space: gym.spaces.Space) -> bool:
     return isinstance(space, gym.spaces.Dict | gym.spaces.Tuple)
 
 
+def travels_as_bytes(space: gym.spaces.Space) -> bool:
+    """Whether the engine carries observations of ``space`` as flat byte rows: every space but
+    a Box (a bare Discrete, MultiDiscrete or MultiBinary is a one-leaf layout)."""
+    return not isinstance(space, gym.spaces.Box)
+
+
 def _leaf_shape_dtype(space: gym.spaces.Space) -> tuple[tuple[int, ...], np.dtype]:
     if isinstance(space, gym.spaces.Box):
         return tuple(int(n) for n in space.shape), np.dtype(space.dtype)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import gymnasium as gym
 import torch.nn as nn
 
+from policies.features import VectorFeatures
 from policies.heads import EncoderHeads
 from policies.init import layer_init
 
@@ -14,11 +13,11 @@ from policies.init import layer_init
 def mlp_encoder(
     observation_space: gym.spaces.Space, *sizes: int, activation: type[nn.Module] = nn.ReLU
 ) -> nn.Sequential:
-    """Flatten, then one ``activation`` layer per entry of ``sizes`` (orthogonal init)."""
-    if not isinstance(observation_space, gym.spaces.Box):
-        raise ValueError("needs a Box observation space")
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = math.prod(observation_space.shape)
+    """:class:`VectorFeatures` (Box values flattened, categories one-hot), then one
+    ``activation`` layer per entry of ``sizes`` (orthogonal init)."""
+    features = VectorFeatures(observation_space)
+    layers: list[nn.Module] = [features]
+    width = features.output_size
     for size in sizes:
         layers += [layer_init(nn.Linear(width, size)), activation()]
         width = size
@@ -29,13 +28,15 @@ class BasicPolicy(EncoderHeads):
     """The docs' BasicPolicy: MLP encoder (2 × ``hidden_size`` ReLU), actor head (std 0.01),
     critic head (std 1.0); ``forward(obs) -> (logits, value)``, value shaped ``(batch, 1)``.
 
-    Takes any Box observation (flattened). Discrete and MultiDiscrete actions get logits; a Box
+    Takes any Box observation (flattened, any dtype), and Discrete / MultiDiscrete observations
+    one-hot encoded (the docs' sketch reads ``observation_space.shape[0]``, which a Discrete
+    does not have) and MultiBinary ones. Discrete and MultiDiscrete actions get logits; a Box
     action space gets the Gaussian head of :class:`ContinuousPolicy`, ``(mean, std, value)``.
     """
 
     def __init__(
         self,
-        observation_space: gym.spaces.Box,
+        observation_space: gym.spaces.Space,
         action_space: gym.spaces.Space,
         hidden_size: int = 256,
     ) -> None:

@@ -11,34 +11,13 @@ import torch
 import torch.nn as nn
 
 from policies.cnn import ImageEncoder, is_image
-from policies.flatten import is_structured, observation_layout, unflatten_observations
+from policies.features import DiscreteEncoder
+from policies.flatten import observation_layout, travels_as_bytes, unflatten_observations
 from policies.heads import EncoderHeads
 from policies.init import layer_init
 from policies.mlp import mlp_encoder
 
-EMBEDDING_SIZE = 16
 VECTOR_SIZE = 128
-
-
-class DiscreteEncoder(nn.Module):
-    """A learned ``EMBEDDING_SIZE`` vector per value of a Discrete (or of each MultiDiscrete
-    dimension, concatenated)."""
-
-    def __init__(self, space: gym.spaces.Discrete | gym.spaces.MultiDiscrete) -> None:
-        super().__init__()
-        if isinstance(space, gym.spaces.Discrete):
-            sizes, starts = torch.tensor([int(space.n)]), torch.tensor([int(space.start)])
-        else:
-            sizes = torch.as_tensor(space.nvec.reshape(-1))
-            starts = torch.as_tensor(space.start.reshape(-1))
-        offsets = torch.cumsum(sizes, 0) - sizes
-        self.register_buffer("shift", (offsets - starts).long(), persistent=False)
-        self.embedding = nn.Embedding(int(sizes.sum()), EMBEDDING_SIZE)
-        self.output_size = EMBEDDING_SIZE * len(sizes)
-
-    def forward(self, values: torch.Tensor) -> torch.Tensor:
-        rows = values.long().reshape(values.shape[0], -1) + self.shift
-        return self.embedding(rows).flatten(1)
 
 
 class VectorEncoder(nn.Module):
@@ -76,14 +55,16 @@ class LeafEncoders(nn.Module):
     """Every leaf of a Dict/Tuple observation through its own encoder, features concatenated.
 
     Takes the engine's flat byte rows (unflattened here) or the structured observation itself.
-    ``keys`` keeps only those top-level Dict keys.
+    A bare leaf space (a Discrete, a Box) is one leaf. ``keys`` keeps only those top-level Dict
+    keys.
     """
 
     def __init__(self, space: gym.spaces.Space, keys: Sequence[str] | None = None) -> None:
         super().__init__()
-        if not is_structured(space):
-            raise ValueError("needs a Dict or Tuple observation space")
+        if keys is not None and not isinstance(space, gym.spaces.Dict):
+            raise ValueError(f"needs a Dict observation with the keys {', '.join(keys)}")
         self.space = space
+        self.bytes = travels_as_bytes(space)
         leaves = [
             leaf for leaf in observation_layout(space)[0] if keys is None or leaf.path[0] in keys
         ]
@@ -97,7 +78,7 @@ class LeafEncoders(nn.Module):
         self.output_size = sum(encoder.output_size for encoder in self.encoders.values())
 
     def forward(self, observations: torch.Tensor | Mapping | tuple) -> torch.Tensor:
-        if isinstance(observations, torch.Tensor):
+        if isinstance(observations, torch.Tensor) and self.bytes:
             observations = unflatten_observations(observations, self.space)
         features = [
             self.encoders[_name(path)](_at(observations, path).flatten(0, -1 - dims))
@@ -107,18 +88,18 @@ class LeafEncoders(nn.Module):
 
 
 def _name(path: tuple[str | int, ...]) -> str:
-    return "/".join(str(key) for key in path)
+    return "/".join(str(key) for key in path) or "observation"
 
 
 class MultiInputPolicy(EncoderHeads):
-    """``--policy multi_input``: one encoder per leaf of a Dict/Tuple observation (CNN for
-    images, embedding for Discrete, MLP for vectors), concatenated, a ``hidden_size`` ReLU
-    layer, then the heads. The docs' sketch hard-codes 3 channels and ``64 * 9 * 9`` image
-    features; here every size comes from the space."""
+    """``--policy multi_input``: one encoder per leaf of a Dict/Tuple observation, or of a bare
+    leaf space (CNN for images, embedding for Discrete, MLP for vectors), concatenated, a
+    ``hidden_size`` ReLU layer, then the heads. The docs' sketch hard-codes 3 channels and
+    ``64 * 9 * 9`` image features; here every size comes from the space."""
 
     def __init__(
         self,
-        observation_space: gym.spaces.Dict | gym.spaces.Tuple,
+        observation_space: gym.spaces.Space,
         action_space: gym.spaces.Space,
         hidden_size: int = 512,
         keys: Sequence[str] | None = None,

@@ -15,6 +15,7 @@ import gymnasium as gym
 import tyro
 
 from policies.normalize import can_normalize
+from puffertrain.adapt import adapt_to_given, given_fields
 from puffertrain.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
@@ -32,6 +33,7 @@ from puffertrain.distributed import (
     process_group,
 )
 from puffertrain.envs import env_factory, env_family, probe_env
+from puffertrain.envs.spaces import policy_view, text_notice
 from puffertrain.errors import UserError
 from puffertrain.seeds import is_seed_parent, run_seeds, seed_parent, start_seeds, without_flags
 
@@ -67,7 +69,8 @@ def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
     """The preset for an env: the multi-agent one for PettingZoo envs, its family's (told by
     its id, else by the env a `module:callable` id builds, so a wrapped CartPole gets the
     classic-control preset), or the continuous-control one for Box actions (with observation
-    normalisation only where the observations are a float Box)."""
+    normalisation only where the observations are a float Box). Prints the notice for text
+    leaves the policy will not see, and refuses a space no batch can hold."""
     factory = env_factory(env_id, env_kwargs)  # fails on bad ids; imports `module:` ids
     family = env_family(env_id)
     probed = None if family == "atari" else probe_env(factory)
@@ -80,6 +83,10 @@ def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
         family = built_family
     if num_agents:
         return preset_for("multi_agent")
+    policy_view(observation_space)  # one line for a space no batch holds, before any run dir
+    notice = text_notice(observation_space)
+    if notice:
+        print(notice, file=sys.stderr)
     if not isinstance(action_space, gym.spaces.Box):
         return preset_for(family)
     return dataclasses.replace(
@@ -109,6 +116,9 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, TrainingState | 
     if early.env:
         default = _preset(early.env, parse_kwargs(early.env_kwargs))
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
+    config, changes = adapt_to_given(config, given_fields(argv), default)
+    for line in changes:
+        print(line, file=sys.stderr)
     return config, None
 
 

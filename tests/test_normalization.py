@@ -89,8 +89,10 @@ def test_the_continuous_preset_trains_an_env_with_dict_observations(tmp_path):
 
 
 def test_clipped_and_normalised_rewards_are_refused(capsys):
+    """Both given: refused. One given: the preset's other one turns off
+    (tests/test_preset_adaptation.py)."""
     with pytest.raises(SystemExit):
-        main(["--env", "Pendulum-v1", "--clip-rewards", "--total-timesteps", "64"])
+        main(["--env", "Pendulum-v1", "--clip-rewards", "--normalize-reward"])
     assert "--clip-rewards and --normalize-reward" in capsys.readouterr().err
 
 

@@ -1,5 +1,6 @@
-"""Dict and Tuple observations become flat byte rows before they reach the rollout engine, and
-PettingZoo parallel envs become one row per agent."""
+"""Observations the policy takes become flat byte rows before they reach the rollout engine
+(any space but a Box, with Text leaves dropped), and PettingZoo parallel envs become one row
+per agent."""
 
 from __future__ import annotations
 
@@ -7,31 +8,43 @@ from typing import Any
 
 import gymnasium as gym
 
-from policies.flatten import flat_space, flatten_observation, is_structured
+from policies.flatten import flat_space, flatten_observation, travels_as_bytes
 from puffertrain.envs.make import EnvFactory
 from puffertrain.envs.multiagent import AgentRows, is_parallel_env
+from puffertrain.envs.spaces import policy_view, text_leaves, without_text
 
 
 class FlattenStructured(gym.ObservationWrapper):
-    """Observations of a Dict/Tuple space as one uint8 row (the layout of ``policies.flatten``;
-    policies undo it with ``unflatten_observations``). ``structured_space`` keeps the original."""
+    """Observations of a Dict/Tuple (or bare Discrete, MultiDiscrete, MultiBinary) space as one
+    uint8 row (the layout of ``policies.flatten``; policies undo it with
+    ``unflatten_observations``). ``structured_space`` is the space the policy sees: the env's
+    own, less its Text leaves."""
 
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, structured_space: gym.spaces.Space) -> None:
         super().__init__(env)
-        self.structured_space = env.observation_space
-        self.observation_space = flat_space(env.observation_space)
+        self.structured_space = structured_space
+        self.observation_space = flat_space(structured_space)
+        self._has_text = bool(text_leaves(env.observation_space))
 
     def observation(self, observation: Any) -> Any:
+        if self._has_text:
+            observation = without_text(observation, self.env.observation_space)
         return flatten_observation(observation, self.structured_space)
 
 
 def with_flat_observations(factory: EnvFactory) -> gym.Env | AgentRows:
-    """Build an env; wrap it in :class:`FlattenStructured` if its observations are structured,
-    or in :class:`AgentRows` (one row per agent) if it is a PettingZoo parallel env."""
+    """Build an env; wrap it in :class:`FlattenStructured` unless its observations are a Box,
+    or in :class:`AgentRows` (one row per agent) if it is a PettingZoo parallel env.
+    ``UserError`` for an observation space no batch can hold (Graph, Sequence...)."""
     env = factory()
     if is_parallel_env(env):
         return AgentRows(env)
-    return FlattenStructured(env) if is_structured(env.observation_space) else env
+    try:
+        view = policy_view(env.observation_space)
+    except BaseException:
+        env.close()
+        raise
+    return FlattenStructured(env, view) if travels_as_bytes(view) else env
 
 
 def policy_observation_space(env: gym.Env | AgentRows) -> gym.spaces.Space:

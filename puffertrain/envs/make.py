@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import sys
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 
+from puffertrain.envs.families import family_of, import_family
 from puffertrain.envs.multiagent import AgentRows, is_parallel_env
 from puffertrain.errors import UserError
 
@@ -36,8 +38,22 @@ def _unknown_id(env_id: str) -> UserError:
     return UserError(f"unknown env id '{env_id}'{hint}")
 
 
+def _newer_version(env_id: str) -> str:
+    """`` (NAME-vK is registered)`` for the newest other version of a versioned id built by
+    other code (the same entry point would fail the same way), else ""."""
+    namespace, name, version = gym.envs.registration.parse_env_id(env_id)
+    newest = gym.envs.registration.find_highest_version(namespace, name)
+    if version is None or newest is None or newest == version:
+        return ""
+    newest_id = gym.envs.registration.get_env_id(namespace, name, newest)
+    if gym.registry[newest_id].entry_point == gym.registry[env_id].entry_point:
+        return ""
+    return f" ({newest_id} is registered)"
+
+
 def _with_kwargs(build: Callable[..., gym.Env], env_id: str, kwargs: dict[str, Any]) -> gym.Env:
-    """``build(**kwargs)``; a keyword the env does not take is the user's --env-kwargs."""
+    """``build(**kwargs)``; a keyword the env does not take is the user's --env-kwargs, and a
+    missing optional dependency (Box2D, mujoco<3, shimmy...) is one line with the env's hint."""
     try:
         return build(**kwargs)
     except TypeError as error:
@@ -45,6 +61,11 @@ def _with_kwargs(build: Callable[..., gym.Env], env_id: str, kwargs: dict[str, A
             reason = str(error).split(" was raised from")[0]
             raise UserError(f"--env-kwargs for '{env_id}': {reason}") from None
         raise
+    except (gym.error.DependencyNotInstalled, ImportError) as error:
+        hint = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(
+            f"env '{env_id}' needs something not installed: {hint}{_newer_version(env_id)}"
+        ) from None
 
 
 def _make_registered(module_name: str | None, env_id: str, kwargs: dict[str, Any]) -> gym.Env:
@@ -65,8 +86,10 @@ def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFac
 
     Accepts a registered id, ``module:EnvName-v0`` (the module registers the id on import) and
     ``package.module:callable`` (the callable returns a gymnasium env or a PettingZoo
-    ``ParallelEnv``, such as ``mpe2.simple_spread_v3:parallel_env``). Raises ``UserError`` for
-    ids that resolve to nothing, suggesting close registered ids.
+    ``ParallelEnv``, such as ``mpe2.simple_spread_v3:parallel_env``). An id of a package's
+    family (``MiniGrid-*``: minigrid) is registered by importing the package, with a note on
+    stderr. Raises ``UserError`` for ids that resolve to nothing, suggesting close registered
+    ids, and naming the ``pip install`` of a family whose package is missing.
     """
     kwargs = dict(env_kwargs or {})
     if ":" in env_id:
@@ -81,15 +104,27 @@ def env_factory(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvFac
             )
         return partial(_call, module_name, name, kwargs)
     register_ale()
+    family = family_of(env_id)
+    if env_id not in gym.registry and family is not None and family.module not in sys.modules:
+        import_family(family, env_id)
+        print(
+            f"puffertrain: note: imported {family.module} to register '{env_id}' "
+            f"({family.module} registers the {'*, '.join(family.prefixes)}* ids)",
+            file=sys.stderr,
+        )
     if env_id not in gym.registry:
         raise _unknown_id(env_id)
-    return partial(_make_registered, None, env_id, kwargs)
+    return partial(_make_registered, family.module if family else None, env_id, kwargs)
 
 
 def _family_of(location: str) -> str:
     """The preset family of the code at ``location`` (an entry point or a module name)."""
     if location.startswith("ale_py"):
         return "atari"
+    if location.startswith("minigrid"):
+        return "minigrid"
+    if "toy_text" in location:
+        return "toy_text"
     if "classic_control" in location:
         return "classic_control"
     if "mujoco" in location:
@@ -98,7 +133,8 @@ def _family_of(location: str) -> str:
 
 
 def env_family(env_id: str) -> str:
-    """Which preset family an id belongs to: "atari", "classic_control", "mujoco" or "other"."""
+    """Which preset family an id belongs to: "atari", "classic_control", "toy_text", "mujoco",
+    "minigrid" or "other"."""
     register_ale()
     name = env_id.split(":", 1)[1] if ":" in env_id else env_id
     spec = gym.registry.get(name)
@@ -125,12 +161,15 @@ class Probe(NamedTuple):
 
 def probe_env(factory: EnvFactory) -> Probe | None:
     """Build one env with ``factory`` and describe it, or None if it fails to build (the
-    trainer reports that failure when it builds its envs)."""
+    trainer reports that failure when it builds its envs); a ``UserError`` (a missing
+    dependency) is raised at once."""
     try:
         env = factory()
         family = built_env_family(env)
         if is_parallel_env(env):
             env = AgentRows(env)
+    except UserError:
+        raise
     except Exception:
         return None
     try:

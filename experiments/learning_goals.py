@@ -1,0 +1,87 @@
+"""The catalogue's learning goals, run with the defaults a user gets (``python -m puffertrain
+--env ID``), read back from each run's TensorBoard events.
+
+Goals: FrozenLake-v1 (slippery) success rate >= 0.7 within 200k steps; Taxi-v4 mean return >= 7
+within 500k; MiniGrid-Empty-8x8-v0 (mission dropped) mean return >= 0.9. "Mean" is over the last
+100 episodes logged (FrozenLake's return is 1 on success, so it is the success rate).
+
+    python experiments/learning_goals.py --seeds 1 --out-dir runs/goals
+    python experiments/learning_goals.py --report-only --out-dir runs/goals
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+GOALS = {
+    "FrozenLake-v1": (0.7, 200_000),
+    "Taxi-v4": (7.0, 500_000),
+    "MiniGrid-Empty-8x8-v0": (0.9, 500_000),
+}
+WINDOW = 100
+
+
+@dataclass
+class Args:
+    """Options of the goal runs."""
+
+    seeds: list[int] = field(default_factory=lambda: [1])
+    envs: list[str] = field(default_factory=lambda: list(GOALS))
+    out_dir: Path = Path("runs/goals")
+    report_only: bool = False
+    """Only read the runs already in --out-dir."""
+
+
+def episode_returns(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(global steps, returns) of every episode the run logged."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    scalars = events.Scalars("charts/episodic_return")
+    return np.array([s.step for s in scalars]), np.array([s.value for s in scalars])
+
+
+def first_reached(steps: np.ndarray, returns: np.ndarray, goal: float) -> int | None:
+    """The first step where the mean of the last ``WINDOW`` episodes is at least ``goal``."""
+    for end in range(WINDOW, len(returns) + 1):
+        if returns[end - WINDOW : end].mean() >= goal:
+            return int(steps[end - 1])
+    return None
+
+
+def report(env_id: str, seed: int, run_dir: Path) -> str:
+    goal, budget = GOALS[env_id]
+    steps, returns = episode_returns(run_dir)
+    reached = first_reached(steps, returns, goal)
+    at_budget = returns[steps <= budget][-WINDOW:].mean()
+    final = returns[-WINDOW:].mean()
+    verdict = "met" if reached is not None and reached <= budget else "missed"
+    if verdict == "missed" and steps[-1] < budget:
+        verdict = f"not yet (the run stopped at {steps[-1]:,})"
+    return (
+        f"{env_id:24} seed {seed}  goal {goal} by {budget:,}: {verdict}  "
+        f"(reached at {reached if reached is None else f'{reached:,}'}; "
+        f"mean of last {WINDOW} at {budget:,}: {at_budget:.2f}; at end {steps[-1]:,}: {final:.2f})"
+    )
+
+
+def main(args: Args) -> None:
+    for env_id in args.envs:
+        for seed in args.seeds:
+            run_dir = args.out_dir / f"{env_id.replace('/', '_')}__s{seed}"
+            if not args.report_only:
+                command = [sys.executable, "-m", "puffertrain", "--env", env_id, "--seed"]
+                command += [str(seed), "--run-dir", str(run_dir), "--overwrite"]
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            print(report(env_id, seed, run_dir), flush=True)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

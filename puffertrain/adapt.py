@@ -1,0 +1,106 @@
+"""Preset values the user did not set adapt to the ones they did.
+
+A preset is tuned for its own sizes: Atari's async batches of 4 envs assume 8 envs, the
+continuous preset's 32 minibatches assume 2048 steps. When the user changes one of those sizes
+on the command line, the values they left alone follow it (each change is reported in the
+startup lines); only a value the user gave can be refused by ``TrainConfig.validate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from policies import POLICIES
+from policies.contract import is_recurrent
+from puffertrain.config import PPOConfig, TrainConfig
+
+PPO_FIELDS = frozenset(field.name for field in dataclasses.fields(PPOConfig))
+
+
+def given_fields(argv: Sequence[str]) -> set[str]:
+    """Config field names the command line sets (``--num-envs 2``, ``--num_envs=2``,
+    ``--no-compile``)."""
+    names = set()
+    for arg in argv:
+        if not arg.startswith("--"):
+            continue
+        name = arg[2:].split("=", 1)[0].replace("-", "_").removeprefix("ppo.")
+        names.add(name)
+        names.add(name.removeprefix("no_"))
+    return names
+
+
+def _divisor_near(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` that is at most ``at_most``."""
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+def _env_batch_size(config: TrainConfig) -> int:
+    """A proper divisor of --num-envs within a factor of 2 of the preset's async batch, else 0
+    (synchronous): smaller batches would step the policy on too few envs to pay."""
+    batch = _divisor_near(config.num_envs, config.env_batch_size)
+    return batch if batch < config.num_envs and 2 * batch >= config.env_batch_size else 0
+
+
+def _trains_on_sequences(policy: str) -> bool:
+    entry = POLICIES.get(policy)
+    return entry is not None and is_recurrent(entry.cls)
+
+
+def adapt_to_given(
+    config: TrainConfig, given: set[str], preset: TrainConfig
+) -> tuple[TrainConfig, list[str]]:
+    """``config`` with the values not in ``given`` changed where they contradict the others,
+    and one line per change saying what and why. Minibatches not given keep at least the
+    ``preset``'s minibatch size when the batch shrinks (the continuous preset's 32 minibatches
+    of 2048 steps would otherwise be 1-step minibatches, whose advantage normalisation
+    divides by a std of nothing)."""
+    ppo = config.ppo
+    changes: dict[str, tuple[object, object, str]] = {}
+    if min(config.num_envs, config.num_steps, config.env_batch_size + 1) < 1:
+        return config, []  # sizes no run can use: validate says so
+
+    def change(name: str, new: object, why: str) -> None:
+        old = getattr(ppo if name in PPO_FIELDS else config, name)
+        changes[name] = (old, new, why)
+
+    if (
+        "env_batch_size" not in given
+        and config.env_batch_size
+        and config.num_envs % config.env_batch_size
+    ):
+        batch = _env_batch_size(config)
+        why = "synchronous" if batch == 0 else "async batches"
+        change("env_batch_size", batch, f"{why}: must divide --num-envs {config.num_envs}")
+    if (
+        "sequence_length" not in given
+        and ppo.sequence_length
+        and config.num_steps % ppo.sequence_length
+    ):
+        length = _divisor_near(config.num_steps, ppo.sequence_length)
+        change("sequence_length", length, f"must divide --num-steps {config.num_steps}")
+    if "num_minibatches" not in given:
+        size = preset.batch_size // preset.ppo.num_minibatches
+        limit = max(1, config.batch_size // size)
+        why = f"minibatches of the preset's {size} steps; the batch is {config.batch_size}"
+        if _trains_on_sequences(config.policy):
+            length = changes.get("sequence_length", (0, ppo.sequence_length, ""))[1]
+            limit = config.num_envs * config.num_steps // (int(length) or config.num_steps)
+            why = f"no more than the {limit} sequences a recurrent policy trains on"
+        if ppo.num_minibatches > limit:
+            change("num_minibatches", limit, why)
+    if config.clip_rewards and config.normalize_reward:
+        if "normalize_reward" in given and "clip_rewards" not in given:
+            change("clip_rewards", False, "--normalize-reward rescales rewards instead")
+        elif "clip_rewards" in given and "normalize_reward" not in given:
+            change("normalize_reward", False, "--clip-rewards rescales rewards instead")
+
+    new_ppo = {name: new for name, (_, new, _) in changes.items() if name in PPO_FIELDS}
+    new_top = {name: new for name, (_, new, _) in changes.items() if name not in PPO_FIELDS}
+    adapted = dataclasses.replace(config, ppo=dataclasses.replace(ppo, **new_ppo), **new_top)
+    lines = [
+        f"puffertrain: preset adapted: --{name.replace('_', '-')} {old} → {new} ({why})"
+        for name, (old, new, why) in changes.items()
+    ]
+    return adapted, lines

@@ -1,0 +1,60 @@
+"""Tiny envs with one observation space each, for the catalogue and space tests
+(``--env tests.space_envs:graph_leaf``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class SpaceEnv(gym.Env):
+    """Observations sampled from ``observation_space``; two actions, reward 1 for action 0,
+    episodes of 5 steps."""
+
+    def __init__(self, observation_space: gym.spaces.Space) -> None:
+        self.observation_space = observation_space
+        self.action_space = gym.spaces.Discrete(2)
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self.observation_space.seed(seed)
+        self._t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        self._t += 1
+        return self.observation_space.sample(), float(action == 0), self._t >= 5, False, {}
+
+
+def multi_binary() -> gym.Env:
+    return SpaceEnv(gym.spaces.MultiBinary(6))
+
+
+def multi_discrete() -> gym.Env:
+    return SpaceEnv(gym.spaces.MultiDiscrete([3, 5, 2]))
+
+
+def integer_vector() -> gym.Env:
+    return SpaceEnv(gym.spaces.Box(-5, 5, (4,), np.int64))
+
+
+def text_leaf() -> gym.Env:
+    return SpaceEnv(
+        gym.spaces.Dict({"position": gym.spaces.Discrete(9), "note": gym.spaces.Text(8)})
+    )
+
+
+def text_only() -> gym.Env:
+    return SpaceEnv(gym.spaces.Text(8))
+
+
+def graph_leaf() -> gym.Env:
+    graph = gym.spaces.Graph(gym.spaces.Box(0, 1, (2,)), gym.spaces.Discrete(3))
+    return SpaceEnv(gym.spaces.Dict({"position": gym.spaces.Discrete(9), "links": graph}))
+
+
+def sequence_leaf() -> gym.Env:
+    return SpaceEnv(gym.spaces.Sequence(gym.spaces.Discrete(4)))

@@ -1,0 +1,105 @@
+"""Preset values the user did not set follow the ones they did; only given values are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from puffertrain.adapt import adapt_to_given, given_fields
+from puffertrain.cli import main, parse_train_args
+from puffertrain.config import PPOConfig, TrainConfig, preset_for
+
+
+def test_given_fields_reads_every_flag_form():
+    argv = ["--env", "X", "--num_envs=2", "--ppo.num-minibatches", "3", "--no-compile"]
+    assert {"env", "num_envs", "num_minibatches", "compile"} <= given_fields(argv)
+
+
+@pytest.mark.parametrize(("num_envs", "batch"), [(2, 0), (3, 0), (6, 3), (12, 4), (16, 4)])
+def test_atari_env_batch_follows_num_envs(num_envs, batch):
+    config = TrainConfig(num_envs=num_envs, env_batch_size=4)
+    adapted, lines = adapt_to_given(config, {"num_envs"}, preset_for("atari"))
+    assert adapted.env_batch_size == batch
+    assert any("--env-batch-size" in line for line in lines) == (num_envs % 4 != 0)
+
+
+def test_minibatches_keep_the_preset_size_in_a_small_batch():
+    """The continuous preset's 32 minibatches of 64 steps: 16 steps make one minibatch, not
+    16 one-step minibatches whose advantage std is undefined."""
+    preset = preset_for("continuous")
+    config = dataclasses.replace(preset, num_steps=16)
+    adapted, lines = adapt_to_given(config, {"num_steps"}, preset)
+    assert adapted.ppo.num_minibatches == 1
+    assert lines == [
+        "puffertrain: preset adapted: --num-minibatches 32 → 1 (minibatches of the preset's 64 "
+        "steps; the batch is 16)"
+    ]
+    adapted.validate()
+    bigger, lines = adapt_to_given(dataclasses.replace(preset, num_envs=4), {"num_envs"}, preset)
+    assert bigger.ppo.num_minibatches == 32 and lines == []
+
+
+def test_recurrent_minibatches_count_sequences():
+    config = TrainConfig(policy="lstm", num_envs=2, ppo=PPOConfig(num_minibatches=4))
+    adapted, _ = adapt_to_given(config, {"num_envs", "policy"}, TrainConfig())
+    assert adapted.ppo.num_minibatches == 2
+
+
+def test_sequence_length_follows_num_steps():
+    config = TrainConfig(num_steps=24, ppo=PPOConfig(sequence_length=16))
+    adapted, _ = adapt_to_given(config, {"num_steps"}, TrainConfig())
+    assert adapted.ppo.sequence_length == 12
+    adapted.validate()
+
+
+def test_given_values_are_left_for_validate_to_refuse():
+    config = TrainConfig(num_envs=2, env_batch_size=4, ppo=PPOConfig(num_minibatches=99))
+    given = {"num_envs", "env_batch_size", "num_minibatches"}
+    adapted, lines = adapt_to_given(config, given, TrainConfig())
+    assert adapted == config and lines == []
+
+
+def test_a_given_reward_rescaling_turns_the_preset_one_off():
+    config = dataclasses.replace(preset_for("atari"), normalize_reward=True)
+    adapted, _ = adapt_to_given(config, {"normalize_reward"}, preset_for("atari"))
+    assert (adapted.clip_rewards, adapted.normalize_reward) == (False, True)
+    adapted.validate()
+
+
+def test_a_given_reward_clipping_turns_the_preset_normalisation_off():
+    config, _ = parse_train_args(["--env", "Pendulum-v1", "--clip-rewards"])
+    assert (config.clip_rewards, config.normalize_reward) == (True, False)
+
+
+def test_atari_with_two_envs_trains_and_says_why(capsys, tmp_path):
+    main(
+        [
+            "--env",
+            "ALE/Breakout-v5",
+            "--num-envs",
+            "2",
+            "--num-steps",
+            "8",
+            "--total-timesteps",
+            "16",
+            "--no-compile",
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert "preset adapted: --env-batch-size 4 → 0 (synchronous" in err
+
+
+def test_an_explicit_contradiction_is_still_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--env", "ALE/Breakout-v5", "--num-envs", "2", "--env-batch-size", "4"])
+    assert "--env-batch-size 4 must divide --num-envs 2" in capsys.readouterr().err
+
+
+def test_parse_keeps_untouched_presets():
+    config, _ = parse_train_args(["--env", "ALE/Breakout-v5"])
+    assert config.env_batch_size == 4
