@@ -37,11 +37,11 @@ from roofline import flops_per_env_step, matmul_gflops  # this folder is on sys.
 
 from puffertrain.bench import BenchConfig, bench
 from puffertrain.buffer import RolloutBuffer
-from puffertrain.config import preset_for
 from puffertrain.distributed import process_cores
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Learner, PolicyAdapter
 from puffertrain.ppo.precision import resolve_precision
+from puffertrain.presets import preset_for
 
 ENV = "ALE/Breakout-v5"
 FRAMES = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)

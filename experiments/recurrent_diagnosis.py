@@ -52,9 +52,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from puffertrain.config import CLASSIC_CONTROL, TrainConfig
+from puffertrain.config import TrainConfig
 from puffertrain.ppo import loss as loss_module
 from puffertrain.ppo.loss import normalized
+from puffertrain.presets import CLASSIC_CONTROL
 from puffertrain.trainer.loop import Trainer
 
 GROUPS = ("encoder", "lstm", "actor", "critic")

@@ -21,7 +21,6 @@ from puffertrain.config import (
     TrainConfig,
     from_dict,
     parse_kwargs,
-    preset_for,
     to_dict,
 )
 from puffertrain.distributed import (
@@ -35,6 +34,7 @@ from puffertrain.distributed import (
 from puffertrain.envs import env_factory, env_family, probe_env
 from puffertrain.envs.spaces import policy_view, text_notice
 from puffertrain.errors import UserError
+from puffertrain.presets import preset_for
 from puffertrain.seeds import is_seed_parent, run_seeds, seed_parent, start_seeds, without_flags
 
 if TYPE_CHECKING:

@@ -8,7 +8,8 @@ import pytest
 
 from puffertrain.adapt import adapt_to_given, given_fields
 from puffertrain.cli import main, parse_train_args
-from puffertrain.config import PPOConfig, TrainConfig, preset_for
+from puffertrain.config import PPOConfig, TrainConfig
+from puffertrain.presets import preset_for
 
 
 def test_given_fields_reads_every_flag_form():

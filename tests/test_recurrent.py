@@ -13,7 +13,7 @@ from policies import POLICIES, LSTMPolicy, OptimizedLSTMPolicy, RecurrentPolicy
 from policies.checks import check_gradients, check_output_shapes
 from policies.recurrent import Segments, _length_groups, lstm_over_segments, lstm_packed
 from puffertrain.buffer.minibatches import sequences
-from puffertrain.config import preset_for
+from puffertrain.presets import preset_for
 from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
 from puffertrain.trainer.loop import Trainer
 from tests.conftest import run_cli
