@@ -1,4 +1,6 @@
-"""The puffertrain policy library: plain ``nn.Module`` policies and their building blocks.
+"""The puffertrain policy library: plain ``nn.Module`` policies and their building blocks,
+implementing the policies guide (PufferLib's user guide to writing policies; "the guide" in
+these modules' docstrings).
 
 Every policy is built as ``Policy(observation_space, action_space, **kwargs)`` and returns
 ``(logits, value)`` for discrete actions or ``(mean, std, value)`` for Box actions; recurrent

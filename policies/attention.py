@@ -1,4 +1,4 @@
-"""The docs' attention policy, attending over tokens of the observation."""
+"""The guide's attention policy, attending over tokens of the observation."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class TokenAttention(nn.Module):
 
 
 class AttentionPolicy(EncoderHeads):
-    """The docs' AttentionPolicy, with something to attend over: the docs' sketch adds a
+    """The guide's AttentionPolicy, with something to attend over: the guide's sketch adds a
     sequence dim of 1, where attention returns a linear map of its one input (a no-op); here
     the tokens are the observation's entities or chunks (:class:`TokenAttention`)."""
 

@@ -1,6 +1,6 @@
-"""The docs' debugging checks, made to fail loudly and to cover recurrent policies.
+"""The guide's debugging checks, made to fail loudly and to cover recurrent policies.
 
-The docs' sketches print their findings and call ``policy(obs)`` only; these raise
+The guide's sketches print their findings and call ``policy(obs)`` only; these raise
 ``AssertionError`` with the problem and, for a recurrent policy, check both the rollout path
 (``forward_step``) and the update path (``forward_sequence``).
 """

@@ -94,7 +94,7 @@ class CNNPolicy(EncoderHeads):
     """The Nature CNN (conv 32×8 s4, 64×4 s2, 64×3 s1, fc 512) with actor and critic heads.
 
     uint8 pixels are divided by 255 inside the network, so observations stay uint8 everywhere
-    else. The docs' sketch hard-codes 3 input channels and a 7×7 feature map; here both come
+    else. The guide's sketch hard-codes 3 input channels and a 7×7 feature map; here both come
     from the observation space (4 channels for a 4-frame stack), channels-last images are
     transposed, and images under 36×36 get :class:`ImageEncoder`'s small convs. Box actions get
     a Gaussian head.
@@ -111,7 +111,7 @@ class CNNPolicy(EncoderHeads):
 
 
 class EfficientCNN(nn.Module):
-    """The docs' EfficientCNN: Nature convs, then an fc layer sized by a dummy forward pass.
+    """The guide's EfficientCNN: Nature convs, then an fc layer sized by a dummy forward pass.
 
     Same function as :class:`CNNPolicy` (which sizes its fc layer the same way), kept under the
     docs' attribute names ``network`` and ``fc``.

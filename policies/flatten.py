@@ -120,7 +120,7 @@ def _layout(space: gym.spaces.Space) -> tuple[list[Leaf], int]:
 def unflatten_observations(flat: torch.Tensor, space: gym.spaces.Space) -> Any:
     """Inverse of the engine's flattening for a batch ``flat`` of shape ``(*batch, row_bytes)``:
     a dict / tuple (nested like ``space``) of tensors shaped ``(*batch, *leaf_shape)`` in each
-    leaf's dtype. The docs' sketch left this to the reader; here it is exact."""
+    leaf's dtype. The guide's sketch left this to the reader; here it is exact."""
     leaves, _ = _layout(space)
     batch = flat.shape[:-1]
     values = {}

@@ -1,4 +1,4 @@
-"""MLP policies for vector observations: the docs' BasicPolicy and ContinuousPolicy."""
+"""MLP policies for vector observations: the guide's BasicPolicy and ContinuousPolicy."""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ def mlp_encoder(
 
 
 class BasicPolicy(EncoderHeads):
-    """The docs' BasicPolicy: MLP encoder (2 × ``hidden_size`` ReLU), actor head (std 0.01),
+    """The guide's BasicPolicy: MLP encoder (2 × ``hidden_size`` ReLU), actor head (std 0.01),
     critic head (std 1.0); ``forward(obs) -> (logits, value)``, value shaped ``(batch, 1)``.
 
     Takes any Box observation (flattened, any dtype), and Discrete / MultiDiscrete observations
-    one-hot encoded (the docs' sketch reads ``observation_space.shape[0]``, which a Discrete
+    one-hot encoded (the guide's sketch reads ``observation_space.shape[0]``, which a Discrete
     does not have) and MultiBinary ones. Discrete and MultiDiscrete actions get logits; a Box
     action space gets the Gaussian head of :class:`ContinuousPolicy`, ``(mean, std, value)``.
     """
@@ -46,9 +46,9 @@ class BasicPolicy(EncoderHeads):
 
 
 class ContinuousPolicy(BasicPolicy):
-    """The docs' ContinuousPolicy: the same MLP encoder, a linear mean (std 0.01), a log-std
+    """The guide's ContinuousPolicy: the same MLP encoder, a linear mean (std 0.01), a log-std
     parameter that does not depend on the state, and a critic; ``forward(obs) -> (mean, std,
-    value)``. The docs' ``get_action`` squashes the sample with tanh but scores it with the
+    value)``. The guide's ``get_action`` squashes the sample with tanh but scores it with the
     unsquashed Normal; here the trainer scores the Normal sample itself and clips only the
     action the env receives to the space's bounds (CleanRL's ppo_continuous_action).
     """

@@ -34,7 +34,7 @@ class SharedMultiAgentPolicy(EncoderHeads):
     With ``agent_ids=True`` the network is told whose row it is: a one-hot of the agent id is
     joined to the encoder's input (vectors) or to the CNN's features (images), so agents can
     learn different behaviour from one set of weights. Without it, every agent with the same
-    observation acts the same (the docs' sketch).
+    observation acts the same (the guide's sketch).
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class IndependentMultiAgentPolicy(nn.Module):
     The agents' weights are stacked (``[A, in, out]``), and a batch runs as a few batched
     matmuls whatever the number of agents: rows are grouped by agent into a zero-padded
     ``[A, rows per agent, features]`` block, every agent's network runs on its group at once
-    (``torch.baddbmm``), and the outputs go back to the rows they came from. The docs' sketch
+    (``torch.baddbmm``), and the outputs go back to the rows they came from. The guide's sketch
     loops over agents and concatenates their outputs agent by agent, which reorders the batch;
     here row b's output is always agent ``agent_ids[b]``'s network applied to row b.
     """

@@ -94,7 +94,7 @@ def _name(path: tuple[str | int, ...]) -> str:
 class MultiInputPolicy(EncoderHeads):
     """``--policy multi_input``: one encoder per leaf of a Dict/Tuple observation, or of a bare
     leaf space (CNN for images, embedding for Discrete, MLP for vectors), concatenated, a
-    ``hidden_size`` ReLU layer, then the heads. The docs' sketch hard-codes 3 channels and
+    ``hidden_size`` ReLU layer, then the heads. The guide's sketch hard-codes 3 channels and
     ``64 * 9 * 9`` image features; here every size comes from the space."""
 
     def __init__(
@@ -116,9 +116,9 @@ class MultiInputPolicy(EncoderHeads):
 
 
 class PolicyWithUnflatten(MultiInputPolicy):
-    """The docs' PolicyWithUnflatten: encoders for the ``image`` and ``vector`` keys of a Dict
+    """The guide's PolicyWithUnflatten: encoders for the ``image`` and ``vector`` keys of a Dict
     observation (other keys are ignored), fed from the engine's flat rows through
-    ``unflatten_observations``; the docs leave its "rest of policy" out, here it is
+    ``unflatten_observations``; the guide leaves its "rest of policy" out, here it is
     :class:`MultiInputPolicy`'s."""
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space) -> None:

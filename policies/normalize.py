@@ -1,6 +1,6 @@
 """Observation normalisation by running statistics, applied inside the policy.
 
-The docs' NormalizedPolicy replaces its mean and std with the latest batch's (so they jump
+The guide's NormalizedPolicy replaces its mean and std with the latest batch's (so they jump
 with every batch) and divides by the std of whatever came last; here the statistics cover
 every observation seen, merged batch by batch, and are saved with the policy's weights.
 """
@@ -73,7 +73,7 @@ class NormalizedPolicy(nn.Module):
     :meth:`update_normalization` with each rollout's observations after the update that used
     them, so a rollout and its update see the same statistics.
 
-    Built as the docs' ``NormalizedPolicy(observation_space, action_space)`` it wraps a
+    Built as the guide's ``NormalizedPolicy(observation_space, action_space)`` it wraps a
     :class:`~policies.mlp.BasicPolicy`; ``policy=`` wraps any feed-forward policy (use
     :func:`normalize_observations` for recurrent ones). Needs a float Box observation space.
     """

@@ -263,7 +263,7 @@ class LSTMPolicy(LSTMWrapper):
 
 
 class RecurrentPolicy(LSTMWrapper):
-    """The docs' RecurrentPolicy: encoder (128, ReLU), LSTM, actor and critic heads.
+    """The guide's RecurrentPolicy: encoder (128, ReLU), LSTM, actor and critic heads.
 
     ``forward(obs, state)`` runs the ``nn.LSTM`` on a sequence of length 1 with ``(h, c)`` of
     shape ``(1, batch, hidden)``, as documented; training uses the shared-weight
@@ -293,10 +293,10 @@ class RecurrentPolicy(LSTMWrapper):
 
 
 class OptimizedLSTMPolicy(RecurrentPolicy):
-    """The docs' OptimizedLSTMPolicy: ``encode_observations`` steps an ``nn.LSTMCell`` (rollout)
+    """The guide's OptimizedLSTMPolicy: ``encode_observations`` steps an ``nn.LSTMCell`` (rollout)
     and ``decode_actions`` runs an ``nn.LSTM`` over ``[T, B]`` and returns the final state.
 
-    Unlike the docs' sketch, the cell and the LSTM share their weights (the sketch trains one
+    Unlike the guide's sketch, the cell and the LSTM share their weights (the sketch trains one
     and acts with the other, never-trained one), and ``decode_actions`` takes optional
     ``episode_starts[T, B]`` to reset the state where episodes start. The trainer uses the
     faster ``forward_sequence`` (no final state) instead of ``decode_actions``.
@@ -319,7 +319,7 @@ class OptimizedLSTMPolicy(RecurrentPolicy):
         episode_starts: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | State, ...]:
         """``(logits, value, final state)`` for ``observations[T, B, ...]``, rows in ``[T, B]``
-        order. ``actions`` is accepted for the docs' signature and unused."""
+        order. ``actions`` is accepted for the guide's signature and unused."""
         steps, batch = observations.shape[:2]
         if state is None:
             state = self.initial_state(batch, observations.device)

@@ -30,16 +30,16 @@ class PolicyEntry:
 POLICIES: dict[str, PolicyEntry] = {
     "mlp": PolicyEntry(
         BasicPolicy,
-        "2×256 ReLU MLP (the docs' BasicPolicy) for vectors; Gaussian head for Box actions",
+        "2×256 ReLU MLP (the guide's BasicPolicy) for vectors; Gaussian head for Box actions",
     ),
     "continuous": PolicyEntry(
-        ContinuousPolicy, "the docs' ContinuousPolicy: mlp with a Gaussian head, Box actions only"
+        ContinuousPolicy, "the guide's ContinuousPolicy: mlp with a Gaussian head, Box actions only"
     ),
     "cnn": PolicyEntry(
         CNNPolicy, "Nature CNN (3 convs, fc 512) for images, channels first or last, /255 inside"
     ),
     "efficient_cnn": PolicyEntry(
-        EfficientCNN, "the docs' EfficientCNN: Nature convs, fc size from a dummy forward pass"
+        EfficientCNN, "the guide's EfficientCNN: Nature convs, fc size from a dummy forward pass"
     ),
     "multi_input": PolicyEntry(
         MultiInputPolicy,
@@ -49,17 +49,17 @@ POLICIES: dict[str, PolicyEntry] = {
         AttentionPolicy, "self-attention over entity rows or up to 8 chunks of a vector"
     ),
     "residual": PolicyEntry(
-        ResidualPolicy, "256-unit MLP with 4 pre-norm residual blocks (the docs' ResidualPolicy)"
+        ResidualPolicy, "256-unit MLP with 4 pre-norm residual blocks (the guide's ResidualPolicy)"
     ),
     "lstm": PolicyEntry(
         LSTMPolicy, "Nature CNN (images) or 128-unit MLP (vectors), then a 128-unit LSTM"
     ),
     "recurrent": PolicyEntry(
-        RecurrentPolicy, "the docs' RecurrentPolicy: 128-unit MLP encoder, then a 256-unit LSTM"
+        RecurrentPolicy, "the guide's RecurrentPolicy: 128-unit MLP encoder, then a 256-unit LSTM"
     ),
     "optimized_lstm": PolicyEntry(
         OptimizedLSTMPolicy,
-        "the docs' OptimizedLSTMPolicy: as recurrent, with its step/sequence API",
+        "the guide's OptimizedLSTMPolicy: as recurrent, with its step/sequence API",
     ),
     "shared": PolicyEntry(
         SharedMultiAgentPolicy,

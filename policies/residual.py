@@ -1,4 +1,4 @@
-"""The docs' residual MLP policy, made stable at depth with pre-norm blocks."""
+"""The guide's residual MLP policy, made stable at depth with pre-norm blocks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from policies.mlp import mlp_encoder
 class ResidualBlock(nn.Module):
     """``x + Linear(ReLU(Linear(LayerNorm(x))))``.
 
-    The docs' block has no normalisation, so the residual stream's scale grows with every
+    The guide's block has no normalisation, so the residual stream's scale grows with every
     block; normalising each block's input (pre-norm) keeps deep stacks trainable.
     """
 
@@ -32,7 +32,7 @@ class ResidualBlock(nn.Module):
 
 
 class ResidualPolicy(EncoderHeads):
-    """The docs' ResidualPolicy: a ``dim``-unit ReLU layer, ``num_blocks`` residual blocks, a
+    """The guide's ResidualPolicy: a ``dim``-unit ReLU layer, ``num_blocks`` residual blocks, a
     final LayerNorm and ReLU, then the actor and critic heads. Takes any Box observation."""
 
     def __init__(
