@@ -1,4 +1,4 @@
-"""The policies guide's debugging checks for every policy in the library, and its building blocks."""
+"""The policies guide's debugging checks for every library policy, and its building blocks."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_every_registered_policy_is_checked():
     ids=[f"{n}-{o.__class__.__name__}{getattr(o, 'shape', '')}-{a}" for n, o, a in CASES],
 )
 def test_docs_debugging_checks(name, observation_space, action_space):
-    """The policies guide's two checks: output shapes for the policy's spaces, and a finite gradient for
+    """The guide's two checks: output shapes for the policy's spaces, and a finite gradient for
     every parameter (both the rollout and update paths of a recurrent policy)."""
     torch.manual_seed(0)
     policy = POLICIES[name].cls(observation_space, action_space)
