@@ -16,6 +16,8 @@ from policies.contract import is_recurrent
 from puffertrain.config import PPOConfig, TrainConfig
 
 PPO_FIELDS = frozenset(field.name for field in dataclasses.fields(PPOConfig))
+SMALL_MINIBATCH = 32
+"""Steps below which a minibatch's advantage normalisation is mostly noise (one step: NaN)."""
 
 
 def given_fields(argv: Sequence[str]) -> set[str]:
@@ -53,9 +55,10 @@ def adapt_to_given(
 ) -> tuple[TrainConfig, list[str]]:
     """``config`` with the values not in ``given`` changed where they contradict the others,
     and one line per change saying what and why. Minibatches not given keep at least the
-    ``preset``'s minibatch size when the batch shrinks (the continuous preset's 32 minibatches
-    of 2048 steps would otherwise be 1-step minibatches, whose advantage normalisation
-    divides by a std of nothing)."""
+    ``preset``'s minibatch size, or ``SMALL_MINIBATCH`` steps if that is less, when the batch
+    shrinks (the continuous preset's 32 minibatches of 2048 steps would otherwise be 1-step
+    minibatches, whose advantage normalisation divides by a std of nothing); a config whose
+    minibatches stay that large is left as it is."""
     ppo = config.ppo
     changes: dict[str, tuple[object, object, str]] = {}
     if min(config.num_envs, config.num_steps, config.env_batch_size + 1) < 1:
@@ -81,9 +84,9 @@ def adapt_to_given(
         length = _divisor_near(config.num_steps, ppo.sequence_length)
         change("sequence_length", length, f"must divide --num-steps {config.num_steps}")
     if "num_minibatches" not in given:
-        size = preset.batch_size // preset.ppo.num_minibatches
+        size = min(preset.batch_size // preset.ppo.num_minibatches, SMALL_MINIBATCH)
         limit = max(1, config.batch_size // size)
-        why = f"minibatches of the preset's {size} steps; the batch is {config.batch_size}"
+        why = f"minibatches of at least {size} steps; the batch is {config.batch_size}"
         if _trains_on_sequences(config.policy):
             length = changes.get("sequence_length", (0, ppo.sequence_length, ""))[1]
             limit = config.num_envs * config.num_steps // (int(length) or config.num_steps)

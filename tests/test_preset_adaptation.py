@@ -33,7 +33,7 @@ def test_minibatches_keep_the_preset_size_in_a_small_batch():
     adapted, lines = adapt_to_given(config, {"num_steps"}, preset)
     assert adapted.ppo.num_minibatches == 1
     assert lines == [
-        "puffertrain: preset adapted: --num-minibatches 32 → 1 (minibatches of the preset's 64 "
+        "puffertrain: preset adapted: --num-minibatches 32 → 1 (minibatches of at least 32 "
         "steps; the batch is 16)"
     ]
     adapted.validate()
@@ -104,3 +104,12 @@ def test_an_explicit_contradiction_is_still_refused(capsys):
 def test_parse_keeps_untouched_presets():
     config, _ = parse_train_args(["--env", "ALE/Breakout-v5"])
     assert config.env_batch_size == 4
+
+
+def test_minibatches_that_stay_large_enough_are_left_alone():
+    """The generic preset's 4 minibatches of 4 × 64 steps are 64 steps each: no change (the
+    dict-observation learning test trains with exactly that)."""
+    preset = preset_for("other")
+    config = dataclasses.replace(preset, num_envs=4, num_steps=64)
+    adapted, lines = adapt_to_given(config, {"num_envs", "num_steps"}, preset)
+    assert adapted.ppo.num_minibatches == 4 and lines == []
