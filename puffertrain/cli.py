@@ -94,8 +94,12 @@ def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
     )
 
 
-def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, TrainingState | None]:
-    """The resolved config, and the checkpoint to resume from (or None for a new run)."""
+def parse_train_args(
+    argv: Sequence[str], notes: list[str] | None = None
+) -> tuple[TrainConfig, TrainingState | None]:
+    """The resolved config, and the checkpoint to resume from (or None for a new run); the
+    lines saying how preset values adapted go to ``notes`` (printed with the startup lines,
+    once the run is accepted, so a refused run's error stays one line)."""
     from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
 
     early = _preparse(argv)
@@ -117,8 +121,8 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, TrainingState | 
         default = _preset(early.env, parse_kwargs(early.env_kwargs))
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
     config, changes = adapt_to_given(config, given_fields(argv), default)
-    for line in changes:
-        print(line, file=sys.stderr)
+    if notes is not None:
+        notes += changes
     return config, None
 
 
@@ -130,7 +134,8 @@ def train(argv: Sequence[str], ranks: Ranks) -> None:
         parallel = tyro.cli(TrainConfig, args=["--parallel", early.parallel]).parallel
         flags = without_flags(list(argv), {"--resume", "--seeds", "--parallel"})
         sys.exit(run_seeds(Path(early.resume), parallel, flags))
-    config, checkpoint = parse_train_args(argv)
+    notes: list[str] = []
+    config, checkpoint = parse_train_args(argv, notes)
     if config.list_policies:
         if ranks.main:
             print(list_policies())
@@ -145,11 +150,14 @@ def train(argv: Sequence[str], ranks: Ranks) -> None:
         parent = seed_parent(flags, config.env, config.policy)
         sys.exit(start_seeds(list(config.seeds), config.parallel, flags, parent))
     with process_group(ranks, ranks.device(config.device)):
-        _train(config, checkpoint, ranks)
+        _train(config, checkpoint, ranks, notes)
 
 
-def _train(config: TrainConfig, checkpoint: TrainingState | None, ranks: Ranks) -> None:
-    """Build the trainer (all ranks) and the run directory (rank 0), then train."""
+def _train(
+    config: TrainConfig, checkpoint: TrainingState | None, ranks: Ranks, notes: list[str]
+) -> None:
+    """Build the trainer (all ranks) and the run directory (rank 0), print the startup lines
+    (``notes`` first), then train."""
     from puffertrain.trainer.run_dir import choose_run_dir, start_run_dir
 
     if checkpoint is None:
@@ -176,6 +184,8 @@ def _train(config: TrainConfig, checkpoint: TrainingState | None, ranks: Ranks) 
     if checkpoint is None and ranks.main:
         start_run_dir(run_dir, config)
     if ranks.main:
+        for note in notes:
+            print(note, file=sys.stderr)
         scale = f"\npuffertrain: {ranks.world_size} ranks" if ranks.distributed else ""
         print(
             f"puffertrain: run directory {run_dir}{scale}\npuffertrain: {trainer.engine.name} "
