@@ -216,10 +216,13 @@ def bench(config: BenchConfig) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "rows": rows,
     }
-    output = config.output or Path("runs/bench") / (
-        f"{config.env.replace('/', '-')}__{time.strftime('%Y%m%d-%H%M%S')}.json"
-    )
+    write_results(results, config.output, config.env.replace("/", "-"))
+    return results
+
+
+def write_results(results: dict, output: Path | None, name: str) -> None:
+    """Write ``results`` as JSON to ``output`` (default ``runs/bench/<name>__<time>.json``)."""
+    output = output or Path("runs/bench") / f"{name}__{time.strftime('%Y%m%d-%H%M%S')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {output}")
-    return results

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from puffertrain.bench import BenchConfig
+from puffertrain.bench import BenchConfig, write_results
 from puffertrain.errors import UserError
 from puffertrain.seeds import without_flags
 
@@ -70,10 +70,5 @@ def bench_concurrent(config: BenchConfig, argv: Sequence[str]) -> dict:
         "together": together,
         "summed": summed,
     }
-    output = config.output or Path("runs/bench") / (
-        f"{config.env.replace('/', '-')}__concurrent{count}__{time.strftime('%Y%m%d-%H%M%S')}.json"
-    )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {output}")
+    write_results(results, config.output, f"{config.env.replace('/', '-')}__concurrent{count}")
     return results

@@ -4,6 +4,7 @@ buffer, and the threads its policy math runs on."""
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
 from puffertrain.buffer import RolloutBuffer, to_torch
 from puffertrain.config import TrainConfig
@@ -17,6 +18,18 @@ from puffertrain.threads import ThreadPlan, cpu_budget, forward_flops, plan_thre
 from puffertrain.timing import PhaseTimer
 
 
+def policy_for(config: TrainConfig, engine: Engine) -> nn.Module:
+    """The policy ``config`` names, built for ``engine``'s spaces and agents."""
+    return build_policy(
+        config.policy,
+        engine.policy_observation_space,
+        engine.single_action_space,
+        config.normalize_obs,
+        config.policy_kwargs,
+        engine.agent_names,
+    )
+
+
 def build_parts(
     config: TrainConfig,
     engine: Engine,
@@ -27,14 +40,7 @@ def build_parts(
     """The policy ``config`` names for the engine's spaces (refused with a ``UserError`` if it
     cannot take them), its learner, a rollout over ``engine``, a buffer sized for it, and the
     thread plan (which the rollout acts with)."""
-    policy = build_policy(
-        config.policy,
-        engine.policy_observation_space,
-        engine.single_action_space,
-        config.normalize_obs,
-        config.policy_kwargs,
-        engine.agent_names,
-    )
+    policy = policy_for(config, engine)
     adapter = PolicyAdapter(policy, engine.single_action_space, autocast_dtype).to(device)
     num_sequences = config.num_sequences(engine.num_rows)
     if adapter.recurrent and config.ppo.num_minibatches > num_sequences:

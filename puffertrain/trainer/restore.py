@@ -11,7 +11,7 @@ import torch.nn as nn
 from puffertrain.config import TrainConfig, from_dict, parse_kwargs
 from puffertrain.engine import SerialEngine
 from puffertrain.envs.recipe import EnvRecipe, env_recipe
-from puffertrain.policy_loader import build_policy
+from puffertrain.trainer.build import policy_for
 from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
 from puffertrain.trainer.state import TrainingState
 
@@ -38,14 +38,7 @@ def restore(target: Path, flag: str, render_mode: str | None = None) -> Restored
     recipe = env_recipe(config.env, parse_kwargs(config.env_kwargs), render_mode)
     engine = SerialEngine([recipe.factory])
     try:
-        policy = build_policy(
-            config.policy,
-            engine.policy_observation_space,
-            engine.single_action_space,
-            config.normalize_obs,
-            config.policy_kwargs,
-            engine.agent_names,
-        )
+        policy = policy_for(config, engine)
         policy.load_state_dict(checkpoint.policy)
     except BaseException:
         engine.close()
