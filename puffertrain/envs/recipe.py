@@ -19,7 +19,6 @@ class EnvRecipe:
     ALE id's native engine is built from (None for other ids); ``frameskip`` is the frames
     each step advances, for a video's frame rate."""
 
-    env_id: str
     factory: EnvFactory
     atari: dict[str, Any] | None
     frameskip: int
@@ -36,6 +35,6 @@ def env_recipe(
     if is_atari(env_id):
         settings = atari_settings(env_id, env_kwargs)
         factory = partial(make_wrapped_atari, env_id, settings, render_mode, episodic_life)
-        return EnvRecipe(env_id, factory, settings, settings["frameskip"])
+        return EnvRecipe(factory, settings, settings["frameskip"])
     kwargs = dict(env_kwargs, render_mode=render_mode) if render_mode else env_kwargs
-    return EnvRecipe(env_id, partial(with_flat_observations, env_factory(env_id, kwargs)), None, 1)
+    return EnvRecipe(partial(with_flat_observations, env_factory(env_id, kwargs)), None, 1)
