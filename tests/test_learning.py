@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from puffertrain.cli import main
@@ -47,6 +48,7 @@ def best_mean_return(run_dir, window: int = 20) -> float:
     return best
 
 
+@pytest.mark.slow
 def test_lstm_remembers_what_the_observation_hides(tmp_path):
     """CartPole without its two velocities: the LSTM infers them from past positions and
     reaches 400, where the feed-forward MLP, with the same budget and settings, cannot."""
@@ -65,6 +67,7 @@ PENDULUM = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_continuous_policy_swings_pendulum_up(tmp_path):
     """Random torques score about -1,200 per episode; within 61k steps the last 10 episodes
     average better than -400 (RL Zoo's tuned PPO values, with normalisation, no gSDE)."""
@@ -75,6 +78,7 @@ def test_continuous_policy_swings_pendulum_up(tmp_path):
     assert last > -400, f"first 10 episodes {first:.0f}, last 10 {last:.0f}"
 
 
+@pytest.mark.slow
 def test_multi_input_reads_image_and_vector(tmp_path):
     """The rewarded action is the XOR of where the image's lit pixel is and the vector's sign:
     chance scores 8 of 16, and no single input does better."""

@@ -75,6 +75,7 @@ def test_channels_last_in_the_update_computes_what_the_rollout_computes():
         torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @native_bf16
 def test_bf16_cartpole_reaches_475_within_100k_steps(tmp_path):
     """The core learning test's budget and threshold, in bf16."""
