@@ -38,14 +38,15 @@ class BenchConfig:
 
     env: str
     """Env id, as for training."""
-    vec: Literal["auto", "serial", "multiprocessing", "native"] = "auto"
+    vec: Literal["auto", "serial", "multiprocessing", "native", "envpool"] = "auto"
     """Backend to measure."""
     num_envs: int = 8
     """Envs stepped together."""
     num_workers: int = 0
     """Worker processes of the multiprocessing backend (0: one per core)."""
     num_threads: int = 0
-    """Threads of the native ALE backend (0: one per core, shared out over its batches)."""
+    """Threads of the native ALE and envpool backends (0: one per core, shared out over their
+    batches)."""
     env_batch_size: int = 0
     """Async batches of this many envs (a divisor of num-envs; 0: synchronous)."""
     seconds: float = 10.0
