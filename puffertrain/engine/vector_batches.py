@@ -41,6 +41,12 @@ class VectorBatches(Engine):
         self.observations, self.alive = self.rows.observations, self.rows.alive
         self.tracker = EpisodeTracker(num_envs)
         self._sent: deque[int] = deque()
+        # each batch's rows (views) and row ids, made once: recv returns them at every step
+        self._batch_rows = [self.rows.select(self.batch_rows(b)) for b in range(self.num_batches)]
+        self._batch_row_ids = [
+            np.arange(b * self.batch_size, (b + 1) * self.batch_size)
+            for b in range(self.num_batches)
+        ]
 
     def batch_rows(self, batch: int) -> slice:
         """The rows of batch ``batch``."""
@@ -49,9 +55,7 @@ class VectorBatches(Engine):
     def reset(self, seed: int) -> np.ndarray:
         self._sent.clear()
         for batch in range(self.num_batches):
-            self._reset_batch(
-                batch, seed + batch * self.batch_size, self.rows.select(self.batch_rows(batch))
-            )
+            self._reset_batch(batch, seed + batch * self.batch_size, self._batch_rows[batch])
         self.tracker = EpisodeTracker(self.num_rows)
         return self.observations
 
@@ -63,10 +67,9 @@ class VectorBatches(Engine):
 
     def recv(self) -> StepResult:
         batch = self._sent.popleft()
-        rows = self.batch_rows(batch)
-        out = self.rows.select(rows)
+        out = self._batch_rows[batch]
         self._recv_batch(batch, out)
-        return self._step_result(np.arange(rows.start, rows.stop), out)
+        return self._step_result(self._batch_row_ids[batch], out)
 
     def state_dict(self) -> dict[str, Any]:
         snapshots = [self._capture_batch(batch) for batch in range(self.num_batches)]
