@@ -38,14 +38,15 @@ class BenchConfig:
 
     env: str
     """Env id, as for training."""
-    vec: Literal["auto", "serial", "multiprocessing", "native"] = "auto"
+    vec: Literal["auto", "serial", "multiprocessing", "native", "envpool"] = "auto"
     """Backend to measure."""
     num_envs: int = 8
     """Envs stepped together."""
     num_workers: int = 0
     """Worker processes of the multiprocessing backend (0: one per core)."""
     num_threads: int = 0
-    """Threads of the native ALE backend (0: one per core, shared out over its batches)."""
+    """Threads of the native ALE and envpool backends (0: one per core, shared out over their
+    batches)."""
     env_batch_size: int = 0
     """Async batches of this many envs (a divisor of num-envs; 0: synchronous)."""
     seconds: float = 10.0
@@ -68,6 +69,8 @@ class BenchConfig:
     """Where to write the JSON results (default: runs/bench/<env>__<time>.json)."""
 
 
+RANDOM_ACTION_BATCHES = 64
+
 Advance = Callable[[], int]
 """Moves a measurement on by one batch; returns the env steps it took."""
 
@@ -89,12 +92,18 @@ def _rollout_sps(rollout: Rollout, config: BenchConfig, random_actions: bool) ->
     and sent again; synchronous engines return every row at once) inside the trainer's acting
     region: with the policy, or with random actions (env-only)."""
     engine = rollout.engine
-    actions = gym.vector.utils.batch_space(engine.single_action_space, engine.num_rows)
-    actions.seed(0)
+    space = gym.vector.utils.batch_space(engine.single_action_space, engine.num_rows)
+    space.seed(0)
+    # random actions drawn before the clock starts: sampling a batched space costs more than
+    # a step of a fast vector env, and is no part of the engine
+    actions = [space.sample() for _ in range(RANDOM_ACTION_BATCHES)]
+    sent = 0
 
     def send(row_ids: np.ndarray) -> None:
+        nonlocal sent
         if random_actions:
-            engine.send(actions.sample()[: len(row_ids)], row_ids)
+            engine.send(actions[sent % RANDOM_ACTION_BATCHES][: len(row_ids)], row_ids)
+            sent += 1
         else:
             rollout.send(row_ids)
 

@@ -86,15 +86,18 @@ class TrainConfig:
     """Continue a run: its directory (newest checkpoint) or a checkpoint file."""
     overwrite: bool = False
     """Allow --run-dir to name a directory that already holds a run, replacing it."""
-    vec: Literal["auto", "serial", "multiprocessing", "native"] = "auto"
+    vec: Literal["auto", "serial", "multiprocessing", "native", "envpool"] = "auto"
     """Rollout engine backend: serial (envs stepped in this process), multiprocessing (worker
-    processes over shared memory), native (ale-py's C++ vector env, ALE ids only). auto picks
-    native for ALE ids, multiprocessing where a quick timing of the env says workers pay,
-    serial otherwise; the choice and the reason are printed."""
+    processes over shared memory), native (the env's own vector implementation: ale-py's C++
+    vector env for ALE ids, the registered gymnasium vector entry point for others such as
+    CartPole-v1), envpool (EnvPool's C++ pools; the envpool extra). auto picks native for ALE
+    ids and where a quick timing says the env's own vector env is faster, multiprocessing where
+    it says workers pay, serial otherwise; the choice and the reason are printed."""
     num_workers: int = 0
     """Worker processes of the multiprocessing backend (0: one per core, dividing num-envs)."""
     num_threads: int = 0
-    """Threads of the native ALE backend (0: one per core, shared out over its batches)."""
+    """Threads of the native ALE and envpool backends (0: one per core, shared out over their
+    batches)."""
     threads: int = 0
     """Torch threads for the policy's math (0: chosen from the CPUs this process may use and
     the policy's size; the choice and its reason are printed)."""

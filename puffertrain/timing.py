@@ -22,6 +22,11 @@ class PhaseTimer:
         finally:
             self.totals[name] += time.perf_counter() - begin
 
+    def add(self, name: str, since: float) -> None:
+        """Count the time from ``since`` (a ``time.perf_counter()``) to now to ``name``: the
+        rollout's per-step form of :meth:`phase`, without a context manager's cost."""
+        self.totals[name] += time.perf_counter() - since
+
     def fractions(self) -> dict[str, float]:
         """Share of the elapsed time per phase, plus "other" for the rest."""
         elapsed = max(time.perf_counter() - self.start, 1e-9)

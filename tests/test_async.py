@@ -231,10 +231,11 @@ def test_bench_measures_async_batches_beside_gymnasium(tmp_path, no_orphans):  #
 
 
 def test_auto_takes_workers_for_async_batches():
+    """MountainCar has no vector entry point of its own (CartPole-v1 would get it)."""
     from puffertrain.engine import choose_backend
 
-    factory = env_factory("CartPole-v1")
-    backend, reason = choose_backend("auto", "CartPole-v1", factory, 8, batch_size=4)
+    factory = env_factory("MountainCar-v0")
+    backend, reason = choose_backend("auto", "MountainCar-v0", factory, 8, batch_size=4)
     if (os.cpu_count() or 1) > 1:
         assert backend == "multiprocessing" and "async batches" in reason
     assert choose_backend("auto", "ALE/Breakout-v5", None, 8, batch_size=4)[0] == "native"

@@ -103,6 +103,14 @@ class RolloutBuffer:
             self.alive = torch.ones(shape, device=device)
             columns = torch.arange(num_rows, device=device) % agents_per_env
             self.agent_ids = columns.expand(num_steps, num_rows)
+        # On the CPU each step is written through numpy views of the same memory: indexing a
+        # numpy array costs a fraction of a tensor's, and a rollout step makes six writes.
+        self._host: dict[str, np.ndarray] | None = None
+        if device.type == "cpu":
+            names = ("observations", "actions", "log_probs", "values", "rewards", "episode_ends")
+            self._host = {name: getattr(self, name).numpy() for name in names}
+            if self.alive is not None:
+                self._host["alive"] = self.alive.numpy()
 
     def index(self, steps: np.ndarray, row_ids: np.ndarray) -> Index:
         """Where step ``steps[k]`` of env ``row_ids[k]`` goes: a basic index (views) when the
@@ -112,6 +120,15 @@ class RolloutBuffer:
             return int(steps[0]), rows
         device = self.rewards.device
         return torch.as_tensor(steps, device=device), torch.as_tensor(row_ids, device=device)
+
+    def _host_index(
+        self, steps: np.ndarray, row_ids: np.ndarray
+    ) -> tuple[int, slice] | tuple[np.ndarray, np.ndarray]:
+        """:meth:`index` for the numpy views."""
+        rows = as_rows(row_ids)
+        if isinstance(rows, slice) and (steps == steps[0]).all():
+            return int(steps[0]), rows
+        return steps, row_ids
 
     def store_step(
         self,
@@ -127,9 +144,19 @@ class RolloutBuffer:
         """Record what the policy did at step ``steps[k]`` of row ``row_ids[k]``: the
         observation it acted on, its action, log-probability and value, the state it acted
         from, and whether the row's agent was alive."""
-        index = self.index(steps, row_ids)
         if start_state is not None:
             self.store_start_states(steps, row_ids, start_state)
+        if self._host is not None:
+            index = self._host_index(steps, row_ids)
+            host = self._host
+            if "alive" in host:
+                host["alive"][index] = alive
+            host["observations"][index] = observations.numpy()
+            host["actions"][index] = actions.numpy()
+            host["log_probs"][index] = log_probs.numpy()
+            host["values"][index] = values.numpy()
+            return
+        index = self.index(steps, row_ids)
         if self.alive is not None:
             self.alive[index] = to_torch(alive, self.rewards.device).float()
         self.observations[index] = observations
@@ -141,6 +168,11 @@ class RolloutBuffer:
         self, steps: np.ndarray, row_ids: np.ndarray, rewards: torch.Tensor, ended: np.ndarray
     ) -> None:
         """Record the reward and episode end of step ``steps[k]`` of row ``row_ids[k]``."""
+        if self._host is not None:
+            index = self._host_index(steps, row_ids)
+            self._host["rewards"][index] = rewards.numpy()
+            self._host["episode_ends"][index] = ended
+            return
         index = self.index(steps, row_ids)
         self.rewards[index] = rewards
         # as floats: a batch of scattered rows indexes with tensors, and index_put won't cast

@@ -1,5 +1,6 @@
 """The rollout engine: envs stepped in rows with same-step autoreset, by one of several
-backends (serial, multiprocessing lockstep or async batches, ale-py's native vector env)."""
+backends (serial, multiprocessing lockstep or async batches, the env's own vector env:
+ale-py's or a gymnasium vector entry point, EnvPool)."""
 
 from puffertrain.engine.base import Engine, EnvError, StepResult
 from puffertrain.engine.choose import (
@@ -8,15 +9,19 @@ from puffertrain.engine.choose import (
     make_engine,
     multiprocessing_engine,
 )
+from puffertrain.engine.envpool import EnvPoolEngine
 from puffertrain.engine.episodes import Episode, EpisodeTracker
+from puffertrain.engine.gym_vector import GymVectorEngine
 from puffertrain.engine.native import NativeAtariEngine
 from puffertrain.engine.serial import SerialEngine
 
 __all__ = [
     "Engine",
     "EnvError",
+    "EnvPoolEngine",
     "Episode",
     "EpisodeTracker",
+    "GymVectorEngine",
     "NativeAtariEngine",
     "SerialEngine",
     "StepResult",

@@ -45,6 +45,11 @@ class EnvError(UserError):
 
 def env_groups(row_ids: np.ndarray, group_size: int) -> np.ndarray:
     """The groups (consecutive runs of ``group_size`` rows) that ``row_ids`` is made of."""
+    rows = as_rows(row_ids)
+    if isinstance(rows, slice):  # one run (every synchronous step): whole groups if aligned
+        if rows.start % group_size or len(row_ids) % group_size:
+            raise ValueError(f"rows {row_ids.tolist()} are not whole groups of {group_size}")
+        return np.arange(rows.start // group_size, rows.stop // group_size)
     groups = row_ids[::group_size] // group_size
     if not np.array_equal(group_row_ids(groups, group_size), row_ids):
         raise ValueError(f"rows {row_ids.tolist()} are not whole groups of {group_size}")
@@ -53,9 +58,10 @@ def env_groups(row_ids: np.ndarray, group_size: int) -> np.ndarray:
 
 def as_rows(row_ids: np.ndarray) -> slice | np.ndarray:
     """``row_ids`` as an index: a slice (numpy views) when they are one ascending run."""
-    first = int(row_ids[0])
-    if np.array_equal(row_ids, np.arange(first, first + len(row_ids))):
-        return slice(first, first + len(row_ids))
+    first, count = int(row_ids[0]), len(row_ids)
+    # strictly increasing ids spanning count - 1 are a run: one comparison, no arange
+    if int(row_ids[-1]) - first == count - 1 and (count < 3 or (row_ids[1:] > row_ids[:-1]).all()):
+        return slice(first, first + count)
     return row_ids
 
 

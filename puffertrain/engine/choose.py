@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import gymnasium as gym
 import numpy as np
 
 from puffertrain.config import parse_kwargs
@@ -13,6 +14,8 @@ from puffertrain.distributed import process_cores
 from puffertrain.engine.async_batches import AsyncWorkers
 from puffertrain.engine.base import Engine
 from puffertrain.engine.env_rows import EnvRows, agents_per_env, build_envs, reset_envs, step_envs
+from puffertrain.engine.envpool import EnvPoolEngine
+from puffertrain.engine.gym_vector import GymVectorEngine, has_vector_entry_point
 from puffertrain.engine.lockstep import LockstepWorkers
 from puffertrain.engine.native import NativeAtariEngine
 from puffertrain.engine.serial import SerialEngine
@@ -45,18 +48,59 @@ def _env_step_seconds(factory: EnvFactory, steps: int = 200, budget_s: float = 0
     return elapsed / count
 
 
+def _vector_step_seconds(
+    env_id: str, env_kwargs: dict[str, Any], num_envs: int, steps: int = 200, budget_s: float = 0.2
+) -> float:
+    """Mean wall time of one step of ``num_envs`` envs in ``env_id``'s own vector env, with
+    random actions (bounded by ``budget_s``)."""
+    engine = GymVectorEngine(env_id, env_kwargs, num_envs)
+    engine.reset(0)
+    actions = gym.vector.utils.batch_space(engine.single_action_space, num_envs)
+    actions.seed(0)
+    start = time.perf_counter()
+    count = 0
+    while count < steps and time.perf_counter() - start < budget_s:
+        engine.step(actions.sample())
+        count += 1
+    elapsed = time.perf_counter() - start
+    engine.close()
+    return elapsed / count
+
+
 def choose_backend(
-    kind: str, env_id: str, factory: EnvFactory | None, num_envs: int, batch_size: int = 0
+    kind: str,
+    env_id: str,
+    factory: EnvFactory | None,
+    num_envs: int,
+    batch_size: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """The backend ``--vec kind`` means for this env, and why (logged at start)."""
     atari = is_atari(env_id)
-    if kind == "native" and not atari:
-        raise UserError(f"--vec native runs ALE ids only; '{env_id}' is not one")
+    vector = has_vector_entry_point(env_id)
+    if kind == "native" and not (atari or vector):
+        raise UserError(
+            f"--vec native: '{env_id}' has no vector implementation of its own (ALE ids have "
+            "ale-py's; ids registering a gymnasium vector entry point, such as CartPole-v1, "
+            "have theirs)"
+        )
     if kind != "auto":
         return kind, "asked for"
     if atari:
         return "native", "ALE id: ale-py's C++ vector env"
     cores = process_cores()
+    if vector and factory is not None:
+        try:
+            vector_s = _vector_step_seconds(env_id, env_kwargs or {}, num_envs)
+        except UserError:  # a vector env puffertrain cannot drive: the other backends
+            vector_s = float("inf")
+        best_s = num_envs * _env_step_seconds(factory) / min(cores, num_envs)
+        reason = (
+            f"its own vector env steps {num_envs} envs in {vector_s * 1e6:.0f} µs; single envs "
+            f"would take {best_s * 1e6:.0f} µs at best on {min(cores, num_envs)} core(s)"
+        )
+        if vector_s < best_s:
+            return "native", reason
     if cores < 2 or num_envs < 2 or factory is None:
         return "serial", f"{cores} core(s), {num_envs} env(s)"
     if 0 < batch_size < num_envs:
@@ -142,10 +186,14 @@ def make_engine(
         raise UserError(
             f"--env-batch-size {batch_size} must divide --num-envs {num_envs} (0: synchronous)"
         )
-    backend, reason = choose_backend(kind, env_id, recipe.factory, num_envs, batch_size)
+    backend, reason = choose_backend(kind, env_id, recipe.factory, num_envs, batch_size, env_kwargs)
+    threads = num_threads or process_cores()
     if backend == "native" and recipe.atari is not None:
-        threads = num_threads or process_cores()
         return NativeAtariEngine(recipe.atari, num_envs, threads, batch_size), reason
+    if backend == "native":
+        return GymVectorEngine(env_id, env_kwargs, num_envs, batch_size), reason
+    if backend == "envpool":
+        return EnvPoolEngine(env_id, env_kwargs, num_envs, threads, batch_size), reason
     factories = [recipe.factory] * num_envs
     if backend == "multiprocessing":
         return multiprocessing_engine(factories, num_workers, batch_size), reason

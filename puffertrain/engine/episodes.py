@@ -41,6 +41,8 @@ class EpisodeTracker:
         closes, and restart them."""
         self.scores[env_ids] += rewards
         self.lengths[env_ids] += 1
+        if not episode_over.any():  # most steps: nothing to close
+            return []
         ended = env_ids[episode_over]
         if self.agent_names:
             finished = [self._agents_episode(int(row)) for row in ended[:: len(self.agent_names)]]

@@ -8,6 +8,7 @@ training rollout, filling a buffer with ``num_steps`` steps of every row.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -95,21 +96,26 @@ class Rollout:
     ) -> None:
         """Act on the current observations of ``row_ids`` and send the actions to the engine;
         with a ``buffer``, record the step there first."""
-        obs = to_torch(self.observations[as_rows(row_ids)], self.device)
-        state = self.state_of(row_ids)
-        with self.timer.phase("inference"), torch.no_grad():
+        start = time.perf_counter()
+        rows = as_rows(row_ids)
+        obs = to_torch(self.observations[rows], self.device)
+        state = self._state_at(rows)
+        with torch.no_grad():
             actions, log_probs, values, new_state = self.adapter.act(
                 obs, state, deterministic, self.agent_ids_of(row_ids)
             )
             if buffer is not None:  # before the new state overwrites ``state``'s rows (views)
-                alive = self.alive[as_rows(row_ids)]
-                steps = self.row_steps[row_ids]
-                buffer.store_step(steps, row_ids, obs, actions, log_probs, values, state, alive)
-            self._set_state(row_ids, new_state)
+                steps = self.row_steps[rows]
+                buffer.store_step(
+                    steps, row_ids, obs, actions, log_probs, values, state, self.alive[rows]
+                )
+            self._set_state(rows, new_state)
             actions_for_envs = env_actions(actions, self.engine.single_action_space)
-        self.row_steps[row_ids] += 1
-        with self.timer.phase("env"):
-            self.engine.send(actions_for_envs, row_ids)
+        self.row_steps[rows] += 1
+        self.timer.add("inference", start)
+        start = time.perf_counter()
+        self.engine.send(actions_for_envs, row_ids)
+        self.timer.add("env", start)
 
     def receive(self, buffer: RolloutBuffer | None = None) -> StepResult:
         """Take the next batch of finished steps; with a ``buffer``, record their rewards there.
@@ -117,20 +123,23 @@ class Rollout:
         Then the rows' observations and alive flags move on, a recurrent state restarts from
         zero where an episode ended, and finished episodes are kept for :meth:`take_episodes`.
         """
-        with self.timer.phase("env"):
-            result = self.engine.recv()
+        start = time.perf_counter()
+        result = self.engine.recv()
+        self.timer.add("env", start)
         row_ids = result.row_ids
+        rows = as_rows(row_ids)
         self.global_step += len(row_ids) * self.step_weight
         ended = result.terminations | result.truncations
         if buffer is not None:
-            rewards = self._training_rewards(result, ended)
-            buffer.store_outcome(self.row_steps[row_ids] - 1, row_ids, rewards, ended)
+            rewards = self._training_rewards(result, ended, rows)
+            buffer.store_outcome(self.row_steps[rows] - 1, row_ids, rewards, ended)
         if self.state is not None and ended.any():
             for part in self.state:
                 part[torch.as_tensor(row_ids[ended], device=self.device)] = 0
-        self.observations[as_rows(row_ids)] = result.observations
-        self.alive[as_rows(row_ids)] = result.alive
-        self.episodes.extend((self.global_step, episode) for episode in result.episodes)
+        self.observations[rows] = result.observations
+        self.alive[rows] = result.alive
+        if result.episodes:
+            self.episodes.extend((self.global_step, episode) for episode in result.episodes)
         return result
 
     def collect(self, buffer: RolloutBuffer) -> None:
@@ -165,13 +174,15 @@ class Rollout:
         episodes, self.episodes = self.episodes, []
         return episodes
 
-    def _training_rewards(self, result: StepResult, ended: np.ndarray) -> torch.Tensor:
+    def _training_rewards(
+        self, result: StepResult, ended: np.ndarray, rows: slice | np.ndarray
+    ) -> torch.Tensor:
         """The rewards PPO learns from: normalised or sign-clipped as configured, and a
         time-limit end bootstrapped with the value of the observation it ended on (a
         termination is not)."""
         row_ids, rewards = result.row_ids, result.rewards
         if self.reward_normalizer is not None:
-            acting = self.alive[as_rows(row_ids)]  # not yet this step's
+            acting = self.alive[rows]  # not yet this step's
             rewards = self.reward_normalizer(rewards, row_ids, ended, acting)
         rewards = to_torch(rewards, self.device)
         if self.clip_rewards:
@@ -179,11 +190,13 @@ class Rollout:
         truncated = result.truncations & ~result.terminations
         if truncated.any():
             final = to_torch(result.final_observations[truncated], self.device)
-            with self.timer.phase("inference"), torch.no_grad():
+            start = time.perf_counter()
+            with torch.no_grad():
                 values = self.adapter.value(
                     final, self.state_of(row_ids[truncated]), self.agent_ids_of(row_ids[truncated])
                 )
             rewards[torch.from_numpy(truncated).to(self.device)] += self.gamma * values
+            self.timer.add("inference", start)
         return rewards
 
     def agent_ids_of(self, row_ids: np.ndarray) -> torch.Tensor | None:
@@ -194,14 +207,15 @@ class Rollout:
 
     def state_of(self, row_ids: np.ndarray) -> State | None:
         """The recurrent state of ``row_ids`` (None for a feed-forward policy)."""
+        return self._state_at(as_rows(row_ids))
+
+    def _state_at(self, rows: slice | np.ndarray) -> State | None:
         if self.state is None:
             return None
-        rows = as_rows(row_ids)
         return tuple(part[rows] for part in self.state)
 
-    def _set_state(self, row_ids: np.ndarray, state: State | None) -> None:
+    def _set_state(self, rows: slice | np.ndarray, state: State | None) -> None:
         if self.state is not None:
-            rows = as_rows(row_ids)
             for part, new in zip(self.state, state, strict=True):
                 part[rows] = new
 

@@ -1,0 +1,105 @@
+"""What one training rollout step costs outside the env and the policy's own math.
+
+    python experiments/step_overhead.py [--batches 1 64] [--seconds 2] [--repeats 3] [--output F]
+
+CartPole-v1 on the native engine (gymnasium's numpy vector env), the mlp policy, one torch
+thread (the trainer's choice for it), the training path: ``Rollout.collect`` into a buffer.
+Per step of the whole batch, median of ``--repeats``:
+
+- total: ``Rollout.collect`` time / steps;
+- env: the vector env's own ``step`` with the same batch of random actions;
+- policy math: the policy's ``forward`` on the batch (no sampling, no bookkeeping);
+- overhead: total - env - policy math (sampling, tensor/array moves, buffer writes, episode
+  bookkeeping, the engine's copies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from puffertrain.buffer import RolloutBuffer
+from puffertrain.engine import make_engine
+from puffertrain.policy_loader import build_policy
+from puffertrain.ppo import PolicyAdapter
+from puffertrain.rollout import Rollout
+
+NUM_STEPS = 128
+
+
+def _seconds_per_call(call: Callable[[], object], seconds: float) -> float:
+    for _ in range(10):  # warm up
+        call()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        call()
+        calls += 1
+    return (time.perf_counter() - start) / calls
+
+
+def measure(batch: int, seconds: float) -> dict[str, float]:
+    """Microseconds per step of ``batch`` envs: total, env, policy math, overhead."""
+    engine, _ = make_engine("native", "CartPole-v1", batch, {})
+    policy = build_policy("mlp", engine.policy_observation_space, engine.single_action_space)
+    adapter = PolicyAdapter(policy, engine.single_action_space)
+    rollout = Rollout(engine, adapter, torch.device("cpu"))
+    rollout.acting_threads = 1
+    buffer = RolloutBuffer(
+        NUM_STEPS,
+        batch,
+        engine.policy_observation_space,
+        engine.single_action_space,
+        torch.device("cpu"),
+    )
+    rollout.reset(0)
+    total = _seconds_per_call(lambda: rollout.collect(buffer), seconds) / NUM_STEPS
+
+    vector = engine._vectors[0]
+    actions = gym.vector.utils.batch_space(engine.single_action_space, batch)
+    actions.seed(0)
+    fixed = actions.sample()
+    env = _seconds_per_call(lambda: vector.step(fixed), seconds)
+
+    obs = torch.from_numpy(engine.observations.copy())
+    with torch.no_grad():
+        math = _seconds_per_call(lambda: policy(obs), seconds)
+    engine.close()
+    return {"total_us": total * 1e6, "env_us": env * 1e6, "policy_math_us": math * 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for batch in args.batches:
+        runs = [measure(batch, args.seconds) for _ in range(args.repeats)]
+        row = {"batch": batch}
+        for key in runs[0]:
+            row[key] = statistics.median(run[key] for run in runs)
+        row["overhead_us"] = row["total_us"] - row["env_us"] - row["policy_math_us"]
+        rows.append(row)
+        print(
+            f"batch {batch:3d}: total {row['total_us']:7.1f} µs, env {row['env_us']:6.1f}, "
+            f"policy math {row['policy_math_us']:6.1f}, overhead {row['overhead_us']:6.1f}"
+        )
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        results = {"date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows, "numpy": np.__version__}
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
