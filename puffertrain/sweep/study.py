@@ -11,6 +11,7 @@ it resumes from the trial's last checkpoint.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ SETTINGS = "puffertrain"
 """The study's user attribute holding the sweep's settings."""
 RETRY_OF = "retry_of"
 SURPLUS = "surplus"
+OPEN_ATTEMPTS = 5
 SQLITE_TIMEOUT_SECONDS = 60
 """How long a process waits for another's write to an SQLite study before it gives up."""
 
@@ -59,23 +61,33 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     import sqlalchemy.exc
 
     engine_kwargs: dict[str, Any] = {}
+    scheme, _, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres"):  # SQLAlchemy's default driver differs by version
+        url = f"postgresql+psycopg://{rest}"
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_SECONDS}
-    try:
-        with quiet_optuna():
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=STALE_SECONDS,
-                heartbeat_stale_trial_callback=retry,
-            )
-    except ModuleNotFoundError as error:
-        hint = " (pip install 'puffertrain[postgres]')" if "psycopg" in str(error) else ""
-        raise UserError(f"--storage {url}: {error}{hint}") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"--storage {url}: cannot open it: {reason}") from None
+    attempts = 0
+    while True:
+        try:
+            with quiet_optuna():
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=STALE_SECONDS,
+                    heartbeat_stale_trial_callback=retry,
+                )
+        except ModuleNotFoundError as error:
+            hint = " (pip install 'puffertrain[postgres]')" if "psycopg" in str(error) else ""
+            raise UserError(f"--storage {scheme}://{rest}: {error}{hint}") from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as error:
+            attempts += 1
+            if isinstance(error, sqlalchemy.exc.IntegrityError) and attempts < OPEN_ATTEMPTS:
+                time.sleep(1.0)  # another process creating the same tables: theirs will do
+                continue
+            text = str(error).strip()
+            reason = text.splitlines()[0] if text else type(error).__name__
+            raise UserError(f"--storage {scheme}://{rest}: cannot open it: {reason}") from None
 
 
 def open_study(
