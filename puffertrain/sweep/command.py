@@ -80,16 +80,13 @@ def _parser() -> argparse.ArgumentParser:
 def _study_name(args: argparse.Namespace, train_flags: list[str]) -> str:
     if args.study:
         return args.study
-    from puffertrain.cli import _preparse
-
-    early = _preparse(train_flags)
+    names = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    names.add_argument("--env")
+    names.add_argument("--policy", default="auto")
+    early = names.parse_known_args(train_flags)[0]
     if not early.env:
         raise UserError("sweep: give --env (or --study) to name the study")
-    policy = next(
-        (train_flags[i + 1] for i, flag in enumerate(train_flags[:-1]) if flag == "--policy"),
-        "auto",
-    )
-    return f"{early.env}__{policy}".replace("/", "-").replace(":", "-")
+    return f"{early.env}__{early.policy}".replace("/", "-").replace(":", "-")
 
 
 def _pruner(args: argparse.Namespace) -> optuna.pruners.BasePruner:
@@ -190,7 +187,7 @@ def sweep(argv: Sequence[str]) -> int:
 
     from puffertrain.sweep.study import open_storage, open_study
 
-    if args.storage is None:
+    if args.storage is None:  # SQLite creates the file, not its folder
         sweep_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, created = open_study(
@@ -208,7 +205,6 @@ def sweep(argv: Sequence[str]) -> int:
     else:
         say(f"study '{study_name}' in {storage_url}: continuing it")
     say(f"searching {', '.join(f'{k} {p.describe()}' for k, p in space.params.items())}")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
 
     def next_job() -> TrialJob | None:
         from puffertrain.sweep.study import next_trial

@@ -67,14 +67,16 @@ class TrialJob(Job):
         self.pruned = self.trial.should_prune()
         return self.pruned
 
-    def _report(self, curve: list[tuple[int, float]]) -> bool:
-        """Report the report points the curve has passed; return whether any was new."""
+    def _report(self, curve: list[tuple[int, float]], ended: bool = False) -> bool:
+        """Report the report points the curve has passed (all of them once the run has ended
+        before the budget, at --stop-at-return: its score stays); return whether any was
+        new."""
         if not curve:
             return False
         new = False
         while self.reported < REPORTS:
             upto = (self.reported + 1) * self.budget // REPORTS
-            if curve[-1][0] < upto:
+            if curve[-1][0] < upto and not ended:
                 break
             self.reported += 1
             value = score(curve, self.objective, self.budget, self.target, upto)
@@ -106,6 +108,7 @@ class TrialJob(Job):
             why = last_line(self.log) if returncode != 0 else "its run logged no curve"
             say(f"trial {number} failed: {why} (log: {self.log})")
             return False
+        self._report(curve, ended=True)  # later trials are compared at every point
         self.study.tell(self.trial, value)
         say(
             f"trial {number} finished: objective {value:g} at step {self.curve.last_step:,} "
