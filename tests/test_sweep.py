@@ -97,6 +97,25 @@ def test_objectives_score_the_curve():
     assert score(curve, "final", 1000, None, upto=50) is None
 
 
+class _Trial:
+    def __init__(self) -> None:
+        self.reports: dict[int, float] = {}
+
+    def report(self, value: float, step: int) -> None:
+        self.reports[step] = value
+
+
+def test_trials_report_at_points_of_the_budget_and_all_of_them_once_ended(tmp_path):
+    from puffertrain.sweep.trial import TrialJob
+
+    trial = _Trial()
+    job = TrialJob(None, trial, tmp_path, [], "final", 2000, None, True)  # a point per 100
+    job._report([(100, 1.0), (250, 2.0)])
+    assert trial.reports == {1: 1.0, 2: 1.0}  # 300 is not passed yet
+    job._report([(100, 1.0), (250, 2.0), (420, 5.0)], ended=True)  # stopped at its target
+    assert trial.reports == {1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0} | {n: 5.0 for n in range(5, 21)}
+
+
 def test_config_round_trip_and_bad_config_files(tmp_path):
     from puffertrain.cli import parse_train_args
 
