@@ -164,6 +164,7 @@ def test_ctrl_c_stops_the_sweep_and_the_same_command_continues_it(tmp_path):
     assert 0 < stopped_at < 3072
     trials = _study(sweep_dir).get_trials()
     assert [trial.state for trial in trials] == [State.FAIL, State.WAITING]
+    assert trials[1].user_attrs == {"retry_of": 0, "run_dir": "trial_0000"}  # not 0's figures
 
     bad = [tmp_path / "missing.toml" if arg == str(space) else arg for arg in args]
     refused = run_cli(*map(str, bad))  # a bad command leaves the study as it was

@@ -48,10 +48,9 @@ def quiet_optuna() -> Iterator[None]:
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Queue ``trial``'s params again, as a retry of its first attempt, in its run dir."""
-    study.enqueue_trial(
-        trial.params,
-        user_attrs={**trial.user_attrs, RETRY_OF: trial.user_attrs.get(RETRY_OF, trial.number)},
-    )
+    first = trial.user_attrs.get(RETRY_OF, trial.number)
+    attrs = {RETRY_OF: first, **{k: v for k, v in trial.user_attrs.items() if k == "run_dir"}}
+    study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
