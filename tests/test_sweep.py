@@ -258,6 +258,25 @@ def test_two_sweeps_on_one_postgresql_study_share_the_trials(tmp_path):
         _check_each_trial_ran_once(optuna.load_study(study_name="test", storage=url), runs, 4)
 
 
+def test_a_storage_whose_tables_another_sweep_is_creating_is_opened_again(monkeypatch):
+    import sqlalchemy.exc
+
+    from puffertrain.sweep import study
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:  # what SQLite said when two sweeps started on a new file at once
+            message = "table trial_params already exists"
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE trial_params", {}, message)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(study.time, "sleep", lambda seconds: None)
+    assert isinstance(study.open_storage("sqlite://"), real) and len(calls) == 2
+
+
 def test_an_unknown_storage_is_one_line(tmp_path):
     result = run_cli(*_sweep_args(tmp_path, _space_file(tmp_path)), "--storage", "nosuch://x")
     assert result.returncode == 2

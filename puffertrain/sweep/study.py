@@ -81,12 +81,20 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             raise UserError(f"--storage {scheme}://{rest}: {error}{hint}") from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as error:
             attempts += 1
-            if isinstance(error, sqlalchemy.exc.IntegrityError) and attempts < OPEN_ATTEMPTS:
-                time.sleep(1.0)  # another process creating the same tables: theirs will do
+            if _creating_tables_too(error) and attempts < OPEN_ATTEMPTS:
+                time.sleep(1.0)  # another process is creating the same tables: theirs will do
                 continue
             text = str(error).strip()
             reason = text.splitlines()[0] if text else type(error).__name__
             raise UserError(f"--storage {scheme}://{rest}: cannot open it: {reason}") from None
+
+
+def _creating_tables_too(error: Exception) -> bool:
+    """Whether ``error`` says another process created the study tables at the same moment
+    (PostgreSQL: a duplicate key in its catalogue; SQLite: the table already exists)."""
+    import sqlalchemy.exc
+
+    return isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
 
 
 def open_study(
