@@ -5,9 +5,11 @@ runs started by hand at once, in interleaved rounds (sweep, by hand, sweep, ...)
         --output experiments/results/sweep_overhead.json
 
 Both sides train the CartPole-v1 preset twice (the sweep's space is empty, so each trial is
-the preset). Throughput is both runs' steps over the wall time from the first process start to
-the last exit: the sweep's includes its own start-up, its watching of the runs and its
-results (table, best config, plots) at the end.
+the preset). Two throughputs: each run's training SPS (its last ``charts/SPS``: the runs'
+own speed, which the sweep's pinning and watching could slow), and both runs' steps over the
+wall time from the first process start to the last exit, which for the sweep includes its own
+start-up and its results (table, best config, plots) at the end: a fixed cost per sweep
+command, however many trials it runs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from puffertrain.seeds import final_figures  # noqa: E402
 
 
 def _timed(commands: list[list[str]]) -> float:
@@ -45,6 +50,7 @@ def main() -> None:
     train = [sys.executable, "-m", "puffertrain", "--env", "CartPole-v1", "--vec", "serial"]
     train += ["--total-timesteps", str(args.total_timesteps)]
     times: dict[str, list[float]] = {"sweep": [], "by_hand": []}
+    sps: dict[str, list[float]] = {"sweep": [], "by_hand": []}
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         space = root / "empty.toml"
@@ -55,15 +61,25 @@ def main() -> None:
             times["sweep"].append(_timed([sweep]))
             hand = [[*train, "--run-dir", str(root / f"hand{index}_{n}")] for n in (1, 2)]
             times["by_hand"].append(_timed(hand))
+            runs = {
+                "sweep": sorted((root / f"sweep{index}").glob("trial_*")),
+                "by_hand": sorted(root.glob(f"hand{index}_*")),
+            }
+            for name, run_dirs in runs.items():
+                sps[name] += [final_figures(run_dir)[1] for run_dir in run_dirs]
             print(index, times["sweep"][-1], times["by_hand"][-1], flush=True)
     steps = 2 * args.total_timesteps
     medians = {name: statistics.median(values) for name, values in times.items()}
+    run_sps = {name: statistics.median(values) for name, values in sps.items()}
     result = {
         "command": " ".join(sys.argv),
         "seconds": times,
         "median_seconds": medians,
         "steps_per_second": {name: steps / seconds for name, seconds in medians.items()},
-        "sweep_throughput_share": medians["by_hand"] / medians["sweep"],
+        "sweep_wall_throughput_share": medians["by_hand"] / medians["sweep"],
+        "run_sps": sps,
+        "median_run_sps": run_sps,
+        "sweep_run_sps_share": run_sps["sweep"] / run_sps["by_hand"],
     }
     print(json.dumps(result, indent=2))
     if args.output:
