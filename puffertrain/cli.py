@@ -19,6 +19,7 @@ from puffertrain.adapt import adapt_to_given, given_fields
 from puffertrain.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
+    config_from_file,
     from_dict,
     parse_kwargs,
     to_dict,
@@ -41,14 +42,16 @@ if TYPE_CHECKING:
     from puffertrain.trainer.loop import Trainer
     from puffertrain.trainer.state import TrainingState
 
-COMMANDS = ("train", "eval", "bench", "export")
+COMMANDS = ("train", "eval", "bench", "export", "sweep")
 
 
 def _preparse(argv: Sequence[str]) -> argparse.Namespace:
-    """Read --env and --resume before tyro, since they decide the defaults it shows."""
+    """Read --env, --resume and --config before tyro, since they decide the defaults it
+    shows."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--env")
     parser.add_argument("--resume")
+    parser.add_argument("--config")
     parser.add_argument("--env-kwargs", default="")
     parser.add_argument("--parallel", default="0")
     return parser.parse_known_args(list(argv))[0]
@@ -65,33 +68,41 @@ def _contradictions(saved: TrainConfig, requested: TrainConfig) -> list[str]:
     ]
 
 
-def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
-    """The preset for an env: the multi-agent one for PettingZoo envs, its family's (told by
-    its id, else by the env a `module:callable` id builds, so a wrapped CartPole gets the
-    classic-control preset), or the continuous-control one for Box actions (with observation
-    normalisation only where the observations are a float Box). Prints the notice for text
-    leaves the policy will not see, and refuses a space no batch can hold."""
+def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space | None]:
+    """The preset family of an env, and its policy's observation space where it was built:
+    "multi_agent" for PettingZoo envs, "continuous" for Box actions, else the family told by
+    its id, or by the env a `module:callable` id builds (so a wrapped CartPole gets the
+    classic-control preset). Prints the notice for text leaves the policy will not see, and
+    refuses a space no batch can hold."""
     factory = env_factory(env_id, env_kwargs)  # fails on bad ids; imports `module:` ids
     family = env_family(env_id)
     probed = None if family == "atari" else probe_env(factory)
     if probed is None:
-        return preset_for(family)
+        return family, None
     observation_space, action_space, num_agents, built_family = probed
     if family == "other" and built_family != "atari":
         # the built env names the family, but not Atari: its preset assumes the Atari
         # preprocessing, which only ALE ids get
         family = built_family
     if num_agents:
-        return preset_for("multi_agent")
+        return "multi_agent", observation_space
     policy_view(observation_space)  # one line for a space no batch holds, before any run dir
     notice = text_notice(observation_space)
     if notice:
         print(notice, file=sys.stderr)
-    if not isinstance(action_space, gym.spaces.Box):
-        return preset_for(family)
-    return dataclasses.replace(
-        preset_for("continuous"), normalize_obs=can_normalize(observation_space)
-    )
+    if isinstance(action_space, gym.spaces.Box):
+        return "continuous", observation_space
+    return family, observation_space
+
+
+def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
+    """The preset for an env's family; the continuous one normalises observations only where
+    they are a float Box."""
+    family, observation_space = preset_family(env_id, env_kwargs)
+    preset = preset_for(family)
+    if family == "continuous" and observation_space is not None:
+        preset = dataclasses.replace(preset, normalize_obs=can_normalize(observation_space))
+    return preset
 
 
 def parse_train_args(
@@ -103,6 +114,8 @@ def parse_train_args(
     from puffertrain.trainer.checkpoint import load_checkpoint, resolve_resume
 
     early = _preparse(argv)
+    if early.resume and early.config:
+        raise UserError("--config starts a new run and --resume continues one; give one of them")
     if early.resume:
         run_dir, path = resolve_resume(Path(early.resume))
         checkpoint = load_checkpoint(path)
@@ -117,7 +130,9 @@ def parse_train_args(
             raise UserError(f"--resume continues in {run_dir}; drop --run-dir {config.run_dir}")
         return config, checkpoint
     default = TrainConfig()
-    if early.env:
+    if early.config:
+        default = config_from_file(Path(early.config))
+    elif early.env:
         default = _preset(early.env, parse_kwargs(early.env_kwargs))
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
     config, changes = adapt_to_given(config, given_fields(argv), default)
@@ -226,6 +241,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if command == "train":
             train(args, ranks)
+        elif command == "sweep":
+            from puffertrain.sweep.command import sweep
+
+            sys.exit(sweep(args))
         elif command == "export":
             from puffertrain.export import ExportConfig, export
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import tyro
 
@@ -84,6 +86,9 @@ class TrainConfig:
     """Run directory; default runs/<env>__<policy>__<seed>__<timestamp>."""
     resume: Path | None = None
     """Continue a run: its directory (newest checkpoint) or a checkpoint file."""
+    config: Path | None = None
+    """Train from a config file: a run's config.json or a sweep's best_config.json (its
+    run-dir is left out; flags given with it override it)."""
     overwrite: bool = False
     """Allow --run-dir to name a directory that already holds a run, replacing it."""
     vec: Literal["auto", "serial", "multiprocessing", "native", "envpool"] = "auto"
@@ -230,6 +235,7 @@ RESUMABLE_CHANGES = frozenset(
         "stop_at_return",
         "video_interval",
         "resume",
+        "config",
         "run_dir",
         "overwrite",
         "list_policies",
@@ -260,7 +266,89 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     """Inverse of :func:`to_dict`."""
     data = dict(data)
     ppo = PPOConfig(**data.pop("ppo"))
-    for key in ("run_dir", "resume"):
+    for key in ("run_dir", "resume", "config"):
         if data.get(key) is not None:
             data[key] = Path(data[key])
     return TrainConfig(**data, ppo=ppo)
+
+
+# Keys of a config file that name where a run is, not how it trains: a new run gets its own.
+NOT_FROM_FILE = ("run_dir", "resume", "overwrite", "config")
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def _check_value(key: str, value: Any, kind: Any) -> None:
+    """``UserError`` naming ``key`` unless ``value`` (from JSON) fits the annotation ``kind``."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Annotated:
+        return _check_value(key, value, args[0])
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _check_value(key, value, next(arg for arg in args if arg is not type(None)))
+    if origin is Literal:
+        if value not in args:
+            raise UserError(
+                f"key '{key}' must be one of {', '.join(map(str, args))}, got {value!r}"
+            )
+        return None
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise UserError(f"key '{key}' must be a list, got {value!r}")
+        for item in value:
+            _check_value(key, item, args[0])
+        return None
+    fits = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        Path: isinstance(value, str),
+    }
+    if not fits.get(kind, False):
+        raise UserError(f"key '{key}' must be {_type_name(kind)}, got {value!r}")
+    return None
+
+
+def _checked(data: Any, cls: type, prefix: str = "") -> dict[str, Any]:
+    """``data`` as keyword arguments of the dataclass ``cls`` (nested ones too), each key and
+    value checked against its field."""
+    if not isinstance(data, dict):
+        raise UserError(f"key '{prefix.rstrip('.') or 'the file'}' must be a JSON object")
+    hints = typing.get_type_hints(cls, include_extras=True)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise UserError(f"unknown key '{prefix}{key}'")
+        kind = hints[key]
+        inner = typing.get_args(kind)[0] if typing.get_origin(kind) is Annotated else kind
+        if dataclasses.is_dataclass(inner):
+            kwargs[key] = inner(**_checked(value, inner, f"{prefix}{key}."))
+            continue
+        _check_value(f"{prefix}{key}", value, kind)
+        if isinstance(value, int) and float in (*typing.get_args(kind), kind):
+            value = float(value)  # a hand-written 1 for a float field
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return kwargs
+
+
+def config_from_file(path: Path) -> TrainConfig:
+    """The config a file holds (a run's config.json, a sweep's best_config.json), with what
+    names a run's place (run dir, resume) left out; ``UserError`` naming the first unknown key
+    or wrongly typed value."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as error:
+        raise UserError(f"--config {path}: cannot read it ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"--config {path}: not valid JSON: {error}") from None
+    try:
+        kwargs = _checked(data, TrainConfig)
+    except UserError as error:
+        raise UserError(f"--config {path}: {error}") from None
+    for key in NOT_FROM_FILE:
+        kwargs.pop(key, None)
+    return TrainConfig(**kwargs)

@@ -1,24 +1,22 @@
 """``--seeds S1 S2 … [--parallel K]``: one config trained with several seeds, K runs at a time.
 
 Each seed is a normal run (its own process and run directory, ``PARENT/seed_<S>``), so
-TensorBoard on the parent shows them side by side and each can be resumed alone. Runs that go
-at once are pinned to disjoint CPUs, so each one's thread choice sees only its share and no
-two runs spin against each other. ``seeds.json`` in the parent keeps the seeds and the flags,
+TensorBoard on the parent shows them side by side and each can be resumed alone; launcher.py
+runs them, pinned to disjoint CPUs. ``seeds.json`` in the parent keeps the seeds and the flags,
 so ``--resume PARENT`` continues every run (and starts any that never began).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from puffertrain.errors import UserError
+from puffertrain.launcher import Job, run_jobs
 from puffertrain.threads import cpu_budget
 from puffertrain.trainer.checkpoint import list_checkpoints
 
@@ -27,20 +25,23 @@ RECENT_EPISODES = 20  # the progress bar's "return": the mean of the last 20 epi
 
 
 @dataclass(frozen=True)
-class SeedRun:
+class SeedRun(Job):
     seed: int
     run_dir: Path
+    flags: tuple[str, ...] = ()
 
-    def command(self, flags: list[str]) -> list[str]:
-        """This seed's trainer command: resume it if it has a checkpoint, else start it."""
-        if list_checkpoints(self.run_dir):
-            resume_flags = without_flags(flags, {"--seed", "--run-dir", "--env", "--overwrite"})
-            return [*_trainer(), "--resume", str(self.run_dir), *resume_flags]
-        return [*_trainer(), *flags, "--seed", str(self.seed), "--run-dir", str(self.run_dir)]
+    def command(self) -> list[str]:
+        return run_command(self.run_dir, [*self.flags, "--seed", str(self.seed)])
 
 
-def _trainer() -> list[str]:
-    return [sys.executable, "-m", "puffertrain", "train"]
+def run_command(run_dir: Path, flags: list[str]) -> list[str]:
+    """The trainer command for a run in ``run_dir``: resume it if it has a checkpoint (the
+    flags a resume refuses left out), else start it with ``flags``."""
+    trainer = [sys.executable, "-m", "puffertrain", "train"]
+    if list_checkpoints(run_dir):
+        resume_flags = without_flags(flags, {"--seed", "--run-dir", "--env", "--overwrite"})
+        return [*trainer, "--resume", str(run_dir), *resume_flags]
+    return [*trainer, *flags, "--run-dir", str(run_dir)]
 
 
 def without_flags(flags: list[str], names: set[str]) -> list[str]:
@@ -90,9 +91,8 @@ def run_seeds(parent: Path, parallel: int, extra_flags: list[str]) -> int:
     """Train (or resume) every seed of ``parent``, ``parallel`` at a time (0: as many as
     there are CPUs), then print the summary; return the exit status (0 when all finished)."""
     saved = json.loads((parent / SEEDS_FILE).read_text())
-    runs = [SeedRun(seed, parent / f"seed_{seed}") for seed in saved["seeds"]]
-    flags = [*saved["flags"], *extra_flags]
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    flags = (*saved["flags"], *extra_flags)
+    runs = [SeedRun(seed, parent / f"seed_{seed}", flags) for seed in saved["seeds"]]
     budget = cpu_budget().cpus
     parallel = min(parallel or budget, len(runs))
     print(
@@ -100,48 +100,12 @@ def run_seeds(parent: Path, parallel: int, extra_flags: list[str]) -> int:
         f"({budget} CPU(s); each run pinned to its share)",
         file=sys.stderr,
     )
-    failed, stopped = _run_all(runs, flags, parallel, cpus)
+    waiting = list(runs)
+    failed, stopped = run_jobs(lambda: waiting.pop(0) if waiting else None, parallel)
     print_summary(runs)
     if failed or stopped:
         print(f"puffertrain: resume them all with --resume {parent}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _share(cpus: list[int], slot: int, parallel: int) -> set[int]:
-    """Slot ``slot``'s CPUs when ``parallel`` runs share ``cpus`` (at least one each)."""
-    if not cpus:
-        return set()
-    size = max(1, len(cpus) // parallel)
-    start = (slot * size) % len(cpus)
-    return set(cpus[start : start + size])
-
-
-def _run_all(
-    runs: list[SeedRun], flags: list[str], parallel: int, cpus: list[int]
-) -> tuple[bool, bool]:
-    """Run the seeds, ``parallel`` at a time; on Ctrl-C (which every run receives too, and
-    answers with a checkpoint) wait for the running ones and start no more. Return whether a
-    run failed, and whether the runs were stopped."""
-    waiting = list(runs)
-    running: dict[int, subprocess.Popen] = {}  # by slot
-    failed = stopping = False
-    while waiting or running:
-        try:
-            while waiting and len(running) < parallel and not stopping:
-                slot = min(set(range(parallel)) - set(running))
-                run = waiting.pop(0)
-                process = subprocess.Popen(run.command(flags))
-                if cpus and hasattr(os, "sched_setaffinity"):
-                    os.sched_setaffinity(process.pid, _share(cpus, slot, parallel))
-                running[slot] = process
-            for slot, process in list(running.items()):
-                if process.poll() is not None:
-                    failed |= process.returncode != 0
-                    del running[slot]
-            time.sleep(0.05)
-        except KeyboardInterrupt:
-            stopping = True
-    return failed, stopping
 
 
 def final_figures(run_dir: Path) -> tuple[float | None, float | None]:

@@ -121,6 +121,7 @@ class RunLogger:
         the run dir, and an animated GIF in TensorBoard's images tab)."""
         for tag, value in result.scalars().items():
             self._scalar(tag, value, global_step)
+        self.flush()  # on disk at once: a sweep prunes on them while the run goes
         if self.enabled:
             self.console.print(
                 f"eval at step {global_step:,}: return {result.mean:.2f} "

@@ -1,0 +1,113 @@
+"""Training runs as child processes, K at a time, each pinned to its share of the CPUs.
+
+The one launcher behind ``--seeds`` and ``sweep``. Runs that go at once are pinned to disjoint
+CPUs, so each one's thread choice (threads.py) sees only its share and no two runs spin against
+each other. Ctrl-C or SIGTERM stops the launcher cleanly: every running run is sent SIGTERM
+(which it answers with a checkpoint, even if the terminal's SIGINT reached it too), the
+launcher waits for them and starts no more.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+POLL_SECONDS = 0.05
+
+
+class Job:
+    """One child run. Subclasses give its command; a job may watch its run while it goes (and
+    ask for it to stop) and hear how it ended."""
+
+    log: Path | None = None
+    """Where the run's output goes (None: this process's terminal)."""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def watch(self) -> bool:
+        """Called while the run goes; True asks it to stop (it checkpoints first)."""
+        return False
+
+    def finished(self, returncode: int, stopped: bool) -> bool:
+        """The run ended with ``returncode``; ``stopped`` when the launcher was told to stop
+        while it ran. Return whether it succeeded."""
+        return returncode == 0
+
+
+def cpu_share(cpus: list[int], slot: int, parallel: int) -> set[int]:
+    """Slot ``slot``'s CPUs when ``parallel`` runs share ``cpus`` (at least one each)."""
+    if not cpus:
+        return set()
+    size = max(1, len(cpus) // parallel)
+    start = (slot * size) % len(cpus)
+    return set(cpus[start : start + size])
+
+
+class _StopSignals:
+    """Turns SIGINT/SIGTERM into ``requested`` while the launcher runs."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def __enter__(self) -> _StopSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _start(job: Job, cpus: set[int]) -> subprocess.Popen:
+    output = None
+    if job.log is not None:
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        output = job.log.open("a")
+    try:
+        process = subprocess.Popen(job.command(), stdout=output, stderr=output)
+    finally:
+        if output is not None:
+            output.close()
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(process.pid, cpus)
+    return process
+
+
+def run_jobs(next_job: Callable[[], Job | None], parallel: int) -> tuple[bool, bool]:
+    """Run the jobs ``next_job`` hands out (None: no more for now), ``parallel`` at a time,
+    until it has none and none is running. Return whether a job failed, and whether the
+    launcher was stopped (Ctrl-C or SIGTERM)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    running: dict[int, tuple[Job, subprocess.Popen]] = {}  # by slot
+    told_to_stop: set[int] = set()  # pids sent SIGTERM
+    failed = False
+    with _StopSignals() as stop:
+        while True:
+            while len(running) < parallel and not stop.requested:
+                job = next_job()
+                if job is None:
+                    break
+                slot = min(set(range(parallel)) - set(running))
+                running[slot] = (job, _start(job, cpu_share(cpus, slot, parallel)))
+            if not running:
+                break
+            for slot, (job, process) in list(running.items()):
+                if process.poll() is not None:
+                    failed |= not job.finished(process.returncode, stop.requested)
+                    del running[slot]
+                elif process.pid not in told_to_stop and (stop.requested or job.watch()):
+                    process.send_signal(signal.SIGTERM)
+                    told_to_stop.add(process.pid)
+            time.sleep(POLL_SECONDS)
+    return failed, stop.requested

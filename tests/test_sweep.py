@@ -1,0 +1,284 @@
+"""``puffertrain sweep``: small studies on CartPole with tiny budgets, on SQLite and on a
+PostgreSQL server the test starts itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from puffertrain.config import TrainConfig, config_from_file
+from puffertrain.errors import UserError
+from puffertrain.sweep.objective import score
+from puffertrain.sweep.space import default_space, load_space, trial_flags, without_given
+from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
+from tests.conftest import REPO_ROOT, cli_command, cli_env, run_cli
+from tests.postgres import postgres_server
+
+FLAGS = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "32", "--vec", "serial"]
+FLAGS += ["--threads", "1"]
+LR_ONLY = "defaults = false\nlearning-rate = { low = 1e-4, high = 3e-3, log = true }\n"
+State = optuna.trial.TrialState
+
+
+def _study(sweep_dir: Path, name: str = "test") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'sweep.db'}")
+
+
+def _sweep_args(sweep_dir: Path, space: Path) -> list[str]:
+    return ["sweep", *FLAGS, "--study", "test", "--run-dir", str(sweep_dir), "--space", str(space)]
+
+
+def _space_file(tmp_path: Path, text: str = LR_ONLY) -> Path:
+    path = tmp_path / "space.toml"
+    path.write_text(text)
+    return path
+
+
+def _final_step(run_dir: Path) -> int:
+    return load_checkpoint(list_checkpoints(run_dir)[-1]).global_step
+
+
+def test_a_space_file_changes_the_default_space_and_given_flags_are_not_searched(tmp_path):
+    space = without_given(default_space("classic_control", 256), {"gamma", "policy_kwargs"})
+    assert "gamma" not in space.params and "policy-kwargs.hidden_size" not in space.params
+    path = _space_file(
+        tmp_path,
+        "gamma = 0.97\nlearning-rate = { low = 1e-4, high = 1e-3 }\n"
+        "[policy-kwargs]\nhidden_size = { choices = [32, 64] }\n",
+    )
+    changed = load_space(path, space)
+    assert changed.fixed == {"gamma": 0.97}
+    assert (changed.params["learning-rate"].low, changed.params["learning-rate"].log) == (1e-4, 0)
+    assert changed.params["policy-kwargs.hidden_size"].choices == (32, 64)
+    assert "clip-coef" in changed.params  # the defaults stay unless the file drops them
+    alone = load_space(_space_file(tmp_path, LR_ONLY), space)
+    assert list(alone.params) == ["learning-rate"] and not alone.fixed
+    config = TrainConfig(env="CartPole-v1", policy_kwargs='{"agent_ids": true}')
+    values = {"learning-rate": 5e-4, "policy-kwargs.hidden_size": 64, "anneal-lr": False}
+    assert trial_flags(values, config) == [
+        "--learning-rate",
+        "0.0005",
+        "--no-anneal-lr",
+        "--policy-kwargs",
+        '{"agent_ids": true, "hidden_size": 64}',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("learning-rat = { low = 1e-4, high = 1e-3 }", "learning-rat"),
+        ("num-envs = { low = 2.5, high = 8 }", "num-envs"),
+        ("learning-rate = { low = 0.0, high = 1e-3, log = true }", "learning-rate"),
+        ("gamma = { choices = [] }", "gamma"),
+        ("vec = { choices = ['serial', 'threads'] }", "vec"),
+        ("clip-coef = { low = 0.3, high = 0.1 }", "clip-coef"),
+        ("ent-coef = { low = 0.0, hi = 0.1 }", "ent-coef"),
+    ],
+)
+def test_a_bad_space_file_is_refused_naming_the_key(tmp_path, text, named):
+    with pytest.raises(UserError, match=f"key '{named}'"):
+        load_space(_space_file(tmp_path, text), default_space("classic_control", 256))
+
+
+def test_objectives_score_the_curve():
+    curve = [(100, 10.0), (200, 30.0), (300, 20.0)]
+    assert score(curve, "final", 1000, None) == 20.0
+    assert score(curve, "final", 1000, None, upto=250) == 30.0
+    assert score(curve, "auc", 1000, None) == pytest.approx((20 + 25) * 100 / 200)
+    assert score(curve, "steps", 1000, 25.0) == 200.0
+    assert score(curve, "steps", 1000, 60.0) == pytest.approx(1000 * (1 + 30 / 60))
+    assert score(curve, "final", 1000, None, upto=50) is None
+
+
+class _Trial:
+    def __init__(self) -> None:
+        self.reports: dict[int, float] = {}
+
+    def report(self, value: float, step: int) -> None:
+        self.reports[step] = value
+
+
+def test_trials_report_at_points_of_the_budget_and_all_of_them_once_ended(tmp_path):
+    from puffertrain.sweep.trial import TrialJob
+
+    trial = _Trial()
+    job = TrialJob(None, trial, tmp_path, [], "final", 2000, None, True)  # a point per 100
+    job._report([(100, 1.0), (250, 2.0)])
+    assert trial.reports == {1: 1.0, 2: 1.0}  # 300 is not passed yet
+    job._report([(100, 1.0), (250, 2.0), (420, 5.0)], ended=True)  # stopped at its target
+    assert trial.reports == {1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0} | {n: 5.0 for n in range(5, 21)}
+
+
+def test_config_round_trip_and_bad_config_files(tmp_path):
+    from puffertrain.cli import parse_train_args
+
+    run_dir = tmp_path / "run"
+    trained = run_cli(*FLAGS, "--total-timesteps", "256", "--seed", "7", "--run-dir", str(run_dir))
+    assert trained.returncode == 0, trained.stderr
+    original = config_from_file(run_dir / "config.json")
+    again, _ = parse_train_args(["--config", str(run_dir / "config.json")])
+    assert again == TrainConfig(**{**vars(original), "config": run_dir / "config.json"})
+    assert (again.seed, again.num_envs, again.run_dir) == (7, 4, None)
+    overridden, _ = parse_train_args(["--config", str(run_dir / "config.json"), "--gamma", "0.9"])
+    assert (overridden.ppo.gamma, overridden.seed) == (0.9, 7)
+
+    bad = tmp_path / "bad.json"
+    bad.write_text((run_dir / "config.json").read_text().replace('"gamma"', '"gama"'))
+    refused = run_cli("--config", str(bad))
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == f"puffertrain: error: --config {bad}: unknown key 'ppo.gama'"
+    bad.write_text(
+        (run_dir / "config.json").read_text().replace('"num_envs": 4', '"num_envs": "4"')
+    )
+    with pytest.raises(UserError, match="key 'num_envs' must be int, got '4'"):
+        parse_train_args(["--config", str(bad)])
+
+
+def test_ctrl_c_stops_the_sweep_and_the_same_command_continues_it(tmp_path):
+    sweep_dir, space = tmp_path / "sweep", _space_file(tmp_path)
+    args = [*_sweep_args(sweep_dir, space), "--trials", "2", "--total-timesteps", "3072"]
+    process = subprocess.Popen(
+        cli_command(*args),
+        cwd=REPO_ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    first = sweep_dir / "trial_0000"
+    deadline = time.monotonic() + 120
+    while not list(first.glob("events.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    stopped_at = _final_step(first)
+    assert 0 < stopped_at < 3072
+    trials = _study(sweep_dir).get_trials()
+    assert [trial.state for trial in trials] == [State.FAIL, State.WAITING]
+    assert trials[1].user_attrs == {"retry_of": 0, "run_dir": "trial_0000"}  # not 0's figures
+
+    bad = [tmp_path / "missing.toml" if arg == str(space) else arg for arg in args]
+    refused = run_cli(*map(str, bad))  # a bad command leaves the study as it was
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert len(_study(sweep_dir).get_trials()) == 2
+
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    trials = _study(sweep_dir).get_trials()
+    assert [trial.state for trial in trials] == [State.FAIL] + [State.COMPLETE] * 2
+    retry = trials[1]
+    assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs["run_dir"] == "trial_0000"
+    assert retry.params == trials[0].params
+    for name in ("trial_0000", "trial_0002"):  # the retry resumed trial 0's run
+        assert _final_step(sweep_dir / name) == 3072
+    best = min(trials[1:], key=lambda trial: -trial.value)
+    assert config_from_file(sweep_dir / "best_config.json").ppo.learning_rate == pytest.approx(
+        best.params["learning-rate"]
+    )
+    assert {path.name for path in sweep_dir.glob("*.png")} == {
+        "importances.png",
+        "history.png",
+        "parallel_coordinates.png",
+    }
+
+
+def test_the_pruner_stops_a_trial_whose_eval_curve_lags(tmp_path):
+    sweep_dir, space = tmp_path / "sweep", _space_file(tmp_path)
+    args = [*_sweep_args(sweep_dir, space), "--total-timesteps", "12288"]
+    args += ["--eval-interval", "2", "--eval-episodes", "2", "--prune-after", "1"]
+    first = run_cli(*args, "--trials", "1")  # the starting config: the preset's lr 1e-3
+    assert first.returncode == 0, first.stderr
+    _study(sweep_dir).enqueue_trial({"learning-rate": 1e-4 / 1000})  # a policy that stays put
+    second = run_cli(*args, "--trials", "2")
+    assert second.returncode == 0, second.stderr
+    trials = _study(sweep_dir).get_trials()
+    assert [trial.state for trial in trials] == [State.COMPLETE, State.PRUNED], second.stderr
+    assert _final_step(sweep_dir / "trial_0001") < 12288
+    assert "PRUNED" in second.stdout
+
+
+def _two_workers(tmp_path: Path, storage: list[str], trials: int) -> list[str]:
+    """Run two sweep processes on one study at once; return their run dirs' names."""
+    space = _space_file(tmp_path)
+    workers = [
+        subprocess.Popen(
+            cli_command(
+                *_sweep_args(tmp_path / name, space),
+                *storage,
+                "--trials",
+                str(trials),
+                "--total-timesteps",
+                "1024",
+            ),
+            cwd=REPO_ROOT,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr
+    return [run.name for name in ("a", "b") for run in (tmp_path / name).glob("trial_*")]
+
+
+def _check_each_trial_ran_once(study: optuna.Study, runs: list[str], trials: int) -> None:
+    states = [trial.state for trial in study.get_trials() if "surplus" not in trial.user_attrs]
+    assert states == [State.COMPLETE] * trials
+    ran = [
+        trial.user_attrs["run_dir"] for trial in study.get_trials() if "run_dir" in trial.user_attrs
+    ]
+    assert sorted(runs) == sorted(ran) and len(set(runs)) == trials
+
+
+def test_two_sweeps_on_one_sqlite_study_share_the_trials(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    runs = _two_workers(tmp_path, ["--storage", storage], trials=4)
+    study = optuna.load_study(study_name="test", storage=storage)
+    _check_each_trial_ran_once(study, runs, 4)
+    summary = run_cli("sweep", "--study", "test", "--storage", storage, "--summary")
+    assert summary.returncode == 0, summary.stderr
+    assert summary.stdout.count("COMPLETE") == 4
+
+
+def test_two_sweeps_on_one_postgresql_study_share_the_trials(tmp_path):
+    with postgres_server() as url:
+        runs = _two_workers(tmp_path, ["--storage", url], trials=4)
+        _check_each_trial_ran_once(optuna.load_study(study_name="test", storage=url), runs, 4)
+
+
+def test_a_storage_whose_tables_another_sweep_is_creating_is_opened_again(monkeypatch):
+    import sqlalchemy.exc
+
+    from puffertrain.sweep import study
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:  # what SQLite said when two sweeps started on a new file at once
+            message = "table trial_params already exists"
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE trial_params", {}, message)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(study.time, "sleep", lambda seconds: None)
+    assert isinstance(study.open_storage("sqlite://"), real) and len(calls) == 2
+
+
+def test_an_unknown_storage_is_one_line(tmp_path):
+    result = run_cli(*_sweep_args(tmp_path, _space_file(tmp_path)), "--storage", "nosuch://x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("puffertrain: error: --storage nosuch://x: cannot open it")
+    assert len(result.stderr.strip().splitlines()) == 1
