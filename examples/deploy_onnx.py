@@ -60,7 +60,7 @@ def main() -> None:
         if name in inputs
     }
     env = make_env(args.env, args.atari)
-    obs, _ = env.reset(seed=args.seed)
+    obs, _ = env.reset(seed=args.seed)  # game i is seeded --seed + i, as in puffertrain eval
     state, score, scores = dict(zero_state), 0.0, []
     while len(scores) < args.episodes:
         feed = {"obs": np.asarray(obs, dtype=obs_dtype)[None], **state}
@@ -77,7 +77,7 @@ def main() -> None:
             scores.append(score)
             print(f"episode {len(scores)}: {score:g}")
             state, score = dict(zero_state), 0.0
-            obs, _ = env.reset()
+            obs, _ = env.reset(seed=args.seed + len(scores))
     print(f"{args.env}: {np.mean(scores):.2f} ± {np.std(scores):.2f} over {len(scores)} episodes")
 
 

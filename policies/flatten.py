@@ -123,11 +123,84 @@ def unflatten_observations(flat: torch.Tensor, space: gym.spaces.Space) -> Any:
     leaf's dtype. The guide's sketch left this to the reader; here it is exact."""
     leaves, _ = _layout(space)
     batch = flat.shape[:-1]
+    # Neither ONNX (no BitCast below opset 26) nor a TorchScript trace can reinterpret bytes,
+    # so a graph being exported decodes them with arithmetic, which gives the same values.
+    exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()
     values = {}
     for leaf in leaves:
         chunk = flat[..., leaf.offset : leaf.offset + leaf.nbytes]
-        values[leaf.path] = chunk.view(_TORCH_DTYPES[leaf.dtype]).reshape(*batch, *leaf.shape)
+        dtype = _TORCH_DTYPES[leaf.dtype]
+        value = decode_bytes(chunk, dtype) if exporting else chunk.view(dtype)
+        values[leaf.path] = value.reshape(*batch, *leaf.shape)
     return _nest(space, (), values)
+
+
+_FLOAT_BITS = {torch.float16: (5, 10), torch.float32: (8, 23), torch.float64: (11, 52)}
+
+
+def decode_bytes(chunk: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``chunk.view(dtype)`` (little-endian uint8 bytes on the last axis) computed with integer
+    and float arithmetic only, which every exporter translates. The values are exact, subnormals
+    and infinities included (NaN stays NaN, its payload aside); uint64 is refused."""
+    if dtype == torch.uint8:
+        return chunk
+    if dtype == torch.bool:
+        return chunk != 0
+    if dtype == torch.uint64:
+        raise ValueError("uint64 observation leaves cannot be exported")
+    size = torch.empty((), dtype=dtype).element_size()
+    by_item = chunk.to(torch.int64).reshape(*chunk.shape[:-1], -1, size)
+    if size == 8:  # two 32-bit halves, so that no product overflows int64
+        low, high = _unsigned(by_item[..., :4]), _unsigned(by_item[..., 4:])
+        signed_high = high - (high >= 2**31).to(torch.int64) * 2**32
+        if dtype == torch.float64:
+            return _float_from_halves(low, high)
+        return low + signed_high * 2**32
+    bits = _unsigned(by_item)
+    if dtype in _FLOAT_BITS:
+        return _float_from_bits(bits, *_FLOAT_BITS[dtype]).to(dtype)
+    if dtype in (torch.int8, torch.int16, torch.int32):
+        bits = bits - (bits >= 2 ** (8 * size - 1)).to(torch.int64) * 2 ** (8 * size)
+    return bits.to(dtype)
+
+
+def _unsigned(by_item: torch.Tensor) -> torch.Tensor:
+    """The unsigned integer of each item's little-endian bytes (last axis, at most 4)."""
+    weights = 256 ** torch.arange(by_item.shape[-1], dtype=torch.int64)
+    return (by_item * weights).sum(-1)
+
+
+def _float_from_bits(bits: torch.Tensor, exponent_bits: int, mantissa_bits: int) -> torch.Tensor:
+    """The IEEE-754 value of ``bits`` (at most 32 of them) as float64."""
+    mantissa = bits % 2**mantissa_bits
+    rest = bits // 2**mantissa_bits
+    exponent = rest % 2**exponent_bits
+    negative = rest >= 2**exponent_bits
+    return _ieee_value(negative, exponent, mantissa.double(), exponent_bits, mantissa_bits)
+
+
+def _float_from_halves(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """The float64 whose low and high 32 bits are ``low`` and ``high``."""
+    mantissa = (high % 2**20).double() * 2**32 + low.double()
+    exponent = (high // 2**20) % 2**11
+    return _ieee_value(high >= 2**31, exponent, mantissa, 11, 52)
+
+
+def _ieee_value(
+    negative: torch.Tensor,
+    exponent: torch.Tensor,
+    mantissa: torch.Tensor,
+    exponent_bits: int,
+    mantissa_bits: int,
+) -> torch.Tensor:
+    bias = 2 ** (exponent_bits - 1) - 1
+    fraction = mantissa * 2.0**-mantissa_bits
+    normal = (1.0 + fraction) * torch.pow(2.0, (exponent - bias).double())
+    subnormal = fraction * 2.0 ** (1 - bias)
+    special = torch.where(mantissa == 0, torch.inf, torch.nan)
+    magnitude = torch.where(exponent == 0, subnormal, normal)
+    magnitude = torch.where(exponent == 2**exponent_bits - 1, special, magnitude)
+    return torch.where(negative, -magnitude, magnitude)
 
 
 def _nest(space: gym.spaces.Space, path: tuple, values: dict[tuple, torch.Tensor]) -> Any:

@@ -21,7 +21,11 @@ from policies.mlp import mlp_encoder
 from policies.recurrent import LSTMWrapper
 
 
-def _agent_rows(agent_ids: torch.Tensor | None, rows: int, device: torch.device) -> torch.Tensor:
+def _agent_rows(
+    agent_ids: torch.Tensor | None, rows: torch.SymInt | int, device: torch.device
+) -> torch.Tensor:
+    """Each row's agent (agent 0 for all without ids). ``rows`` is ``x.shape[0]``, never
+    ``len(x)``: ``len`` makes an exported graph's batch size a constant."""
     if agent_ids is None:
         return torch.zeros(rows, dtype=torch.long, device=device)
     return agent_ids.reshape(-1).long()
@@ -68,7 +72,7 @@ class SharedMultiAgentPolicy(EncoderHeads):
         features = observations.float()
         features = self.trunk(features) if self.trunk is not None else features.flatten(1)
         if self.takes_agent_ids:
-            ids = _agent_rows(agent_ids, len(features), features.device)
+            ids = _agent_rows(agent_ids, features.shape[0], features.device)
             features = torch.cat([features, F.one_hot(ids, self.num_agents).float()], dim=1)
         return self.encoder(features)
 
@@ -166,7 +170,9 @@ class IndependentMultiAgentPolicy(nn.Module):
         """``(logits, value)`` or ``(mean, std, value)``, row b from agent ``agent_ids[b]``'s
         network (agent 0 for every row when ``agent_ids`` is None)."""
         rows = observations.float().flatten(1)
-        ids = _agent_rows(agent_ids, len(rows), rows.device)
+        ids = _agent_rows(agent_ids, rows.shape[0], rows.device)
+        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+            return self._every_network_then_pick(rows, ids)
         order = torch.argsort(ids, stable=True)
         counts = torch.bincount(ids, minlength=self.num_agents)
         starts = torch.cumsum(counts, 0) - counts
@@ -179,6 +185,18 @@ class IndependentMultiAgentPolicy(nn.Module):
         by_row[order] = torch.arange(len(rows), device=rows.device)
         where = (sorted_ids[by_row], position[by_row])
         return self._outputs(actor[where], value[where], ids)
+
+    def _every_network_then_pick(
+        self, rows: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """``forward`` for an exported graph: ONNX has no stable sort, so every agent's network
+        runs on every row (``num_agents`` times the work) and each row keeps its agent's."""
+        every = rows.unsqueeze(0).expand(self.num_agents, -1, -1)
+        actor, value = self._networks(every)
+        picked = ids.view(1, -1, 1)
+        actor = actor.gather(0, picked.expand(1, -1, actor.shape[-1]))[0]
+        value = value.gather(0, picked)[0]
+        return self._outputs(actor, value, ids)
 
     def forward_agent(self, observations: torch.Tensor, agent: int) -> tuple[torch.Tensor, ...]:
         """Agent ``agent``'s network alone on every row of ``observations`` (to run or export

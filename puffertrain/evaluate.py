@@ -16,6 +16,7 @@ from puffertrain.engine import SerialEngine
 from puffertrain.errors import UserError
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.rollout import Rollout
+from puffertrain.trainer.evaluation import play
 from puffertrain.trainer.restore import restore
 
 
@@ -38,43 +39,34 @@ class EvalConfig:
 
 
 def evaluate(config: EvalConfig) -> list[float]:
-    """Play ``config.episodes`` games; return their raw scores."""
+    """Play ``config.episodes`` games, game ``i`` on its own env seeded ``--seed`` + i; return
+    their raw scores."""
     if config.episodes < 1:
         raise UserError("--episodes must be at least 1")
     render_mode = "rgb_array" if config.video else None
-    restored = restore(config.checkpoint, "--checkpoint", render_mode)
+    restored = restore(config.checkpoint, "--checkpoint", render_mode, config.episodes)
     engine, checkpoint, train_config = restored.engine, restored.checkpoint, restored.config
     device = ONE_RANK.device(config.device)
     adapter = PolicyAdapter(restored.policy, engine.single_action_space).to(device).eval()
-    rollout = Rollout(engine, adapter, device)
     torch.manual_seed(config.seed)
-
-    fps = engine.envs[0].metadata.get("render_fps", 60) / restored.recipe.frameskip
-    rollout.reset(config.seed)
-    frames = [_render(engine)] if config.video else []
-    scores: list[float] = []
-    all_rows = np.arange(engine.num_rows)
-    while len(scores) < config.episodes:
-        rollout.send(all_rows, deterministic=config.deterministic)
-        result = rollout.receive()
-        if config.video and not scores:
-            frames.append(_render(engine))
-        for episode in result.episodes:
-            scores.append(episode.score)
-            agents = "".join(
-                f", {name} {score:g}" for name, score in (episode.agent_scores or {}).items()
-            )
-            print(f"game {len(scores)}: score {episode.score:g}{agents}, {episode.length} steps")
+    render = (lambda: _render(engine)) if config.video else None
+    with torch.no_grad():
+        result = play(Rollout(engine, adapter, device), config.seed, config.deterministic, render)
     engine.close()
+    for game, episode in enumerate(result.episodes, 1):
+        agents = "".join(
+            f", {name} {score:g}" for name, score in (episode.agent_scores or {}).items()
+        )
+        print(f"game {game}: score {episode.score:g}{agents}, {episode.length} steps")
 
-    mean = statistics.fmean(scores)
-    std = statistics.pstdev(scores)
+    scores = result.returns
     print(
-        f"{train_config.env}: {mean:.2f} ± {std:.2f} over {len(scores)} games "
-        f"(step {checkpoint.global_step:,} of {restored.path})"
+        f"{train_config.env}: {result.mean:.2f} ± {statistics.pstdev(scores):.2f} over "
+        f"{len(scores)} games (step {checkpoint.global_step:,} of {restored.path})"
     )
     if config.video:
-        _write_video(config.video, frames, fps)
+        fps = engine.envs[0].metadata.get("render_fps", 60) / restored.recipe.frameskip
+        _write_video(config.video, result.frames, fps)
     return scores
 
 

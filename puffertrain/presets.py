@@ -27,6 +27,8 @@ CLASSIC_CONTROL = TrainConfig(
 
 # CleanRL ppo_atari's hyperparameters; bf16 where native, async batches of 4 envs and a
 # compiled update, the fastest combination measured (experiments/RESULTS.md, "Training speed").
+# Evaluation samples, as the RL Zoo plays Atari: a greedy policy that never chose FIRE after a
+# lost life stalls until the 108k-frame limit (experiments/RESULTS.md, "Evaluation").
 ATARI = TrainConfig(
     total_timesteps=10_000_000,
     num_envs=8,
@@ -35,6 +37,7 @@ ATARI = TrainConfig(
     compile=True,
     precision="auto",
     env_batch_size=4,
+    eval_stochastic=True,
     ppo=PPOConfig(learning_rate=2.5e-4, num_minibatches=4, update_epochs=4, clip_coef=0.1),
 )
 

@@ -1,4 +1,4 @@
-"""Where the wall time goes: env stepping, policy inference, the update."""
+"""Where the wall time goes: env stepping, policy inference, the update, evaluation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from contextlib import contextmanager
 
 
 class PhaseTimer:
-    """Accumulates wall time per named phase since construction."""
+    """Accumulates wall time per named phase since construction (env, inference and update
+    always; others, such as eval, once they have run)."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
@@ -20,7 +21,7 @@ class PhaseTimer:
         try:
             yield
         finally:
-            self.totals[name] += time.perf_counter() - begin
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - begin
 
     def add(self, name: str, since: float) -> None:
         """Count the time from ``since`` (a ``time.perf_counter()``) to now to ``name``: the

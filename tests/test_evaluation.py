@@ -4,6 +4,7 @@ at a return, records videos and resumes exactly."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -102,3 +103,24 @@ def test_stop_at_return_needs_evaluations():
     result = run_cli(*FLAGS, "--stop-at-return", "100")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].endswith("add --eval-interval N (updates)")
+
+
+def test_games_played_side_by_side_score_as_each_played_alone(tmp_path):
+    """``eval`` plays game i on its own env seeded --seed + i, all envs stepping together: each
+    game's score and length are those of the same game played alone, and every game counts,
+    however long (the first K to finish would favour short ones)."""
+    run_dir = tmp_path / "run"
+    result = run_cli(*FLAGS, "--total-timesteps", str(8 * UPDATE), "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+
+    def games(seed: int, episodes: int) -> list[str]:
+        played = run_cli(
+            "eval", "--checkpoint", str(run_dir), "--seed", str(seed),
+            "--episodes", str(episodes), "--deterministic",
+        )  # fmt: skip
+        assert played.returncode == 0, played.stderr
+        return re.findall(r"game \d+: (score \S+ \d+ steps)", played.stdout)
+
+    together = games(7, 4)
+    assert together == [games(7 + i, 1)[0] for i in range(4)]
+    assert len(set(together)) > 1  # the games differ: each env has its own seed

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from policies.flatten import flatten_observation, is_structured
 from policies.registry import POLICIES
 from puffertrain.errors import UserError
 from puffertrain.export import ExportedPolicy, export_policy, graph_names
 from puffertrain.ppo import PolicyAdapter
+from puffertrain.trainer.restore import restore
 from tests.conftest import REPO_ROOT, run_cli
 
 ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
@@ -22,8 +24,13 @@ ort = pytest.importorskip("onnxruntime", reason="the export extra is not install
 VECTOR = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
 FRAMES = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
 DICT = gym.spaces.Dict(
-    {"grid": gym.spaces.Box(0, 255, (3, 8, 8), np.uint8), "extra": gym.spaces.Discrete(5)}
+    {
+        "grid": gym.spaces.Box(0, 255, (3, 8, 8), np.uint8),
+        "extra": gym.spaces.Discrete(5),
+        "vector": gym.spaces.Box(-1e6, 1e6, (3,), np.float32),
+    }
 )
+TUPLE = gym.spaces.Tuple((gym.spaces.Discrete(3), gym.spaces.MultiBinary(4), VECTOR))
 DISCRETE = gym.spaces.Discrete(4)
 BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 
@@ -36,6 +43,11 @@ KINDS = {
     "attention": ("attention", VECTOR, DISCRETE, {}),
     "residual": ("residual", VECTOR, DISCRETE, {}),
     "shared": ("shared", VECTOR, DISCRETE, {"num_agents": 3}),
+    "shared_ids": ("shared", VECTOR, DISCRETE, {"num_agents": 3, "agent_ids": True}),
+    "independent": ("independent", VECTOR, DISCRETE, {"num_agents": 3}),
+    "independent_box": ("independent", VECTOR, BOX, {"num_agents": 3}),
+    "dict": ("multi_input", DICT, DISCRETE, {}),
+    "tuple": ("multi_input", TUPLE, DISCRETE, {}),
     "multi_discrete": ("mlp", VECTOR, gym.spaces.MultiDiscrete([3, 2]), {}),
 }
 
@@ -51,7 +63,10 @@ def _adapter(kind: str) -> tuple[PolicyAdapter, gym.spaces.Space, bool]:
 def _observations(kind: str, batch: int) -> np.ndarray:
     space = KINDS[kind][1]
     space.seed(1)
-    return np.stack([space.sample() for _ in range(batch)])
+    rows = [space.sample() for _ in range(batch)]
+    if is_structured(space):
+        rows = [flatten_observation(row, space) for row in rows]
+    return np.stack(rows)
 
 
 def _inputs(adapter: PolicyAdapter, obs: np.ndarray, takes_ids: bool) -> list[np.ndarray]:
@@ -116,31 +131,23 @@ def test_a_recurrent_export_steps_a_sequence_with_a_reset_like_the_update(tmp_pa
     np.testing.assert_allclose(np.concatenate(logits), expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("name", "kwargs", "message"),
-    [
-        ("shared", {"agent_ids": True}, "fixes the batch size of obs, agent_ids"),
-        ("independent", {}, "ONNX has no translation of aten.sort.stable"),
-    ],
-)
-def test_agent_id_policies_are_refused_for_onnx_with_the_reason(tmp_path, name, kwargs, message):
-    """Policies that read agent ids: the shared one's export fixes the batch size, the
-    independent one's sorts rows by agent (an op ONNX lacks); both get one clear line."""
-    policy = POLICIES[name].cls(VECTOR, DISCRETE, num_agents=3, **kwargs)
-    adapter = PolicyAdapter(policy, DISCRETE).eval()
-    with pytest.raises(UserError, match=re.escape(message)):
-        export_policy(adapter, VECTOR, True, tmp_path / "policy.onnx", "onnx")
+class SortingPolicy(torch.nn.Module):
+    """A user policy with an op ONNX cannot translate (a stable sort)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 5)
+
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.linear(torch.sort(observations, stable=True).values)
+        return out[:, :4], out[:, 4]
+
+
+def test_a_policy_with_an_untranslatable_op_gets_one_line_naming_it(tmp_path):
+    adapter = PolicyAdapter(SortingPolicy(), DISCRETE).eval()
+    with pytest.raises(UserError, match=re.escape("ONNX has no translation of aten.sort.stable")):
+        export_policy(adapter, VECTOR, False, tmp_path / "policy.onnx", "onnx")
     assert not (tmp_path / "policy.onnx").exists()
-
-
-@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
-def test_dict_observations_are_refused_naming_the_op(kind, tmp_path):
-    """Unflattening a Dict/Tuple row reinterprets its bytes (``Tensor.view(dtype)``), which
-    neither exporter translates: one clear error, not a traceback."""
-    policy = POLICIES["multi_input"].cls(DICT, DISCRETE)
-    adapter = PolicyAdapter(policy, DISCRETE).eval()
-    with pytest.raises(UserError, match=rf"MultiInputPolicy cannot be exported to {kind}"):
-        export_policy(adapter, DICT, False, tmp_path / "policy", kind)
 
 
 @pytest.mark.parametrize(
@@ -188,3 +195,32 @@ def test_onnx_greedy_play_scores_as_eval_deterministic(tmp_path):
     eval_scores = re.findall(r"game \d+: score (\S+),", evaluated.stdout)
     onnx_scores = re.findall(r"episode \d+: (\S+)", played.stdout)
     assert len(eval_scores) == 3 and eval_scores == onnx_scores
+
+
+def test_a_dict_observation_run_is_exported_and_played(tmp_path):
+    """A run on a Dict-observation env, exported by the CLI, played on the env's own
+    observations (flattened to the graph's byte rows): the graph's outputs are the
+    checkpoint's policy's at every step."""
+    run_dir, graph = tmp_path / "run", tmp_path / "policy.onnx"
+    train = ["--env", "tests.envs:image_vector", "--policy", "multi_input", "--vec", "serial"]
+    train += ["--num-envs", "2", "--num-steps", "16", "--total-timesteps", "64"]
+    assert run_cli(*train, "--run-dir", str(run_dir)).returncode == 0
+    exported = run_cli("export", "--checkpoint", str(run_dir), "--output", str(graph))
+    assert exported.returncode == 0, exported.stderr
+    restored = restore(run_dir, "--checkpoint")
+    restored.engine.close()
+    adapter = PolicyAdapter(restored.policy, restored.engine.single_action_space).eval()
+    policy = ExportedPolicy(adapter, False).eval()
+    session = ort.InferenceSession(str(graph))
+    env = restored.recipe.factory()
+    obs, _ = env.reset(seed=0)
+    for _ in range(30):
+        row = flatten_observation(obs, env.observation_space)[None]
+        logits, value = session.run(None, {"obs": row})
+        with torch.no_grad():
+            expected = [output.numpy() for output in policy(torch.from_numpy(row))]
+        np.testing.assert_allclose(logits, expected[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(value, expected[1], rtol=1e-5, atol=1e-5)
+        obs, _, terminated, truncated, _ = env.step(int(logits[0].argmax()))
+        if terminated or truncated:
+            obs, _ = env.reset()

@@ -9,7 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.flatten import flatten_observation, observation_layout, unflatten_observations
+from policies.flatten import (
+    decode_bytes,
+    flatten_observation,
+    observation_layout,
+    unflatten_observations,
+)
 from puffertrain.engine import make_engine
 
 NESTED = gym.spaces.Dict(
@@ -99,6 +104,42 @@ def test_unflatten_inverts_flatten_for_any_nested_space(space, seed, batch):
 def test_layout_aligns_every_leaf_to_8_bytes():
     leaves, size = observation_layout(NESTED)
     assert all(leaf.offset % 8 == 0 for leaf in leaves) and size % 8 == 0
+
+
+EXPORTED_DTYPES = [
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.uint16,
+    torch.uint32,
+    torch.float16,
+    torch.float32,
+    torch.float64,
+]
+
+
+@settings(max_examples=40, deadline=None)
+@given(dtype=st.sampled_from(EXPORTED_DTYPES), data=st.binary(min_size=8, max_size=64))
+def test_the_exporters_arithmetic_decoding_equals_viewing_the_bytes(dtype, data):
+    """Any bytes (NaN, infinities, subnormals, negative zero, sign bits) decode to the same
+    values with arithmetic as with ``Tensor.view``, which exporters cannot translate."""
+    size = torch.empty((), dtype=dtype).element_size()
+    raw = np.frombuffer(data[: len(data) // 8 * 8], np.uint8).reshape(-1, 8)
+    if dtype == torch.bool:
+        raw = raw % 2
+    chunk = torch.from_numpy(raw.copy())
+    expected = chunk.view(dtype)
+    decoded = decode_bytes(chunk, dtype)
+    assert decoded.dtype == dtype and decoded.shape == (len(raw), 8 // size)
+    if dtype.is_floating_point:
+        same = (decoded == expected) | (decoded.isnan() & expected.isnan())
+        same &= decoded.signbit() == expected.signbit()
+        assert same.all()
+    else:
+        assert torch.equal(decoded, expected)
 
 
 def test_unflatten_works_on_rollout_shaped_batches_and_under_compile():

@@ -20,6 +20,7 @@ import torch
 
 from puffertrain.config import TrainConfig, parse_kwargs
 from puffertrain.engine import SerialEngine
+from puffertrain.engine.episodes import Episode
 from puffertrain.envs.recipe import env_recipe
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.rollout import Rollout
@@ -33,12 +34,15 @@ EVAL_SEED_OFFSET = 1_000_003
 
 @dataclass
 class EvalResult:
-    """One evaluation: each episode's raw return and length, and the first episode's frames
-    when it was recorded."""
+    """One evaluation: one finished episode per eval env, in env order, and the first env's
+    frames when it was recorded."""
 
-    returns: list[float]
-    lengths: list[int]
+    episodes: list[Episode]
     frames: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def returns(self) -> list[float]:
+        return [episode.score for episode in self.episodes]
 
     @property
     def mean(self) -> float:
@@ -51,14 +55,43 @@ class EvalResult:
             "eval/episodic_return_min": min(self.returns),
             "eval/episodic_return_max": max(self.returns),
             "eval/episodic_return_std": statistics.pstdev(self.returns),
-            "eval/episodic_length": statistics.fmean(self.lengths),
+            "eval/episodic_length": statistics.fmean(e.length for e in self.episodes),
         }
 
 
+def play(
+    rollout: Rollout,
+    seed: int,
+    deterministic: bool,
+    render: Callable[[], np.ndarray] | None = None,
+) -> EvalResult:
+    """Play one whole episode on each of the rollout's envs (env ``i`` seeded ``seed + i``).
+
+    The envs step together, so the policy acts on one batch per step rather than on one row
+    per episode; an env whose episode is over steps on unscored until the last one ends, so
+    that every env's episode counts (taking the first K to finish would favour short ones).
+    With ``render``, the first env's episode is recorded frame by frame.
+    """
+    num_envs = len(rollout.engine.envs)
+    rows = np.arange(rollout.engine.num_rows)
+    first: dict[int, Episode] = {}
+    rollout.reset(seed)
+    frames = [render()] if render else []
+    while len(first) < num_envs:
+        rollout.send(rows, deterministic=deterministic)
+        for episode in rollout.receive().episodes:
+            first.setdefault(episode.env_index, episode)
+        if render and 0 not in first:
+            frames.append(render())
+    rollout.take_episodes()
+    return EvalResult([first[index] for index in range(num_envs)], frames)
+
+
 class Evaluator:
-    """Plays ``--eval-episodes`` whole episodes on one env of its own every ``--eval-interval``
-    updates, and remembers how many evaluations ran and the best mean return (both saved in
-    checkpoints, so a resumed run evaluates on the same seeds and keeps the same best)."""
+    """Plays ``--eval-episodes`` whole episodes, one on each of as many envs of its own, every
+    ``--eval-interval`` updates, and remembers how many evaluations ran and the best mean
+    return (both saved in checkpoints, so a resumed run evaluates on the same seeds and keeps
+    the same best)."""
 
     def __init__(
         self, config: TrainConfig, adapter: PolicyAdapter, device: torch.device, run_dir: Path
@@ -72,7 +105,7 @@ class Evaluator:
             episodic_life=False,
         )
         self.frameskip = recipe.frameskip
-        self.engine = SerialEngine([recipe.factory])
+        self.engine = SerialEngine([recipe.factory] * config.eval_episodes)
         self.rollout = Rollout(self.engine, adapter, device)
         self.count = 0
         self.best = -math.inf
@@ -86,25 +119,11 @@ class Evaluator:
         seed = config.seed + EVAL_SEED_OFFSET + self.count * config.eval_episodes
         record = self.record and self.count % config.video_interval == 0
         self.count += 1
-        result = EvalResult([], [])
-        rows = np.arange(self.engine.num_rows)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
-            self.rollout.reset(seed)
-            if record:
-                result.frames.append(self.engine.envs[0].render())
-            while len(result.returns) < config.eval_episodes:
-                self.rollout.send(rows, deterministic=not config.eval_stochastic)
-                episodes = self.rollout.receive().episodes
-                if record and not result.returns:
-                    result.frames.append(self.engine.envs[0].render())
-                result.returns += [episode.score for episode in episodes]
-                result.lengths += [episode.length for episode in episodes]
-        self.rollout.take_episodes()
-        result.returns = result.returns[: config.eval_episodes]
-        result.lengths = result.lengths[: config.eval_episodes]
-        return result
+            render = self.engine.envs[0].render if record else None
+            return play(self.rollout, seed, not config.eval_stochastic, render)
 
     def run(self, global_step: int, logger: RunLogger, save_best: Callable[[], Any]) -> bool:
         """Evaluate and log it; call ``save_best`` when the mean return is the best so far

@@ -177,7 +177,8 @@ class Trainer:
         if self.evaluator is None or not self.evaluator.due(self.iteration):
             return False
         best = best_checkpoint_path(self.run_dir)
-        return self.evaluator.run(self.global_step, logger, lambda: self.save(path=best))
+        with self.timer.phase("eval"):
+            return self.evaluator.run(self.global_step, logger, lambda: self.save(path=best))
 
     def _gather_episodes(self) -> list[tuple[int, Episode]]:
         """The episodes every rank finished in this rollout, in step order, on rank 0."""

@@ -18,8 +18,8 @@ from puffertrain.trainer.state import TrainingState
 
 @dataclass
 class Restored:
-    """The checkpoint read from ``path``, its run's config, the env recipe and one env of it
-    (an engine, as training built it), and the policy with the checkpoint's weights."""
+    """The checkpoint read from ``path``, its run's config, the env recipe and envs of it (an
+    engine, as training built it), and the policy with the checkpoint's weights."""
 
     path: Path
     checkpoint: TrainingState
@@ -29,14 +29,14 @@ class Restored:
     policy: nn.Module
 
 
-def restore(target: Path, flag: str, render_mode: str | None = None) -> Restored:
+def restore(target: Path, flag: str, render_mode: str | None = None, num_envs: int = 1) -> Restored:
     """Load ``target`` (a run directory's newest checkpoint, or a checkpoint file such as
-    ``checkpoints/best.pt``); ``flag`` names the option in errors."""
+    ``checkpoints/best.pt``) with ``num_envs`` envs; ``flag`` names the option in errors."""
     _, path = resolve_resume(target, flag)
     checkpoint = load_checkpoint(path)
     config = from_dict(checkpoint.config)
     recipe = env_recipe(config.env, parse_kwargs(config.env_kwargs), render_mode)
-    engine = SerialEngine([recipe.factory])
+    engine = SerialEngine([recipe.factory] * num_envs)
     try:
         policy = policy_for(config, engine)
         policy.load_state_dict(checkpoint.policy)
