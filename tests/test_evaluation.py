@@ -61,6 +61,8 @@ def test_best_checkpoint_and_stop_at_return(tmp_path):
     assert saved.evaluation["best"] == pytest.approx(best.value)  # TensorBoard keeps float32
     for tag in ("min", "max", "std"):
         assert len(_events(run_dir).Scalars(f"eval/episodic_return_{tag}")) == 6
+    eval_share = _events(run_dir).Scalars("perf/eval_fraction")  # timed as a phase of its own
+    assert eval_share and 0 < eval_share[-1].value < 1
 
     stopped = tmp_path / "stopped"
     flags += ["--stop-at-return", "0", "--run-dir", str(stopped)]
