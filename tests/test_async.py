@@ -165,7 +165,7 @@ def test_training_with_async_batches_runs_end_to_end(tmp_path, no_orphans):  # n
     run_dir = tmp_path / "async"
     result = run_cli(
         "--env",
-        "CartPole-v1",
+        "MountainCar-v0",  # CartPole-v1 gets its own vector env
         "--policy",
         "mlp",
         "--num-envs",

@@ -12,6 +12,7 @@ import numpy as np
 
 from puffertrain.distributed import process_cores
 from puffertrain.engine.episodes import Episode, EpisodeTracker
+from puffertrain.envs.state import SnapshotMismatch
 from puffertrain.errors import UserError
 
 if TYPE_CHECKING:
@@ -137,12 +138,17 @@ class Engine(ABC):
 
     def load_state_dict(self, state: dict[str, Any], reseed: int) -> bool:
         """Restore :meth:`state_dict`; return False if the envs had to be reset with ``reseed``
-        (some env's state could not be captured)."""
+        (some env's state could not be captured, or was captured by another engine: a run
+        that ``--vec auto`` now puts on an id's own vector env)."""
         snapshots = state["envs"]
         if snapshots is None or any(snapshot is None for snapshot in snapshots):
             self.reset(reseed)
             return False
-        self._restore_envs(snapshots)
+        try:
+            self._restore_envs(snapshots)
+        except SnapshotMismatch:
+            self.reset(reseed)
+            return False
         self.observations[:] = np.frombuffer(
             state["observations"], dtype=self.observations.dtype
         ).reshape(self.observations.shape)

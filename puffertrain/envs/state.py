@@ -25,6 +25,11 @@ class _NotData(Exception):
     pass
 
 
+class SnapshotMismatch(ValueError):
+    """A snapshot that does not fit the env it is put back into (another wrapper chain, or
+    another engine's envs)."""
+
+
 def _encode(value: Any) -> Any:
     if isinstance(value, _SCALARS):
         return value
@@ -93,7 +98,7 @@ def restore_env_state(env: gym.Env, snapshot: list[dict[str, Any]]) -> None:
     """Put a snapshot from :func:`capture_env_state` back into an env built the same way."""
     layers = _chain(env)
     if len(layers) != len(snapshot):
-        raise ValueError("env wrapper chain differs from the snapshot's")
+        raise SnapshotMismatch("env wrapper chain differs from the snapshot's")
     for layer, attributes in zip(layers, snapshot, strict=True):
         for name, value in attributes.items():
             setattr(layer, name, _decode(value, getattr(layer, name, None)))
