@@ -64,6 +64,7 @@ class NativeAtariEngine(Engine):
         self.policy_observation_space = self.single_observation_space
         self.rows = EnvRows.allocate(num_envs, self.single_observation_space)
         self.observations, self.alive = self.rows.observations, self.rows.alive
+        self.action_masks = self.rows.action_masks  # ALE games give no masks
         self.tracker = EpisodeTracker(num_envs)
         self._frame_numbers = np.zeros(num_envs, dtype=np.int64)
         self._sent: deque[int] = deque()
