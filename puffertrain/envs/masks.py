@@ -154,7 +154,9 @@ class ActionMasks(gym.Wrapper):
     def __init__(self, env: gym.Env, source: MaskSource) -> None:
         super().__init__(env)
         self.action_mask_size = source.size
-        self.reader = MaskReader(source)
+        self.mask_in_observation = source.in_observation
+        # a function, not state: env snapshots (checkpoints) skip it and keep ``steps``
+        self.read_mask = MaskReader(source).read
         self.observation_space = without_mask(env.observation_space)
         self.steps = 0
 
@@ -169,8 +171,8 @@ class ActionMasks(gym.Wrapper):
         return observation, reward, terminated, truncated, info
 
     def _split(self, observation: Any, info: dict, step: int) -> tuple[Any, dict]:
-        mask = self.reader.read(observation, info, step)
-        if self.reader.source.in_observation:
+        mask = self.read_mask(observation, info, step)
+        if self.mask_in_observation:
             observation = observation_without_mask(observation)
         return observation, {**info, MASK_KEY: mask}
 

@@ -87,7 +87,7 @@ class AgentRows:
             raise UserError("the PettingZoo env has no possible_agents")
         self._agents = list(env.possible_agents)
         self._row_of = {agent: row for row, agent in enumerate(self._agents)}
-        self._reader = MaskReader(masks) if masks is not None else None
+        self._read_mask = MaskReader(masks).read if masks is not None else None
         self._mask_in_observation = masks is not None and masks.in_observation
         self.action_mask_size = masks.size if masks is not None else 0
         self.steps = 0
@@ -135,14 +135,14 @@ class AgentRows:
         row; every other row dead and zero (its mask allows every action: none is sent)."""
         rows.observations[:] = 0
         rows.alive[:] = False
-        if self._reader is not None:
+        if self._read_mask is not None:
             rows.action_masks[:] = True
             infos = infos if isinstance(infos, dict) else {}
         for agent, observation in observations.items():
             row = self._row_of[agent]
-            if self._reader is not None:
+            if self._read_mask is not None:
                 info = infos.get(agent, {})
-                rows.action_masks[row] = self._reader.read(observation, info, step, str(agent))
+                rows.action_masks[row] = self._read_mask(observation, info, step, str(agent))
             rows.observations[row] = self._encode(observation)
             rows.alive[row] = True
 
