@@ -165,13 +165,15 @@ class Engine(ABC):
 
     def _engine_state(self, snapshots: list[Any] | None) -> dict[str, Any]:
         """The state every backend saves: observations, episode counters, env snapshots."""
-        return {
+        state = {
             "observations": self.observations.tobytes(),
             "alive": self.alive.tobytes(),
-            "action_masks": self.action_masks.tobytes(),
             "tracker": self.tracker.state_dict(),
             "envs": snapshots,
         }
+        if self.action_masks.size:  # (empty bytes pickle as a call, which loading refuses)
+            state["action_masks"] = self.action_masks.tobytes()
+        return state
 
     def _step_result(self, row_ids: np.ndarray, rows: EnvRows) -> StepResult:
         """Score finished episodes from the step of ``row_ids`` just written to ``rows``."""
