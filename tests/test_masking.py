@@ -254,3 +254,23 @@ def test_the_exported_graph_takes_the_mask(kind, tmp_path):
     torch.testing.assert_close(logits, mask_logits(expected, mask))
     assert (logits[~mask] == torch.finfo(torch.float32).min).all()
     assert mask.gather(1, logits.argmax(-1, keepdim=True)).all()  # greedy picks a valid one
+
+
+def test_a_masked_run_resumes_exactly(tmp_path):
+    """The checkpoint keeps each row's mask with its observation (and the env's own state), so
+    a resumed masked run ends identical to an uninterrupted one."""
+    from puffertrain.cli import main
+    from tests.test_resume import final_policy, resume_after_a_crash
+
+    run_dir = tmp_path / "run"
+    main(
+        [
+            "--env", "tests.masked_envs:selection_info", "--policy", "mlp", "--vec", "serial",
+            "--num-envs", "2", "--checkpoint-interval", "2", "--keep-checkpoints", "10",
+            "--run-dir", str(run_dir), *TINY,
+        ]
+    )  # fmt: skip
+    resume_after_a_crash(run_dir, tmp_path / "crashed", 4)
+    expected, resumed = final_policy(run_dir), final_policy(tmp_path / "crashed")
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, resumed[name]), name
