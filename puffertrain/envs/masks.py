@@ -102,9 +102,10 @@ def without_mask(space: gym.spaces.Space) -> gym.spaces.Space:
 
 
 class MaskReader:
-    """Takes each step's mask out of one env's (or agent's) observation or info as a bool row,
-    and checks it: present, of the source's size, and allowing at least one action in every
-    dimension. ``MaskError`` names the step otherwise."""
+    """Takes each step's mask out of one env's (or agent's) observation or info, and checks
+    it: present, of the source's size, and allowing at least one action in every dimension.
+    ``MaskError`` names the step otherwise. (Per step it only looks: any cast waits for the
+    engine's bool buffer.)"""
 
     def __init__(self, source: MaskSource) -> None:
         self.source = source
@@ -112,32 +113,40 @@ class MaskReader:
 
     def read(self, observation: Any, info: dict, step: int, agent: str = "") -> np.ndarray:
         """The mask of the observation after ``step`` (0: the reset's) of the env (or of
-        ``agent``), as bools."""
+        ``agent``), as the env gave it (0/1 or bools)."""
         source = self.source
-        who = f"agent {agent}'s " if agent else ""
-        when = "at reset" if step == 0 else f"after its step {step}"
-        if source.in_observation:
-            mask = observation[MASK_KEY]
-        elif MASK_KEY in info:
-            mask = info[MASK_KEY]
-        else:
+        mask = observation[MASK_KEY] if source.in_observation else info.get(MASK_KEY)
+        if mask is None:
             raise MaskError(
-                f"{who}info has no '{MASK_KEY}' {when}, though it had one at start; an env "
-                "that masks actions must give a mask at every reset and step"
+                f"{_who(agent)}info has no '{MASK_KEY}' {_when(step)}, though it had one at "
+                "start; an env that masks actions must give a mask at every reset and step"
             )
-        mask = np.asarray(mask).astype(bool, copy=False).reshape(-1)
+        mask = np.asarray(mask)
         if mask.size != source.size:
             raise MaskError(
-                f"{who}action mask has {mask.size} entries {when}, not the {source.size} "
-                "it had at start"
+                f"{_who(agent)}action mask has {mask.size} entries {_when(step)}, not the "
+                f"{source.size} it had at start"
             )
-        if not np.logical_or.reduceat(mask, self._starts).all():
+        if not self._allows_some(mask):
             raise MaskError(
-                f"{who}action mask allows no action {when} (all zero"
+                f"{_who(agent)}action mask allows no action {_when(step)} (all zero"
                 f"{' in a dimension' if len(source.blocks) > 1 else ''}); a masked env must "
                 "leave at least one valid action"
             )
         return mask
+
+    def _allows_some(self, mask: np.ndarray) -> bool:
+        if len(self._starts) == 1:
+            return bool(mask.any())
+        return bool(np.logical_or.reduceat(mask.reshape(-1) != 0, self._starts).all())
+
+
+def _who(agent: str) -> str:
+    return f"agent {agent}'s " if agent else ""
+
+
+def _when(step: int) -> str:
+    return "at reset" if step == 0 else f"after its step {step}"
 
 
 def observation_without_mask(observation: Any) -> Any:
@@ -148,8 +157,8 @@ def observation_without_mask(observation: Any) -> Any:
 
 class ActionMasks(gym.Wrapper):
     """A gymnasium env whose masks are read by a :class:`MaskReader`: observations without
-    the mask, and the checked bool mask in ``info["action_mask"]`` at every reset and step
-    (what the engines read)."""
+    the mask, and the checked mask in ``info["action_mask"]`` at every reset and step (what
+    the engines read)."""
 
     def __init__(self, env: gym.Env, source: MaskSource) -> None:
         super().__init__(env)
@@ -172,9 +181,9 @@ class ActionMasks(gym.Wrapper):
 
     def _split(self, observation: Any, info: dict, step: int) -> tuple[Any, dict]:
         mask = self.read_mask(observation, info, step)
-        if self.mask_in_observation:
-            observation = observation_without_mask(observation)
-        return observation, {**info, MASK_KEY: mask}
+        if not self.mask_in_observation:
+            return observation, info  # the mask is there already, and checked
+        return observation_without_mask(observation), {**info, MASK_KEY: mask}
 
 
 def action_mask_size(env: Any) -> int:

@@ -181,7 +181,7 @@ def mask_logits(logits: torch.Tensor, action_mask: torch.Tensor | None) -> torch
     ``0 * inf`` turns the entropy or its gradient into NaN (bf16, ``torch.compile``)."""
     if action_mask is None:
         return logits
-    return logits.masked_fill(~action_mask, torch.finfo(logits.dtype).min)
+    return torch.where(action_mask, logits, torch.finfo(logits.dtype).min)  # one op
 
 
 def env_actions(actions: torch.Tensor, action_space: gym.spaces.Space) -> np.ndarray:
