@@ -95,6 +95,8 @@ def cost(args: argparse.Namespace, root: Path) -> dict:
         "runs": runs,
         "medians": medians,
         "masking_cost": 1 - medians["masked"] / medians["unmasked"],
+        "paired_cost_median": 1
+        - statistics.median(m / u for m, u in zip(runs["masked"], runs["unmasked"], strict=True)),
     }
 
 
