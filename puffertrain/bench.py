@@ -23,6 +23,7 @@ from puffertrain.engine import Engine, engine_from
 from puffertrain.engine.base import StepResult
 from puffertrain.engine.episodes import EpisodeTracker
 from puffertrain.envs import env_factory
+from puffertrain.envs.masks import random_valid_actions
 from puffertrain.envs.recipe import env_recipe
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
@@ -101,7 +102,10 @@ def _rollout_sps(rollout: Rollout, config: BenchConfig, random_actions: bool) ->
 
     def send(row_ids: np.ndarray) -> None:
         nonlocal sent
-        if random_actions:
+        if random_actions and engine.action_masks.shape[1]:  # valid ones, as the policy acts
+            masks = engine.action_masks[row_ids]
+            engine.send(random_valid_actions(engine.single_action_space, masks), row_ids)
+        elif random_actions:
             engine.send(actions[sent % RANDOM_ACTION_BATCHES][: len(row_ids)], row_ids)
             sent += 1
         else:
@@ -138,6 +142,7 @@ class GymnasiumEngine(Engine):
         space = vector.single_observation_space
         self.observations = np.zeros((self.num_rows, *space.shape), dtype=space.dtype)
         self.alive = np.ones(self.num_rows, dtype=bool)
+        self.action_masks = np.zeros((self.num_rows, 0), dtype=bool)  # --compare: no masks
         self.tracker = EpisodeTracker(self.num_rows)
         self._actions: np.ndarray | None = None
 
@@ -154,7 +159,15 @@ class GymnasiumEngine(Engine):
         row_ids = np.arange(self.num_rows)
         episodes = self.tracker.update(row_ids, rewards, terminations | truncations)
         return StepResult(
-            row_ids, obs, rewards, terminations, truncations, obs, self.alive, episodes
+            row_ids,
+            obs,
+            rewards,
+            terminations,
+            truncations,
+            obs,
+            self.alive,
+            episodes,
+            self.action_masks,
         )
 
     def state_dict(self) -> dict:
@@ -176,6 +189,9 @@ def bench(config: BenchConfig) -> dict:
     if config.compare and engine.agent_names:
         engine.close()
         raise UserError("--compare: gymnasium's vector envs cannot run a PettingZoo env")
+    if config.compare and engine.action_masks.shape[1]:
+        engine.close()
+        raise UserError("--compare: gymnasium's vector envs do not read action masks")
     policy = build_policy(
         config.policy,
         engine.policy_observation_space,

@@ -5,9 +5,11 @@ row of a Dict/Tuple space) and holds everything the policy does to it (/255, obs
 normalisation with the checkpoint's statistics, unflattening). Inputs and outputs, batch
 dimension first and dynamic:
 
-- ``obs``; ``agent_ids`` (int64) for a multi-agent policy that takes them; ``state_h`` and
-  ``state_c`` for a recurrent policy;
-- ``logits`` (discrete: the dimensions' blocks side by side for MultiDiscrete), or ``mean`` and
+- ``obs``; ``agent_ids`` (int64) for a multi-agent policy that takes them; ``action_mask``
+  (bool, the env's mask layout) for an env with action masks; ``state_h`` and ``state_c`` for
+  a recurrent policy;
+- ``logits`` (discrete: the dimensions' blocks side by side for MultiDiscrete; a masked env's
+  forbidden actions at the dtype's most negative value, as in training), or ``mean`` and
   ``std`` (Box); then ``value``; then ``new_state_h`` and ``new_state_c`` for a recurrent one.
 """
 
@@ -28,6 +30,7 @@ import torch.nn as nn
 from policies.flatten import flatten_observation, is_structured
 from puffertrain.errors import UserError
 from puffertrain.ppo import PolicyAdapter
+from puffertrain.ppo.adapter import mask_logits
 from puffertrain.trainer.restore import restore
 
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # not its notes on torchvision ops
@@ -49,27 +52,36 @@ class ExportedPolicy(nn.Module):
     """The policy with the trainer's reading of its outputs, as one graph (see the module's
     docstring for its inputs and outputs)."""
 
-    def __init__(self, adapter: PolicyAdapter, takes_agent_ids: bool) -> None:
+    def __init__(self, adapter: PolicyAdapter, takes_agent_ids: bool, masked: bool = False) -> None:
         super().__init__()
         self.adapter = adapter
         self.takes_agent_ids = takes_agent_ids
+        self.masked = masked
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         policy, kwargs = self.adapter.policy, {}
         obs, extra = inputs[0], inputs[1:]
         if self.takes_agent_ids:
             kwargs["agent_ids"], extra = extra[0], extra[1:]
+        action_mask = None
+        if self.masked:
+            action_mask, extra = extra[0], extra[1:]
         if self.adapter.recurrent:
             outputs, state = policy.forward_step(obs, tuple(extra), **kwargs)
         else:
             outputs, state = policy(obs, **kwargs), ()
         parameters, value = self.adapter.distribution_parameters(outputs)
+        if action_mask is not None:
+            parameters = (mask_logits(parameters[0], action_mask),)
         return (*parameters, value, *state)
 
 
-def graph_names(adapter: PolicyAdapter, takes_agent_ids: bool) -> tuple[list[str], list[str]]:
+def graph_names(
+    adapter: PolicyAdapter, takes_agent_ids: bool, masked: bool = False
+) -> tuple[list[str], list[str]]:
     """The input and output names of the exported graph."""
     inputs = ["obs", *(["agent_ids"] if takes_agent_ids else [])]
+    inputs += ["action_mask"] if masked else []
     outputs = ["mean", "std"] if adapter.continuous else ["logits"]
     outputs.append("value")
     if adapter.recurrent:
@@ -79,10 +91,15 @@ def graph_names(adapter: PolicyAdapter, takes_agent_ids: bool) -> tuple[list[str
 
 
 def example_inputs(
-    adapter: PolicyAdapter, space: gym.spaces.Space, takes_agent_ids: bool, batch: int = 2
+    adapter: PolicyAdapter,
+    space: gym.spaces.Space,
+    takes_agent_ids: bool,
+    batch: int = 2,
+    mask_size: int = 0,
 ) -> tuple[torch.Tensor, ...]:
     """Inputs of ``batch`` rows for tracing: observations sampled from the policy's ``space``
-    (flattened to rows where it is a Dict or Tuple), agent 0, zero state."""
+    (flattened to rows where it is a Dict or Tuple), agent 0, masks of ``mask_size`` entries
+    that allow every action (none: 0), zero state."""
     rows = [space.sample() for _ in range(batch)]
     if is_structured(space):
         rows = [flatten_observation(row, space) for row in rows]
@@ -90,6 +107,8 @@ def example_inputs(
     inputs = [obs.float() if obs.dtype == torch.float64 else obs]
     if takes_agent_ids:
         inputs.append(torch.zeros(batch, dtype=torch.long))
+    if mask_size:
+        inputs.append(torch.ones(batch, mask_size, dtype=torch.bool))
     if adapter.recurrent:
         inputs += list(adapter.initial_state(batch, torch.device("cpu")))
     return tuple(inputs)
@@ -101,11 +120,13 @@ def export_policy(
     takes_agent_ids: bool,
     output: Path,
     kind: str,
+    mask_size: int = 0,
 ) -> None:
-    """Write ``adapter``'s policy, built for ``space``, to ``output``."""
-    module = ExportedPolicy(adapter, takes_agent_ids).eval()
-    inputs = example_inputs(adapter, space, takes_agent_ids)
-    input_names, output_names = graph_names(adapter, takes_agent_ids)
+    """Write ``adapter``'s policy, built for ``space`` (and action masks of ``mask_size``
+    entries, if any), to ``output``."""
+    module = ExportedPolicy(adapter, takes_agent_ids, bool(mask_size)).eval()
+    inputs = example_inputs(adapter, space, takes_agent_ids, mask_size=mask_size)
+    input_names, output_names = graph_names(adapter, takes_agent_ids, bool(mask_size))
     name = type(adapter.policy).__name__
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -172,15 +193,22 @@ def export(config: ExportConfig) -> Path:
     engine = restored.engine
     adapter = PolicyAdapter(restored.policy, engine.single_action_space).eval()
     takes_agent_ids = adapter.takes_agent_ids and bool(engine.agent_names)
+    mask_size = engine.action_masks.shape[1]
     export_policy(
-        adapter, engine.policy_observation_space, takes_agent_ids, config.output, config.format
+        adapter,
+        engine.policy_observation_space,
+        takes_agent_ids,
+        config.output,
+        config.format,
+        mask_size,
     )
     space = engine.single_observation_space
-    inputs, outputs = graph_names(adapter, takes_agent_ids)
+    inputs, outputs = graph_names(adapter, takes_agent_ids, bool(mask_size))
     print(
         f"{config.format} graph of {type(restored.policy).__name__} (step "
         f"{restored.checkpoint.global_step:,} of {restored.path}) written to {config.output}\n"
-        f"inputs: {', '.join(inputs)} (obs: {space.dtype} rows of shape {space.shape}); "
+        f"inputs: {', '.join(inputs)} (obs: {space.dtype} rows of shape {space.shape}"
+        f"{f'; action_mask: bool rows of {mask_size}' if mask_size else ''}); "
         f"outputs: {', '.join(outputs)}"
     )
     return config.output

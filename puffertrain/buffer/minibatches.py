@@ -28,7 +28,8 @@ class Minibatch:
 
     Multi-agent rollouts add each row's ``agent_ids`` (shaped like ``episode_starts`` for a
     recurrent policy) and ``mask``: 1 where the row's agent acted, 0 for a dead agent's row,
-    which then counts in no mean of the loss.
+    which then counts in no mean of the loss. A masked env's rollouts add ``action_masks``
+    (flat like ``actions``): the masks the actions were sampled under.
     """
 
     observations: torch.Tensor
@@ -41,6 +42,7 @@ class Minibatch:
     episode_starts: torch.Tensor | None = None
     agent_ids: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    action_masks: torch.Tensor | None = None
 
 
 _FIELDS = ("observations", "actions", "log_probs", "advantages", "returns", "values")
@@ -56,6 +58,7 @@ def transitions(buffer: RolloutBuffer) -> Minibatch:
         *(getattr(buffer, field).flatten(0, 1) for field in _FIELDS),
         agent_ids=_optional(buffer.agent_ids, lambda ids: ids.flatten(0, 1)),
         mask=_optional(buffer.alive, lambda alive: alive.flatten(0, 1)),
+        action_masks=_optional(buffer.action_masks, lambda masks: masks.flatten(0, 1)),
     )
 
 
@@ -66,6 +69,7 @@ def _select_transitions(data: Minibatch, index: torch.Tensor) -> Minibatch:
         *(getattr(data, field).index_select(0, index) for field in _FIELDS),
         agent_ids=_optional(data.agent_ids, lambda ids: ids.index_select(0, index)),
         mask=_optional(data.mask, lambda mask: mask.index_select(0, index)),
+        action_masks=_optional(data.action_masks, lambda masks: masks.index_select(0, index)),
     )
 
 
@@ -88,6 +92,7 @@ def sequences(buffer: RolloutBuffer) -> Minibatch:
         episode_starts=columns(episode_starts),
         agent_ids=_optional(buffer.agent_ids, columns),
         mask=_optional(buffer.alive, columns),
+        action_masks=_optional(buffer.action_masks, columns),
     )
 
 
@@ -102,6 +107,9 @@ def _select_sequences(data: Minibatch, index: torch.Tensor) -> Minibatch:
         episode_starts=data.episode_starts.index_select(1, index),
         agent_ids=_optional(data.agent_ids, lambda ids: ids.index_select(1, index)),
         mask=_optional(data.mask, lambda mask: mask.index_select(1, index).flatten(0, 1)),
+        action_masks=_optional(
+            data.action_masks, lambda masks: masks.index_select(1, index).flatten(0, 1)
+        ),
     )
 
 

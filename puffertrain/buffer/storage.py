@@ -60,6 +60,9 @@ class RolloutBuffer:
     For a multi-agent env (``agents_per_env`` given) column ``e`` is agent
     ``e % agents_per_env`` (``agent_ids``), and ``alive[t, e]`` is 1 where that agent acted at
     step t, 0 where it was already done (those steps are masked out of the update).
+
+    For a masked env (``mask_size`` given) ``action_masks[t, e]`` is the action mask row ``e``
+    acted under at step t, which the update scores its action with.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class RolloutBuffer:
         initial_state: State | None = None,
         sequence_length: int = 0,
         agents_per_env: int = 0,
+        mask_size: int = 0,
     ) -> None:
         self.num_steps, self.num_rows = num_steps, num_rows
         self.sequence_length = sequence_length or num_steps
@@ -97,6 +101,9 @@ class RolloutBuffer:
         self.values = torch.zeros(shape, device=device)
         self.advantages = torch.zeros(shape, device=device)
         self.returns = torch.zeros(shape, device=device)
+        self.action_masks: torch.Tensor | None = None
+        if mask_size:
+            self.action_masks = torch.zeros((*shape, mask_size), dtype=torch.bool, device=device)
         self.alive: torch.Tensor | None = None
         self.agent_ids: torch.Tensor | None = None
         if agents_per_env:
@@ -140,10 +147,14 @@ class RolloutBuffer:
         values: torch.Tensor,
         start_state: State | None,
         alive: np.ndarray,
+        action_mask: torch.Tensor | None = None,
     ) -> None:
         """Record what the policy did at step ``steps[k]`` of row ``row_ids[k]``: the
         observation it acted on, its action, log-probability and value, the state it acted
-        from, and whether the row's agent was alive."""
+        from, whether the row's agent was alive, and the action mask it acted under."""
+        index = self.index(steps, row_ids)
+        if self.action_masks is not None:
+            self.action_masks[index] = action_mask
         if start_state is not None:
             self.store_start_states(steps, row_ids, start_state)
         if self._host is not None:

@@ -28,6 +28,8 @@ class StepResult:
     episode where an episode ended; the observation it ended on is in ``final_observations``
     (meaningful only at rows where ``terminations | truncations``). ``alive`` says which rows
     have an agent that acts on its observation (always every row of a single-agent env).
+    ``action_masks`` holds each row's mask for its new observation (no columns for an env
+    without masks).
     """
 
     row_ids: np.ndarray
@@ -38,6 +40,7 @@ class StepResult:
     final_observations: np.ndarray
     alive: np.ndarray
     episodes: list[Episode]
+    action_masks: np.ndarray
 
 
 class EnvError(UserError):
@@ -103,6 +106,9 @@ class Engine(ABC):
     """The current observation of every row (the engine's buffer)."""
     alive: np.ndarray
     """Which rows have an agent acting on its current observation (the engine's buffer)."""
+    action_masks: np.ndarray
+    """Each row's action mask for its current observation, ``(num_rows, entries)`` bools (the
+    engine's buffer; no columns for an env without masks)."""
     tracker: EpisodeTracker
 
     def policy_threads(self) -> int:
@@ -154,6 +160,10 @@ class Engine(ABC):
         ).reshape(self.observations.shape)
         if "alive" in state:  # checkpoints from before multi-agent envs have every row alive
             self.alive[:] = np.frombuffer(state["alive"], dtype=bool)
+        if self.action_masks.size:
+            self.action_masks[:] = np.frombuffer(state["action_masks"], dtype=bool).reshape(
+                self.action_masks.shape
+            )
         self.tracker.load_state_dict(state["tracker"])
         return True
 
@@ -167,12 +177,15 @@ class Engine(ABC):
 
     def _engine_state(self, snapshots: list[Any] | None) -> dict[str, Any]:
         """The state every backend saves: observations, episode counters, env snapshots."""
-        return {
+        state = {
             "observations": self.observations.tobytes(),
             "alive": self.alive.tobytes(),
             "tracker": self.tracker.state_dict(),
             "envs": snapshots,
         }
+        if self.action_masks.size:  # (empty bytes pickle as a call, which loading refuses)
+            state["action_masks"] = self.action_masks.tobytes()
+        return state
 
     def _step_result(self, row_ids: np.ndarray, rows: EnvRows) -> StepResult:
         """Score finished episodes from the step of ``row_ids`` just written to ``rows``."""
@@ -186,4 +199,5 @@ class Engine(ABC):
             rows.final_observations,
             rows.alive,
             episodes,
+            rows.action_masks,
         )

@@ -6,8 +6,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import numpy as np
-
 from puffertrain.config import parse_kwargs
 from puffertrain.distributed import process_cores
 from puffertrain.engine.async_batches import AsyncWorkers
@@ -20,6 +18,7 @@ from puffertrain.engine.native import NativeAtariEngine
 from puffertrain.engine.serial import SerialEngine
 from puffertrain.engine.workers import WorkerEngine
 from puffertrain.envs import EnvFactory, is_atari
+from puffertrain.envs.masks import action_mask_size, random_valid_actions
 from puffertrain.envs.recipe import env_recipe
 from puffertrain.errors import UserError
 
@@ -30,16 +29,18 @@ WORKER_ROUND_TRIP_S = 65e-6
 
 
 def _env_step_seconds(factory: EnvFactory, steps: int = 200, budget_s: float = 0.5) -> float:
-    """Mean wall time of one env step (all its agents) with random actions (bounded by
-    ``budget_s``)."""
+    """Mean wall time of one env step (all its agents) with random actions, valid ones for a
+    masked env (bounded by ``budget_s``)."""
     envs = build_envs([factory], first=0)
-    rows = EnvRows.allocate(agents_per_env(envs), envs[0].observation_space)
+    rows = EnvRows.allocate(
+        agents_per_env(envs), envs[0].observation_space, action_mask_size(envs[0])
+    )
     reset_envs(envs, [0], rows)
     action_space = envs[0].action_space
     start = time.perf_counter()
     count = 0
     while count < steps and time.perf_counter() - start < budget_s:
-        actions = np.stack([action_space.sample() for _ in rows.rewards])
+        actions = random_valid_actions(action_space, rows.action_masks)
         step_envs(envs, actions, rows, first=0)
         count += 1
     elapsed = time.perf_counter() - start

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from puffertrain.engine.base import EnvError
+from puffertrain.envs.masks import MASK_KEY, unexpected_mask
 from puffertrain.envs.multiagent import AgentRows
 from puffertrain.errors import UserError
 
@@ -21,7 +22,8 @@ from puffertrain.errors import UserError
 @dataclass
 class EnvRows:
     """Where a group of envs writes its step results: rows of the engine's arrays (one row per
-    env, or per agent of a multi-agent env)."""
+    env, or per agent of a multi-agent env). ``action_masks`` holds each row's mask for its
+    current observation (no columns for an env without masks)."""
 
     observations: np.ndarray
     final_observations: np.ndarray
@@ -30,10 +32,12 @@ class EnvRows:
     truncations: np.ndarray
     game_over: np.ndarray
     alive: np.ndarray
+    action_masks: np.ndarray
 
     @classmethod
-    def allocate(cls, num_rows: int, space: gym.spaces.Space) -> EnvRows:
-        """Arrays for ``num_rows`` rows with observations of ``space`` (zero, every row alive)."""
+    def allocate(cls, num_rows: int, space: gym.spaces.Space, mask_size: int = 0) -> EnvRows:
+        """Arrays for ``num_rows`` rows with observations of ``space`` and masks of
+        ``mask_size`` entries (zero, every row alive)."""
         observations = np.zeros((num_rows, *space.shape), dtype=space.dtype)
         return cls(
             observations=observations,
@@ -43,6 +47,7 @@ class EnvRows:
             truncations=np.zeros(num_rows, dtype=bool),
             game_over=np.zeros(num_rows, dtype=bool),
             alive=np.ones(num_rows, dtype=bool),
+            action_masks=np.zeros((num_rows, mask_size), dtype=bool),
         )
 
     def select(self, rows: slice | np.ndarray) -> EnvRows:
@@ -65,6 +70,8 @@ def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first
     An env may end an episode for bootstrapping while its score goes on (an Atari life loss):
     it says so with ``info["game_over"] = False``. ``first`` is the first env's global index,
     used to name an env that raises. Multi-agent envs take and fill a block of rows each.
+    Masked envs (``rows.action_masks`` has columns) give the mask of each new observation in
+    ``info["action_mask"]``; an env without masks must never give one.
     """
     if envs and isinstance(envs[0], AgentRows):
         agents = envs[0].num_agents
@@ -72,16 +79,25 @@ def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first
             block = slice(index * agents, (index + 1) * agents)
             try:
                 env.step_rows(actions[block], rows.select(block))
+            except UserError as error:  # a broken mask: the message says it all
+                raise EnvError(f"env {first + index}: {error}") from None
             except Exception:
                 raise _env_error(f"env {first + index} raised") from None
         return
+    masked = rows.action_masks.shape[1] > 0
     for index, env in enumerate(envs):
         try:
             obs, reward, terminated, truncated, info = env.step(actions[index])
             ended = terminated or truncated
             if ended:
                 rows.final_observations[index] = obs
-                obs, _ = env.reset()
+                obs, info = env.reset()
+            if masked:
+                rows.action_masks[index] = info[MASK_KEY]
+            elif MASK_KEY in info:
+                raise unexpected_mask()
+        except UserError as error:
+            raise EnvError(f"env {first + index}: {error}") from None
         except Exception:
             raise _env_error(f"env {first + index} raised") from None
         rows.observations[index] = obs
@@ -117,6 +133,10 @@ def reset_envs(
                 block = slice(index * agents, (index + 1) * agents)
                 env.reset_rows(int(seed), rows.select(block))
             else:
-                rows.observations[index], _ = env.reset(seed=int(seed))
+                rows.observations[index], info = env.reset(seed=int(seed))
+                if rows.action_masks.shape[1]:
+                    rows.action_masks[index] = info[MASK_KEY]
+        except UserError as error:
+            raise EnvError(f"env {first + index}: {error}") from None
         except Exception:
             raise _env_error(f"env {first + index} raised on reset") from None

@@ -13,6 +13,7 @@ from puffertrain.engine.env_rows import EnvRows, agents_per_env, build_envs, res
 from puffertrain.engine.episodes import EpisodeTracker
 from puffertrain.envs import EnvFactory, capture_env_state, restore_env_state
 from puffertrain.envs.flatten import policy_observation_space
+from puffertrain.envs.masks import action_mask_size
 
 
 class SerialEngine(Engine):
@@ -36,8 +37,11 @@ class SerialEngine(Engine):
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         self.policy_observation_space = policy_observation_space(self.envs[0])
-        self.rows = EnvRows.allocate(self.num_rows, self.single_observation_space)
+        self.rows = EnvRows.allocate(
+            self.num_rows, self.single_observation_space, action_mask_size(self.envs[0])
+        )
         self.observations, self.alive = self.rows.observations, self.rows.alive
+        self.action_masks = self.rows.action_masks
         self.tracker = EpisodeTracker(self.num_rows, self.agent_names)
         self._sent: deque[tuple[int, np.ndarray]] = deque()
 

@@ -39,6 +39,7 @@ class VectorBatches(Engine):
         self.single_action_space = action_space
         self.rows = EnvRows.allocate(num_envs, observation_space)
         self.observations, self.alive = self.rows.observations, self.rows.alive
+        self.action_masks = self.rows.action_masks  # native vector envs give no masks
         self.tracker = EpisodeTracker(num_envs)
         self._sent: deque[int] = deque()
         # each batch's rows (views) and row ids, made once: recv returns them at every step

@@ -41,8 +41,10 @@ def shared_array_specs(
     num_workers: int,
     obs_space: gym.spaces.Box,
     action_sample: np.ndarray,
+    mask_size: int = 0,
 ) -> ArraySpecs:
-    """Name → (shape, dtype) of every shared array (``num_rows``: envs × agents per env)."""
+    """Name → (shape, dtype) of every shared array (``num_rows``: envs × agents per env;
+    ``mask_size``: entries of each row's action mask, 0 for an env without masks)."""
     obs = ((num_rows, *obs_space.shape), np.dtype(obs_space.dtype))
     return {
         "observations": obs,
@@ -52,6 +54,7 @@ def shared_array_specs(
         "truncations": ((num_rows,), np.dtype(np.bool_)),
         "game_over": ((num_rows,), np.dtype(np.bool_)),
         "alive": ((num_rows,), np.dtype(np.bool_)),
+        "action_masks": ((num_rows, mask_size), np.dtype(np.bool_)),
         "actions": ((num_rows, *action_sample.shape), action_sample.dtype),
         "seeds": ((num_envs,), np.dtype(np.int64)),
         "commands": ((num_workers,), np.dtype(np.int64)),

@@ -1,13 +1,13 @@
 """Worker processes that step envs in shared memory: the layer both multiprocessing engines
 (lockstep and async batches) are built on.
 
-Observations, rewards, terminations, truncations, game-over flags and actions live in shared
-arrays that workers write in place. To step, the engine bumps a worker's command counter and
-raises its ``go`` semaphore; the worker steps its envs, sets its ``finished`` flag and raises the
-one ``ready`` semaphore the engine waits on: no array is pickled, and the engine learns which
-workers are done in the order they finish. Episode scores are kept in the engine's process
-from the shared rewards, so no per-step info travels. Rare control messages (an env's
-traceback, env-state snapshots for checkpoints) use a pipe.
+Observations, rewards, terminations, truncations, game-over flags, action masks and actions
+live in shared arrays that workers write in place. To step, the engine bumps a worker's
+command counter and raises its ``go`` semaphore; the worker steps its envs, sets its
+``finished`` flag and raises the one ``ready`` semaphore the engine waits on: no array is
+pickled, and the engine learns which workers are done in the order they finish. Episode scores
+are kept in the engine's process from the shared rewards, so no per-step info travels. Rare
+control messages (an env's traceback, env-state snapshots for checkpoints) use a pipe.
 
 Workers ignore SIGINT and SIGTERM (a signal to the whole run reaches them too; the trainer
 decides when to stop, checkpoints, and closes them, killing any that do not exit) and exit when
@@ -47,6 +47,7 @@ from puffertrain.engine.worker_process import (
 )
 from puffertrain.envs import EnvFactory, capture_env_state, restore_env_state
 from puffertrain.envs.flatten import policy_observation_space
+from puffertrain.envs.masks import action_mask_size
 from puffertrain.errors import UserError
 
 
@@ -80,6 +81,7 @@ class WorkerEngine(Engine):
         self.single_observation_space = self._local_envs[0].observation_space
         self.single_action_space = self._local_envs[0].action_space
         self.policy_observation_space = policy_observation_space(self._local_envs[0])
+        mask_size = action_mask_size(self._local_envs[0])
         if not local:  # it only told us the spaces: the workers own every env
             self._local_envs.pop().close()
         if not isinstance(self.single_observation_space, gym.spaces.Box):
@@ -93,6 +95,7 @@ class WorkerEngine(Engine):
             num_workers,
             self.single_observation_space,
             np.asarray(self.single_action_space.sample()),
+            mask_size,
         )
         context = mp.get_context("spawn")
         buffers = {
@@ -105,6 +108,7 @@ class WorkerEngine(Engine):
         self._local = len(self._local_envs)
         self._local_rows = rows_of(self._views, slice(0, self._local * agents))
         self.observations, self.alive = self._rows.observations, self._rows.alive
+        self.action_masks = self._rows.action_masks
         self.tracker = EpisodeTracker(self.num_rows, self.agent_names)
         self._go = [context.Semaphore(0) for _ in range(num_workers)]
         self._ready = context.Semaphore(0)

@@ -10,6 +10,7 @@ import gymnasium as gym
 
 from policies.flatten import flat_space, flatten_observation, travels_as_bytes
 from puffertrain.envs.make import EnvFactory
+from puffertrain.envs.masks import ActionMasks, MaskSource
 from puffertrain.envs.multiagent import AgentRows, is_parallel_env
 from puffertrain.envs.spaces import policy_view, text_leaves, without_text
 
@@ -32,14 +33,20 @@ class FlattenStructured(gym.ObservationWrapper):
         return flatten_observation(observation, self.structured_space)
 
 
-def with_flat_observations(factory: EnvFactory) -> gym.Env | AgentRows:
+def with_flat_observations(
+    factory: EnvFactory, masks: MaskSource | None = None
+) -> gym.Env | AgentRows:
     """Build an env; wrap it in :class:`FlattenStructured` unless its observations are a Box,
-    or in :class:`AgentRows` (one row per agent) if it is a PettingZoo parallel env.
-    ``UserError`` for an observation space no batch can hold (Graph, Sequence...)."""
+    or in :class:`AgentRows` (one row per agent) if it is a PettingZoo parallel env. An env
+    with ``masks`` has them read by :class:`ActionMasks` first (the policy sees the rest of
+    the observation). ``UserError`` for an observation space no batch can hold (Graph,
+    Sequence...)."""
     env = factory()
     if is_parallel_env(env):
-        return AgentRows(env)
+        return AgentRows(env, masks)
     try:
+        if masks is not None:
+            env = ActionMasks(env, masks)
         view = policy_view(env.observation_space)
     except BaseException:
         env.close()

@@ -13,6 +13,9 @@ that always step together. Row ``i`` belongs to ``possible_agents[i]`` for the w
 - Same-step autoreset: when no agent is left, the env is reset in the same step; the rows'
   ``final_observations`` hold what each agent saw at its own end, and ``game_over`` marks every
   row of the env, which closes its episode for the score bookkeeping.
+- Action masks (a Dict observation's ``action_mask`` entry, or ``infos[agent]["action_mask"]``,
+  as :mod:`puffertrain.envs.masks` reads them) go to each live agent's row; a dead row's mask
+  allows every action (its action is never sent).
 - An agent that leaves without a termination or truncation flag (or is still there when the
   game ends) counts as truncated, bootstrapped from its last observation (terminated if it got
   none), so no value leaks across its episode's end.
@@ -27,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from policies.flatten import flat_space, flatten_observation, is_structured
+from puffertrain.envs.masks import MaskReader, MaskSource, observation_without_mask, without_mask
 from puffertrain.errors import UserError
 
 
@@ -70,7 +74,7 @@ def _common_box(spaces: list[gym.spaces.Space]) -> gym.spaces.Box:
 class AgentRows:
     """A PettingZoo ``ParallelEnv`` stepped as ``num_agents`` rows (see the module doc)."""
 
-    def __init__(self, env: Any) -> None:
+    def __init__(self, env: Any, masks: MaskSource | None = None) -> None:
         if callable(getattr(env, "agent_iter", None)):
             raise UserError(
                 "this is a PettingZoo AEC env (agents take turns); pass its parallel form, "
@@ -83,7 +87,11 @@ class AgentRows:
             raise UserError("the PettingZoo env has no possible_agents")
         self._agents = list(env.possible_agents)
         self._row_of = {agent: row for row, agent in enumerate(self._agents)}
-        observation_spaces = [env.observation_space(agent) for agent in self._agents]
+        self._read_mask = MaskReader(masks).read if masks is not None else None
+        self._mask_in_observation = masks is not None and masks.in_observation
+        self.action_mask_size = masks.size if masks is not None else 0
+        self.steps = 0
+        observation_spaces = [without_mask(env.observation_space(agent)) for agent in self._agents]
         action_spaces = [env.action_space(agent) for agent in self._agents]
         if any(space != action_spaces[0] for space in action_spaces):
             described = ", ".join(
@@ -111,6 +119,8 @@ class AgentRows:
         self.metadata = getattr(env, "metadata", {})
 
     def _encode(self, observation: Any) -> np.ndarray:
+        if self._mask_in_observation:
+            observation = observation_without_mask(observation)
         if self.padded:
             flat = np.asarray(observation).reshape(-1)
             row = np.zeros(self.observation_space.shape, dtype=self.observation_space.dtype)
@@ -120,26 +130,34 @@ class AgentRows:
             return flatten_observation(observation, self.structured_space)
         return observation
 
-    def _write(self, observations: dict, rows: Any) -> None:
-        """Each present agent's observation into its row; every other row dead and zero."""
+    def _write(self, observations: dict, infos: Any, step: int, rows: Any) -> None:
+        """Each present agent's observation (and action mask, read after ``step``) into its
+        row; every other row dead and zero (its mask allows every action: none is sent)."""
         rows.observations[:] = 0
         rows.alive[:] = False
+        if self._read_mask is not None:
+            rows.action_masks[:] = True
+            infos = infos if isinstance(infos, dict) else {}
         for agent, observation in observations.items():
             row = self._row_of[agent]
+            if self._read_mask is not None:
+                info = infos.get(agent, {})
+                rows.action_masks[row] = self._read_mask(observation, info, step, str(agent))
             rows.observations[row] = self._encode(observation)
             rows.alive[row] = True
 
     def reset_rows(self, seed: int | None, rows: Any) -> None:
         """Reset the env with ``seed`` and write its first observations into ``rows``."""
-        observations, _ = self.env.reset(seed=seed)
-        self._write(observations, rows)
+        observations, infos = self.env.reset(seed=seed)
+        self._write(observations, infos, 0, rows)
 
     def step_rows(self, actions: np.ndarray, rows: Any) -> None:
         """Step the live agents with their rows of ``actions``; write the results in place."""
         live = [agent for agent in self.env.agents if rows.alive[self._row_of[agent]]]
-        observations, rewards, terminations, truncations, _ = self.env.step(
+        observations, rewards, terminations, truncations, infos = self.env.step(
             {agent: actions[self._row_of[agent]] for agent in live}
         )
+        self.steps += 1
         still_live = {
             agent: observations[agent]
             for agent in self.env.agents
@@ -163,8 +181,8 @@ class AgentRows:
             if (terminated or truncated) and agent in observations:
                 rows.final_observations[row] = self._encode(observations[agent])
         if over:
-            still_live, _ = self.env.reset()
-        self._write(still_live, rows)
+            still_live, infos = self.env.reset()
+        self._write(still_live, infos, 0 if over else self.steps, rows)
         rows.game_over[:] = over
 
     def render(self) -> Any:

@@ -10,6 +10,9 @@ from typing import Any
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.envs.make import EnvFactory, env_factory, is_atari
+from puffertrain.envs.masks import MaskSource, find_mask_source, has_mask_entry
+from puffertrain.envs.multiagent import is_parallel_env
+from puffertrain.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -37,4 +40,35 @@ def env_recipe(
         factory = partial(make_wrapped_atari, env_id, settings, render_mode, episodic_life)
         return EnvRecipe(factory, settings, settings["frameskip"])
     kwargs = dict(env_kwargs, render_mode=render_mode) if render_mode else env_kwargs
-    return EnvRecipe(partial(with_flat_observations, env_factory(env_id, kwargs)), None, 1)
+    factory = env_factory(env_id, kwargs)
+    masks = probe_mask_source(factory)
+    return EnvRecipe(partial(with_flat_observations, factory, masks), None, 1)
+
+
+def probe_mask_source(factory: EnvFactory) -> MaskSource | None:
+    """Where the env's action masks come from, decided once for the run from one env built
+    (and reset, to see an info mask) here. None where it gives no masks, or fails to build or
+    reset: the engine then reports that failure, naming the env. ``UserError`` for a mask no
+    action space can take (see :func:`~puffertrain.envs.masks.find_mask_source`)."""
+    try:
+        env = factory()
+    except UserError:
+        raise
+    except Exception:
+        return None
+    try:
+        if is_parallel_env(env):
+            agent = env.possible_agents[0]
+            observation_space, action_space = env.observation_space(agent), env.action_space(agent)
+            infos = {} if has_mask_entry(observation_space) else env.reset()[1]
+            info = infos.get(agent, {}) if isinstance(infos, dict) else {}
+        else:
+            observation_space, action_space = env.observation_space, env.action_space
+            info = {} if has_mask_entry(observation_space) else env.reset()[1]
+        return find_mask_source(observation_space, info, action_space)
+    except UserError:
+        raise
+    except Exception:
+        return None
+    finally:
+        env.close()

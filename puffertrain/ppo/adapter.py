@@ -5,6 +5,10 @@ scores actions for Discrete, MultiDiscrete and Box action spaces, without the ov
 ``torch.distributions`` in the hot loop. With an autocast dtype (``--precision bf16``) the
 policy runs under ``torch.autocast`` and its outputs are turned back to float32 here, so every
 log-probability, entropy and value the loss sees is float32.
+
+A masked env's actions are masked here, in one place (:func:`mask_logits`): sampling, greedy
+actions, the update's log-probabilities and the entropy (over the valid actions) all read the
+masked logits.
 """
 
 from __future__ import annotations
@@ -105,18 +109,21 @@ class PolicyAdapter(nn.Module):
         state: State | None = None,
         deterministic: bool = False,
         agent_ids: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State | None]:
-        """Sample actions; return ``(actions, log_probs, values, next state)``."""
+        """Sample actions (only ones ``action_mask`` allows, where given); return
+        ``(actions, log_probs, values, next state)``."""
         params, value, state = self._step(obs, state, agent_ids)
         if self.continuous:
             mean, std = params
             action = mean if deterministic else mean + std * torch.randn_like(mean)
             return action, _normal_log_prob(mean, std, action), value, state
+        logits = mask_logits(params[0], action_mask)
         if not self.multi_discrete:  # one Discrete: no split, no stacking
-            action, log_prob = _sample_categorical(params[0], deterministic)
+            action, log_prob = _sample_categorical(logits, deterministic)
             return action, log_prob, value, state
         actions, log_probs = zip(
-            *(_sample_categorical(logits, deterministic) for logits in self._split(params[0])),
+            *(_sample_categorical(block, deterministic) for block in self._split(logits)),
             strict=True,
         )
         log_prob = torch.stack(log_probs, dim=-1).sum(-1)
@@ -129,12 +136,14 @@ class PolicyAdapter(nn.Module):
         states: State | None = None,
         episode_starts: torch.Tensor | None = None,
         agent_ids: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Score stored actions; return ``(log_probs, entropies, values)``.
+        """Score stored actions under the masks they were sampled with; return
+        ``(log_probs, entropies, values)`` (entropies over the valid actions).
 
         Recurrent policies take ``obs[T, B, ...]`` sequences starting from ``states`` with
-        ``episode_starts[T, B]`` (and ``agent_ids[T, B]``); ``actions`` and the results are
-        flat in ``[T, B]`` order.
+        ``episode_starts[T, B]`` (and ``agent_ids[T, B]``); ``actions``, ``action_mask`` and
+        the results are flat in ``[T, B]`` order.
         """
         kwargs = self._agent_kwargs(agent_ids)
         with self.autocast(obs.device):
@@ -150,7 +159,7 @@ class PolicyAdapter(nn.Module):
         columns = actions.unsqueeze(-1) if not self.multi_discrete else actions
         log_prob = torch.zeros_like(value)
         entropy = torch.zeros_like(value)
-        for dim, logits in enumerate(self._split(params[0])):
+        for dim, logits in enumerate(self._split(mask_logits(params[0], action_mask))):
             log_p = F.log_softmax(logits, dim=-1)
             log_prob = log_prob + log_p.gather(-1, columns[:, dim : dim + 1].long()).squeeze(-1)
             entropy = entropy - (log_p.exp() * log_p).sum(-1)
@@ -164,6 +173,15 @@ class PolicyAdapter(nn.Module):
     ) -> torch.Tensor:
         """State values, shape ``(batch,)`` (a recurrent policy's state is not advanced)."""
         return self._step(obs, state, agent_ids)[1]
+
+
+def mask_logits(logits: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` with the actions ``action_mask`` forbids (False entries) set to the dtype's
+    most negative finite value: their probability is exactly 0, and unlike ``-inf`` no
+    ``0 * inf`` turns the entropy or its gradient into NaN (bf16, ``torch.compile``)."""
+    if action_mask is None:
+        return logits
+    return torch.where(action_mask, logits, torch.finfo(logits.dtype).min)  # one op
 
 
 def env_actions(actions: torch.Tensor, action_space: gym.spaces.Space) -> np.ndarray:

@@ -31,7 +31,12 @@ def ppo_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate + (clipped) value loss − entropy bonus; returns the loss and its parts."""
     new_log_probs, entropy, new_values = adapter.evaluate(
-        batch.observations, batch.actions, batch.states, batch.episode_starts, batch.agent_ids
+        batch.observations,
+        batch.actions,
+        batch.states,
+        batch.episode_starts,
+        batch.agent_ids,
+        batch.action_masks,
     )
     mask = batch.mask
     log_ratio = new_log_probs - batch.log_probs

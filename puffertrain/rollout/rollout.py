@@ -26,10 +26,10 @@ from puffertrain.timing import PhaseTimer
 
 
 class Rollout:
-    """Owns what stepping carries from one step to the next: the last observation and alive
-    flag of every row, the recurrent state, the rows' agent ids, reward normalisation, each
-    row's step count within the current rollout, and the episodes finished since they were
-    last taken.
+    """Owns what stepping carries from one step to the next: the last observation, alive
+    flag and action mask of every row, the recurrent state, the rows' agent ids, reward
+    normalisation, each row's step count within the current rollout, and the episodes
+    finished since they were last taken.
 
     ``step_weight``: global steps one row's step counts for (the ranks of a data-parallel job
     all step as often, so each counts ``world_size``).
@@ -61,6 +61,8 @@ class Rollout:
         )
         self.observations = engine.observations.copy()
         self.alive = engine.alive.copy()
+        self.action_masks = engine.action_masks.copy()
+        self.masked = engine.action_masks.shape[1] > 0
         self.row_steps = np.zeros(self.num_rows, dtype=np.int64)
         self.acting_threads = engine.policy_threads()  # the trainer's thread plan may lower it
         self.global_step = 0
@@ -70,6 +72,7 @@ class Rollout:
         """Reset the envs (env ``i`` with seed ``seed + i``) and start every row from zero."""
         self.observations = self.engine.reset(seed).copy()
         self.alive = self.engine.alive.copy()
+        self.action_masks = self.engine.action_masks.copy()
         if self.state is not None:
             for part in self.state:
                 part.zero_()
@@ -94,20 +97,22 @@ class Rollout:
         buffer: RolloutBuffer | None = None,
         deterministic: bool = False,
     ) -> None:
-        """Act on the current observations of ``row_ids`` and send the actions to the engine;
-        with a ``buffer``, record the step there first."""
+        """Act on the current observations of ``row_ids`` (under their action masks, for a
+        masked env) and send the actions to the engine; with a ``buffer``, record the step
+        there first."""
         start = time.perf_counter()
         rows = as_rows(row_ids)
         obs = to_torch(self.observations[rows], self.device)
+        masks = to_torch(self.action_masks[rows], self.device) if self.masked else None
         state = self._state_at(rows)
         with torch.no_grad():
             actions, log_probs, values, new_state = self.adapter.act(
-                obs, state, deterministic, self.agent_ids_of(row_ids)
+                obs, state, deterministic, self.agent_ids_of(row_ids), masks
             )
             if buffer is not None:  # before the new state overwrites ``state``'s rows (views)
                 steps = self.row_steps[rows]
                 buffer.store_step(
-                    steps, row_ids, obs, actions, log_probs, values, state, self.alive[rows]
+                    steps, row_ids, obs, actions, log_probs, values, state, self.alive[rows], masks
                 )
             self._set_state(rows, new_state)
             actions_for_envs = env_actions(actions, self.engine.single_action_space)
@@ -138,6 +143,7 @@ class Rollout:
                 part[torch.as_tensor(row_ids[ended], device=self.device)] = 0
         self.observations[rows] = result.observations
         self.alive[rows] = result.alive
+        self.action_masks[rows] = result.action_masks
         if result.episodes:
             self.episodes.extend((self.global_step, episode) for episode in result.episodes)
         return result
@@ -239,6 +245,7 @@ class Rollout:
         episodes_go_on = self.engine.load_state_dict(state["envs"], reseed)
         self.observations = self.engine.observations.copy()
         self.alive = self.engine.alive.copy()
+        self.action_masks = self.engine.action_masks.copy()
         if episodes_go_on and state.get("policy_state") is not None:
             for part, saved in zip(self.state, state["policy_state"], strict=True):
                 part.copy_(saved)

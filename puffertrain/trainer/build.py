@@ -71,6 +71,7 @@ def build_parts(
         rollout.state,
         config.ppo.sequence_length,
         engine.agents_per_env if engine.agent_names else 0,
+        engine.action_masks.shape[1],
     )
     plan = plan_threads(
         _flops_per_row(adapter, engine, device),

@@ -166,8 +166,9 @@ class Trainer:
             self.rollout.global_step, self.iteration = start_step, self.iteration - 1
             path = self.save(with_envs=False)
             reason = str(failure) if failure else "another rank's envs failed"
+            after = "\n" if "\n" in reason else "; "  # a one-line reason stays one line
             raise EnvError(
-                f"{reason}\ncheckpoint {path} saved; --resume {self.run_dir} continues "
+                f"{reason}{after}checkpoint {path} saved; --resume {self.run_dir} continues "
                 "with new episodes"
             )
         return stopping
