@@ -15,7 +15,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
+
+from puffertrain.trainer.signals import StopSignals
 
 POLL_SECONDS = 0.05
 
@@ -49,26 +50,6 @@ def cpu_share(cpus: list[int], slot: int, parallel: int) -> set[int]:
     return set(cpus[start : start + size])
 
 
-class _StopSignals:
-    """Turns SIGINT/SIGTERM into ``requested`` while the launcher runs."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-    def __enter__(self) -> _StopSignals:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 def _start(job: Job, cpus: set[int]) -> subprocess.Popen:
     output = None
     if job.log is not None:
@@ -92,7 +73,7 @@ def run_jobs(next_job: Callable[[], Job | None], parallel: int) -> tuple[bool, b
     running: dict[int, tuple[Job, subprocess.Popen]] = {}  # by slot
     told_to_stop: set[int] = set()  # pids sent SIGTERM
     failed = False
-    with _StopSignals() as stop:
+    with StopSignals() as stop:
         while True:
             while len(running) < parallel and not stop.requested:
                 job = next_job()

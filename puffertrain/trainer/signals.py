@@ -8,13 +8,35 @@ from types import FrameType
 from rich.console import Console
 
 
-class StopRequest:
-    """Context manager; ``requested`` becomes True on the first signal, a second SIGINT aborts."""
+class StopSignals:
+    """Context manager: SIGINT and SIGTERM set ``requested`` while it is entered (the
+    launcher's plain form; :class:`StopRequest` also tells the user and aborts on a second
+    Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def __enter__(self) -> StopSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class StopRequest(StopSignals):
+    """``requested`` becomes True on the first signal, said on the console; a second SIGINT
+    aborts."""
 
     def __init__(self, console: Console) -> None:
-        self.requested = False
+        super().__init__()
         self._console = console
-        self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:
@@ -25,12 +47,3 @@ class StopRequest:
             f"{name}: saving a checkpoint after this update (Ctrl-C again to abort without one)",
             soft_wrap=True,
         )
-
-    def __enter__(self) -> StopRequest:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
