@@ -131,9 +131,11 @@ class TrainConfig:
     it is refused where the device has no native bf16 (CPU: AVX512-BF16 or AMX). auto: bf16
     where native, else fp32 (the Atari preset)."""
     eval_interval: int = 0
-    """Evaluate every this many updates (0: never): --eval-episodes whole episodes on an env of
-    its own with raw rewards, no episodic-life signal and its own seeds, logged as eval/*; the
-    best mean so far is kept as checkpoints/best.pt. Training is the same with it on or off."""
+    """Evaluate every this many updates and after the last (0: never): --eval-episodes whole
+    episodes on envs of their own with raw rewards, no episodic-life signal and their own
+    seeds, logged as eval/*; the best mean so far is kept as checkpoints/best.pt. Training is
+    the same with it on or off. The presets evaluate every ~25,000 env steps (the RL Zoo's
+    eval_freq), except the Atari one."""
     eval_episodes: int = 10
     """Episodes per evaluation."""
     eval_stochastic: bool = False

@@ -7,28 +7,42 @@ import dataclasses
 
 from puffertrain.config import PPOConfig, TrainConfig
 
+EVAL_EVERY_STEPS = 25_000
+"""Env steps between evaluations in the presets that evaluate: the RL Zoo's ``eval_freq``."""
+
+
+def evaluating(config: TrainConfig) -> TrainConfig:
+    """``config`` evaluating every ~``EVAL_EVERY_STEPS`` env steps (in whole updates)."""
+    interval = max(1, round(EVAL_EVERY_STEPS / config.batch_size))
+    return dataclasses.replace(config, eval_interval=interval)
+
+
 # RL Zoo's tuned CartPole values (lr 1e-3, γ 0.98, λ 0.8, no entropy bonus) on twice the envs,
 # with half the gradient steps per env step (2 minibatches × 10 epochs instead of 1 × 20): it
 # reached 475 sooner in wall time, side by side (experiments/RESULTS.md, "CartPole-v1 to 475").
-CLASSIC_CONTROL = TrainConfig(
-    total_timesteps=500_000,
-    num_envs=16,
-    num_steps=32,
-    ppo=PPOConfig(
-        learning_rate=1e-3,
-        gamma=0.98,
-        gae_lambda=0.8,
-        num_minibatches=2,
-        update_epochs=10,
-        ent_coef=0.0,
-    ),
+CLASSIC_CONTROL = evaluating(
+    TrainConfig(
+        total_timesteps=500_000,
+        num_envs=16,
+        num_steps=32,
+        ppo=PPOConfig(
+            learning_rate=1e-3,
+            gamma=0.98,
+            gae_lambda=0.8,
+            num_minibatches=2,
+            update_epochs=10,
+            ent_coef=0.0,
+        ),
+    )
 )
 
 
 # CleanRL ppo_atari's hyperparameters; bf16 where native, async batches of 4 envs and a
 # compiled update, the fastest combination measured (experiments/RESULTS.md, "Training speed").
 # Evaluation samples, as the RL Zoo plays Atari: a greedy policy that never chose FIRE after a
-# lost life stalls until the 108k-frame limit (experiments/RESULTS.md, "Evaluation").
+# lost life stalls until the 108k-frame limit (experiments/RESULTS.md, "Evaluation"). It is off
+# by default: a game lasts longer the better the agent plays (up to 27k steps), so a fixed
+# interval that costs little early in a run costs more than the training late in it (same section).
 ATARI = TrainConfig(
     total_timesteps=10_000_000,
     num_envs=8,
@@ -41,23 +55,30 @@ ATARI = TrainConfig(
     ppo=PPOConfig(learning_rate=2.5e-4, num_minibatches=4, update_epochs=4, clip_coef=0.1),
 )
 
-CONTINUOUS = TrainConfig(
-    total_timesteps=1_000_000,
-    num_envs=1,
-    num_steps=2048,
-    normalize_obs=True,
-    normalize_reward=True,
-    ppo=PPOConfig(learning_rate=3e-4, num_minibatches=32, update_epochs=10, ent_coef=0.0),
+CONTINUOUS = evaluating(
+    TrainConfig(
+        total_timesteps=1_000_000,
+        num_envs=1,
+        num_steps=2048,
+        normalize_obs=True,
+        normalize_reward=True,
+        ppo=PPOConfig(learning_rate=3e-4, num_minibatches=32, update_epochs=10, ent_coef=0.0),
+    )
 )
 
 # Any PettingZoo env: MAPPO's MPE settings (lr 7e-4, 10 epochs) on shorter rollouts, which
 # learned faster than ppo.py's defaults on simple_spread (experiments/RESULTS.md).
-MULTI_AGENT = TrainConfig(
-    total_timesteps=1_000_000,
-    num_envs=16,
-    num_steps=64,
-    ppo=PPOConfig(learning_rate=7e-4, num_minibatches=4, update_epochs=10),
+MULTI_AGENT = evaluating(
+    TrainConfig(
+        total_timesteps=1_000_000,
+        num_envs=16,
+        num_steps=64,
+        ppo=PPOConfig(learning_rate=7e-4, num_minibatches=4, update_epochs=10),
+    )
 )
+
+# Any other env: CleanRL ppo.py's values.
+GENERIC = evaluating(TrainConfig())
 
 PRESETS = {
     "classic_control": CLASSIC_CONTROL,
@@ -70,6 +91,7 @@ PRESETS = {
 def preset_for(family: str) -> TrainConfig:
     """Defaults for an env family: "atari" (CleanRL ppo_atari), "continuous" (any Box-action
     env: CleanRL ppo_continuous_action), "classic_control" (RL Zoo's tuned CartPole values),
-    "multi_agent" (any PettingZoo env); anything else gets CleanRL ppo.py's values."""
-    preset = PRESETS.get(family, TrainConfig())
+    "multi_agent" (any PettingZoo env); anything else gets CleanRL ppo.py's values. All but
+    the Atari one evaluate every ~``EVAL_EVERY_STEPS`` env steps."""
+    preset = PRESETS.get(family, GENERIC)
     return dataclasses.replace(preset, ppo=dataclasses.replace(preset.ppo))

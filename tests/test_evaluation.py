@@ -10,6 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from puffertrain.cli import parse_train_args
 from puffertrain.config import TrainConfig
 from puffertrain.trainer.checkpoint import best_checkpoint_path, list_checkpoints, load_checkpoint
 from puffertrain.trainer.loop import Trainer
@@ -101,8 +102,22 @@ def test_a_resumed_run_with_evaluation_is_exact(tmp_path):
     )
 
 
+def test_the_presets_evaluate_every_25k_env_steps_and_after_the_last_update(tmp_path):
+    """With no eval flag, CartPole's preset evaluates every ~25k env steps, in whole updates of
+    the batch the user chose, and once after the last update."""
+    config, _ = parse_train_args([*FLAGS, "--total-timesteps", str(3 * UPDATE)])
+    assert config.eval_interval == round(25_088 / UPDATE)
+    assert parse_train_args(["--env", "ALE/Breakout-v5"])[0].eval_interval == 0
+    run_dir = tmp_path / "run"
+    result = run_cli(*FLAGS, "--total-timesteps", str(3 * UPDATE), "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    evals = _events(run_dir).Scalars("eval/episodic_return")
+    assert [event.step for event in evals] == [3 * UPDATE]
+    assert load_checkpoint(best_checkpoint_path(run_dir)).global_step == 3 * UPDATE
+
+
 def test_stop_at_return_needs_evaluations():
-    result = run_cli(*FLAGS, "--stop-at-return", "100")
+    result = run_cli(*FLAGS, "--eval-interval", "0", "--stop-at-return", "100")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].endswith("add --eval-interval N (updates)")
 

@@ -32,13 +32,14 @@ def test_minibatches_keep_the_preset_size_in_a_small_batch():
     config = dataclasses.replace(preset, num_steps=16)
     adapted, lines = adapt_to_given(config, {"num_steps"}, preset)
     assert adapted.ppo.num_minibatches == 1
-    assert lines == [
+    assert [line for line in lines if "--num-minibatches" in line] == [
         "puffertrain: preset adapted: --num-minibatches 32 → 1 (minibatches of at least 32 "
         "steps; the batch is 16)"
     ]
     adapted.validate()
     bigger, lines = adapt_to_given(dataclasses.replace(preset, num_envs=4), {"num_envs"}, preset)
-    assert bigger.ppo.num_minibatches == 32 and lines == []
+    assert bigger.ppo.num_minibatches == 32
+    assert not any("--num-minibatches" in line for line in lines)
 
 
 def test_recurrent_minibatches_count_sequences():
@@ -112,4 +113,15 @@ def test_minibatches_that_stay_large_enough_are_left_alone():
     preset = preset_for("other")
     config = dataclasses.replace(preset, num_envs=4, num_steps=64)
     adapted, lines = adapt_to_given(config, {"num_envs", "num_steps"}, preset)
-    assert adapted.ppo.num_minibatches == 4 and lines == []
+    assert adapted.ppo.num_minibatches == 4
+    assert not any("--num-minibatches" in line for line in lines)
+
+
+def test_evaluations_keep_the_presets_spacing_in_env_steps():
+    preset = preset_for("classic_control")
+    config = dataclasses.replace(preset, num_envs=4)
+    adapted, lines = adapt_to_given(config, {"num_envs"}, preset)
+    assert adapted.eval_interval == round(preset.eval_interval * preset.batch_size / (4 * 32))
+    assert any("--eval-interval" in line for line in lines)
+    given = dataclasses.replace(config, eval_interval=3)
+    assert adapt_to_given(given, {"num_envs", "eval_interval"}, preset)[0].eval_interval == 3

@@ -139,8 +139,9 @@ class Trainer:
                 stats = self.learner.update(self.buffer, learning_rate)
                 self._update_normalization()
             logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
-            reached = self._maybe_evaluate(logger)
-            done = reached or self.iteration == self.num_iterations
+            last = self.iteration == self.num_iterations
+            reached = self._maybe_evaluate(logger, last)
+            done = reached or last
             if stopping or done or self.iteration % self.config.checkpoint_interval == 0:
                 self.save()
                 logger.flush()
@@ -173,9 +174,11 @@ class Trainer:
             )
         return stopping
 
-    def _maybe_evaluate(self, logger: RunLogger) -> bool:
-        """Evaluate if one is due; return whether --stop-at-return is reached."""
-        if self.evaluator is None or not self.evaluator.due(self.iteration):
+    def _maybe_evaluate(self, logger: RunLogger, last: bool) -> bool:
+        """Evaluate if one is due, and after the ``last`` update (a run that evaluates ends
+        with its final policy's score, however its length and the interval fall); return
+        whether --stop-at-return is reached."""
+        if self.evaluator is None or not (last or self.evaluator.due(self.iteration)):
             return False
         best = best_checkpoint_path(self.run_dir)
         with self.timer.phase("eval"):
