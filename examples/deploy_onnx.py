@@ -7,8 +7,8 @@ alone: neither torch nor puffertrain is imported here.
 
 Actions are greedy (the most likely one), as ``puffertrain eval --deterministic`` takes them.
 ``--atari`` builds the frames as puffertrain's recipe does, from gymnasium's wrappers (noop
-starts, 4-frame skip with max-pooling, 84×84 grey, 4 frames stacked, sticky actions as
-registered); it does not press fire on reset, as the recipe does, so the policy must.
+starts, 4-frame skip with max-pooling, 84×84 grey, FIRE pressed on reset, 4 frames stacked,
+sticky actions as registered), so a game plays as it does in ``puffertrain eval``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,20 @@ import numpy as np
 import onnxruntime as ort
 
 
+class PressFireOnReset(gym.Wrapper):
+    """Start each game by pressing FIRE, in games that wait for it (Breakout's ball): the
+    frames the policy first sees are those after it, as in training."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        meanings = self.env.unwrapped.get_action_meanings()
+        if "FIRE" in meanings:
+            obs, _, terminated, truncated, info = self.env.step(meanings.index("FIRE"))
+            if terminated or truncated:
+                obs, info = self.env.reset()
+        return obs, info
+
+
 def make_env(env_id: str, atari: bool) -> gym.Env:
     if not atari:
         return gym.make(env_id)
@@ -28,7 +42,7 @@ def make_env(env_id: str, atari: bool) -> gym.Env:
     gym.register_envs(ale_py)
     env = gym.make(env_id, frameskip=1)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)
-    return gym.wrappers.FrameStackObservation(env, 4)
+    return gym.wrappers.FrameStackObservation(PressFireOnReset(env), 4)
 
 
 def greedy(logits: np.ndarray, action_space: gym.spaces.Space) -> np.ndarray | int:

@@ -1,4 +1,5 @@
-"""What evaluation during training costs: its share of the run's wall time.
+"""What evaluation during training costs: its share of the run's wall time (and the mean
+length of the eval episodes, which the cost grows with).
 
     python experiments/eval_overhead.py --rounds 3 \\
         --train "--env CartPole-v1 --vec serial --total-timesteps 100000 --eval-interval 10" \\
@@ -36,7 +37,8 @@ def eval_share(args: list[str]) -> dict[str, float]:
         events.Reload()
         share = events.Scalars("perf/eval_fraction")[-1].value
         evaluations = len(events.Scalars("eval/episodic_return"))
-    return {"eval_share": share, "evaluations": evaluations}
+        lengths = [event.value for event in events.Scalars("eval/episodic_length")]
+    return {"eval_share": share, "evaluations": evaluations, "eval_mean_lengths": lengths}
 
 
 def main() -> None:
