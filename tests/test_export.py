@@ -13,6 +13,7 @@ import torch
 
 from policies.flatten import flatten_observation, is_structured
 from policies.registry import POLICIES
+from puffertrain.envs.recipe import env_recipe
 from puffertrain.errors import UserError
 from puffertrain.export import ExportedPolicy, export_policy, graph_names
 from puffertrain.ppo import PolicyAdapter
@@ -224,3 +225,20 @@ def test_a_dict_observation_run_is_exported_and_played(tmp_path):
         obs, _, terminated, truncated, _ = env.step(int(logits[0].argmax()))
         if terminated or truncated:
             obs, _ = env.reset()
+
+
+def test_the_deploy_example_builds_atari_frames_as_eval_does():
+    """examples/deploy_onnx.py --atari rebuilds the recipe without puffertrain: the same seed
+    and actions give the same frames as the env `puffertrain eval` plays (FIRE on reset too)."""
+    sys.path.insert(0, str(REPO_ROOT / "examples"))
+    try:
+        from deploy_onnx import make_env
+    finally:
+        sys.path.remove(str(REPO_ROOT / "examples"))
+    ours = env_recipe("ALE/Breakout-v5", {}, episodic_life=False).factory()
+    theirs = make_env("ALE/Breakout-v5", atari=True)
+    frames = [ours.reset(seed=3)[0]], [theirs.reset(seed=3)[0]]
+    for action in [2, 3, 3, 0, 2, 2, 1, 3] * 4:
+        frames[0].append(ours.step(action)[0])
+        frames[1].append(theirs.step(action)[0])
+    assert all(np.array_equal(a, b) for a, b in zip(*frames, strict=True))
