@@ -129,7 +129,7 @@ def run_puffertrain(env: SuiteEnv, seed: int, run_root: Path) -> dict[str, Any]:
     started = time.perf_counter()
     subprocess.run([sys.executable, *command[1:]], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     process_wall = time.perf_counter() - started
-    episodes, steps, seconds = logged_episodes(run_dir)
+    episodes, steps, seconds = logged_episodes(REPO / run_dir)
     return {
         "steps": steps,
         "sps": steps / seconds,
@@ -143,7 +143,8 @@ def run_puffertrain(env: SuiteEnv, seed: int, run_root: Path) -> dict[str, Any]:
 
 def run_zoo(env: SuiteEnv, seed: int) -> dict[str, Any]:
     """Train SB3 with the zoo's values in a child process (as puffertrain runs in one)."""
-    command = [sys.executable, __file__, "zoo-run", "--env", env.env_id, "--seed", str(seed)]
+    script = Path(__file__).resolve().relative_to(REPO)
+    command = [sys.executable, str(script), "zoo-run", "--env", env.env_id, "--seed", str(seed)]
     command += ["--budget", str(env.budget)]
     started = time.perf_counter()
     finished = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
@@ -382,7 +383,9 @@ def main() -> None:
     run.add_argument("--trainer", nargs="+", choices=TRAINERS, default=list(TRAINERS))
     run.add_argument("--budget", type=int, help="instead of each env's (a smoke test)")
     run.add_argument("--results", type=Path, default=RESULTS)
-    run.add_argument("--run-root", type=Path, default=REPO / "runs" / "learning_suite")
+    run.add_argument(
+        "--run-root", type=Path, default=Path("runs/learning_suite"), help="relative: to the repo"
+    )
     show = commands.add_parser("table", help="print the table and write it as markdown")
     show.add_argument("--results", type=Path, default=RESULTS)
     show.add_argument("--output", type=Path, default=TABLE)
