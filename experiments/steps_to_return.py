@@ -27,12 +27,12 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+Episode = tuple[int, float, float]  # (env step, return, wall seconds since training started)
 
-def first_step_reaching(
-    run_dir: Path, threshold: float, window: int = 20
-) -> tuple[int, float, float]:
-    """(env step, wall seconds of training) where the rolling mean of ``window`` returns first
-    reaches threshold ((-1, nan) if never), and the best rolling mean.
+
+def logged_episodes(run_dir: Path) -> tuple[list[Episode], int, float]:
+    """Every episode a run logged, and the env steps and seconds of training at its last
+    update.
 
     Seconds count from the start of training, before the first rollout: the first update's
     SPS (steps ÷ seconds since training started) dates it, so the first rollout and update,
@@ -40,18 +40,34 @@ def first_step_reaching(
     """
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
+    sps = events.Scalars("charts/SPS")
+    start = sps[0].wall_time - sps[0].step / sps[0].value
+    returns = events.Scalars("charts/episodic_return")
+    episodes = [(event.step, event.value, event.wall_time - start) for event in returns]
+    return episodes, sps[-1].step, sps[-1].wall_time - start
+
+
+def first_reaching(
+    episodes: list[Episode], threshold: float, window: int = 20
+) -> tuple[int, float, float]:
+    """(env step, seconds) where the rolling mean of ``window`` returns first reaches threshold
+    ((-1, nan) if never), and the best rolling mean."""
     recent: deque[float] = deque(maxlen=window)
-    scalars = events.Scalars("charts/episodic_return")
-    first_sps = events.Scalars("charts/SPS")[0]
-    start = first_sps.wall_time - first_sps.step / first_sps.value
     reached, best = (-1, float("nan")), float("-inf")
-    for event in scalars:
-        recent.append(event.value)
+    for step, value, seconds in episodes:
+        recent.append(value)
         if len(recent) == window:
             best = max(best, sum(recent) / window)
             if best >= threshold and reached[0] < 0:
-                reached = (event.step, event.wall_time - start)
+                reached = (step, seconds)
     return *reached, best
+
+
+def first_step_reaching(
+    run_dir: Path, threshold: float, window: int = 20
+) -> tuple[int, float, float]:
+    """:func:`first_reaching` over the episodes of a run's TensorBoard events."""
+    return first_reaching(logged_episodes(run_dir)[0], threshold, window)
 
 
 def curve(run_dir: Path, marks: list[int], window: int = 10) -> dict[str, float]:

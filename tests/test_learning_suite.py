@@ -1,0 +1,100 @@
+"""The learning suite's own logic (experiments/learning_suite.py): resume skips finished runs,
+the threshold crossing, the table's medians. No training here: the suite's runs are long."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+@pytest.fixture
+def suite(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    monkeypatch.delitem(sys.modules, "learning_suite", raising=False)
+    import learning_suite
+
+    return learning_suite
+
+
+def fake_result(final: float, steps: int | None) -> dict:
+    return {
+        "final_mean_return": final,
+        "steps_to_threshold": steps,
+        "seconds_to_threshold": None if steps is None else steps / 1000,
+        "sps": 1000.0,
+    }
+
+
+def test_rerun_skips_finished_runs_and_appends_the_rest(suite, monkeypatch, tmp_path):
+    calls = []
+
+    def fake(trainer):
+        def run(env, seed, *_):
+            calls.append((env.env_id, seed, trainer))
+            return fake_result(500.0, 1000)
+
+        return run
+
+    monkeypatch.setattr(suite, "run_puffertrain", fake("puffertrain"))
+    monkeypatch.setattr(suite, "run_zoo", fake("zoo"))
+    results = tmp_path / "results.jsonl"
+    args = argparse.Namespace(
+        env=["CartPole-v1"],
+        family=None,
+        seeds=[1, 2],
+        trainer=["puffertrain", "zoo"],
+        budget=None,
+        results=results,
+        run_root=tmp_path,
+    )
+    args_seed_1 = argparse.Namespace(**{**vars(args), "seeds": [1]})
+    suite.run_suite(args_seed_1)
+    assert calls == [("CartPole-v1", 1, "puffertrain"), ("CartPole-v1", 1, "zoo")]
+    suite.run_suite(args)
+    assert calls[2:] == [("CartPole-v1", 2, "puffertrain"), ("CartPole-v1", 2, "zoo")]
+    suite.run_suite(args)
+    assert len(calls) == 4
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["seed"], r["trainer"], r["budget"]) for r in lines] == [
+        (1, "puffertrain", 100_000),
+        (1, "zoo", 100_000),
+        (2, "puffertrain", 100_000),
+        (2, "zoo", 100_000),
+    ]
+
+
+def test_threshold_is_crossed_by_the_mean_of_the_last_20(suite):
+    episodes = [(100 * (i + 1), 10.0, float(i)) for i in range(19)]
+    episodes += [(2000, 10.0, 19.0), (2100, 200.0, 20.0), (2200, 10.0, 21.0)]
+    summary = suite.summarize(episodes, threshold=19.0)
+    # the window ending at episode 21 holds 19 tens and the 200: mean 19.5
+    assert summary["steps_to_threshold"] == 2100
+    assert summary["seconds_to_threshold"] == 20.0
+    assert summary["best_mean_return"] == pytest.approx(19.5)
+    assert summary["final_mean_return"] == pytest.approx(19.5)
+    never = suite.summarize(episodes, threshold=100.0)
+    assert never["steps_to_threshold"] is None and never["seconds_to_threshold"] is None
+    assert suite.summarize(episodes[:5], threshold=1.0)["best_mean_return"] is None
+
+
+def test_table_shows_medians_over_seeds_and_runs_that_never_reached(suite):
+    rows = []
+    for seed, (final, steps) in enumerate([(480.0, 60_000), (300.0, None), (490.0, 50_000)]):
+        rows.append({"env": "CartPole-v1", "seed": seed, "trainer": "puffertrain"})
+        rows[-1] |= {"budget": 100_000, **fake_result(final, steps)}
+    for seed in range(3):
+        rows.append({"env": "CartPole-v1", "seed": seed, "trainer": "zoo", "budget": 100_000})
+        rows[-1] |= fake_result(100.0, None if seed else 90_000)
+    rows.append({"env": "CartPole-v1", "seed": 9, "trainer": "zoo", "budget": 5, "sps": 1.0})
+    text = suite.table(rows)
+    lines = text.splitlines()
+    assert len(lines) == 4  # header, rule, one row per trainer; the other budget left out
+    ours, theirs = lines[2].split(" | "), lines[3].split(" | ")
+    assert ours[4:] == ["puffertrain", "0 1 2", "480.0", "2/3 ≥ 475", "60,000", "60.0", "1,000 |"]
+    assert theirs[6:9] == ["100.0", "1/3 ≥ 475", "—"]
