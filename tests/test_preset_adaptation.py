@@ -113,3 +113,15 @@ def test_minibatches_that_stay_large_enough_are_left_alone():
     config = dataclasses.replace(preset, num_envs=4, num_steps=64)
     adapted, lines = adapt_to_given(config, {"num_envs", "num_steps"}, preset)
     assert adapted.ppo.num_minibatches == 4 and lines == []
+
+
+@pytest.mark.parametrize("env_id", ["Taxi-v4", "FrozenLake-v1", "CliffWalking-v1"])
+def test_toy_text_takes_sb3s_gradient_steps_per_sample(env_id):
+    """Issue #28: Taxi-v4 stayed at -200 for 124k steps under ppo.py's 16 gradient steps per
+    1,024 samples; its tabular one-hot states each learn only from their own samples. The
+    toy-text family takes SB3's 10 epochs of 64-step minibatches; a flag still wins."""
+    config, _ = parse_train_args(["--env", env_id])
+    assert config.ppo.update_epochs == 10
+    assert config.batch_size // config.ppo.num_minibatches == 64
+    given, _ = parse_train_args(["--env", env_id, "--update-epochs", "4"])
+    assert given.ppo.update_epochs == 4
