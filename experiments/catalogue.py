@@ -175,9 +175,10 @@ def main(args: Args) -> None:
     done = read_rows(args.out) if args.out else {}
     ids = [env_id for env_id in catalogue_ids() if args.only in env_id]
     todo = [env_id for env_id in ids if env_id not in done]
+    print(f"{len(ids)} ids; {len(ids) - len(todo)} already in {args.out}", end="")
     if args.limit:
         todo = todo[: args.limit]
-    print(f"{len(ids)} ids; {len(ids) - len(todo)} already in {args.out}, walking {len(todo)}")
+    print(f", walking {len(todo)}")
 
     def keep(row: Row) -> None:
         done[row.env_id] = row
