@@ -1,8 +1,9 @@
 """Walk every env id the extras install through one tiny training run of the CLI.
 
 Each id runs ``python -m puffertrain`` in a fresh process with a timeout, and ends as one of:
-``trained`` (exit 0), ``error`` (non-zero exit with one clear line on stderr), ``traceback``
-(a Python traceback or a multi-line error reached the user) or ``hang`` (timed out). The
+``trained`` (exit 0), ``error`` (non-zero exit with one clear line on stderr), ``env raised``
+(the env's own code raised: one line naming the env, then the env's traceback), ``traceback``
+(any other Python traceback or multi-line error reached the user) or ``hang`` (timed out). The
 rows go to stdout; ``--out FILE.jsonl`` keeps them, so the walk can go in pieces (each run
 walks the ids not yet in it, at most ``--limit``).
 
@@ -91,6 +92,11 @@ def classify(returncode: int | None, stderr: str) -> tuple[str, str]:
     lines = [line for line in stderr.splitlines() if line.startswith("puffertrain: error")]
     if returncode is None:
         return "hang", ""
+    if lines and " raised on " in lines[0]:
+        # the env's own code raised: puffertrain's line names the env, then shows the env's
+        # traceback on purpose (it is where the env's bug is)
+        tail = [line for line in stderr.strip().splitlines() if line.strip()]
+        return "env raised", tail[-1][:200]
     if "Traceback (most recent call last)" in stderr:
         tail = [line for line in stderr.strip().splitlines() if line.strip()]
         return "traceback", tail[-1][:200] if tail else ""

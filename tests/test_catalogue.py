@@ -114,3 +114,15 @@ def test_walk_resumes_from_its_rows(tmp_path):
     out = tmp_path / "rows.jsonl"
     out.write_text('{"env_id": "CartPole-v1", "result": "trained", "message": "", "seconds": 1}\n')
     assert walker.read_rows(out)["CartPole-v1"].result == "trained"
+
+
+def test_walk_tells_an_env_that_raises_from_a_traceback_of_puffertrain():
+    """MiniGrid-WFC-* raise in their own reset (the minigrid 3.2.0 wheel lacks their pattern
+    files): puffertrain names the env in one line and shows the env's traceback on purpose."""
+    walker = _walker()
+    stderr = (
+        "puffertrain: error: env 0 raised on reset:\nTraceback (most recent call last):\n"
+        '  File "wfc/config.py", line 56\nFileNotFoundError: SimpleMaze.png\n'
+    )
+    assert walker.classify(2, stderr) == ("env raised", "FileNotFoundError: SimpleMaze.png")
+    assert walker.classify(1, "Traceback (most recent call last):\nKeyError: 1")[0] == "traceback"
