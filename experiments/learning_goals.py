@@ -5,7 +5,13 @@ Goals: FrozenLake-v1 (slippery) success rate >= 0.7 within 200k steps; Taxi-v4 m
 within 500k; MiniGrid-Empty-8x8-v0 (mission dropped) mean return >= 0.9. "Mean" is over the last
 100 episodes logged (FrozenLake's return is 1 on success, so it is the success rate).
 
+``--trainer sb3`` trains Stable-Baselines3's PPO with its default hyperparameters instead (it
+one-hot encodes Discrete observations itself; MiniGrid through minigrid's ``ImgObsWrapper``:
+the 7x7x3 egocentric view, flattened, without the mission and the direction puffertrain's
+policy also sees); its Monitor files give the episodes.
+
     python experiments/learning_goals.py --seeds 1 --out-dir runs/goals
+    python experiments/learning_goals.py --trainer sb3 --seeds 1 --out-dir runs/goals
     python experiments/learning_goals.py --report-only --out-dir runs/goals
 """
 
@@ -13,9 +19,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+import gymnasium as gym
 import numpy as np
 import tyro
 
@@ -36,10 +45,17 @@ class Args:
     out_dir: Path = Path("runs/goals")
     report_only: bool = False
     """Only read the runs already in --out-dir."""
+    trainer: Literal["puffertrain", "sb3"] = "puffertrain"
 
 
 def episode_returns(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(global steps, returns) of every episode the run logged."""
+    """(global steps, returns) of every episode the run logged: SB3's Monitor files, or the
+    puffertrain run's TensorBoard events."""
+    monitors = sorted(run_dir.glob("*.monitor.csv"))
+    if monitors:
+        # one env: its episodes' lengths add up to the global step at each episode's end
+        table = np.loadtxt(monitors[0], delimiter=",", skiprows=2, usecols=(0, 1), ndmin=2)
+        return np.cumsum(table[:, 1]).astype(int), table[:, 0]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
@@ -72,15 +88,46 @@ def report(env_id: str, seed: int, run_dir: Path) -> str:
     )
 
 
+def make_sb3_env(env_id: str, run_dir: Path) -> gym.Env:
+    """The env SB3 trains on, in a Monitor writing its episodes to ``run_dir``."""
+    from stable_baselines3.common.monitor import Monitor
+
+    if env_id.startswith("MiniGrid"):
+        from minigrid.wrappers import ImgObsWrapper
+
+        # the egocentric 7x7x3 view alone: SB3 would give a Dict's uint8 image its NatureCNN,
+        # whose 8x8 kernel does not fit 7x7
+        env = ImgObsWrapper(gym.make(env_id))
+    else:
+        env = gym.make(env_id)
+    return Monitor(env, str(run_dir / "0"))
+
+
+def train_sb3(env_id: str, seed: int, run_dir: Path) -> None:
+    """SB3 PPO with its defaults (one env, 2,048 steps, 10 epochs of 64) for the goal's budget."""
+    from stable_baselines3 import PPO
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for old in run_dir.glob("*.monitor.csv"):
+        old.unlink()
+    env = make_sb3_env(env_id, run_dir)
+    PPO("MlpPolicy", env, seed=seed, device="cpu").learn(GOALS[env_id][1])
+
+
 def main(args: Args) -> None:
     for env_id in args.envs:
         for seed in args.seeds:
-            run_dir = args.out_dir / f"{env_id.replace('/', '_')}__s{seed}"
-            if not args.report_only:
+            name = f"{env_id.replace('/', '_')}__s{seed}"
+            run_dir = args.out_dir / (f"sb3__{name}" if args.trainer == "sb3" else name)
+            start = time.perf_counter()
+            if args.trainer == "sb3" and not args.report_only:
+                train_sb3(env_id, seed, run_dir)
+            elif not args.report_only:
                 command = [sys.executable, "-m", "puffertrain", "--env", env_id, "--seed"]
                 command += [str(seed), "--run-dir", str(run_dir), "--overwrite"]
                 subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-            print(report(env_id, seed, run_dir), flush=True)
+            wall = "" if args.report_only else f"  wall {time.perf_counter() - start:.0f} s"
+            print(f"{args.trainer:11} {report(env_id, seed, run_dir)}{wall}", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import signal
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -83,3 +84,45 @@ def test_minigrid_id_notes_the_import_and_the_dropped_mission(tmp_path, capsys, 
     main(["--env", "MiniGrid-Empty-5x5-v0", *TINY, "--vec", "serial", "--run-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert err.count("does not see the text observation leaf 'mission'") == 1
+
+
+def _walker():
+    """experiments/catalogue.py, the full walk's script."""
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "experiments" / "catalogue.py"
+    spec = importlib.util.spec_from_file_location("catalogue_walk", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_walk_runs_each_id_in_a_fresh_process_and_kills_a_hang(tmp_path):
+    """The walk forked its children from a process that had imported torch and the env
+    packages, and 4 of them hung at start-up; each id now starts a fresh process in its own
+    session, and a timed-out one is killed with everything it started."""
+    walker = _walker()
+    rows = []
+    walker.walk(["CartPole-v1"], jobs=1, timeout_s=0.3, vec="serial", on_row=rows.append)
+    assert [(row.env_id, row.result) for row in rows] == [("CartPole-v1", "hang")]
+
+
+def test_walk_resumes_from_its_rows(tmp_path):
+    """The full walk goes in pieces: the ids already in --out are not walked again."""
+    walker = _walker()
+    out = tmp_path / "rows.jsonl"
+    out.write_text('{"env_id": "CartPole-v1", "result": "trained", "message": "", "seconds": 1}\n')
+    assert walker.read_rows(out)["CartPole-v1"].result == "trained"
+
+
+def test_walk_tells_an_env_that_raises_from_a_traceback_of_puffertrain():
+    """MiniGrid-WFC-* raise in their own reset (the minigrid 3.2.0 wheel lacks their pattern
+    files): puffertrain names the env in one line and shows the env's traceback on purpose."""
+    walker = _walker()
+    stderr = (
+        "puffertrain: error: env 0 raised on reset:\nTraceback (most recent call last):\n"
+        '  File "wfc/config.py", line 56\nFileNotFoundError: SimpleMaze.png\n'
+    )
+    assert walker.classify(2, stderr) == ("env raised", "FileNotFoundError: SimpleMaze.png")
+    assert walker.classify(1, "Traceback (most recent call last):\nKeyError: 1")[0] == "traceback"

@@ -125,3 +125,15 @@ def test_evaluations_keep_the_presets_spacing_in_env_steps():
     assert any("--eval-interval" in line for line in lines)
     given = dataclasses.replace(config, eval_interval=3)
     assert adapt_to_given(given, {"num_envs", "eval_interval"}, preset)[0].eval_interval == 3
+
+
+@pytest.mark.parametrize("env_id", ["Taxi-v4", "FrozenLake-v1", "CliffWalking-v1"])
+def test_toy_text_takes_sb3s_gradient_steps_per_sample(env_id):
+    """Issue #28: Taxi-v4 stayed at -200 for 124k steps under ppo.py's 16 gradient steps per
+    1,024 samples; its tabular one-hot states each learn only from their own samples. The
+    toy-text family takes SB3's 10 epochs of 64-step minibatches; a flag still wins."""
+    config, _ = parse_train_args(["--env", env_id])
+    assert config.ppo.update_epochs == 10
+    assert config.batch_size // config.ppo.num_minibatches == 64
+    given, _ = parse_train_args(["--env", env_id, "--update-epochs", "4"])
+    assert given.ppo.update_epochs == 4
