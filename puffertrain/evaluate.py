@@ -16,7 +16,7 @@ from puffertrain.engine import SerialEngine
 from puffertrain.errors import UserError
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.rollout import Rollout
-from puffertrain.trainer.evaluation import play
+from puffertrain.trainer.evaluation import EVAL_STEP_LIMIT, play
 from puffertrain.trainer.restore import restore
 
 
@@ -44,7 +44,9 @@ def evaluate(config: EvalConfig) -> list[float]:
     if config.episodes < 1:
         raise UserError("--episodes must be at least 1")
     render_mode = "rgb_array" if config.video else None
-    restored = restore(config.checkpoint, "--checkpoint", render_mode, config.episodes)
+    restored = restore(
+        config.checkpoint, "--checkpoint", render_mode, config.episodes, EVAL_STEP_LIMIT
+    )
     engine, checkpoint, train_config = restored.engine, restored.checkpoint, restored.config
     device = ONE_RANK.device(config.device)
     adapter = PolicyAdapter(restored.policy, engine.single_action_space).to(device).eval()

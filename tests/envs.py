@@ -42,6 +42,11 @@ def counting_terminated() -> gym.Env:
     return CountingEnv(length=5, terminate=True)
 
 
+def never_ending() -> gym.Env:
+    """An env with no time limit whose episodes never end."""
+    return CountingEnv(length=2**62)
+
+
 class _SocketHolder(CountingEnv):
     """Holds an object that is not data, so its state cannot be captured."""
 

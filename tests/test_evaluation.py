@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from puffertrain.cli import parse_train_args
 from puffertrain.config import TrainConfig
 from puffertrain.trainer.checkpoint import best_checkpoint_path, list_checkpoints, load_checkpoint
+from puffertrain.trainer.evaluation import EVAL_STEP_LIMIT
 from puffertrain.trainer.loop import Trainer
 from tests.conftest import run_cli
 from tests.test_resume import assert_same_run, resume_after_a_crash
@@ -141,3 +142,15 @@ def test_games_played_side_by_side_score_as_each_played_alone(tmp_path):
     together = games(7, 4)
     assert together == [games(7 + i, 1)[0] for i in range(4)]
     assert len(set(together)) > 1  # the games differ: each env has its own seed
+
+
+def test_eval_episodes_of_an_env_with_no_time_limit_end_at_a_cap(tmp_path):
+    """An env whose episodes never end (and a greedy policy that loops in one) cannot hold
+    training up: its eval episodes are truncated at EVAL_STEP_LIMIT steps."""
+    run_dir = tmp_path / "run"
+    flags = ["--env", "tests.envs:never_ending", "--num-envs", "2", "--num-steps", "16"]
+    flags += ["--total-timesteps", "32", "--eval-episodes", "2", "--run-dir", str(run_dir)]
+    result = run_cli(*flags, timeout=90)
+    assert result.returncode == 0, result.stderr
+    lengths = _events(run_dir).Scalars("eval/episodic_length")
+    assert [event.value for event in lengths] == [EVAL_STEP_LIMIT]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import gymnasium as gym
+
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.envs.make import EnvFactory, env_factory, is_atari
@@ -32,9 +34,12 @@ def env_recipe(
     env_kwargs: dict[str, Any],
     render_mode: str | None = None,
     episodic_life: bool = True,
+    step_limit: int | None = None,
 ) -> EnvRecipe:
     """The recipe of ``env_id`` with ``env_kwargs``; ``render_mode`` for videos.
-    ``episodic_life=False`` (evaluation): an Atari life loss does not end an episode."""
+    ``episodic_life=False`` (evaluation): an Atari life loss does not end an episode.
+    ``step_limit`` (evaluation): episodes of an env with no time limit of its own are truncated
+    after this many steps (ALE games end at their own frame limit)."""
     if is_atari(env_id):
         settings = atari_settings(env_id, env_kwargs)
         factory = partial(make_wrapped_atari, env_id, settings, render_mode, episodic_life)
@@ -42,7 +47,19 @@ def env_recipe(
     kwargs = dict(env_kwargs, render_mode=render_mode) if render_mode else env_kwargs
     factory = env_factory(env_id, kwargs)
     masks = probe_mask_source(factory)
-    return EnvRecipe(partial(with_flat_observations, factory, masks), None, 1)
+    factory = partial(with_flat_observations, factory, masks)
+    if step_limit is not None:
+        factory = partial(_time_limited, factory, step_limit)
+    return EnvRecipe(factory, None, 1)
+
+
+def _time_limited(factory: EnvFactory, step_limit: int) -> Any:
+    """The env ``factory`` builds, truncated after ``step_limit`` steps if it has no limit."""
+    env = factory()
+    spec = getattr(env, "spec", None)
+    if isinstance(env, gym.Env) and (spec is None or spec.max_episode_steps is None):
+        return gym.wrappers.TimeLimit(env, step_limit)
+    return env
 
 
 def probe_mask_source(factory: EnvFactory) -> MaskSource | None:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 EVAL_SEED_OFFSET = 1_000_003
 """Eval envs' seeds start this far above the run's, so they never replay a training episode."""
+EVAL_STEP_LIMIT = 10_000
+"""Steps after which an eval episode of an env with no time limit of its own is truncated: a
+greedy policy that loops (CliffWalking's) would otherwise hold training up for ever."""
 
 
 @dataclass
@@ -103,6 +106,7 @@ class Evaluator:
             parse_kwargs(config.env_kwargs),
             render_mode="rgb_array" if self.record else None,
             episodic_life=False,
+            step_limit=EVAL_STEP_LIMIT,
         )
         self.frameskip = recipe.frameskip
         self.engine = SerialEngine([recipe.factory] * config.eval_episodes)

@@ -29,13 +29,20 @@ class Restored:
     policy: nn.Module
 
 
-def restore(target: Path, flag: str, render_mode: str | None = None, num_envs: int = 1) -> Restored:
+def restore(
+    target: Path,
+    flag: str,
+    render_mode: str | None = None,
+    num_envs: int = 1,
+    step_limit: int | None = None,
+) -> Restored:
     """Load ``target`` (a run directory's newest checkpoint, or a checkpoint file such as
-    ``checkpoints/best.pt``) with ``num_envs`` envs; ``flag`` names the option in errors."""
+    ``checkpoints/best.pt``) with ``num_envs`` envs (``step_limit``: see ``env_recipe``);
+    ``flag`` names the option in errors."""
     _, path = resolve_resume(target, flag)
     checkpoint = load_checkpoint(path)
     config = from_dict(checkpoint.config)
-    recipe = env_recipe(config.env, parse_kwargs(config.env_kwargs), render_mode)
+    recipe = env_recipe(config.env, parse_kwargs(config.env_kwargs), render_mode, True, step_limit)
     engine = SerialEngine([recipe.factory] * num_envs)
     try:
         policy = policy_for(config, engine)
