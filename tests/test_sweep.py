@@ -109,7 +109,7 @@ def test_trials_report_at_points_of_the_budget_and_all_of_them_once_ended(tmp_pa
     from puffertrain.sweep.trial import TrialJob
 
     trial = _Trial()
-    job = TrialJob(None, trial, tmp_path, [], "final", 2000, None, True)  # a point per 100
+    job = TrialJob(None, trial, tmp_path, [], "final", 2000, None, True, lambda: None)  # per 100
     job._report([(100, 1.0), (250, 2.0)])
     assert trial.reports == {1: 1.0, 2: 1.0}  # 300 is not passed yet
     job._report([(100, 1.0), (250, 2.0), (420, 5.0)], ended=True)  # stopped at its target
@@ -282,3 +282,37 @@ def test_an_unknown_storage_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("puffertrain: error: --storage nosuch://x: cannot open it")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_database_that_fails_mid_sweep_is_one_line_and_the_study_is_kept(
+    tmp_path, monkeypatch, capsys
+):
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from puffertrain.cli import main
+
+    def locked(storage, trial_id):
+        raise sqlalchemy.exc.OperationalError(
+            "UPDATE trial_heartbeats", {}, sqlite3.OperationalError("database is locked")
+        )
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", locked)
+    sweep_dir = tmp_path / "sweep"
+    args = [*_sweep_args(sweep_dir, _space_file(tmp_path)), "--total-timesteps", "100000"]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    url = f"sqlite:///{sweep_dir / 'sweep.db'}"
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        f"puffertrain: error: --storage {url}: the study's database failed: "
+        "(sqlite3.OperationalError) database is locked. Trials running here were stopped"
+    )
+    assert [trial.state for trial in _study(sweep_dir).get_trials()] == [State.RUNNING]
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    if children.exists():  # the trial's run was stopped and waited for
+        assert not children.read_text().split()

@@ -173,8 +173,29 @@ def sweep(argv: Sequence[str]) -> int:
     study_name = _study_name(args, train_flags)
     sweep_dir = args.run_dir or Path("runs") / "sweeps" / study_name
     storage_url = args.storage or f"sqlite:///{sweep_dir / 'sweep.db'}"
-    if args.summary:
-        return summarize(_load_study(study_name, storage_url), sweep_dir)
+    from puffertrain.sweep.study import storage_errors
+
+    try:
+        if args.summary:
+            return summarize(_load_study(study_name, storage_url), sweep_dir)
+        return _search(args, train_flags, study_name, sweep_dir, storage_url)
+    except storage_errors() as error:
+        cause = error.__cause__ or error  # Optuna wraps SQLAlchemy's error, which says why
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise UserError(
+            f"--storage {storage_url}: the study's database failed: {reason}. Trials running "
+            "here were stopped; the study keeps what it had, and the same command continues it "
+            "once the database answers"
+        ) from None
+
+
+def _search(
+    args: argparse.Namespace,
+    train_flags: list[str],
+    study_name: str,
+    sweep_dir: Path,
+    storage_url: str,
+) -> int:
     config = _starting_config(train_flags)
     space, width = _space(args, config, train_flags)
     settings = {
@@ -185,13 +206,14 @@ def sweep(argv: Sequence[str]) -> int:
     }
     import optuna
 
-    from puffertrain.sweep.study import open_storage, open_study
+    from puffertrain.sweep.study import heartbeat, next_trial, open_storage, open_study
 
     if args.storage is None:  # SQLite creates the file, not its folder
         sweep_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(storage_url)
     study, created = open_study(
-        open_storage(storage_url),
+        storage,
         study_name,
         direction(args.objective),
         optuna.samplers.TPESampler(),
@@ -207,8 +229,6 @@ def sweep(argv: Sequence[str]) -> int:
     say(f"searching {', '.join(f'{k} {p.describe()}' for k, p in space.params.items())}")
 
     def next_job() -> TrialJob | None:
-        from puffertrain.sweep.study import next_trial
-
         trial = next_trial(study, args.trials)
         if trial is None:
             return None
@@ -226,6 +246,7 @@ def sweep(argv: Sequence[str]) -> int:
             config.total_timesteps,
             args.target,
             config.eval_interval > 0,
+            heartbeat(storage, study, trial),
         )
 
     say(f"{args.trials} trials in {sweep_dir}, {args.jobs} at a time")
