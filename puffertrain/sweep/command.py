@@ -72,7 +72,14 @@ def _parser() -> argparse.ArgumentParser:
         help="finished trials before the median pruner prunes",
     )
     parser.add_argument(
-        "--summary", action="store_true", help="print the table, write the results, and exit"
+        "--summary",
+        action="store_true",
+        help="print the table, write best_config.json and the plots, and exit",
+    )
+    parser.add_argument(
+        "--plots",
+        action="store_true",
+        help="draw the plots at the end of the sweep too (--summary always draws them)",
     )
     return parser
 
@@ -177,7 +184,7 @@ def sweep(argv: Sequence[str]) -> int:
 
     try:
         if args.summary:
-            return summarize(_load_study(study_name, storage_url), sweep_dir)
+            return summarize(_load_study(study_name, storage_url), sweep_dir, plots=True)
         return _search(args, train_flags, study_name, sweep_dir, storage_url)
     except storage_errors() as error:
         cause = error.__cause__ or error  # Optuna wraps SQLAlchemy's error, which says why
@@ -251,7 +258,7 @@ def _search(
 
     say(f"{args.trials} trials in {sweep_dir}, {args.jobs} at a time")
     _, stopped = run_jobs(next_job, args.jobs)
-    summarize(study, sweep_dir)
+    summarize(study, sweep_dir, args.plots)
     if stopped:
         say("stopped; the same command continues the study (stopped trials resume)")
         return 130
@@ -270,8 +277,10 @@ def _load_study(name: str, url: str) -> optuna.Study:
         raise UserError(f"sweep --summary: no study '{name}' in {url}") from None
 
 
-def summarize(study: optuna.Study, sweep_dir: Path) -> int:
-    """Print the table of trials; write best_config.json and the plots into the sweep's dir."""
+def summarize(study: optuna.Study, sweep_dir: Path, plots: bool) -> int:
+    """Print the table of trials; write best_config.json (and with ``plots`` the plots) into
+    the sweep's dir. The plots are drawn when asked for: matplotlib and the importances' random
+    forest are a fixed cost at the end of every sweep command, which a short sweep feels."""
     from puffertrain.sweep.results import best_trial, trial_table, write_best_config, write_plots
     from puffertrain.sweep.study import SETTINGS
 
@@ -288,6 +297,9 @@ def summarize(study: optuna.Study, sweep_dir: Path) -> int:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path = write_best_config(best_config, sweep_dir)
     say(f"best: trial {best.number}, objective {best.value:g}; its config: {path}")
+    if not plots:
+        say("plots: the same command with --summary draws them")
+        return 0
     for plot in write_plots(study, sweep_dir):
         say(f"plot: {plot}")
     return 0
