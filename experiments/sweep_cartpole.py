@@ -38,7 +38,7 @@ SWEEP = [
     *("sweep", "--env", "CartPole-v1", "--learning-rate", "1e-5", *EVAL),
     *("--total-timesteps", str(BUDGET), "--objective", "steps", "--target", str(TARGET)),
     *("--space", str(REPO / "experiments" / "sweep_cartpole_space.toml")),
-    *("--study", "cartpole_lr1e-5", "--run-dir", str(SWEEP_DIR), "--trials", "200"),
+    *("--study", "cartpole_lr1e-5", "--run-dir", str(SWEEP_DIR), "--trials", "1000"),
 ]
 
 
