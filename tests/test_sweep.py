@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -337,3 +338,12 @@ def test_a_database_that_fails_mid_sweep_is_one_line_and_the_study_is_kept(
     children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
     if children.exists():  # the trial's run was stopped and waited for
         assert not children.read_text().split()
+
+
+def test_a_sweep_without_optuna_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # what an install without the extra has
+    code, _, stderr = _in_process(capsys, *_sweep_args(tmp_path, _space_file(tmp_path)))
+    assert code == 2
+    assert (
+        stderr.strip() == "puffertrain: error: sweep needs Optuna: pip install 'puffertrain[sweep]'"
+    )

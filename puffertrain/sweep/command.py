@@ -180,6 +180,10 @@ def sweep(argv: Sequence[str]) -> int:
     study_name = _study_name(args, train_flags)
     sweep_dir = args.run_dir or Path("runs") / "sweeps" / study_name
     storage_url = args.storage or f"sqlite:///{sweep_dir / 'sweep.db'}"
+    try:
+        import optuna  # noqa: F401  (the sweep extra)
+    except ImportError:
+        raise UserError("sweep needs Optuna: pip install 'puffertrain[sweep]'") from None
     from puffertrain.sweep.study import storage_errors
 
     try:
