@@ -9,8 +9,8 @@ found against the classic-control preset.
 ``sweep`` runs the study for at most ``--minutes`` (then Ctrl-C's it: the next chunk resumes
 the stopped trials) and adds the chunk's wall time to ``chunks.json`` in the sweep's dir, so
 chunks add up to the budget. ``compare`` trains the preset and the sweep's best_config.json
-with the same eval settings on each seed, and writes both one's steps to 475, the trial table
-and the plots (copied to experiments/results/).
+with the same eval settings on each seed (the two side by side), and writes both one's steps
+to 475, the trial table and the plots (copied to experiments/results/).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SWEEP = [
     *("sweep", "--env", "CartPole-v1", "--learning-rate", "1e-5", *EVAL),
     *("--total-timesteps", str(BUDGET), "--objective", "steps", "--target", str(TARGET)),
     *("--space", str(REPO / "experiments" / "sweep_cartpole_space.toml")),
-    *("--study", "cartpole_lr1e-5", "--run-dir", str(SWEEP_DIR), "--trials", "200"),
+    *("--study", "cartpole_lr1e-5", "--run-dir", str(SWEEP_DIR), "--trials", "1000"),
 ]
 
 
@@ -62,16 +62,28 @@ def sweep_chunk(minutes: float, jobs: int) -> None:
     print(f"{len(chunks)} chunks, {total / 60:.1f} sweep minutes in all")
 
 
-def steps_to_target(flags: list[str], run_dir: Path) -> dict[str, float]:
-    """Train with ``flags`` until the eval mean return reaches the target; its steps, time."""
-    shutil.rmtree(run_dir, ignore_errors=True)
-    start = time.monotonic()
-    command = _puffertrain(*flags, "--stop-at-return", str(TARGET), "--run-dir", str(run_dir))
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
-    seconds = time.monotonic() - start
-    curve = Curve(run_dir, use_eval=True).read()
-    steps = score(curve, "steps", BUDGET, TARGET)
-    return {"steps": steps, "reached": max(v for _, v in curve) >= TARGET, "seconds": seconds}
+def steps_to_target(runs: dict[str, list[str]], scratch: Path) -> dict[str, dict[str, float]]:
+    """Train each of ``runs`` (name: flags) at once until its eval mean return reaches the
+    target (the measure is env steps, which running side by side leaves as they are); each
+    one's steps, and whether it got there."""
+    processes = {}
+    for name, flags in runs.items():
+        run_dir = scratch / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        scratch.mkdir(parents=True, exist_ok=True)
+        command = _puffertrain(*flags, "--stop-at-return", str(TARGET), "--run-dir", str(run_dir))
+        with (scratch / f"{name}.log").open("w") as log:
+            processes[name] = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log)
+    results = {}
+    for name, process in processes.items():
+        if process.wait() != 0:
+            raise SystemExit(f"{name} failed: see {scratch / name}.log")
+        curve = Curve(scratch / name, use_eval=True).read()
+        results[name] = {
+            "steps": score(curve, "steps", BUDGET, TARGET),
+            "reached": max(v for _, v in curve) >= TARGET,
+        }
+    return results
 
 
 def compare(seeds: list[int], output: Path) -> None:
@@ -83,10 +95,13 @@ def compare(seeds: list[int], output: Path) -> None:
     preset_flags = ["--env", "CartPole-v1", *EVAL, "--total-timesteps", str(BUDGET)]
     rows = {"preset": [], "best": []}
     for seed in seeds:
-        rows["preset"].append(steps_to_target([*preset_flags, "--seed", str(seed)], scratch / "p"))
-        best = ["--config", str(best_config), "--seed", str(seed)]
-        rows["best"].append(steps_to_target(best, scratch / "b"))
-        print(seed, rows["preset"][-1], rows["best"][-1])
+        runs = {
+            "preset": [*preset_flags, "--seed", str(seed)],
+            "best": ["--config", str(best_config), "--seed", str(seed)],
+        }
+        for name, result in steps_to_target(runs, scratch).items():
+            rows[name].append(result)
+        print(seed, rows["preset"][-1], rows["best"][-1], flush=True)
     chunks = json.loads((SWEEP_DIR / "chunks.json").read_text())
     results = {
         "command": " ".join(SWEEP),

@@ -4,14 +4,18 @@ The one launcher behind ``--seeds`` and ``sweep``. Runs that go at once are pinn
 CPUs, so each one's thread choice (threads.py) sees only its share and no two runs spin against
 each other. Ctrl-C or SIGTERM stops the launcher cleanly: every running run is sent SIGTERM
 (which it answers with a checkpoint, even if the terminal's SIGINT reached it too), the
-launcher waits for them and starts no more.
+launcher waits for them and starts no more. So does an error in the launcher's own process
+before it is raised; and on Linux a launcher killed outright (SIGKILL, no handler runs) takes
+its runs with it: the kernel sends them SIGTERM.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +23,8 @@ from pathlib import Path
 from puffertrain.trainer.signals import StopSignals
 
 POLL_SECONDS = 0.05
+PR_SET_PDEATHSIG = 1
+"""prctl(2)'s option: the signal a process gets when the thread that started it ends."""
 
 
 class Job:
@@ -50,13 +56,32 @@ def cpu_share(cpus: list[int], slot: int, parallel: int) -> set[int]:
     return set(cpus[start : start + size])
 
 
+def _dies_with_parent() -> Callable[[], None] | None:
+    """What a child runs before its command so that it gets SIGTERM (and checkpoints) when
+    this process dies, however it dies: prctl(PR_SET_PDEATHSIG) on Linux; None elsewhere,
+    where a killed launcher's runs go on to their end."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the fork
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above took hold
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
 def _start(job: Job, cpus: set[int]) -> subprocess.Popen:
     output = None
     if job.log is not None:
         job.log.parent.mkdir(parents=True, exist_ok=True)
         output = job.log.open("a")
     try:
-        process = subprocess.Popen(job.command(), stdout=output, stderr=output)
+        process = subprocess.Popen(
+            job.command(), stdout=output, stderr=output, preexec_fn=_dies_with_parent()
+        )
     finally:
         if output is not None:
             output.close()
@@ -68,27 +93,36 @@ def _start(job: Job, cpus: set[int]) -> subprocess.Popen:
 def run_jobs(next_job: Callable[[], Job | None], parallel: int) -> tuple[bool, bool]:
     """Run the jobs ``next_job`` hands out (None: no more for now), ``parallel`` at a time,
     until it has none and none is running. Return whether a job failed, and whether the
-    launcher was stopped (Ctrl-C or SIGTERM)."""
+    launcher was stopped (Ctrl-C or SIGTERM). An exception from a job (or ``next_job``)
+    stops the running runs, waits for them, and propagates."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     running: dict[int, tuple[Job, subprocess.Popen]] = {}  # by slot
     told_to_stop: set[int] = set()  # pids sent SIGTERM
     failed = False
     with StopSignals() as stop:
-        while True:
-            while len(running) < parallel and not stop.requested:
-                job = next_job()
-                if job is None:
+        try:
+            while True:
+                while len(running) < parallel and not stop.requested:
+                    job = next_job()
+                    if job is None:
+                        break
+                    slot = min(set(range(parallel)) - set(running))
+                    running[slot] = (job, _start(job, cpu_share(cpus, slot, parallel)))
+                if not running:
                     break
-                slot = min(set(range(parallel)) - set(running))
-                running[slot] = (job, _start(job, cpu_share(cpus, slot, parallel)))
-            if not running:
-                break
-            for slot, (job, process) in list(running.items()):
-                if process.poll() is not None:
-                    failed |= not job.finished(process.returncode, stop.requested)
-                    del running[slot]
-                elif process.pid not in told_to_stop and (stop.requested or job.watch()):
+                for slot, (job, process) in list(running.items()):
+                    if process.poll() is not None:
+                        failed |= not job.finished(process.returncode, stop.requested)
+                        del running[slot]
+                    elif process.pid not in told_to_stop and (stop.requested or job.watch()):
+                        process.send_signal(signal.SIGTERM)
+                        told_to_stop.add(process.pid)
+                time.sleep(POLL_SECONDS)
+        except BaseException:
+            for _, process in running.values():
+                if process.poll() is None and process.pid not in told_to_stop:
                     process.send_signal(signal.SIGTERM)
-                    told_to_stop.add(process.pid)
-            time.sleep(POLL_SECONDS)
+            for _, process in running.values():
+                process.wait()
+            raise
     return failed, stop.requested

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def _space_file(tmp_path: Path, text: str = LR_ONLY) -> Path:
     path = tmp_path / "space.toml"
     path.write_text(text)
     return path
+
+
+def _in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """``python -m puffertrain ARGS`` in this process (its imports are loaded: a sweep here
+    starts in a fraction of a new process's time; its trials are child processes all the
+    same); its exit status, stdout and stderr."""
+    from puffertrain.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
 
 
 def _final_step(run_dir: Path) -> int:
@@ -109,14 +123,14 @@ def test_trials_report_at_points_of_the_budget_and_all_of_them_once_ended(tmp_pa
     from puffertrain.sweep.trial import TrialJob
 
     trial = _Trial()
-    job = TrialJob(None, trial, tmp_path, [], "final", 2000, None, True)  # a point per 100
+    job = TrialJob(None, trial, tmp_path, [], "final", 2000, None, True, lambda: None)  # per 100
     job._report([(100, 1.0), (250, 2.0)])
     assert trial.reports == {1: 1.0, 2: 1.0}  # 300 is not passed yet
     job._report([(100, 1.0), (250, 2.0), (420, 5.0)], ended=True)  # stopped at its target
     assert trial.reports == {1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0} | {n: 5.0 for n in range(5, 21)}
 
 
-def test_config_round_trip_and_bad_config_files(tmp_path):
+def test_config_round_trip_and_bad_config_files(tmp_path, capsys):
     from puffertrain.cli import parse_train_args
 
     run_dir = tmp_path / "run"
@@ -131,9 +145,9 @@ def test_config_round_trip_and_bad_config_files(tmp_path):
 
     bad = tmp_path / "bad.json"
     bad.write_text((run_dir / "config.json").read_text().replace('"gamma"', '"gama"'))
-    refused = run_cli("--config", str(bad))
-    assert refused.returncode == 2
-    assert refused.stderr.strip() == f"puffertrain: error: --config {bad}: unknown key 'ppo.gama'"
+    code, _, stderr = _in_process(capsys, "--config", str(bad))
+    assert code == 2
+    assert stderr.strip() == f"puffertrain: error: --config {bad}: unknown key 'ppo.gama'"
     bad.write_text(
         (run_dir / "config.json").read_text().replace('"num_envs": 4', '"num_envs": "4"')
     )
@@ -141,7 +155,7 @@ def test_config_round_trip_and_bad_config_files(tmp_path):
         parse_train_args(["--config", str(bad)])
 
 
-def test_ctrl_c_stops_the_sweep_and_the_same_command_continues_it(tmp_path):
+def test_ctrl_c_stops_the_sweep_and_the_same_command_continues_it(tmp_path, capsys):
     sweep_dir, space = tmp_path / "sweep", _space_file(tmp_path)
     args = [*_sweep_args(sweep_dir, space), "--trials", "2", "--total-timesteps", "3072"]
     process = subprocess.Popen(
@@ -167,12 +181,12 @@ def test_ctrl_c_stops_the_sweep_and_the_same_command_continues_it(tmp_path):
     assert trials[1].user_attrs == {"retry_of": 0, "run_dir": "trial_0000"}  # not 0's figures
 
     bad = [tmp_path / "missing.toml" if arg == str(space) else arg for arg in args]
-    refused = run_cli(*map(str, bad))  # a bad command leaves the study as it was
-    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    code, _, stderr = _in_process(capsys, *map(str, bad))  # a bad command leaves the study
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
     assert len(_study(sweep_dir).get_trials()) == 2
 
-    done = run_cli(*args)
-    assert done.returncode == 0, done.stderr
+    code, _, stderr = _in_process(capsys, *args, "--jobs", "2")  # the retry and trial 2 at once
+    assert code == 0, stderr
     trials = _study(sweep_dir).get_trials()
     assert [trial.state for trial in trials] == [State.FAIL] + [State.COMPLETE] * 2
     retry = trials[1]
@@ -184,26 +198,22 @@ def test_ctrl_c_stops_the_sweep_and_the_same_command_continues_it(tmp_path):
     assert config_from_file(sweep_dir / "best_config.json").ppo.learning_rate == pytest.approx(
         best.params["learning-rate"]
     )
-    assert {path.name for path in sweep_dir.glob("*.png")} == {
-        "importances.png",
-        "history.png",
-        "parallel_coordinates.png",
-    }
+    assert not list(sweep_dir.glob("*.png"))  # drawn when asked for (--plots, --summary)
 
 
-def test_the_pruner_stops_a_trial_whose_eval_curve_lags(tmp_path):
+def test_the_pruner_stops_a_trial_whose_eval_curve_lags(tmp_path, capsys):
     sweep_dir, space = tmp_path / "sweep", _space_file(tmp_path)
-    args = [*_sweep_args(sweep_dir, space), "--total-timesteps", "12288"]
+    args = [*_sweep_args(sweep_dir, space), "--total-timesteps", "8192"]
     args += ["--eval-interval", "2", "--eval-episodes", "2", "--prune-after", "1"]
-    first = run_cli(*args, "--trials", "1")  # the starting config: the preset's lr 1e-3
-    assert first.returncode == 0, first.stderr
+    code, _, stderr = _in_process(capsys, *args, "--trials", "1")  # the preset's lr 1e-3
+    assert code == 0, stderr
     _study(sweep_dir).enqueue_trial({"learning-rate": 1e-4 / 1000})  # a policy that stays put
-    second = run_cli(*args, "--trials", "2")
-    assert second.returncode == 0, second.stderr
+    code, stdout, stderr = _in_process(capsys, *args, "--trials", "2")
+    assert code == 0, stderr
     trials = _study(sweep_dir).get_trials()
-    assert [trial.state for trial in trials] == [State.COMPLETE, State.PRUNED], second.stderr
-    assert _final_step(sweep_dir / "trial_0001") < 12288
-    assert "PRUNED" in second.stdout
+    assert [trial.state for trial in trials] == [State.COMPLETE, State.PRUNED], stderr
+    assert _final_step(sweep_dir / "trial_0001") < 8192
+    assert "PRUNED" in stdout
 
 
 def _two_workers(tmp_path: Path, storage: list[str], trials: int) -> list[str]:
@@ -242,14 +252,30 @@ def _check_each_trial_ran_once(study: optuna.Study, runs: list[str], trials: int
     assert sorted(runs) == sorted(ran) and len(set(runs)) == trials
 
 
-def test_two_sweeps_on_one_sqlite_study_share_the_trials(tmp_path):
+def test_two_sweeps_on_one_sqlite_study_share_the_trials(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     runs = _two_workers(tmp_path, ["--storage", storage], trials=4)
     study = optuna.load_study(study_name="test", storage=storage)
     _check_each_trial_ran_once(study, runs, 4)
-    summary = run_cli("sweep", "--study", "test", "--storage", storage, "--summary")
-    assert summary.returncode == 0, summary.stderr
-    assert summary.stdout.count("COMPLETE") == 4
+    summary_dir = tmp_path / "summary"
+    code, stdout, stderr = _in_process(
+        capsys,
+        "sweep",
+        "--study",
+        "test",
+        "--storage",
+        storage,
+        "--run-dir",
+        str(summary_dir),
+        "--summary",
+    )
+    assert code == 0, stderr
+    assert stdout.count("COMPLETE") == 4
+    assert {path.name for path in summary_dir.glob("*.png")} == {
+        "importances.png",
+        "history.png",
+        "parallel_coordinates.png",
+    }
 
 
 def test_two_sweeps_on_one_postgresql_study_share_the_trials(tmp_path):
@@ -277,8 +303,47 @@ def test_a_storage_whose_tables_another_sweep_is_creating_is_opened_again(monkey
     assert isinstance(study.open_storage("sqlite://"), real) and len(calls) == 2
 
 
-def test_an_unknown_storage_is_one_line(tmp_path):
-    result = run_cli(*_sweep_args(tmp_path, _space_file(tmp_path)), "--storage", "nosuch://x")
-    assert result.returncode == 2
-    assert result.stderr.startswith("puffertrain: error: --storage nosuch://x: cannot open it")
-    assert len(result.stderr.strip().splitlines()) == 1
+def test_an_unknown_storage_is_one_line(tmp_path, capsys):
+    args = [*_sweep_args(tmp_path, _space_file(tmp_path)), "--storage", "nosuch://x"]
+    code, _, stderr = _in_process(capsys, *args)
+    assert code == 2
+    assert stderr.startswith("puffertrain: error: --storage nosuch://x: cannot open it")
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_a_database_that_fails_mid_sweep_is_one_line_and_the_study_is_kept(
+    tmp_path, monkeypatch, capsys
+):
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    def locked(storage, trial_id):
+        raise sqlalchemy.exc.OperationalError(
+            "UPDATE trial_heartbeats", {}, sqlite3.OperationalError("database is locked")
+        )
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", locked)
+    sweep_dir = tmp_path / "sweep"
+    args = [*_sweep_args(sweep_dir, _space_file(tmp_path)), "--total-timesteps", "100000"]
+    code, _, stderr = _in_process(capsys, *args)
+    assert code == 2 and "Traceback" not in stderr
+    url = f"sqlite:///{sweep_dir / 'sweep.db'}"
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        f"puffertrain: error: --storage {url}: the study's database failed: "
+        "(sqlite3.OperationalError) database is locked. Trials running here were stopped"
+    )
+    assert [trial.state for trial in _study(sweep_dir).get_trials()] == [State.RUNNING]
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    if children.exists():  # the trial's run was stopped and waited for
+        assert not children.read_text().split()
+
+
+def test_a_sweep_without_optuna_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # what an install without the extra has
+    code, _, stderr = _in_process(capsys, *_sweep_args(tmp_path, _space_file(tmp_path)))
+    assert code == 2
+    assert (
+        stderr.strip() == "puffertrain: error: sweep needs Optuna: pip install 'puffertrain[sweep]'"
+    )

@@ -72,7 +72,14 @@ def _parser() -> argparse.ArgumentParser:
         help="finished trials before the median pruner prunes",
     )
     parser.add_argument(
-        "--summary", action="store_true", help="print the table, write the results, and exit"
+        "--summary",
+        action="store_true",
+        help="print the table, write best_config.json and the plots, and exit",
+    )
+    parser.add_argument(
+        "--plots",
+        action="store_true",
+        help="draw the plots at the end of the sweep too (--summary always draws them)",
     )
     return parser
 
@@ -173,8 +180,33 @@ def sweep(argv: Sequence[str]) -> int:
     study_name = _study_name(args, train_flags)
     sweep_dir = args.run_dir or Path("runs") / "sweeps" / study_name
     storage_url = args.storage or f"sqlite:///{sweep_dir / 'sweep.db'}"
-    if args.summary:
-        return summarize(_load_study(study_name, storage_url), sweep_dir)
+    try:
+        import optuna  # noqa: F401  (the sweep extra)
+    except ImportError:
+        raise UserError("sweep needs Optuna: pip install 'puffertrain[sweep]'") from None
+    from puffertrain.sweep.study import storage_errors
+
+    try:
+        if args.summary:
+            return summarize(_load_study(study_name, storage_url), sweep_dir, plots=True)
+        return _search(args, train_flags, study_name, sweep_dir, storage_url)
+    except storage_errors() as error:
+        cause = error.__cause__ or error  # Optuna wraps SQLAlchemy's error, which says why
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise UserError(
+            f"--storage {storage_url}: the study's database failed: {reason}. Trials running "
+            "here were stopped; the study keeps what it had, and the same command continues it "
+            "once the database answers"
+        ) from None
+
+
+def _search(
+    args: argparse.Namespace,
+    train_flags: list[str],
+    study_name: str,
+    sweep_dir: Path,
+    storage_url: str,
+) -> int:
     config = _starting_config(train_flags)
     space, width = _space(args, config, train_flags)
     settings = {
@@ -185,13 +217,14 @@ def sweep(argv: Sequence[str]) -> int:
     }
     import optuna
 
-    from puffertrain.sweep.study import open_storage, open_study
+    from puffertrain.sweep.study import heartbeat, next_trial, open_storage, open_study
 
     if args.storage is None:  # SQLite creates the file, not its folder
         sweep_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(storage_url)
     study, created = open_study(
-        open_storage(storage_url),
+        storage,
         study_name,
         direction(args.objective),
         optuna.samplers.TPESampler(),
@@ -207,8 +240,6 @@ def sweep(argv: Sequence[str]) -> int:
     say(f"searching {', '.join(f'{k} {p.describe()}' for k, p in space.params.items())}")
 
     def next_job() -> TrialJob | None:
-        from puffertrain.sweep.study import next_trial
-
         trial = next_trial(study, args.trials)
         if trial is None:
             return None
@@ -226,11 +257,12 @@ def sweep(argv: Sequence[str]) -> int:
             config.total_timesteps,
             args.target,
             config.eval_interval > 0,
+            heartbeat(storage, study, trial),
         )
 
     say(f"{args.trials} trials in {sweep_dir}, {args.jobs} at a time")
     _, stopped = run_jobs(next_job, args.jobs)
-    summarize(study, sweep_dir)
+    summarize(study, sweep_dir, args.plots)
     if stopped:
         say("stopped; the same command continues the study (stopped trials resume)")
         return 130
@@ -249,8 +281,10 @@ def _load_study(name: str, url: str) -> optuna.Study:
         raise UserError(f"sweep --summary: no study '{name}' in {url}") from None
 
 
-def summarize(study: optuna.Study, sweep_dir: Path) -> int:
-    """Print the table of trials; write best_config.json and the plots into the sweep's dir."""
+def summarize(study: optuna.Study, sweep_dir: Path, plots: bool) -> int:
+    """Print the table of trials; write best_config.json (and with ``plots`` the plots) into
+    the sweep's dir. The plots are drawn when asked for: matplotlib and the importances' random
+    forest are a fixed cost at the end of every sweep command, which a short sweep feels."""
     from puffertrain.sweep.results import best_trial, trial_table, write_best_config, write_plots
     from puffertrain.sweep.study import SETTINGS
 
@@ -267,6 +301,9 @@ def summarize(study: optuna.Study, sweep_dir: Path) -> int:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path = write_best_config(best_config, sweep_dir)
     say(f"best: trial {best.number}, objective {best.value:g}; its config: {path}")
+    if not plots:
+        say("plots: the same command with --summary draws them")
+        return 0
     for plot in write_plots(study, sweep_dir):
         say(f"plot: {plot}")
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,29 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     first = trial.user_attrs.get(RETRY_OF, trial.number)
     attrs = {RETRY_OF: first, **{k: v for k, v in trial.user_attrs.items() if k == "run_dir"}}
     study.enqueue_trial(trial.params, user_attrs=attrs)
+
+
+def storage_errors() -> tuple[type[Exception], ...]:
+    """What Optuna and SQLAlchemy raise when the study's database fails (gone, locked,
+    unreachable): its own failed commits, and reads that reach SQLAlchemy's errors."""
+    import optuna
+    import sqlalchemy.exc
+
+    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+
+
+def heartbeat(
+    storage: optuna.storages.RDBStorage, study: optuna.Study, trial: optuna.Trial
+) -> Callable[[], None]:
+    """A function recording that ``trial``'s process is alive.
+
+    Optuna records heartbeats only inside ``Study.optimize``, which the sweep cannot use (its
+    trials are child processes, run J at a time with an ask/tell loop). So the sweep calls the
+    storage's own methods, which Optuna documents as the storage's interface rather than the
+    user's: they are used here alone, on the storage the sweep opened itself."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    return lambda: storage.record_heartbeat(trial_id)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -161,12 +184,12 @@ def next_trial(study: optuna.Study, trials: int) -> optuna.Trial | None:
         if not waiting and len(fresh_trials(study)) >= trials:
             return None
         trial = study.ask()
-    frozen = study._storage.get_trial(trial._trial_id)
-    if "fixed_params" in frozen.system_attrs:  # a queued trial, counted when it was queued
+    if RETRY_OF in trial.user_attrs:  # --trials counts its first attempt
         return trial
-    earlier = [other for other in fresh_trials(study) if other._trial_id < trial._trial_id]
+    # numbers follow the order in which the database created the trials
+    earlier = [other for other in fresh_trials(study) if other.number < trial.number]
     if len(earlier) >= trials:
-        study._storage.set_trial_user_attr(trial._trial_id, SURPLUS, True)
+        trial.set_user_attr(SURPLUS, True)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return None
     return trial

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,8 @@ class TrialJob(Job):
     budget: int
     target: float | None
     use_eval: bool
+    heartbeat: Callable[[], None]
+    """Records in the study that this trial's process is alive (study.heartbeat)."""
     curve: Curve = field(init=False)
     pruned: bool = False
     reported: int = 0
@@ -57,7 +60,7 @@ class TrialJob(Job):
     def watch(self) -> bool:
         now = time.monotonic()
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
-            self.study._storage.record_heartbeat(self.trial._trial_id)
+            self.heartbeat()
             self._last_heartbeat = now
         if now - self._last_read < READ_SECONDS:
             return False
