@@ -52,3 +52,11 @@ def closes_its_worker_processes(request):
         time.sleep(0.05)
     left = set(multiprocessing.active_children()) - before
     assert not left, f"{request.node.name} left worker processes running: {left}"
+
+
+def child_pids() -> set[int] | None:
+    """This process's live child processes (None where /proc does not list them)."""
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    if not children.exists():
+        return None
+    return {int(pid) for pid in children.read_text().split()}

@@ -40,6 +40,8 @@ ARGS = [
     "8",
     "--keep-checkpoints",
     "10",
+    "--eval-interval",  # the harness counts every row the rollouts receive: training's only
+    "0",
 ]
 
 

@@ -28,7 +28,7 @@ def steps_taken(monkeypatch) -> list[int]:
 def test_train_eval_and_bench_step_through_the_rollout(tmp_path, steps_taken):
     run_dir = tmp_path / "run"
     flags = ["--env", "CartPole-v1", "--num-envs", "2", "--num-steps", "16", "--vec", "serial"]
-    main([*flags, "--total-timesteps", "64", "--run-dir", str(run_dir)])
+    main([*flags, "--total-timesteps", "64", "--eval-interval", "0", "--run-dir", str(run_dir)])
     assert steps_taken == [2] * 32  # lockstep: every row comes back at once, 2 updates × 16
 
     steps_taken.clear()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+
+import pytest
 import torch
 
 from puffertrain.config import PPOConfig, TrainConfig
-from puffertrain.trainer.checkpoint import load_checkpoint
+from puffertrain.trainer import loop
+from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
 from puffertrain.trainer.loop import Trainer
 
 
@@ -91,3 +95,25 @@ def test_a_budget_that_is_not_whole_updates_is_said(tmp_path, cli):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "training 400 steps: whole updates of 200 (2 rows × 100 steps)" in result.stderr
+
+
+def test_a_signal_once_the_runs_files_exist_stops_with_a_checkpoint(tmp_path, monkeypatch):
+    """A sweep's Ctrl-C reaches a trial as soon as its TensorBoard file exists: the stop handler
+    must already be in place (it was installed just after, and such a trial died without a
+    checkpoint)."""
+
+    class SignalledLogger(loop.RunLogger):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(loop, "RunLogger", SignalledLogger)
+    config = TrainConfig(
+        env="CartPole-v1", num_envs=2, num_steps=16, total_timesteps=320, vec="serial", device="cpu"
+    )
+    trainer = Trainer(config, tmp_path, None)
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        pytest.fail("the signal arrived before the stop handler")
+    assert [load_checkpoint(path).global_step for path in list_checkpoints(tmp_path)] == [32]

@@ -98,16 +98,20 @@ class Trainer:
         config = self.config
         update_steps = self.rollout.num_rows * config.num_steps * self.ranks.world_size
         total_steps = self.num_iterations * update_steps
-        logger = RunLogger(
-            self.run_dir,
-            to_dict(config),
-            total_steps,
-            self.global_step,
-            purge_step=self.global_step + 1 if self.iteration else None,
-            enabled=self.ranks.main,
-        )
+        stop = StopRequest()  # before the run's files appear: a signal from then on stops cleanly
         try:
-            with logger, StopRequest(logger.console) as stop:
+            with (
+                stop,
+                RunLogger(
+                    self.run_dir,
+                    to_dict(config),
+                    total_steps,
+                    self.global_step,
+                    purge_step=self.global_step + 1 if self.iteration else None,
+                    enabled=self.ranks.main,
+                ) as logger,
+            ):
+                stop.console = logger.console
                 if total_steps != config.total_timesteps:
                     rows = f"{self.rollout.num_rows} rows"
                     if self.ranks.distributed:

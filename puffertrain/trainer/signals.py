@@ -31,19 +31,19 @@ class StopSignals:
 
 
 class StopRequest(StopSignals):
-    """``requested`` becomes True on the first signal, said on the console; a second SIGINT
-    aborts."""
+    """``requested`` becomes True on the first signal, said on ``console`` (the run's, once it
+    has one); a second SIGINT aborts."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         super().__init__()
-        self._console = console
+        self.console = console
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
         name = signal.Signals(signum).name
-        self._console.print(
+        (self.console or Console(stderr=True)).print(
             f"{name}: saving a checkpoint after this update (Ctrl-C again to abort without one)",
             soft_wrap=True,
         )
