@@ -32,11 +32,15 @@ def _trainer(env_id: str, steps: int, seed: int, run_dir: Path, extra: list[str]
     ]
 
 
-def _timed(commands: list[list[str]], environment: dict[str, str]) -> float:
-    """Wall seconds until every command (started together) has finished."""
+def timed_together(
+    commands: list[list[str]], environment: dict[str, str], cwd: Path | None = None
+) -> float:
+    """Wall seconds until every command (started together, in ``cwd``) has finished."""
     start = time.perf_counter()
     processes = [
-        subprocess.Popen(c, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            c, cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         for c in commands
     ]
     for process in processes:
@@ -67,19 +71,19 @@ def main() -> None:
                 return _trainer(args.env, args.total_timesteps, seed, run_dir, extra)
 
             row = {
-                "alone_1": _timed([run(1, "a")], environment),
-                "alone_2": _timed([run(2, "a")], environment),
-                "together": _timed([run(1, "t"), run(2, "t")], environment),
+                "alone_1": timed_together([run(1, "a")], environment),
+                "alone_2": timed_together([run(2, "a")], environment),
+                "together": timed_together([run(1, "t"), run(2, "t")], environment),
             }
             row["in_turn"] = row["alone_1"] + row["alone_2"]
             row["ratio"] = row["together"] / row["in_turn"]
             if args.seeds_flag:
-                row["alone_3"] = _timed([run(3, "a")], environment)
+                row["alone_3"] = timed_together([run(3, "a")], environment)
                 seeds = [sys.executable, "-m", "puffertrain", "--env", args.env]
                 seeds += ["--total-timesteps", str(args.total_timesteps), "--device", "cpu"]
                 seeds += [*extra, "--seeds", "1", "2", "3"]
                 seeds += ["--run-dir", str(Path(root) / f"{index}-seeds")]
-                row["seeds_flag"] = _timed([seeds], environment)
+                row["seeds_flag"] = timed_together([seeds], environment)
                 row["three_in_turn"] = row["in_turn"] + row["alone_3"]
                 row["seeds_ratio"] = row["seeds_flag"] / row["three_in_turn"]
             rounds.append(row)

@@ -19,14 +19,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from concurrency import timed_together  # noqa: E402  (experiments/, the script's folder)
 
 from puffertrain.seeds import final_figures  # noqa: E402
 
@@ -35,18 +35,7 @@ def _timed(batches: list[list[list[str]]], repo: Path = REPO) -> float:
     """Wall time of running each batch of commands at once, one batch after the other, with
     ``repo``'s puffertrain."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    start = time.perf_counter()
-    for commands in batches:
-        processes = [
-            subprocess.Popen(
-                c, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            for c in commands
-        ]
-        for process in processes:
-            if process.wait() != 0:
-                raise SystemExit(f"failed: {' '.join(process.args)}")
-    return time.perf_counter() - start
+    return sum(timed_together(commands, env, cwd=repo) for commands in batches)
 
 
 def main() -> None:
