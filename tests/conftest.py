@@ -36,6 +36,20 @@ def run_cli(
     )
 
 
+def start_cli(*args: str) -> subprocess.Popen:
+    """Start ``python -m puffertrain ARGS`` in a session of its own (so a test can signal its
+    whole process group, as a terminal's Ctrl-C does), its output piped as text."""
+    return subprocess.Popen(
+        cli_command(*args),
+        cwd=REPO_ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -13,7 +13,7 @@ import pytest
 
 from puffertrain.engine import EnvError, SerialEngine, multiprocessing_engine
 from puffertrain.envs import env_factory
-from tests.conftest import REPO_ROOT, cli_command, cli_env, run_cli
+from tests.conftest import REPO_ROOT, cli_env, run_cli, start_cli
 
 
 def spawned_workers() -> set[int]:
@@ -158,29 +158,21 @@ def test_a_stop_signal_to_the_group_checkpoints_and_stops_every_worker(
     """Ctrl-C signals the whole process group, and so do systemd, Slurm and ``kill -TERM
     -PGID``: the workers must outlive the signal until the trainer has saved and closed them."""
     run_dir = tmp_path / "interrupted"
-    process = subprocess.Popen(
-        cli_command(
-            "--env",
-            "CartPole-v1",
-            "--policy",
-            "mlp",
-            "--vec",
-            "multiprocessing",
-            "--num-envs",
-            "4",
-            "--total-timesteps",
-            "10000000",
-            "--device",
-            "cpu",
-            "--run-dir",
-            str(run_dir),
-        ),
-        cwd=REPO_ROOT,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    process = start_cli(
+        "--env",
+        "CartPole-v1",
+        "--policy",
+        "mlp",
+        "--vec",
+        "multiprocessing",
+        "--num-envs",
+        "4",
+        "--total-timesteps",
+        "10000000",
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(run_dir),
     )
     deadline = time.monotonic() + 60
     while not (run_dir / "config.json").exists() and time.monotonic() < deadline:

@@ -7,14 +7,13 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 import time
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from puffertrain.seeds import without_flags
 from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
-from tests.conftest import REPO_ROOT, cli_command, cli_env, run_cli
+from tests.conftest import run_cli, start_cli
 
 FLAGS = ["--env", "CartPole-v1", "--num-envs", "2", "--num-steps", "64", "--vec", "serial"]
 
@@ -64,16 +63,8 @@ def test_each_seed_is_a_run_and_the_summary_reads_their_curves(tmp_path):
 
 def test_ctrl_c_leaves_a_checkpoint_in_every_run(tmp_path):
     parent = tmp_path / "seeds"
-    process = subprocess.Popen(
-        cli_command(
-            *FLAGS, "--total-timesteps", "10000000", "--seeds", "3", "4", "--run-dir", str(parent)
-        ),
-        cwd=REPO_ROOT,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    process = start_cli(
+        *FLAGS, "--total-timesteps", "10000000", "--seeds", "3", "4", "--run-dir", str(parent)
     )
     runs = [parent / "seed_3", parent / "seed_4"]
     deadline = time.monotonic() + 120

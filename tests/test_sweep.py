@@ -18,7 +18,7 @@ from puffertrain.errors import UserError
 from puffertrain.sweep.objective import score
 from puffertrain.sweep.space import default_space, load_space, trial_flags, without_given
 from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
-from tests.conftest import REPO_ROOT, child_pids, cli_command, cli_env, run_cli
+from tests.conftest import REPO_ROOT, child_pids, cli_command, cli_env, run_cli, start_cli
 from tests.postgres import postgres_server
 
 FLAGS = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "32", "--vec", "serial"]
@@ -158,15 +158,7 @@ def test_config_round_trip_and_bad_config_files(tmp_path, capsys):
 def test_ctrl_c_stops_the_sweep_and_the_same_command_continues_it(tmp_path, capsys):
     sweep_dir, space = tmp_path / "sweep", _space_file(tmp_path)
     args = [*_sweep_args(sweep_dir, space), "--trials", "2", "--total-timesteps", "3072"]
-    process = subprocess.Popen(
-        cli_command(*args),
-        cwd=REPO_ROOT,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_cli(*args)
     first = sweep_dir / "trial_0000"
     deadline = time.monotonic() + 120
     while not list(first.glob("events.*")) and time.monotonic() < deadline:
