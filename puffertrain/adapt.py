@@ -93,11 +93,8 @@ def adapt_to_given(
             why = f"no more than the {limit} sequences a recurrent policy trains on"
         if ppo.num_minibatches > limit:
             change("num_minibatches", limit, why)
-    if (
-        "eval_interval" not in given
-        and config.eval_interval
-        and config.batch_size != (preset.batch_size)
-    ):  # evaluations keep the preset's spacing in env steps, not in updates
+    if "eval_interval" not in given and config.eval_interval and preset.eval_interval:
+        # evaluations keep the preset's spacing in env steps, not in updates
         every = preset.eval_interval * preset.batch_size
         interval = max(1, round(every / config.batch_size))
         why = f"every ~{every:,} env steps; the batch is {config.batch_size}"
