@@ -137,3 +137,15 @@ def test_toy_text_takes_sb3s_gradient_steps_per_sample(env_id):
     assert config.batch_size // config.ppo.num_minibatches == 64
     given, _ = parse_train_args(["--env", env_id, "--update-epochs", "4"])
     assert given.ppo.update_epochs == 4
+
+
+def test_value_clipping_is_on_for_atari_and_recurrent_policies_only():
+    """Unclipped by default (a value clipped to move --clip-coef per update lags returns of
+    tens); the Atari preset (sign-clipped rewards) and recurrent policies keep the clip, and a
+    given --no-clip-vloss holds for a recurrent policy too."""
+    classic, _ = parse_train_args(["--env", "CartPole-v1"])
+    atari, _ = parse_train_args(["--env", "ALE/Breakout-v5"])
+    lstm, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm"])
+    unclipped, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm", "--no-clip-vloss"])
+    assert (classic.ppo.clip_vloss, atari.ppo.clip_vloss) == (False, True)
+    assert (lstm.ppo.clip_vloss, unclipped.ppo.clip_vloss) == (True, False)
