@@ -29,15 +29,15 @@ def test_minibatches_keep_the_preset_size_in_a_small_batch():
     """The continuous preset's 32 minibatches of 64 steps: 16 steps make one minibatch, not
     16 one-step minibatches whose advantage std is undefined."""
     preset = preset_for("continuous")
-    config = dataclasses.replace(preset, num_steps=16)
-    adapted, lines = adapt_to_given(config, {"num_steps"}, preset)
+    config = dataclasses.replace(preset, num_envs=1, num_steps=16)
+    adapted, lines = adapt_to_given(config, {"num_envs", "num_steps"}, preset)
     assert adapted.ppo.num_minibatches == 1
     assert [line for line in lines if "--num-minibatches" in line] == [
         "puffertrain: preset adapted: --num-minibatches 32 → 1 (minibatches of at least 32 "
         "steps; the batch is 16)"
     ]
     adapted.validate()
-    bigger, lines = adapt_to_given(dataclasses.replace(preset, num_envs=4), {"num_envs"}, preset)
+    bigger, lines = adapt_to_given(dataclasses.replace(preset, num_envs=8), {"num_envs"}, preset)
     assert bigger.ppo.num_minibatches == 32
     assert not any("--num-minibatches" in line for line in lines)
 
