@@ -36,10 +36,10 @@ class PPOConfig:
     clip_coef: float = 0.2
     """Surrogate clipping coefficient."""
     clip_vloss: bool = False
-    """Clip the value loss around the old values with --clip-coef. Off but in the Atari preset:
-    it lets the value move by at most --clip-coef per update, so a critic whose returns are
-    tens or hundreds (unclipped, unnormalised rewards) lags for hundreds of updates and the
-    advantages it gives are noise (SB3's default too; experiments/RESULTS.md, "Value clipping")."""
+    """Clip the value loss around the old values with --clip-coef. Off by default (as in SB3):
+    clipped, the value moves at most --clip-coef per update, and a critic whose returns are tens
+    lags them for hundreds of updates. On in the Atari preset and for recurrent policies
+    (experiments/RESULTS.md, "Value clipping")."""
     ent_coef: float = 0.01
     """Entropy bonus coefficient."""
     vf_coef: float = 0.5
