@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import importlib
 import importlib.util
+import itertools
 import json
 import shlex
 import statistics
@@ -340,7 +341,7 @@ def median_or_none(values: list[float | None]) -> float | None:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """Markdown: per env, puffertrain vs the zoo, medians over seeds."""
+    """Markdown: per env and budget, puffertrain vs the zoo, medians over seeds."""
     header = (
         "| family | env | budget | zoo values | trainer | seeds | final mean of 20 | "
         "reached | steps to threshold | s to threshold | SPS |\n"
@@ -348,11 +349,12 @@ def table(results: list[dict[str, Any]]) -> str:
     )
     rows = []
     for env in SUITE.values():
-        for trainer in TRAINERS:
+        budgets = sorted({r["budget"] for r in results if r["env"] == env.env_id})
+        for budget, trainer in itertools.product(budgets, TRAINERS):
             runs = [
                 r
                 for r in results
-                if r["env"] == env.env_id and r["trainer"] == trainer and r["budget"] == env.budget
+                if r["env"] == env.env_id and r["trainer"] == trainer and r["budget"] == budget
             ]
             if not runs:
                 continue
@@ -362,7 +364,7 @@ def table(results: list[dict[str, Any]]) -> str:
             final = median_or_none([r["final_mean_return"] for r in runs])
             zoo = f"{env.zoo_file}.yml {env.zoo_key}" if env.zoo_key else "none (SB3 defaults)"
             rows.append(
-                f"| {env.family} | {env.env_id} | {env.budget:,} | {zoo} | {trainer} | "
+                f"| {env.family} | {env.env_id} | {budget:,} | {zoo} | {trainer} | "
                 f"{' '.join(str(r['seed']) for r in runs)} | "
                 f"{'—' if final is None else f'{final:,.1f}'} | "
                 f"{reached}/{len(runs)} ≥ {env.threshold:g} | "

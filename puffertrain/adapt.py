@@ -93,6 +93,9 @@ def adapt_to_given(
             why = f"no more than the {limit} sequences a recurrent policy trains on"
         if ppo.num_minibatches > limit:
             change("num_minibatches", limit, why)
+    if "clip_vloss" not in given and not ppo.clip_vloss and _trains_on_sequences(config.policy):
+        # the value term drives the shared LSTM; its clipping measured better there
+        change("clip_vloss", True, "recurrent policy: its value loss is clipped")
     if "eval_interval" not in given and config.eval_interval and preset.eval_interval:
         # evaluations keep the preset's spacing in env steps, not in updates
         every = preset.eval_interval * preset.batch_size

@@ -63,7 +63,7 @@ def test_reward_normalizer_divides_by_the_std_of_discounted_returns():
 
 def test_box_action_envs_get_the_continuous_preset():
     config, _ = parse_train_args(["--env", "Pendulum-v1"])
-    assert (config.num_envs, config.num_steps) == (1, 2048)
+    assert (config.num_envs, config.num_steps) == (4, 512)
     assert config.normalize_obs and config.normalize_reward
     assert (config.ppo.learning_rate, config.ppo.num_minibatches, config.ppo.ent_coef) == (
         3e-4,
@@ -73,7 +73,7 @@ def test_box_action_envs_get_the_continuous_preset():
     cartpole, _ = parse_train_args(["--env", "CartPole-v1"])
     assert not cartpole.normalize_obs and cartpole.num_envs == 16
     dict_observations, _ = parse_train_args(["--env", "tests.envs:dict_box_actions"])
-    assert dict_observations.num_steps == 2048 and dict_observations.normalize_reward
+    assert dict_observations.num_steps == 512 and dict_observations.normalize_reward
     assert not dict_observations.normalize_obs  # only float Box observations are normalised
 
 

@@ -29,15 +29,15 @@ def test_minibatches_keep_the_preset_size_in_a_small_batch():
     """The continuous preset's 32 minibatches of 64 steps: 16 steps make one minibatch, not
     16 one-step minibatches whose advantage std is undefined."""
     preset = preset_for("continuous")
-    config = dataclasses.replace(preset, num_steps=16)
-    adapted, lines = adapt_to_given(config, {"num_steps"}, preset)
+    config = dataclasses.replace(preset, num_envs=1, num_steps=16)
+    adapted, lines = adapt_to_given(config, {"num_envs", "num_steps"}, preset)
     assert adapted.ppo.num_minibatches == 1
     assert [line for line in lines if "--num-minibatches" in line] == [
         "puffertrain: preset adapted: --num-minibatches 32 → 1 (minibatches of at least 32 "
         "steps; the batch is 16)"
     ]
     adapted.validate()
-    bigger, lines = adapt_to_given(dataclasses.replace(preset, num_envs=4), {"num_envs"}, preset)
+    bigger, lines = adapt_to_given(dataclasses.replace(preset, num_envs=8), {"num_envs"}, preset)
     assert bigger.ppo.num_minibatches == 32
     assert not any("--num-minibatches" in line for line in lines)
 
@@ -137,3 +137,15 @@ def test_toy_text_takes_sb3s_gradient_steps_per_sample(env_id):
     assert config.batch_size // config.ppo.num_minibatches == 64
     given, _ = parse_train_args(["--env", env_id, "--update-epochs", "4"])
     assert given.ppo.update_epochs == 4
+
+
+def test_value_clipping_is_on_for_atari_and_recurrent_policies_only():
+    """Unclipped by default (a value clipped to move --clip-coef per update lags returns of
+    tens); the Atari preset (sign-clipped rewards) and recurrent policies keep the clip, and a
+    given --no-clip-vloss holds for a recurrent policy too."""
+    classic, _ = parse_train_args(["--env", "CartPole-v1"])
+    atari, _ = parse_train_args(["--env", "ALE/Breakout-v5"])
+    lstm, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm"])
+    unclipped, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm", "--no-clip-vloss"])
+    assert (classic.ppo.clip_vloss, atari.ppo.clip_vloss) == (False, True)
+    assert (lstm.ppo.clip_vloss, unclipped.ppo.clip_vloss) == (True, False)
