@@ -2,15 +2,13 @@
 
 ``torch.compiler.assume_constant_result`` and ``torch.compiler.disable`` import
 ``torch._dynamo`` (over a second) when they decorate, so as module-level decorators they
-would charge every process that imports the policies (each CLI start, sweep trial, worker)
-for a compiler only ``--compile`` runs use. Dynamo reads its hints when it traces a call, so
-both must already be in place the first time a compiled function reaches the decorated one.
+would charge every process that imports the policies (each CLI start, env worker,
+``puffertrain eval``) for a compiler only ``--compile`` runs use. These have the same effect
+under torch.compile without that import.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -34,20 +32,11 @@ def constant_when_compiled(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def eager_when_compiled(fn: Callable[P, R]) -> Callable[P, R]:
-    """``torch.compiler.disable(fn)``, applied per call once ``torch._dynamo`` is loaded.
+    """``torch.compiler.disable(fn)``, applied (``torch._dynamo`` imported) at the first call.
 
-    A process that never imported ``torch._dynamo`` has no compiled region to leave, so
-    ``fn`` runs as it is. Otherwise the call goes through ``torch.compiler.disable``, also
-    when it runs eagerly inside a compiled function (after a graph break), where dynamo
-    would otherwise trace ``fn``'s own frame. Wrapping per call costs a few microseconds.
+    This is torch's own lazy form, which its optimizers use too: a process that builds one
+    has loaded ``torch._dynamo`` by then anyway. Under torch.compile it gives the very graphs
+    and graph breaks of the public decorator, where a Python wrapper that chose per call would
+    itself be traced by dynamo and add graph breaks of its own.
     """
-
-    @functools.wraps(fn)
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        # is_compiling() first: while tracing it is the constant True, so dynamo never looks
-        # at sys.modules (which it would guard on).
-        if torch.compiler.is_compiling() or "torch._dynamo" in sys.modules:
-            return torch.compiler.disable(fn)(*args, **kwargs)
-        return fn(*args, **kwargs)
-
-    return call
+    return torch._disable_dynamo(fn)
