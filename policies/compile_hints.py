@@ -32,11 +32,13 @@ def constant_when_compiled(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def eager_when_compiled(fn: Callable[P, R]) -> Callable[P, R]:
-    """``torch.compiler.disable(fn)``, applied (``torch._dynamo`` imported) at the first call.
+    """``torch.compiler.disable(fn)``, applied at ``fn``'s first call (which imports
+    ``torch._dynamo``).
 
-    This is torch's own lazy form, which its optimizers use too: a process that builds one
-    has loaded ``torch._dynamo`` by then anyway. Under torch.compile it gives the very graphs
-    and graph breaks of the public decorator, where a Python wrapper that chose per call would
-    itself be traced by dynamo and add graph breaks of its own.
+    ``torch._disable_dynamo`` is torch's own lazy form: internal to torch, but what its
+    optimizers use, so a process that trains has loaded ``torch._dynamo`` before any update
+    and pays nothing more. Under torch.compile it gives the public decorator's graphs and
+    graph breaks; a Python wrapper that chose per call would itself be traced by dynamo and
+    add graph breaks of its own.
     """
     return torch._disable_dynamo(fn)
