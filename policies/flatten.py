@@ -17,6 +17,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from policies.compile_hints import constant_when_compiled
+
 ALIGN = 8
 _TORCH_DTYPES = {
     np.dtype(t): torch.from_numpy(np.zeros(0, dtype=t)).dtype
@@ -111,7 +113,7 @@ def flatten_observation(observation: Any, space: gym.spaces.Space) -> np.ndarray
     return row
 
 
-@torch.compiler.assume_constant_result
+@constant_when_compiled
 def _layout(space: gym.spaces.Space) -> tuple[list[Leaf], int]:
     """:func:`observation_layout`, which torch.compile treats as a constant of the space."""
     return observation_layout(space)

@@ -18,6 +18,7 @@ import torch.nn as nn
 from torch.nn.utils.rnn import PackedSequence
 
 from policies.cnn import image_trunk, is_image
+from policies.compile_hints import eager_when_compiled
 from policies.contract import State, takes_agent_ids
 from policies.heads import EncoderHeads
 from policies.mlp import mlp_encoder
@@ -170,7 +171,7 @@ def _length_groups(lengths: list[int]) -> list[int]:
     return groups
 
 
-@torch.compiler.disable
+@eager_when_compiled
 def lstm_over_segments(
     lstm: nn.LSTM, features: torch.Tensor, state: State, episode_starts: torch.Tensor
 ) -> torch.Tensor:
