@@ -39,11 +39,19 @@ class StopRequest(StopSignals):
         self.console = console
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if self.requested:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            # Said once: a SIGTERM that follows Ctrl-C (a launcher stopping its runs) may land
+            # while this handler is still printing, and a nested print broke rich's lazy import
+            # of its tables and killed the run without its checkpoint.
+            return
         self.requested = True
         name = signal.Signals(signum).name
         (self.console or Console(stderr=True)).print(
             f"{name}: saving a checkpoint after this update (Ctrl-C again to abort without one)",
             soft_wrap=True,
+            markup=False,
+            emoji=False,
+            highlight=False,
         )
