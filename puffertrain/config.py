@@ -35,11 +35,11 @@ class PPOConfig:
     """Normalise advantages within each minibatch."""
     clip_coef: float = 0.2
     """Surrogate clipping coefficient."""
-    clip_vloss: bool = False
-    """Clip the value loss around the old values with --clip-coef. Off by default (as in SB3):
-    clipped, the value moves at most --clip-coef per update, and a critic whose returns are tens
-    lags them for hundreds of updates. On in the Atari preset and for recurrent policies
-    (experiments/RESULTS.md, "Value clipping")."""
+    clip_vloss: bool = True
+    """Clip the value loss around the old values with --clip-coef (CleanRL's default). The
+    classic-control and continuous presets turn it off: clipped, the value moves at most
+    --clip-coef per update, and a critic whose returns are tens lags them for hundreds of
+    updates (experiments/RESULTS.md, "Value clipping"). Recurrent policies keep it."""
     ent_coef: float = 0.01
     """Entropy bonus coefficient."""
     vf_coef: float = 0.5

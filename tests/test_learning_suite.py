@@ -91,10 +91,12 @@ def test_table_shows_medians_over_seeds_and_runs_that_never_reached(suite):
     for seed in range(3):
         rows.append({"env": "CartPole-v1", "seed": seed, "trainer": "zoo", "budget": 100_000})
         rows[-1] |= fake_result(100.0, None if seed else 90_000)
-    rows.append({"env": "CartPole-v1", "seed": 9, "trainer": "zoo", "budget": 5, "sps": 1.0})
+    rows.append({"env": "CartPole-v1", "seed": 9, "trainer": "zoo", "budget": 5})
+    rows[-1] |= fake_result(7.0, None)
     text = suite.table(rows)
     lines = text.splitlines()
-    assert len(lines) == 4  # header, rule, one row per trainer; the other budget left out
-    ours, theirs = lines[2].split(" | "), lines[3].split(" | ")
+    assert len(lines) == 5  # header, rule, the other budget's row, one row per trainer
+    assert lines[2].split(" | ")[2:7] == ["5", "ppo.yml CartPole-v1", "zoo", "9", "7.0"]
+    ours, theirs = lines[3].split(" | "), lines[4].split(" | ")
     assert ours[4:] == ["puffertrain", "0 1 2", "480.0", "2/3 ≥ 475", "60,000", "60.0", "1,000 |"]
     assert theirs[6:9] == ["100.0", "1/3 ≥ 475", "—"]
