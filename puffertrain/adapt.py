@@ -94,7 +94,7 @@ def adapt_to_given(
         if ppo.num_minibatches > limit:
             change("num_minibatches", limit, why)
     if "clip_vloss" not in given and not ppo.clip_vloss and _trains_on_sequences(config.policy):
-        # the value term drives the shared LSTM; its clipping measured better there
+        # clipped measured better for the LSTM (experiments/RESULTS.md, "Value clipping")
         change("clip_vloss", True, "recurrent policy: its value loss is clipped")
     if "eval_interval" not in given and config.eval_interval and preset.eval_interval:
         # evaluations keep the preset's spacing in env steps, not in updates

@@ -21,7 +21,7 @@ def evaluating(config: TrainConfig) -> TrainConfig:
 # with half the gradient steps per env step (2 minibatches × 10 epochs instead of 1 × 20): it
 # reached 475 sooner in wall time, side by side (experiments/RESULTS.md, "CartPole-v1 to 475").
 # The value loss is unclipped, as in SB3: returns of tens (γ 0.98) outrun a value that may move
-# 0.2 an update; Acrobot-v1 then never learned on 2 of 3 seeds (RESULTS, "Value clipping").
+# only --clip-coef an update, and Acrobot-v1 then often never learned (RESULTS, "Value clipping").
 CLASSIC_CONTROL = evaluating(
     TrainConfig(
         total_timesteps=500_000,
@@ -59,10 +59,10 @@ ATARI = TrainConfig(
 )
 
 # CleanRL ppo_continuous_action's values, its 2,048-step batch on 4 envs × 512 steps: one env
-# makes every rollout step a batch-1 forward, mostly per-step overhead; 4 envs share it, at
-# ~1.9x the SPS with the same learning on HalfCheetah and Pendulum (experiments/RESULTS.md,
-# "Value clipping"); the value loss unclipped, as in the classic-control preset (HalfCheetah
-# reached 2,086 at 300k steps unclipped, 726 clipped: same section).
+# makes every rollout step a batch-1 forward, mostly per-step overhead; 4 envs share it and
+# learned as well on HalfCheetah and Pendulum. The value loss is unclipped, as in the
+# classic-control preset: clipped, HalfCheetah learned far slower (both: experiments/RESULTS.md,
+# "Value clipping").
 CONTINUOUS = evaluating(
     TrainConfig(
         total_timesteps=1_000_000,

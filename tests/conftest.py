@@ -26,13 +26,17 @@ def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:
     """Run ``python -m puffertrain ARGS`` in a subprocess and capture its output."""
+    return _run(cli_command(*args), cwd or REPO_ROOT, timeout)
+
+
+def run_python(script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -c SCRIPT`` from the repo in a fresh interpreter and capture its output."""
+    return _run([sys.executable, "-c", script], REPO_ROOT, timeout)
+
+
+def _run(command: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
-        cli_command(*args),
-        cwd=cwd or REPO_ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        command, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
     )
 
 

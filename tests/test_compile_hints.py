@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import gymnasium as gym
@@ -12,7 +10,7 @@ import torch
 
 from policies.compile_hints import constant_when_compiled
 from policies.recurrent import LSTMPolicy
-from tests.conftest import REPO_ROOT, cli_env
+from tests.conftest import run_python
 
 POLICIES_WITHOUT_COMPILING = textwrap.dedent(
     """
@@ -43,14 +41,7 @@ def test_the_cli_and_eager_policies_leave_dynamo_unloaded():
     """Importing the CLI, and the forward passes of an MLP, a policy on a Dict space (the byte
     layout) and an LSTM step, cost no import of the compiler. (An LSTM's update loads it at
     its first sequence, as the optimizer's construction does.)"""
-    done = subprocess.run(
-        [sys.executable, "-c", POLICIES_WITHOUT_COMPILING],
-        cwd=REPO_ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python(POLICIES_WITHOUT_COMPILING)
     assert done.returncode == 0, done.stderr
 
 

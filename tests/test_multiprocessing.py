@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 
 from puffertrain.engine import EnvError, SerialEngine, multiprocessing_engine
 from puffertrain.envs import env_factory
-from tests.conftest import REPO_ROOT, cli_env, run_cli, start_cli
+from tests.conftest import run_cli, run_python, start_cli
 
 
 def spawned_workers() -> set[int]:
@@ -64,14 +63,7 @@ def test_a_script_that_never_closes_its_engine_still_exits(no_orphans):
         "engine.reset(0)\n"
         "print('reset', flush=True)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO_ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python(script, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "reset\n"
 
