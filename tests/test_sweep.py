@@ -3,6 +3,7 @@ PostgreSQL server the test starts itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -242,6 +243,53 @@ def _check_each_trial_ran_once(study: optuna.Study, runs: list[str], trials: int
         trial.user_attrs["run_dir"] for trial in study.get_trials() if "run_dir" in trial.user_attrs
     ]
     assert sorted(runs) == sorted(ran) and len(set(runs)) == trials
+
+
+POP_QUEUED = """
+import json, pathlib, sys, time
+import optuna
+from puffertrain.sweep.study import open_storage
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.load_study(study_name="queue", storage=open_storage(sys.argv[1]))
+pathlib.Path(sys.argv[3]).touch()
+while not pathlib.Path(sys.argv[2]).exists():
+    time.sleep(0.01)
+popped = []
+while (trial_id := study._pop_waiting_trial_id()) is not None:
+    popped.append(trial_id)
+print(json.dumps(popped))
+"""
+
+
+def test_processes_popping_one_sqlite_queue_each_take_a_trial_no_other_takes(tmp_path):
+    """Python's sqlite3 driver let two processes read one queued trial as waiting and both
+    mark it running (the CI failure of two sweeps on one study: both ran trial 0)."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(study_name="queue", storage=url)
+    for x in range(40):
+        study.enqueue_trial({"x": x})
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready_{worker}" for worker in range(4)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", POP_QUEUED, url, str(go), str(flag)],
+            cwd=REPO_ROOT,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for flag in ready
+    ]
+    deadline = time.monotonic() + 120
+    while not all(flag.exists() for flag in ready) and time.monotonic() < deadline:
+        time.sleep(0.05)  # each has opened the study: they pop at once
+    go.touch()
+    popped = [
+        trial_id
+        for worker in workers
+        for trial_id in json.loads(worker.communicate(timeout=120)[0])
+    ]
+    assert sorted(popped) == sorted(trial._trial_id for trial in study.get_trials())
 
 
 def test_two_sweeps_on_one_sqlite_study_share_the_trials(tmp_path, capsys):

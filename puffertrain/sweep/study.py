@@ -92,13 +92,16 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     while True:
         try:
             with quiet_optuna():
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=HEARTBEAT_SECONDS,
                     grace_period=STALE_SECONDS,
                     heartbeat_stale_trial_callback=retry,
                 )
+            if url.startswith("sqlite"):
+                _serialize_sqlite(storage.engine)
+            return storage
         except ModuleNotFoundError as error:
             hint = " (pip install 'puffertrain[postgres]')" if "psycopg" in str(error) else ""
             raise UserError(f"--storage {scheme}://{rest}: {error}{hint}") from None
@@ -110,6 +113,27 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             text = str(error).strip()
             reason = text.splitlines()[0] if text else type(error).__name__
             raise UserError(f"--storage {scheme}://{rest}: cannot open it: {reason}") from None
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    Python's sqlite3 driver starts a transaction only at the first write, so Optuna's "read the
+    trial, then mark it running" is two steps another process can come between: two sweep
+    processes then pop the same queued trial and both run it (optuna/optuna#4621). Beginning
+    with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for pysqlite) makes the read and the write one
+    step; PostgreSQL and MySQL get the same from Optuna's ``SELECT ... FOR UPDATE``."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _driver_leaves_transactions_alone(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_with_the_write_lock(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners would keep the driver's way
 
 
 def _creating_tables_too(error: Exception) -> bool:
