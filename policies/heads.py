@@ -50,10 +50,16 @@ def actor_head(hidden_size: int, action_space: gym.spaces.Space) -> nn.Module:
     return layer_init(nn.Linear(hidden_size, action_head_size(action_space)), std=0.01)
 
 
-def actor_critic(actor: nn.Module, critic: nn.Module, hidden: torch.Tensor) -> tuple:
-    """``(logits, value)`` or ``(mean, std, value)`` from heads made by :func:`actor_head`."""
+def actor_critic(
+    actor: nn.Module,
+    critic: nn.Module,
+    hidden: torch.Tensor,
+    critic_hidden: torch.Tensor | None = None,
+) -> tuple:
+    """``(logits, value)`` or ``(mean, std, value)`` from heads made by :func:`actor_head`; the
+    critic reads ``critic_hidden`` where given, else ``hidden``."""
     outputs = actor(hidden)
-    value = critic(hidden)
+    value = critic(hidden if critic_hidden is None else critic_hidden)
     return (*outputs, value) if isinstance(outputs, tuple) else (outputs, value)
 
 
@@ -62,7 +68,9 @@ class EncoderHeads(nn.Module):
 
     ``encode_observations`` runs ``encoder`` on the observations as floats;
     ``decode_actions`` maps ``head_size`` features to ``(logits, value)`` or
-    ``(mean, std, value)``. ``forward`` is the two in turn.
+    ``(mean, std, value)``; given ``critic_hidden`` too, the critic reads that instead (a core
+    with a separate critic, such as :class:`~policies.recurrent.LSTMWrapper`'s critic LSTM).
+    ``forward`` is the two in turn.
     """
 
     def __init__(
@@ -80,8 +88,10 @@ class EncoderHeads(nn.Module):
     def encode_observations(self, observations: torch.Tensor) -> torch.Tensor:
         return self.encoder(observations.float())
 
-    def decode_actions(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return actor_critic(self.actor, self.critic, hidden)
+    def decode_actions(
+        self, hidden: torch.Tensor, critic_hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        return actor_critic(self.actor, self.critic, hidden, critic_hidden)
 
     def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.decode_actions(self.encode_observations(observations))

@@ -24,6 +24,21 @@ from policies.heads import EncoderHeads
 from policies.mlp import mlp_encoder
 
 
+def _lstm_and_cell(input_size: int, hidden_size: int) -> tuple[nn.LSTM, nn.LSTMCell]:
+    """An ``nn.LSTM`` and an ``nn.LSTMCell`` holding the same parameter tensors (orthogonal
+    weights with gain 1, zero biases)."""
+    lstm = nn.LSTM(input_size, hidden_size)
+    cell = nn.LSTMCell(input_size, hidden_size)
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        shared = getattr(lstm, f"{name}_l0")
+        if name.startswith("weight"):
+            nn.init.orthogonal_(shared, 1.0)
+        else:
+            nn.init.zeros_(shared)
+        setattr(cell, name, shared)
+    return lstm, cell
+
+
 class LSTMWrapper(nn.Module):
     """Put an LSTM between ``policy.encode_observations`` and ``policy.decode_actions``.
 
@@ -33,21 +48,23 @@ class LSTMWrapper(nn.Module):
     tensors (orthogonal weights with gain 1, zero biases), so what the update trains is what
     the rollout runs. If the policy's encoder takes ``agent_ids`` (a multi-agent policy), the
     step and sequence paths pass them on.
+
+    ``critic_lstm=True`` gives the critic an LSTM of its own over the same features, as
+    sb3-contrib's RecurrentPPO does by default; ``policy.decode_actions(hidden, critic_hidden)``
+    must then take the critic's output second. The state then holds both LSTMs' ``(h, c)``
+    side by side, ``2 * hidden_size`` wide.
     """
 
-    def __init__(self, policy: nn.Module, input_size: int, hidden_size: int) -> None:
+    def __init__(
+        self, policy: nn.Module, input_size: int, hidden_size: int, critic_lstm: bool = False
+    ) -> None:
         super().__init__()
         self.policy = policy
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.lstm = nn.LSTM(input_size, hidden_size)
-        self.cell = nn.LSTMCell(input_size, hidden_size)
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            shared = getattr(self.lstm, f"{name}_l0")
-            if name.startswith("weight"):
-                nn.init.orthogonal_(shared, 1.0)
-            else:
-                nn.init.zeros_(shared)
-            setattr(self.cell, name, shared)
+        self.lstm, self.cell = _lstm_and_cell(input_size, hidden_size)
+        self.critic_lstm, self.critic_cell = (
+            _lstm_and_cell(input_size, hidden_size) if critic_lstm else (None, None)
+        )
 
     @property
     def takes_agent_ids(self) -> bool:
@@ -60,15 +77,28 @@ class LSTMWrapper(nn.Module):
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         """Zero ``(h, c)`` for ``batch_size`` envs."""
-        zeros = torch.zeros(batch_size, self.hidden_size, device=device)
+        width = self.hidden_size * (2 if self.critic_lstm is not None else 1)
+        zeros = torch.zeros(batch_size, width, device=device)
         return zeros, zeros.clone()
+
+    def _split(self, state: State) -> tuple[State, State]:
+        """The actor's and the critic's ``(h, c)`` of a state with a critic LSTM."""
+        size = self.hidden_size
+        return (state[0][:, :size], state[1][:, :size]), (state[0][:, size:], state[1][:, size:])
 
     def forward_step(
         self, observations: torch.Tensor, state: State, agent_ids: torch.Tensor | None = None
     ) -> tuple[tuple[torch.Tensor, ...], State]:
         """One step for a batch of envs: ``(policy outputs, new state)`` (LSTMCell)."""
-        h, c = self.cell(self._encode(observations, agent_ids), state)
-        return self.policy.decode_actions(h), (h, c)
+        features = self._encode(observations, agent_ids)
+        if self.critic_cell is None:
+            h, c = self.cell(features, state)
+            return self.policy.decode_actions(h), (h, c)
+        actor_state, critic_state = self._split(state)
+        h, c = self.cell(features, actor_state)
+        critic_h, critic_c = self.critic_cell(features, critic_state)
+        outputs = self.policy.decode_actions(h, critic_h)
+        return outputs, (torch.cat((h, critic_h), 1), torch.cat((c, critic_c), 1))
 
     def forward_sequence(
         self,
@@ -86,11 +116,15 @@ class LSTMWrapper(nn.Module):
         steps, batch = observations.shape[:2]
         if agent_ids is not None:
             agent_ids = agent_ids.flatten(0, 1)
-        features = self._encode(observations.flatten(0, 1), agent_ids)
-        hidden = lstm_over_segments(
-            self.lstm, features.view(steps, batch, -1), state, episode_starts.bool()
-        )
-        return self.policy.decode_actions(hidden.flatten(0, 1))
+        features = self._encode(observations.flatten(0, 1), agent_ids).view(steps, batch, -1)
+        starts = episode_starts.bool()
+        if self.critic_lstm is None:
+            hidden = lstm_over_segments(self.lstm, features, state, starts)
+            return self.policy.decode_actions(hidden.flatten(0, 1))
+        actor_state, critic_state = self._split(state)
+        hidden = lstm_over_segments(self.lstm, features, actor_state, starts)
+        critic_hidden = lstm_over_segments(self.critic_lstm, features, critic_state, starts)
+        return self.policy.decode_actions(hidden.flatten(0, 1), critic_hidden.flatten(0, 1))
 
     def forward(
         self,
@@ -246,7 +280,8 @@ class LSTMPolicy(LSTMWrapper):
 
     Images (channels, height, width): the Nature CNN up to its 512-unit layer, as in CleanRL's
     ppo_atari_lstm (frames stay stacked ×4 here, so ``--policy cnn`` and ``lstm`` see the same
-    observations). Vectors: one 128-unit ReLU layer. Then an LSTM of ``hidden_size`` units.
+    observations). Vectors: one 128-unit ReLU layer. Then an LSTM of ``hidden_size`` units, and
+    with ``critic_lstm`` a second one for the critic (:class:`LSTMWrapper`).
     """
 
     def __init__(
@@ -254,13 +289,14 @@ class LSTMPolicy(LSTMWrapper):
         observation_space: gym.spaces.Box,
         action_space: gym.spaces.Space,
         hidden_size: int = 128,
+        critic_lstm: bool = False,
     ) -> None:
         if is_image(observation_space):
             heads = EncoderHeads(image_trunk(observation_space, 512), hidden_size, action_space)
-            super().__init__(heads, 512, hidden_size)
+            super().__init__(heads, 512, hidden_size, critic_lstm)
         else:
             heads = EncoderHeads(mlp_encoder(observation_space, 128), hidden_size, action_space)
-            super().__init__(heads, 128, hidden_size)
+            super().__init__(heads, 128, hidden_size, critic_lstm)
 
 
 class RecurrentPolicy(LSTMWrapper):

@@ -51,10 +51,12 @@ def _trains_on_sequences(policy: str) -> bool:
 
 
 def adapt_to_given(
-    config: TrainConfig, given: set[str], preset: TrainConfig
+    config: TrainConfig, given: set[str], preset: TrainConfig, normalizable_obs: bool = False
 ) -> tuple[TrainConfig, list[str]]:
     """``config`` with the values not in ``given`` changed where they contradict the others,
-    and one line per change saying what and why. Minibatches not given keep at least the
+    and one line per change saying what and why. A recurrent policy learns from scaled rewards
+    unless rewards are clipped or the user chose, and, where ``normalizable_obs`` (a float Box)
+    and the user did not choose, normalised observations. Minibatches not given keep at least the
     ``preset``'s minibatch size, or ``SMALL_MINIBATCH`` steps if that is less, when the batch
     shrinks (the continuous preset's 32 minibatches of 2048 steps would otherwise be 1-step
     minibatches, whose advantage normalisation divides by a std of nothing); a config whose
@@ -83,19 +85,30 @@ def adapt_to_given(
     ):
         length = _divisor_near(config.num_steps, ppo.sequence_length)
         change("sequence_length", length, f"must divide --num-steps {config.num_steps}")
+    recurrent = _trains_on_sequences(config.policy)
     if "num_minibatches" not in given:
         size = min(preset.batch_size // preset.ppo.num_minibatches, SMALL_MINIBATCH)
         limit = max(1, config.batch_size // size)
         why = f"minibatches of at least {size} steps; the batch is {config.batch_size}"
-        if _trains_on_sequences(config.policy):
+        if recurrent:
             length = changes.get("sequence_length", (0, ppo.sequence_length, ""))[1]
             limit = config.num_envs * config.num_steps // (int(length) or config.num_steps)
             why = f"no more than the {limit} sequences a recurrent policy trains on"
         if ppo.num_minibatches > limit:
             change("num_minibatches", limit, why)
-    if "clip_vloss" not in given and not ppo.clip_vloss and _trains_on_sequences(config.policy):
-        # clipped measured better for the LSTM (experiments/RESULTS.md, "Value clipping")
-        change("clip_vloss", True, "recurrent policy: its value loss is clipped")
+    if recurrent:
+        if "clip_vloss" not in given and not ppo.clip_vloss:
+            # clipped measured better for the LSTM (experiments/RESULTS.md, "Value clipping")
+            change("clip_vloss", True, "recurrent policy: its value loss is clipped")
+        # fitting returns of tens saturates the LSTM state the critic shares with the actor, and
+        # the policy then barely learns; inputs on one scale learned faster again (both:
+        # experiments/RESULTS.md, "Root cause with the classic-control values")
+        rescaled = config.clip_rewards or config.normalize_reward
+        if not rescaled and not {"normalize_reward", "clip_rewards"} & given:
+            why = "recurrent policy: rewards scaled so its LSTM state does not saturate"
+            change("normalize_reward", True, why)
+        if normalizable_obs and "normalize_obs" not in given and not config.normalize_obs:
+            change("normalize_obs", True, "recurrent policy: observations on one scale")
     if "eval_interval" not in given and config.eval_interval and preset.eval_interval:
         # evaluations keep the preset's spacing in env steps, not in updates
         every = preset.eval_interval * preset.batch_size

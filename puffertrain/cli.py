@@ -95,14 +95,15 @@ def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space 
     return family, observation_space
 
 
-def _preset(env_id: str, env_kwargs: dict) -> TrainConfig:
-    """The preset for an env's family; the continuous one normalises observations only where
-    they are a float Box."""
+def _preset(env_id: str, env_kwargs: dict) -> tuple[TrainConfig, bool]:
+    """The preset for an env's family, and whether its observations can be normalised (a float
+    Box); the continuous preset normalises them only there."""
     family, observation_space = preset_family(env_id, env_kwargs)
     preset = preset_for(family)
+    normalizable = observation_space is not None and can_normalize(observation_space)
     if family == "continuous" and observation_space is not None:
-        preset = dataclasses.replace(preset, normalize_obs=can_normalize(observation_space))
-    return preset
+        preset = dataclasses.replace(preset, normalize_obs=normalizable)
+    return preset, normalizable
 
 
 def parse_train_args(
@@ -129,13 +130,13 @@ def parse_train_args(
         if config.run_dir != run_dir:
             raise UserError(f"--resume continues in {run_dir}; drop --run-dir {config.run_dir}")
         return config, checkpoint
-    default = TrainConfig()
+    default, normalizable = TrainConfig(), False
     if early.config:
         default = config_from_file(Path(early.config))
     elif early.env:
-        default = _preset(early.env, parse_kwargs(early.env_kwargs))
+        default, normalizable = _preset(early.env, parse_kwargs(early.env_kwargs))
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
-    config, changes = adapt_to_given(config, given_fields(argv), default)
+    config, changes = adapt_to_given(config, given_fields(argv), default, normalizable)
     if notes is not None:
         notes += changes
     return config, None

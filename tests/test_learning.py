@@ -43,10 +43,30 @@ MEMORY_TASK = [
 ]  # fmt: skip
 
 
-def episodic_returns(run_dir) -> list[float]:
+def test_lstm_defaults_learn_without_velocities(tmp_path):
+    """Issue #22: `--policy lstm` with the defaults on CartPole without its velocities. Fitting
+    returns of tens saturated the LSTM state the critic shares with the actor, and the policy
+    barely moved (best mean of 20: 34 in these 41k steps, entropy 0.66 at the end); with
+    rewards scaled and observations normalised, as the defaults now do for recurrent
+    policies, it reached 453 (entropy 0.39)."""
+    run_dir = tmp_path / "lstm"
+    main(["--env", "tests.envs:cartpole_no_velocity", "--policy", "lstm", "--seed", "1",
+          "--device", "cpu", "--eval-interval", "0", "--total-timesteps", "40960",
+          "--run-dir", str(run_dir)])  # fmt: skip
+    best = best_mean_return(run_dir)
+    assert best >= 300, f"best mean return over 20 episodes: {best:.1f}"
+    entropy = scalars(run_dir, "losses/entropy")
+    assert entropy[-1] < 0.5, f"entropy at the last update: {entropy[-1]:.3f}"
+
+
+def scalars(run_dir, tag: str) -> list[float]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    return [event.value for event in events.Scalars("charts/episodic_return")]
+    return [event.value for event in events.Scalars(tag)]
+
+
+def episodic_returns(run_dir) -> list[float]:
+    return scalars(run_dir, "charts/episodic_return")
 
 
 def best_mean_return(run_dir, window: int = 20) -> float:

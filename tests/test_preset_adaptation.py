@@ -152,3 +152,22 @@ def test_value_clipping_is_off_in_the_classic_and_continuous_presets_but_for_rec
     unclipped, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm", "--no-clip-vloss"])
     assert (classic.ppo.clip_vloss, atari.ppo.clip_vloss) == (False, True)
     assert (lstm.ppo.clip_vloss, unclipped.ppo.clip_vloss) == (True, False)
+
+
+def test_recurrent_policies_learn_from_scaled_rewards_and_normalised_observations():
+    """Unless rewards are clipped (Atari) or the user chose: a given flag holds, and
+    observations that are not a float Box are left as they are."""
+    lstm, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm"])
+    mlp, _ = parse_train_args(["--env", "CartPole-v1"])
+    chosen, _ = parse_train_args(
+        ["--env", "CartPole-v1", "--policy", "lstm", "--no-normalize-reward"]
+    )
+    atari, _ = parse_train_args(["--env", "ALE/Breakout-v5", "--policy", "lstm"])
+    taxi, _ = parse_train_args(["--env", "Taxi-v4", "--policy", "lstm"])
+    assert (lstm.normalize_reward, lstm.normalize_obs) == (True, True)
+    assert (mlp.normalize_reward, mlp.normalize_obs) == (False, False)
+    assert (chosen.normalize_reward, chosen.normalize_obs) == (False, True)
+    scaled, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm", "--normalize-reward"])
+    assert (scaled.normalize_reward, scaled.normalize_obs) == (True, True)
+    assert (atari.normalize_reward, atari.normalize_obs, atari.clip_rewards) == (False, False, True)
+    assert (taxi.normalize_reward, taxi.normalize_obs) == (True, False)

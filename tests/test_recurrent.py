@@ -25,6 +25,11 @@ ACTIONS = gym.spaces.Discrete(3)
 RECURRENT = [
     pytest.param(lambda: LSTMPolicy(VECTOR, ACTIONS, hidden_size=16), VECTOR, id="lstm-mlp"),
     pytest.param(lambda: LSTMPolicy(IMAGE, ACTIONS, hidden_size=16), IMAGE, id="lstm-cnn"),
+    pytest.param(
+        lambda: LSTMPolicy(VECTOR, ACTIONS, hidden_size=16, critic_lstm=True),
+        VECTOR,
+        id="lstm-critic-lstm",
+    ),
     pytest.param(lambda: RecurrentPolicy(VECTOR, ACTIONS, hidden_size=16), VECTOR, id="docs"),
     pytest.param(
         lambda: OptimizedLSTMPolicy(VECTOR, ACTIONS, hidden_size=16), VECTOR, id="optimized"
@@ -61,20 +66,21 @@ def test_sequence_path_equals_stepping_with_resets(make, space):
     torch.manual_seed(0)
     policy = make()
     obs, starts = random_inputs(space, steps=12, batch=5)
-    state = tuple(torch.randn(5, 16) for _ in range(2))
+    state = tuple(torch.randn_like(part) for part in policy.initial_state(5))
+    actor_state = tuple(part[:, :16] for part in state)  # a critic LSTM's state comes after
     with torch.no_grad():
         logits, values = policy.forward_sequence(obs, state, starts)
         expected_logits, expected_values, expected_state = stepped(policy, obs, state, starts)
         packed_hidden, packed_state = lstm_packed(
             policy.lstm,
             policy.policy.encode_observations(obs.flatten(0, 1)).view(12, 5, -1),
-            state,
+            actor_state,
             starts,
         )
     torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(values, expected_values, atol=1e-5, rtol=0)
     for part, expected in zip(packed_state, expected_state, strict=True):
-        torch.testing.assert_close(part, expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(part, expected[:, :16], atol=1e-5, rtol=0)
     torch.testing.assert_close(
         policy.policy.decode_actions(packed_hidden.flatten(0, 1))[0],
         expected_logits,
