@@ -17,8 +17,10 @@ ppo.py) that a ``module:callable`` id such as ``tests.envs:cartpole_no_velocity`
 the env family was read from the built env. Variants change one thing each: ``baseline`` (the
 library's policy), ``detach`` (the critic head reads the LSTM output detached, sb3-contrib's
 shared_lstm), ``noclip`` (no gradient-norm clipping), ``vf_small`` (vf_coef 0.05), ``mlp``
-(the feed-forward policy); ``--no-clip-vloss`` drops value clipping (SB3's default) and
-``--learning-rate`` overrides the preset's.
+(the feed-forward policy); ``--no-clip-vloss`` drops value clipping (SB3's default),
+``--normalize-reward`` scales rewards by their return's std (the fix: results in
+experiments/RESULTS.md, "Root cause with the classic-control values") and ``--learning-rate``
+overrides the preset's.
 
 Measured (2-core box shared with other jobs, one torch thread, seeds as given):
 - generic values, seed 1, 41k steps: entropy 0.6931 at the first update and 0.6931 at the last,
@@ -92,6 +94,9 @@ def main() -> None:
     parser.add_argument(
         "--no-clip-vloss", action="store_true", help="an unclipped value loss (SB3's default)"
     )
+    parser.add_argument(
+        "--normalize-reward", action="store_true", help="rewards scaled by their return's std"
+    )
     parser.add_argument("--learning-rate", type=float, help="override the preset's")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--steps", type=int, default=61_440, help="env steps to run")
@@ -115,12 +120,12 @@ def main() -> None:
         device="cpu",
         seed=args.seed,
         total_timesteps=args.total,
+        normalize_reward=args.normalize_reward,
         ppo=ppo,
     )
     torch.set_num_threads(1)  # the 2-core box is shared: one thread measured 6x faster updates
     trainer = Trainer(config, Path(tempfile.mkdtemp()), None)
-    trainer.envs.policy_threads = lambda: 1
-    agent, learner = trainer.agent, trainer.learner
+    agent, learner = trainer.adapter, trainer.learner
     heads = agent.policy.policy if agent.recurrent else agent.policy
     critic_input = (lambda h: h.detach()) if args.variant == "detach" else (lambda h: h)
 
@@ -180,16 +185,16 @@ def main() -> None:
     print(
         f"variant={args.variant} preset={args.preset} seed={args.seed} "
         f"clip_vloss={ppo.clip_vloss} lr={ppo.learning_rate} "
+        f"normalize_reward={args.normalize_reward} "
         "columns: step ret20 entropy approx_kl |ratio-1|@0 |R|max gnorm clipfactor "
         "pg[enc,lstm,actor] vf[enc,lstm,critic] h[mean|h|,frac|h|>0.9,mean std over rows]"
     )
     for iteration in range(1, iterations + 1):
         trainer.iteration = iteration
         lr = learner.learning_rate(iteration, trainer.num_iterations)
-        trainer.collect_rollout()
+        trainer.rollout.collect(trainer.buffer)
         recent.extend(episode.score for _, episode in trainer._gather_episodes())
-        with torch.no_grad():
-            last = agent.value(torch.as_tensor(trainer.next_obs), trainer.policy_state)
+        last = trainer.rollout.bootstrap_values()
         trainer.buffer.compute_advantages(last, ppo.gamma, ppo.gae_lambda)
         record.clear()
         norms.clear()
@@ -211,7 +216,7 @@ def main() -> None:
                 ),
                 flush=True,
             )
-    trainer.envs.close()
+    trainer.engine.close()
 
 
 if __name__ == "__main__":
