@@ -8,6 +8,7 @@ one rank, and every collective below returns its own input.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 from collections.abc import Iterator
@@ -87,6 +88,13 @@ def process_group(ranks: Ranks, device: torch.device) -> Iterator[None]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    # torch._dynamo, imported later (by torch.optim's first param group, by DDP), would keep
+    # references to the process group that destroy_process_group cannot drop (torch 2.13): the
+    # group then outlives it, and a gloo worker thread still releasing a collective's tensors
+    # as the interpreter shuts down needs the GIL and aborts the finished rank (SIGABRT,
+    # "terminate called without an active exception"). Imported first, it holds none.
+    importlib.import_module("torch._dynamo")
+
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT, device_id=_device_id(device))
     try:
         yield

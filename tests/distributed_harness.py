@@ -3,7 +3,8 @@ checks a test reads back from ``OUT_DIR/rank<R>.json``.
 
 After every update each rank compares its parameters and buffers (observation statistics)
 with every other rank's; it counts the env steps it took itself and notes its first
-observations and its pid (in ``rank<R>.pid`` at once, so a test can kill it).
+observations and its pid (in ``rank<R>.pid`` at once, so a test can kill it). When the CLI
+returns it notes the names of the process's threads still running.
 """
 
 from __future__ import annotations
@@ -51,7 +52,16 @@ def main() -> None:
     try:
         cli.main(args)
     finally:
+        report["threads_after_run"] = thread_names()
         (out_dir / f"rank{ranks.rank}.json").write_text(json.dumps(report))
+
+
+def thread_names() -> list[str]:
+    """The names of this process's threads (Linux), or none where /proc does not list them."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return []
+    return sorted((task / "comm").read_text().strip() for task in tasks.iterdir())
 
 
 if __name__ == "__main__":
