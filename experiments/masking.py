@@ -6,7 +6,9 @@ are legal and one of them is the target: reward 1 for it; 16 steps an episode, o
   state unchanged): steps until the mean of the last 50 episodes reaches 95% of the optimum.
 - ``sb3``: puffertrain against sb3-contrib's MaskablePPO, the same env (info masks; SB3 reads
   them through ``ActionMasker``), hyperparameters, network (vs_sb3.py's ``mlp`` trunk), budget
-  and seeds: mean return of the last 100 episodes, and SPS of the whole ``learn``/run.
+  and seeds: mean return of the last 100 episodes, and SPS of the whole ``learn``/run; also
+  each side's seconds in its PPO update, and the SPS ratio puffertrain could reach if only its
+  update cost time (MaskablePPO's whole run over puffertrain's update).
 - ``cost``: training SPS (second half of each run) of the env with masks against the same env
   without them (every action legal in both, so the env does the same work), A/B interleaved.
 
@@ -116,6 +118,8 @@ def sb3(args: argparse.Namespace, root: Path) -> dict:
                 "sps": run["sps_whole_run"],
                 "sps_second_half": run["sps_second_half"],
                 "process_wall_s": wall,
+                "update_fraction": run["update_fraction"],
+                "update_s": run["update_fraction"] * args.budget / run["sps_whole_run"],
             }
         )
         print("puffertrain", json.dumps(runs["puffertrain"][-1]), flush=True)
@@ -131,7 +135,19 @@ def sb3(args: argparse.Namespace, root: Path) -> dict:
         for side, rows in runs.items()
     }
     ratio = medians["puffertrain"]["sps"] / medians["maskable_ppo"]["sps"]
-    return {"budget": args.budget, "runs": runs, "medians": medians, "sps_ratio": ratio}
+    # the SPS ratio puffertrain would reach if its env steps, acting and logging cost nothing
+    # and only its update took time, seed by seed
+    ceilings = [
+        (args.budget / theirs["sps"]) / ours["update_s"]
+        for ours, theirs in zip(runs["puffertrain"], runs["maskable_ppo"], strict=True)
+    ]
+    return {
+        "budget": args.budget,
+        "runs": runs,
+        "medians": medians,
+        "sps_ratio": ratio,
+        "sps_ratio_ceiling_update_alone": statistics.median(ceilings),
+    }
 
 
 def sb3_run(budget: int, seed: int, extra: str) -> dict:
@@ -167,6 +183,8 @@ def sb3_run(budget: int, seed: int, extra: str) -> dict:
         def _on_step(self) -> bool:
             return True
 
+    update_seconds = [0.0]
+
     model = MaskablePPO(
         "MlpPolicy",
         envs,
@@ -186,6 +204,14 @@ def sb3_run(budget: int, seed: int, extra: str) -> dict:
         seed=seed,
         device="cpu",
     )
+    train = model.train
+
+    def timed_train() -> None:  # its PPO update, as puffertrain's perf/update_fraction counts
+        began = time.perf_counter()
+        train()
+        update_seconds[0] += time.perf_counter() - began
+
+    model.train = timed_train
     start = time.perf_counter()
     model.learn(budget, callback=Clock())
     elapsed = time.perf_counter() - start
@@ -194,6 +220,8 @@ def sb3_run(budget: int, seed: int, extra: str) -> dict:
         "seed": seed,
         "return": statistics.fmean(episodes),
         "sps": model.num_timesteps / elapsed,
+        "update_s": update_seconds[0],
+        "update_fraction": update_seconds[0] / elapsed,
         "torch_threads": torch.get_num_threads(),
     }
 
