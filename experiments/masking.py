@@ -11,6 +11,9 @@ are legal and one of them is the target: reward 1 for it; 16 steps an episode, o
   update cost time (MaskablePPO's whole run over puffertrain's update).
 - ``cost``: training SPS (second half of each run) of the env with masks against the same env
   without them (every action legal in both, so the env does the same work), A/B interleaved.
+- ``ceiling``: the SPS ratio to MaskablePPO puffertrain cannot beat: MaskablePPO's run time
+  over the sum of the envs' own steps, the policy's ``act`` and puffertrain's update, each
+  timed alone (first seed only).
 
 Needs the ``bench`` extra (sb3-contrib) for ``sb3``. Run from the repository root, e.g.
 
@@ -150,6 +153,74 @@ def sb3(args: argparse.Namespace, root: Path) -> dict:
     }
 
 
+def ceiling(args: argparse.Namespace, root: Path) -> dict:
+    """The SPS ratio to MaskablePPO that puffertrain cannot beat on this env: MaskablePPO's
+    whole run against the sum of what puffertrain cannot skip, each part timed alone in this
+    process: the envs' own steps (one after another, as the serial engine steps them), the
+    policy's masked ``act`` on the batch of envs (its rollout's one thread), and its measured
+    PPO update (from a real run with the same flags, ``perf/update_fraction``)."""
+    import numpy as np
+    import torch
+
+    from puffertrain.cli import parse_train_args
+    from puffertrain.policy_loader import build_policy
+    from puffertrain.ppo import PolicyAdapter
+    from tests.masked_envs import Selection
+
+    seed = args.seeds[0]
+    flags = ["--env", ENV, "--env-kwargs", env_kwargs(mask="info"), *shlex.split(COMMON)]
+    config, _ = parse_train_args([*flags, *shlex.split(args.extra), "--seed", str(seed)])
+    envs = [Selection(**SELECTION, mask="info") for _ in range(config.num_envs)]
+    observations, masks = [], []
+    for index, env in enumerate(envs):
+        observation, info = env.reset(seed=seed + index)
+        observations.append(observation)
+        masks.append(info["action_mask"])
+    vector_steps = args.budget // config.num_envs
+    env_seconds = 0.0
+    for _ in range(vector_steps):
+        for index, env in enumerate(envs):
+            action = int(np.flatnonzero(masks[index])[0])
+            start = time.perf_counter()
+            observation, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                observation, info = env.reset()
+            env_seconds += time.perf_counter() - start
+            observations[index], masks[index] = observation, info["action_mask"]
+    space, actions = envs[0].observation_space, envs[0].action_space
+    agent = PolicyAdapter(build_policy("mlp", space, actions), actions, None)
+    batch = torch.as_tensor(np.stack(observations), dtype=torch.float32)
+    mask = torch.as_tensor(np.stack(masks), dtype=torch.bool)
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        start = time.perf_counter()
+        for _ in range(vector_steps):
+            agent.act(batch, action_mask=mask)
+        act_seconds = time.perf_counter() - start
+    run_dir = root / "puffertrain"
+    train(run_dir, env_kwargs(mask="info"), args.budget, seed, args.extra)
+    run = read_run(run_dir)
+    update_seconds = run["update_fraction"] * args.budget / run["sps_whole_run"]
+    command = [sys.executable, __file__, "sb3-run", "--budget", str(args.budget)]
+    command += [f"--extra={args.extra}", "--seeds", str(seed)]
+    finished = subprocess.run(command, check=True, capture_output=True, text=True)
+    theirs = json.loads(finished.stdout.splitlines()[-1])
+    floor = env_seconds + act_seconds + update_seconds
+    return {
+        "budget": args.budget,
+        "seed": seed,
+        "env_s": env_seconds,
+        "act_s": act_seconds,
+        "update_s": update_seconds,
+        "puffertrain_floor_s": floor,
+        "puffertrain_s": args.budget / run["sps_whole_run"],
+        "maskable_ppo_s": args.budget / theirs["sps"],
+        "maskable_ppo_update_s": theirs["update_s"],
+        "sps_ratio": run["sps_whole_run"] / theirs["sps"],
+        "sps_ratio_ceiling": args.budget / theirs["sps"] / floor,
+    }
+
+
 def sb3_run(budget: int, seed: int, extra: str) -> dict:
     """MaskablePPO with the hyperparameters puffertrain resolves for the same flags."""
     import gymnasium as gym
@@ -228,7 +299,7 @@ def sb3_run(budget: int, seed: int, extra: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["learning", "sb3", "cost", "sb3-run"])
+    parser.add_argument("mode", choices=["learning", "sb3", "cost", "ceiling", "sb3-run"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budget", type=int, default=131072)
     parser.add_argument("--repeats", type=int, default=3, help="cost: A/B pairs")
@@ -243,7 +314,7 @@ def main() -> None:
         print(json.dumps(sb3_run(args.budget, args.seeds[0], args.extra)))
         return
     with tempfile.TemporaryDirectory() as root:
-        measure = {"learning": learning, "sb3": sb3, "cost": cost}[args.mode]
+        measure = {"learning": learning, "sb3": sb3, "cost": cost, "ceiling": ceiling}[args.mode]
         result = measure(args, Path(root))
     result |= {"mode": args.mode, "env": ENV, "selection": SELECTION, "common": COMMON}
     result["extra"] = args.extra
