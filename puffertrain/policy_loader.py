@@ -21,6 +21,7 @@ from policies.heads import action_head_size
 from policies.normalize import normalize_observations
 from puffertrain.config import parse_kwargs
 from puffertrain.errors import UserError
+from puffertrain.threads import torch_threads
 
 
 def list_policies() -> str:
@@ -140,6 +141,22 @@ def build_policy(
     ``normalize_obs``) with the JSON ``policy_kwargs``, or raise ``UserError`` saying which
     policies can take them. On a multi-agent env (``agent_names``), a policy whose constructor
     takes ``num_agents`` is given the number of agents."""
+    # on one thread: orthogonal init's QR differs in its last bits with the thread count, so a
+    # seed gave other parameters (and another run) in a process that had other threads at start
+    with torch_threads(1):
+        return _build_policy(
+            name, observation_space, action_space, normalize_obs, policy_kwargs, agent_names
+        )
+
+
+def _build_policy(
+    name: str,
+    observation_space: gym.spaces.Space,
+    action_space: gym.spaces.Space,
+    normalize_obs: bool,
+    policy_kwargs: str,
+    agent_names: Sequence[str],
+) -> nn.Module:
     name = resolve_policy_name(name, observation_space, bool(agent_names))
     cls = _policy_class(name)
     kwargs = parse_kwargs(policy_kwargs, "--policy-kwargs")

@@ -97,3 +97,23 @@ def test_a_spin_that_never_pays_backs_off_and_one_that_does_grows_again():
     never = Spinner(0)
     never.wait(lambda: False)
     assert never.spins == 0
+
+
+def test_a_seed_builds_the_same_policy_whatever_the_threads_at_start():
+    """Orthogonal init's QR differs in its last bits with torch's thread count, so a seed built
+    other parameters in a process that started with other threads (a second run in the same
+    process, a container with fewer CPUs). Policies are built on one thread, and the process's
+    own count is left as it was."""
+    space, actions = gym.spaces.Box(-1.0, 1.0, (8,), np.float32), gym.spaces.Discrete(3)
+    before = torch.get_num_threads()
+    built = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            torch.manual_seed(0)
+            built.append(build_policy("mlp", space, actions).state_dict())
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    for name, tensor in built[0].items():
+        torch.testing.assert_close(tensor, built[1][name], rtol=0, atol=0, msg=name)

@@ -22,6 +22,7 @@ from puffertrain.engine import Engine, Episode, StepResult
 from puffertrain.engine.base import as_rows
 from puffertrain.ppo import PolicyAdapter, env_actions
 from puffertrain.rollout.rewards import RewardNormalizer
+from puffertrain.threads import torch_threads
 from puffertrain.timing import PhaseTimer
 
 
@@ -83,13 +84,9 @@ class Rollout:
         env threads leave free), and one autocast region covers many steps, so bf16 weights are
         cast once per rollout instead of at every step (``policy=False``: the threads alone,
         for random actions)."""
-        update_threads = torch.get_num_threads()
-        torch.set_num_threads(self.acting_threads)
-        try:
-            with self.adapter.autocast(self.device) if policy else nullcontext():
-                yield
-        finally:
-            torch.set_num_threads(update_threads)
+        precision = self.adapter.autocast(self.device) if policy else nullcontext()
+        with torch_threads(self.acting_threads), precision:
+            yield
 
     def send(
         self,
