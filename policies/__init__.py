@@ -16,7 +16,7 @@ from policies.contract import State, is_recurrent, takes_agent_ids
 from policies.flatten import unflatten_observations
 from policies.heads import EncoderHeads, GaussianHead, actor_head
 from policies.init import layer_init
-from policies.mlp import BasicPolicy, ContinuousPolicy
+from policies.mlp import BasicPolicy, ContinuousPolicy, SeparateMLPPolicy
 from policies.multi_agent import (
     IndependentMultiAgentPolicy,
     SharedLSTMPolicy,
@@ -55,6 +55,7 @@ __all__ = [
     "ResidualBlock",
     "ResidualPolicy",
     "RunningMeanStd",
+    "SeparateMLPPolicy",
     "SharedLSTMPolicy",
     "SharedMultiAgentPolicy",
     "State",

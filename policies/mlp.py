@@ -1,12 +1,14 @@
-"""MLP policies for vector observations: the guide's BasicPolicy and ContinuousPolicy."""
+"""MLP policies for vector observations: the guide's BasicPolicy and ContinuousPolicy, and an actor
+and a critic with nothing shared (SB3's and CleanRL's network)."""
 
 from __future__ import annotations
 
 import gymnasium as gym
+import torch
 import torch.nn as nn
 
 from policies.features import VectorFeatures
-from policies.heads import EncoderHeads
+from policies.heads import EncoderHeads, actor_critic, actor_head
 from policies.init import layer_init
 
 
@@ -62,3 +64,41 @@ class ContinuousPolicy(BasicPolicy):
         if not isinstance(action_space, gym.spaces.Box):
             raise ValueError("needs a Box action space (mlp takes discrete ones)")
         super().__init__(observation_space, action_space, hidden_size)
+
+
+class SeparateMLPPolicy(nn.Module):
+    """An actor MLP and a critic MLP with no layer in common, 2 × ``hidden_size`` tanh each:
+    the network of SB3's ``MlpPolicy`` and CleanRL ppo.py's ``Agent`` (not in the guide, whose
+    policies share one encoder). ``forward(obs) -> (logits, value)``, or ``(mean, std, value)``
+    for Box actions.
+
+    Why it exists: the critic's gradient cannot reshape what the actor reads. On
+    MountainCar-v0 the shared ``mlp`` never found the flag while this network did on every seed
+    (experiments/RESULTS.md, "The classic-control network").
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        hidden_size: int = 64,
+    ) -> None:
+        super().__init__()
+        self.observation_space, self.action_space = observation_space, action_space
+        self.actor_encoder = mlp_encoder(
+            observation_space, hidden_size, hidden_size, activation=nn.Tanh
+        )
+        self.critic_encoder = mlp_encoder(
+            observation_space, hidden_size, hidden_size, activation=nn.Tanh
+        )
+        self.actor = actor_head(hidden_size, action_space)
+        self.critic = layer_init(nn.Linear(hidden_size, 1), std=1.0)
+
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        observations = observations.float()
+        return actor_critic(
+            self.actor,
+            self.critic,
+            self.actor_encoder(observations),
+            self.critic_encoder(observations),
+        )

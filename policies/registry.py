@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from policies.attention import AttentionPolicy
 from policies.cnn import CNNPolicy, EfficientCNN
-from policies.mlp import BasicPolicy, ContinuousPolicy
+from policies.mlp import BasicPolicy, ContinuousPolicy, SeparateMLPPolicy
 from policies.multi_agent import (
     IndependentMultiAgentPolicy,
     SharedLSTMPolicy,
@@ -31,6 +31,11 @@ POLICIES: dict[str, PolicyEntry] = {
     "mlp": PolicyEntry(
         BasicPolicy,
         "2×256 ReLU MLP (the guide's BasicPolicy) for vectors; Gaussian head for Box actions",
+    ),
+    "separate_mlp": PolicyEntry(
+        SeparateMLPPolicy,
+        "actor and critic MLPs with nothing shared, 2×64 tanh each (SB3's and CleanRL's); the "
+        "classic-control default",
     ),
     "continuous": PolicyEntry(
         ContinuousPolicy, "the guide's ContinuousPolicy: mlp with a Gaussian head, Box actions only"

@@ -38,6 +38,7 @@ BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 # policy, its observation space, its action space, its keyword arguments
 KINDS = {
     "mlp": ("mlp", VECTOR, DISCRETE, {}),
+    "separate_mlp": ("separate_mlp", VECTOR, DISCRETE, {}),
     "cnn": ("cnn", FRAMES, DISCRETE, {}),
     "lstm": ("lstm", VECTOR, DISCRETE, {}),
     "continuous": ("continuous", VECTOR, BOX, {}),

@@ -51,6 +51,7 @@ BOX_ACTIONS = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
 # discrete, multi-discrete and Box actions (the continuous policy with Box actions only).
 POLICY_SPACES = {
     "mlp": [VECTOR, ENTITIES],
+    "separate_mlp": [VECTOR, ENTITIES],
     "continuous": [VECTOR],
     "cnn": [FRAMES],
     "efficient_cnn": [FRAMES],
