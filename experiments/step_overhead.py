@@ -10,7 +10,13 @@ Per step of the whole batch, median of ``--repeats``:
 - env: the vector env's own ``step`` with the same batch of random actions;
 - policy math: the policy's ``forward`` on the batch (no sampling, no bookkeeping);
 - overhead: total - env - policy math (sampling, tensor/array moves, buffer writes, episode
-  bookkeeping, the engine's copies).
+  bookkeeping, the engine's copies);
+- floor: the same per-step cost of the least an eager-PyTorch PPO step can do (``floor_step``:
+  observations to a tensor without a copy, the forward, Gumbel-max sampling and its
+  log-probability, four buffer writes, the env step, two more writes), the same env and policy;
+  its overhead is what any trainer written this way pays beyond the env and the math;
+- alternating: the forward and the env step called in turn and nothing else, which shows
+  what taking turns costs over timing each alone.
 """
 
 from __future__ import annotations
@@ -71,8 +77,54 @@ def measure(batch: int, seconds: float) -> dict[str, float]:
     obs = torch.from_numpy(engine.observations.copy())
     with torch.no_grad():
         math = _seconds_per_call(lambda: policy(obs), seconds)
+        floor = _seconds_per_call(floor_step(vector, policy, batch), seconds)
+        alternating = _seconds_per_call(lambda: (policy(obs), vector.step(fixed)), seconds)
     engine.close()
-    return {"total_us": total * 1e6, "env_us": env * 1e6, "policy_math_us": math * 1e6}
+    return {
+        "total_us": total * 1e6,
+        "env_us": env * 1e6,
+        "policy_math_us": math * 1e6,
+        "floor_total_us": floor * 1e6,
+        "alternating_us": alternating * 1e6,
+    }
+
+
+def floor_step(
+    vector: gym.vector.VectorEnv, policy: torch.nn.Module, batch: int
+) -> Callable[[], None]:
+    """One step of the leanest eager lockstep rollout (CleanRL's loop, buffers as numpy views):
+    no episode statistics, no same-step reset, no row bookkeeping. Call under ``no_grad``."""
+    observations = [vector.reset(seed=0)[0]]
+    buffers = {
+        name: np.zeros((NUM_STEPS, batch), dtype)
+        for name, dtype in [
+            ("actions", np.int64),
+            ("log_probs", np.float32),
+            ("values", np.float32),
+            ("rewards", np.float32),
+            ("dones", np.bool_),
+        ]
+    }
+    stored_obs = np.zeros((NUM_STEPS, *observations[0].shape), np.float32)
+    step = [0]
+
+    def one_step() -> None:
+        t = step[0] = (step[0] + 1) % NUM_STEPS
+        obs = observations[0]
+        logits, value = policy(torch.from_numpy(obs))
+        log_p = torch.log_softmax(logits, dim=-1)
+        action = (log_p - torch.empty_like(log_p).exponential_().log_()).argmax(dim=-1)
+        log_prob = log_p.gather(-1, action.unsqueeze(-1))
+        stored_obs[t] = obs
+        actions = action.numpy()
+        buffers["actions"][t] = actions
+        buffers["log_probs"][t] = log_prob.numpy()[:, 0]
+        buffers["values"][t] = value.numpy()[:, 0]
+        observations[0], rewards, terminations, truncations, _ = vector.step(actions)
+        buffers["rewards"][t] = rewards
+        buffers["dones"][t] = terminations | truncations
+
+    return one_step
 
 
 def main() -> None:
@@ -90,10 +142,13 @@ def main() -> None:
         for key in runs[0]:
             row[key] = statistics.median(run[key] for run in runs)
         row["overhead_us"] = row["total_us"] - row["env_us"] - row["policy_math_us"]
+        row["floor_overhead_us"] = row["floor_total_us"] - row["env_us"] - row["policy_math_us"]
         rows.append(row)
         print(
             f"batch {batch:3d}: total {row['total_us']:7.1f} µs, env {row['env_us']:6.1f}, "
-            f"policy math {row['policy_math_us']:6.1f}, overhead {row['overhead_us']:6.1f}"
+            f"policy math {row['policy_math_us']:6.1f}, overhead {row['overhead_us']:6.1f}; "
+            f"floor: total {row['floor_total_us']:7.1f}, overhead {row['floor_overhead_us']:6.1f}; "
+            f"forward and env in turn {row['alternating_us']:6.1f}"
         )
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

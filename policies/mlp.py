@@ -73,8 +73,8 @@ class SeparateMLPPolicy(nn.Module):
     for Box actions.
 
     Why it exists: the critic's gradient cannot reshape what the actor reads. On
-    MountainCar-v0 the shared ``mlp`` never found the flag while this network did on every seed
-    (experiments/RESULTS.md, "The classic-control network").
+    MountainCar-v0 with normalised observations the shared ``mlp`` never found the flag while
+    this network did on every seed (experiments/RESULTS.md, "The classic-control network").
     """
 
     def __init__(

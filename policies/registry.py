@@ -34,8 +34,7 @@ POLICIES: dict[str, PolicyEntry] = {
     ),
     "separate_mlp": PolicyEntry(
         SeparateMLPPolicy,
-        "actor and critic MLPs with nothing shared, 2×64 tanh each (SB3's and CleanRL's); the "
-        "classic-control default",
+        "actor and critic MLPs with nothing shared, 2×64 tanh each (SB3's and CleanRL's)",
     ),
     "continuous": PolicyEntry(
         ContinuousPolicy, "the guide's ContinuousPolicy: mlp with a Gaussian head, Box actions only"

@@ -35,6 +35,19 @@ def test_classic_control_defaults_learn_acrobot(tmp_path):
     assert best >= -150, f"best mean return over 20 episodes: {best:.1f}"
 
 
+def test_separate_mlp_on_normalised_observations_reaches_the_mountain_car_flag(tmp_path):
+    """MountainCar-v0, classic-control preset, seed 2: the guide's shared 2 × 256 ReLU MLP never
+    reached the flag in 500k steps on any of 3 seeds, with observations normalised or not;
+    SB3's separate 2 × 64 tanh actor and critic on normalised observations passes a mean of
+    -150 in 50k."""
+    run_dir = tmp_path / "mountain_car"
+    main(["--env", "MountainCar-v0", "--policy", "separate_mlp", "--normalize-obs", "--seed", "2",
+          "--device", "cpu", "--eval-interval", "0", "--total-timesteps", "50000",
+          "--run-dir", str(run_dir)])  # fmt: skip
+    best = best_mean_return(run_dir)
+    assert best >= -150, f"best mean return over 20 episodes: {best:.1f}"
+
+
 MEMORY_TASK = [
     "--env", "tests.envs:cartpole_no_velocity", "--vec", "serial", "--device", "cpu",
     "--seed", "1", "--total-timesteps", "150000", "--num-envs", "16", "--num-steps", "64",
