@@ -73,7 +73,7 @@ def test_policy_that_cannot_take_the_spaces(capsys, tmp_path):
         capsys, "--env", "CartPole-v1", "--policy", "continuous", "--run-dir", str(tmp_path / "r")
     )
     assert "policy 'continuous' cannot take" in err and "Discrete(2)" in err
-    assert "policies that can: mlp, multi_input, attention, residual, lstm" in err
+    assert "policies that can: mlp, separate_mlp, multi_input, attention, residual, lstm" in err
 
 
 def test_resume_missing(capsys, tmp_path):
