@@ -67,7 +67,8 @@ class ContinuousPolicy(BasicPolicy):
 
 
 class SeparateMLPPolicy(nn.Module):
-    """An actor MLP and a critic MLP with no layer in common, 2 × ``hidden_size`` tanh each:
+    """An actor MLP and a critic MLP with no layer in common, 2 × ``hidden_size`` each (tanh
+    unless ``activation`` says otherwise):
     the network of SB3's ``MlpPolicy`` and CleanRL ppo.py's ``Agent`` (not in the guide, whose
     policies share one encoder). ``forward(obs) -> (logits, value)``, or ``(mean, std, value)``
     for Box actions.
@@ -82,14 +83,15 @@ class SeparateMLPPolicy(nn.Module):
         observation_space: gym.spaces.Space,
         action_space: gym.spaces.Space,
         hidden_size: int = 64,
+        activation: type[nn.Module] = nn.Tanh,
     ) -> None:
         super().__init__()
         self.observation_space, self.action_space = observation_space, action_space
         self.actor_encoder = mlp_encoder(
-            observation_space, hidden_size, hidden_size, activation=nn.Tanh
+            observation_space, hidden_size, hidden_size, activation=activation
         )
         self.critic_encoder = mlp_encoder(
-            observation_space, hidden_size, hidden_size, activation=nn.Tanh
+            observation_space, hidden_size, hidden_size, activation=activation
         )
         self.actor = actor_head(hidden_size, action_space)
         self.critic = layer_init(nn.Linear(hidden_size, 1), std=1.0)
