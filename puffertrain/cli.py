@@ -35,6 +35,7 @@ from puffertrain.distributed import (
 from puffertrain.envs import env_factory, env_family, probe_env
 from puffertrain.envs.spaces import policy_view, text_notice
 from puffertrain.errors import UserError
+from puffertrain.policy_loader import auto_policy_name
 from puffertrain.presets import preset_for
 from puffertrain.seeds import is_seed_parent, run_seeds, seed_parent, start_seeds, without_flags
 
@@ -96,14 +97,20 @@ def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space 
 
 
 def _preset(env_id: str, env_kwargs: dict) -> tuple[TrainConfig, bool]:
-    """The preset for an env's family, and whether its observations can be normalised (a float
-    Box); the continuous preset normalises them only there."""
+    """The preset for an env's family fitted to its observations, and whether they can be
+    normalised (a float Box). A preset normalises observations only where they can be, and its
+    policy for flat vectors gives way to ``auto``'s where they need another (multi_input for
+    Dict, cnn for uint8 images)."""
     family, observation_space = preset_family(env_id, env_kwargs)
     preset = preset_for(family)
-    normalizable = observation_space is not None and can_normalize(observation_space)
-    if family == "continuous" and observation_space is not None:
-        preset = dataclasses.replace(preset, normalize_obs=normalizable)
-    return preset, normalizable
+    if observation_space is None:
+        return preset, False
+    normalizable = can_normalize(observation_space)
+    policy = preset.policy if auto_policy_name(observation_space) == "mlp" else "auto"
+    fitted = dataclasses.replace(
+        preset, policy=policy, normalize_obs=preset.normalize_obs and normalizable
+    )
+    return fitted, normalizable
 
 
 def parse_train_args(
@@ -136,6 +143,8 @@ def parse_train_args(
     elif early.env:
         default, normalizable = _preset(early.env, parse_kwargs(early.env_kwargs))
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
+    if config.policy == "auto":  # a given `--policy auto` is the preset's choice, as no flag is
+        config = dataclasses.replace(config, policy=default.policy)
     config, changes = adapt_to_given(config, given_fields(argv), default, normalizable)
     if notes is not None:
         notes += changes

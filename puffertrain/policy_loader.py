@@ -29,8 +29,8 @@ def list_policies() -> str:
     width = max(len(name) for name in POLICIES)
     lines = [
         "auto".ljust(width) + "  picks from the spaces: cnn for uint8 images, multi_input for "
-        "Dict/Tuple, mlp otherwise (each with a Gaussian head for Box actions); shared for "
-        "multi-agent envs, where lstm means shared_lstm"
+        "Dict/Tuple, mlp otherwise (separate_mlp in the classic-control preset; each with a "
+        "Gaussian head for Box actions); shared for multi-agent envs, where lstm means shared_lstm"
     ]
     lines += [f"{name.ljust(width)}  {entry.summary}" for name, entry in POLICIES.items()]
     lines.append(

@@ -17,22 +17,27 @@ def evaluating(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, eval_interval=interval)
 
 
-# RL Zoo's tuned CartPole values (lr 1e-3, γ 0.98, λ 0.8, no entropy bonus) on twice the envs,
-# with half the gradient steps per env step (2 minibatches × 10 epochs instead of 1 × 20): it
-# reached 475 sooner in wall time, side by side (experiments/RESULTS.md, "CartPole-v1 to 475").
-# The value loss is unclipped, as in SB3: returns of tens (γ 0.98) outrun a value that may move
-# only --clip-coef an update, and Acrobot-v1 then often never learned (RESULTS, "Value clipping").
+# RL Zoo's tuned CartPole values (8 envs × 32 steps, 1 minibatch × 20 epochs, lr 1e-3, γ 0.98,
+# λ 0.8, no entropy bonus) with SB3's network (separate actor and critic MLPs, 2 × 64 tanh) on
+# normalised observations. The guide's shared `mlp` learned CartPole and Acrobot with these values
+# but never found MountainCar's flag; SB3's network on normalised observations found it on every
+# seed, and passed CartPole on every seed only with the zoo's sizes (experiments/RESULTS.md, "The
+# classic-control network"). The value loss is unclipped, as in SB3: returns of tens (γ 0.98)
+# outrun a value that may move only --clip-coef an update (RESULTS, "Value clipping"). Where the
+# observations are not a flat Box the policy is `auto`'s and they are left as they are (cli).
 CLASSIC_CONTROL = evaluating(
     TrainConfig(
         total_timesteps=500_000,
-        num_envs=16,
+        policy="separate_mlp",
+        num_envs=8,
         num_steps=32,
+        normalize_obs=True,
         ppo=PPOConfig(
             learning_rate=1e-3,
             gamma=0.98,
             gae_lambda=0.8,
-            num_minibatches=2,
-            update_epochs=10,
+            num_minibatches=1,
+            update_epochs=20,
             ent_coef=0.0,
             clip_vloss=False,
         ),
@@ -113,7 +118,8 @@ PRESETS = {
 
 def preset_for(family: str) -> TrainConfig:
     """Defaults for an env family: "atari" (CleanRL ppo_atari), "continuous" (any Box-action
-    env: CleanRL ppo_continuous_action), "classic_control" (RL Zoo's tuned CartPole values),
+    env: CleanRL ppo_continuous_action), "classic_control" (RL Zoo's tuned CartPole values and
+    SB3's network),
     "multi_agent" (any PettingZoo env), "toy_text" (ppo.py's values with SB3's gradient steps per
     sample); anything else gets CleanRL ppo.py's values. All but the Atari one evaluate every
     ~``EVAL_EVERY_STEPS`` env steps."""

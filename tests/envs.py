@@ -160,6 +160,14 @@ def cartpole_no_velocity() -> gym.Env:
     return HiddenVelocities(gym.make("CartPole-v1"))
 
 
+def cartpole_dict() -> gym.Env:
+    """CartPole with its observation as the one entry of a Dict: a classic-control env whose
+    observations the preset's flat-vector policy cannot take."""
+    env = gym.make("CartPole-v1")
+    space = gym.spaces.Dict({"state": env.observation_space})
+    return gym.wrappers.TransformObservation(env, lambda state: {"state": state}, space)
+
+
 class ImageVectorEnv(gym.Env):
     """Dict observation: an 8×8 image with one lit pixel and a 2-vector. The rewarded action is
     1 when the pixel lies in the right half XOR the vector's first entry is positive, else 0,

@@ -71,7 +71,7 @@ def test_box_action_envs_get_the_continuous_preset():
         0.0,
     )
     cartpole, _ = parse_train_args(["--env", "CartPole-v1"])
-    assert not cartpole.normalize_obs and cartpole.num_envs == 16
+    assert not cartpole.normalize_reward and cartpole.num_envs == 8  # the classic preset's
     dict_observations, _ = parse_train_args(["--env", "tests.envs:dict_box_actions"])
     assert dict_observations.num_steps == 512 and dict_observations.normalize_reward
     assert not dict_observations.normalize_obs  # only float Box observations are normalised

@@ -165,9 +165,28 @@ def test_recurrent_policies_learn_from_scaled_rewards_and_normalised_observation
     atari, _ = parse_train_args(["--env", "ALE/Breakout-v5", "--policy", "lstm"])
     taxi, _ = parse_train_args(["--env", "Taxi-v4", "--policy", "lstm"])
     assert (lstm.normalize_reward, lstm.normalize_obs) == (True, True)
-    assert (mlp.normalize_reward, mlp.normalize_obs) == (False, False)
+    assert (mlp.normalize_reward, mlp.normalize_obs) == (False, True)  # the preset's own
     assert (chosen.normalize_reward, chosen.normalize_obs) == (False, True)
     scaled, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm", "--normalize-reward"])
     assert (scaled.normalize_reward, scaled.normalize_obs) == (True, True)
     assert (atari.normalize_reward, atari.normalize_obs, atari.clip_rewards) == (False, False, True)
     assert (taxi.normalize_reward, taxi.normalize_obs) == (True, False)
+
+
+def test_classic_control_trains_sb3s_network_on_normalised_observations_where_they_fit(tmp_path):
+    """Issue #22: the preset's shared `mlp` never found MountainCar-v0's flag; the preset now
+    trains SB3's separate actor and critic on normalised observations. A given `--policy auto`
+    is that choice too, given flags hold, and observations that are not a flat float vector
+    get `auto`'s policy for them, as they are."""
+    default, _ = parse_train_args(["--env", "CartPole-v1"])
+    auto, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "auto"])
+    assert (default.policy, default.normalize_obs) == ("separate_mlp", True)
+    assert (auto.policy, auto.normalize_obs) == ("separate_mlp", True)
+    given, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "mlp", "--no-normalize-obs"])
+    assert (given.policy, given.normalize_obs) == ("mlp", False)
+    structured, _ = parse_train_args(["--env", "tests.envs:cartpole_dict"])
+    assert (structured.policy, structured.normalize_obs) == ("auto", False)
+    run_dir = tmp_path / "dict"
+    main(["--env", "tests.envs:cartpole_dict", "--num-envs", "2", "--num-steps", "16",
+          "--total-timesteps", "64", "--device", "cpu", "--run-dir", str(run_dir)])  # fmt: skip
+    assert any((run_dir / "checkpoints").iterdir())

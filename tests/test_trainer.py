@@ -57,7 +57,8 @@ def test_a_users_policy_class_trains_and_evaluates(tmp_path, capsys):
         ]
     )
     state = load_checkpoint(list_checkpoints(run_dir)[-1]).policy
-    assert state["body.0.weight"].shape == (16, 4)
+    # inside the classic-control preset's observation normalisation
+    assert state["policy.body.0.weight"].shape == (16, 4)
 
     capsys.readouterr()
     main(["eval", "--checkpoint", str(run_dir), "--episodes", "3", "--deterministic"])
