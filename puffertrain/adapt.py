@@ -3,13 +3,16 @@
 A preset is tuned for its own sizes: Atari's async batches of 4 envs assume 8 envs, the
 continuous preset's 32 minibatches assume 2048 steps. When the user changes one of those sizes
 on the command line, the values they left alone follow it (each change is reported in the
-startup lines); only a value the user gave can be refused by ``TrainConfig.validate``.
+startup lines); only a value the user gave can be refused by ``TrainConfig.validate``. On a GPU,
+async batches give way to one batch of every env.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+
+import torch
 
 from policies import POLICIES
 from policies.contract import is_recurrent
@@ -45,6 +48,11 @@ def _env_batch_size(config: TrainConfig) -> int:
     return batch if batch < config.num_envs and 2 * batch >= config.env_batch_size else 0
 
 
+def acts_on_gpu(device: str) -> bool:
+    """Whether ``--device`` puts the policy on a GPU (``auto`` does where CUDA is available)."""
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
 def _trains_on_sequences(policy: str) -> bool:
     entry = POLICIES.get(policy)
     return entry is not None and is_recurrent(entry.cls)
@@ -70,7 +78,13 @@ def adapt_to_given(
         old = getattr(ppo if name in PPO_FIELDS else config, name)
         changes[name] = (old, new, why)
 
-    if (
+    if "env_batch_size" not in given and config.env_batch_size and acts_on_gpu(config.device):
+        # an action costs a GPU about as much for one env as for all of them, so async batches
+        # only add action calls (experiments/RESULTS.md, "What one action costs on the GPU")
+        change(
+            "env_batch_size", 0, "synchronous: on a GPU acting on every env costs what a batch does"
+        )
+    elif (
         "env_batch_size" not in given
         and config.env_batch_size
         and config.num_envs % config.env_batch_size

@@ -46,7 +46,8 @@ CLASSIC_CONTROL = evaluating(
 
 
 # CleanRL ppo_atari's hyperparameters; bf16 where native, async batches of 4 envs and a
-# compiled update, the fastest combination measured (experiments/RESULTS.md, "Training speed").
+# compiled update, the fastest combination measured on the CPU (experiments/RESULTS.md,
+# "Training speed"); on a GPU the batches become one (adapt.py).
 # Evaluation samples, as the RL Zoo plays Atari: a greedy policy that never chose FIRE after a
 # lost life stalls until the 108k-frame limit (experiments/RESULTS.md, "Evaluation"). It is off
 # by default: a game lasts longer the better the agent plays (up to 27k steps), so a fixed

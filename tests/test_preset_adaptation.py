@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from puffertrain.adapt import adapt_to_given, given_fields
 from puffertrain.cli import main, parse_train_args
@@ -19,10 +20,24 @@ def test_given_fields_reads_every_flag_form():
 
 @pytest.mark.parametrize(("num_envs", "batch"), [(2, 0), (3, 0), (6, 3), (12, 4), (16, 4)])
 def test_atari_env_batch_follows_num_envs(num_envs, batch):
-    config = TrainConfig(num_envs=num_envs, env_batch_size=4)
+    config = TrainConfig(num_envs=num_envs, env_batch_size=4, device="cpu")
     adapted, lines = adapt_to_given(config, {"num_envs"}, preset_for("atari"))
     assert adapted.env_batch_size == batch
     assert any("--env-batch-size" in line for line in lines) == (num_envs % 4 != 0)
+
+
+def test_on_a_gpu_every_env_acts_in_one_batch(monkeypatch):
+    """An action costs a GPU about the same for 4 envs as for 128 (launches and the wait for
+    the actions, not arithmetic): the Atari preset's async batches of 4 only doubled the action
+    calls on an H200. A given --env-batch-size holds, and on the CPU the batches stay."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    notes: list[str] = []
+    gpu, _ = parse_train_args(["--env", "ALE/Breakout-v5"], notes)
+    assert gpu.env_batch_size == 0
+    assert any("--env-batch-size 4 → 0" in line for line in notes)
+    given, _ = parse_train_args(["--env", "ALE/Breakout-v5", "--env-batch-size", "4"])
+    cpu, _ = parse_train_args(["--env", "ALE/Breakout-v5", "--device", "cpu"])
+    assert (given.env_batch_size, cpu.env_batch_size) == (4, 4)
 
 
 def test_minibatches_keep_the_preset_size_in_a_small_batch():
