@@ -53,7 +53,8 @@ def acts_on_gpu(device: str) -> bool:
     return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
-def _trains_on_sequences(policy: str) -> bool:
+def trains_on_sequences(policy: str) -> bool:
+    """Whether ``policy`` names a library policy that is recurrent (trained on sequences)."""
     entry = POLICIES.get(policy)
     return entry is not None and is_recurrent(entry.cls)
 
@@ -99,7 +100,7 @@ def adapt_to_given(
     ):
         length = _divisor_near(config.num_steps, ppo.sequence_length)
         change("sequence_length", length, f"must divide --num-steps {config.num_steps}")
-    recurrent = _trains_on_sequences(config.policy)
+    recurrent = trains_on_sequences(config.policy)
     if "num_minibatches" not in given:
         size = min(preset.batch_size // preset.ppo.num_minibatches, SMALL_MINIBATCH)
         limit = max(1, config.batch_size // size)

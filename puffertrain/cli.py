@@ -15,7 +15,7 @@ import gymnasium as gym
 import tyro
 
 from policies.normalize import can_normalize
-from puffertrain.adapt import adapt_to_given, given_fields
+from puffertrain.adapt import adapt_to_given, given_fields, trains_on_sequences
 from puffertrain.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
@@ -53,6 +53,7 @@ def _preparse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--env")
     parser.add_argument("--resume")
     parser.add_argument("--config")
+    parser.add_argument("--policy", default="auto")
     parser.add_argument("--env-kwargs", default="")
     parser.add_argument("--parallel", default="0")
     return parser.parse_known_args(list(argv))[0]
@@ -96,13 +97,13 @@ def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space 
     return family, observation_space
 
 
-def _preset(env_id: str, env_kwargs: dict) -> tuple[TrainConfig, bool]:
+def _preset(env_id: str, env_kwargs: dict, policy: str) -> tuple[TrainConfig, bool]:
     """The preset for an env's family fitted to its observations, and whether they can be
     normalised (a float Box). A preset normalises observations only where they can be, and its
     policy for flat vectors gives way to ``auto``'s where they need another (multi_input for
-    Dict, cnn for uint8 images)."""
+    Dict, cnn for uint8 images). A recurrent ``policy`` gets its family's recurrent values."""
     family, observation_space = preset_family(env_id, env_kwargs)
-    preset = preset_for(family)
+    preset = preset_for(family, recurrent=trains_on_sequences(policy))
     if observation_space is None:
         return preset, False
     normalizable = can_normalize(observation_space)
@@ -141,7 +142,7 @@ def parse_train_args(
     if early.config:
         default = config_from_file(Path(early.config))
     elif early.env:
-        default, normalizable = _preset(early.env, parse_kwargs(early.env_kwargs))
+        default, normalizable = _preset(early.env, parse_kwargs(early.env_kwargs), early.policy)
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
     if config.policy == "auto":  # a given `--policy auto` is the preset's choice, as no flag is
         config = dataclasses.replace(config, policy=default.policy)

@@ -45,6 +45,18 @@ CLASSIC_CONTROL = evaluating(
 )
 
 
+# A recurrent policy keeps the sizes this preset had before SB3's network (16 envs, 2 minibatches
+# × 10 epochs): with the zoo's, CartPoleNoVel-v1 with `--policy lstm` took 91–164 s to 475, with
+# these 40–52 s (experiments/RESULTS.md, "The classic-control network").
+RECURRENT_CLASSIC_CONTROL = evaluating(
+    dataclasses.replace(
+        CLASSIC_CONTROL,
+        num_envs=16,
+        ppo=dataclasses.replace(CLASSIC_CONTROL.ppo, num_minibatches=2, update_epochs=10),
+    )
+)
+
+
 # CleanRL ppo_atari's hyperparameters; bf16 where native, async batches of 4 envs and a
 # compiled update, the fastest combination measured on the CPU (experiments/RESULTS.md,
 # "Training speed"); on a GPU the batches become one (adapt.py).
@@ -117,12 +129,16 @@ PRESETS = {
 }
 
 
-def preset_for(family: str) -> TrainConfig:
+RECURRENT_PRESETS = {"classic_control": RECURRENT_CLASSIC_CONTROL}
+
+
+def preset_for(family: str, recurrent: bool = False) -> TrainConfig:
     """Defaults for an env family: "atari" (CleanRL ppo_atari), "continuous" (any Box-action
     env: CleanRL ppo_continuous_action), "classic_control" (RL Zoo's tuned CartPole values and
     SB3's network),
     "multi_agent" (any PettingZoo env), "toy_text" (ppo.py's values with SB3's gradient steps per
     sample); anything else gets CleanRL ppo.py's values. All but the Atari one evaluate every
-    ~``EVAL_EVERY_STEPS`` env steps."""
-    preset = PRESETS.get(family, GENERIC)
+    ~``EVAL_EVERY_STEPS`` env steps. ``recurrent``: the values for a recurrent policy, where
+    the family has its own (classic control)."""
+    preset = (RECURRENT_PRESETS.get(family) if recurrent else None) or PRESETS.get(family, GENERIC)
     return dataclasses.replace(preset, ppo=dataclasses.replace(preset.ppo))

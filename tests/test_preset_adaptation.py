@@ -10,7 +10,7 @@ import torch
 from puffertrain.adapt import adapt_to_given, given_fields
 from puffertrain.cli import main, parse_train_args
 from puffertrain.config import PPOConfig, TrainConfig
-from puffertrain.presets import preset_for
+from puffertrain.presets import EVAL_EVERY_STEPS, preset_for
 
 
 def test_given_fields_reads_every_flag_form():
@@ -205,3 +205,15 @@ def test_classic_control_trains_sb3s_network_on_normalised_observations_where_th
     main(["--env", "tests.envs:cartpole_dict", "--num-envs", "2", "--num-steps", "16",
           "--total-timesteps", "64", "--device", "cpu", "--run-dir", str(run_dir)])  # fmt: skip
     assert any((run_dir / "checkpoints").iterdir())
+
+
+def test_a_recurrent_policy_keeps_its_classic_control_sizes():
+    """Under the classic preset's zoo sizes (8 envs, 1 minibatch × 20 epochs) CartPoleNoVel-v1
+    with `--policy lstm` took 91-164 s to reach 475; with 16 envs and 2 × 10 it took 40-52 s.
+    Evaluations keep their spacing in env steps, and a given size holds."""
+    lstm, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm"])
+    assert (lstm.num_envs, lstm.ppo.num_minibatches, lstm.ppo.update_epochs) == (16, 2, 10)
+    assert lstm.eval_interval == round(EVAL_EVERY_STEPS / lstm.batch_size)
+    given, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm", "--num-envs", "8"])
+    default, _ = parse_train_args(["--env", "CartPole-v1"])
+    assert (given.num_envs, default.num_envs, default.ppo.update_epochs) == (8, 8, 20)
