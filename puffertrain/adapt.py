@@ -79,20 +79,16 @@ def adapt_to_given(
         old = getattr(ppo if name in PPO_FIELDS else config, name)
         changes[name] = (old, new, why)
 
-    if "env_batch_size" not in given and config.env_batch_size and acts_on_gpu(config.device):
-        # an action costs a GPU about as much for one env as for all of them, so async batches
-        # only add action calls (experiments/RESULTS.md, "What one action costs on the GPU")
-        change(
-            "env_batch_size", 0, "synchronous: on a GPU acting on every env costs what a batch does"
-        )
-    elif (
-        "env_batch_size" not in given
-        and config.env_batch_size
-        and config.num_envs % config.env_batch_size
-    ):
-        batch = _env_batch_size(config)
-        why = "synchronous" if batch == 0 else "async batches"
-        change("env_batch_size", batch, f"{why}: must divide --num-envs {config.num_envs}")
+    if "env_batch_size" not in given and config.env_batch_size:
+        if acts_on_gpu(config.device):
+            # an action costs a GPU about as much for one env as for all of them, so async
+            # batches only add action calls (experiments/RESULTS.md, "What one action costs...")
+            why = "synchronous: on a GPU acting on every env costs what a batch does"
+            change("env_batch_size", 0, why)
+        elif config.num_envs % config.env_batch_size:
+            batch = _env_batch_size(config)
+            why = "synchronous" if batch == 0 else "async batches"
+            change("env_batch_size", batch, f"{why}: must divide --num-envs {config.num_envs}")
     if (
         "sequence_length" not in given
         and ppo.sequence_length

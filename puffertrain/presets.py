@@ -135,10 +135,9 @@ RECURRENT_PRESETS = {"classic_control": RECURRENT_CLASSIC_CONTROL}
 def preset_for(family: str, recurrent: bool = False) -> TrainConfig:
     """Defaults for an env family: "atari" (CleanRL ppo_atari), "continuous" (any Box-action
     env: CleanRL ppo_continuous_action), "classic_control" (RL Zoo's tuned CartPole values and
-    SB3's network),
-    "multi_agent" (any PettingZoo env), "toy_text" (ppo.py's values with SB3's gradient steps per
-    sample); anything else gets CleanRL ppo.py's values. All but the Atari one evaluate every
-    ~``EVAL_EVERY_STEPS`` env steps. ``recurrent``: the values for a recurrent policy, where
-    the family has its own (classic control)."""
+    SB3's network), "multi_agent" (any PettingZoo env), "toy_text" (ppo.py's values with SB3's
+    gradient steps per sample); anything else gets CleanRL ppo.py's values. All but the Atari
+    one evaluate every ~``EVAL_EVERY_STEPS`` env steps. ``recurrent``: the values for a
+    recurrent policy, where the family has its own (classic control)."""
     preset = (RECURRENT_PRESETS.get(family) if recurrent else None) or PRESETS.get(family, GENERIC)
     return dataclasses.replace(preset, ppo=dataclasses.replace(preset.ppo))
