@@ -98,6 +98,19 @@ CONTINUOUS = evaluating(
     )
 )
 
+# A recurrent policy learns from whole-rollout sequences, so the preset's 32 minibatches are its 4
+# envs' 4 sequences: 40 Adam steps per rollout instead of 320. At lr 3e-4 the policy then moved an
+# eighth as far per rollout, and `--policy lstm` learned neither Pendulum-v1 nor PendulumNoVel-v1
+# in 100k steps; 8 × the learning rate keeps the preset's pace (learning rate × gradient steps per
+# rollout), as the linear scaling rule for 8 × larger minibatches says, and learned both
+# (experiments/RESULTS.md, "A recurrent policy's pace on the continuous preset").
+RECURRENT_CONTINUOUS = evaluating(
+    dataclasses.replace(
+        CONTINUOUS,
+        ppo=dataclasses.replace(CONTINUOUS.ppo, num_minibatches=4, learning_rate=2.4e-3),
+    )
+)
+
 # Any PettingZoo env: MAPPO's MPE settings (lr 7e-4, 10 epochs) on shorter rollouts, which
 # learned faster than ppo.py's defaults on simple_spread (experiments/RESULTS.md).
 MULTI_AGENT = evaluating(
@@ -129,7 +142,10 @@ PRESETS = {
 }
 
 
-RECURRENT_PRESETS = {"classic_control": RECURRENT_CLASSIC_CONTROL}
+RECURRENT_PRESETS = {
+    "classic_control": RECURRENT_CLASSIC_CONTROL,
+    "continuous": RECURRENT_CONTINUOUS,
+}
 
 
 def preset_for(family: str, recurrent: bool = False) -> TrainConfig:
@@ -138,6 +154,6 @@ def preset_for(family: str, recurrent: bool = False) -> TrainConfig:
     SB3's network), "multi_agent" (any PettingZoo env), "toy_text" (ppo.py's values with SB3's
     gradient steps per sample); anything else gets CleanRL ppo.py's values. All but the Atari
     one evaluate every ~``EVAL_EVERY_STEPS`` env steps. ``recurrent``: the values for a
-    recurrent policy, where the family has its own (classic control)."""
+    recurrent policy, where the family has its own (classic control, continuous)."""
     preset = (RECURRENT_PRESETS.get(family) if recurrent else None) or PRESETS.get(family, GENERIC)
     return dataclasses.replace(preset, ppo=dataclasses.replace(preset.ppo))

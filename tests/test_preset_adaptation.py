@@ -217,3 +217,24 @@ def test_a_recurrent_policy_keeps_its_classic_control_sizes():
     given, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm", "--num-envs", "8"])
     default, _ = parse_train_args(["--env", "CartPole-v1"])
     assert (given.num_envs, default.num_envs, default.ppo.update_epochs) == (8, 8, 20)
+
+
+def test_a_recurrent_policy_keeps_the_continuous_presets_pace():
+    """Issue #22: a recurrent policy learns from whole-rollout sequences, so the continuous
+    preset's 32 minibatches were its 4 envs' 4 sequences: 40 Adam steps per rollout at lr 3e-4
+    instead of 320, and `--policy lstm` learned neither Pendulum-v1 nor PendulumNoVel-v1 in 100k
+    steps. The learning rate times the gradient steps per rollout is now the preset's; a given
+    learning rate holds."""
+    feed_forward, _ = parse_train_args(["--env", "Pendulum-v1"])
+    lstm, _ = parse_train_args(["--env", "Pendulum-v1", "--policy", "lstm"])
+
+    def pace(config: TrainConfig) -> float:
+        ppo = config.ppo
+        return ppo.learning_rate * ppo.num_minibatches * ppo.update_epochs
+
+    assert lstm.ppo.num_minibatches == lstm.num_envs  # one whole-rollout sequence each
+    assert lstm.batch_size == feed_forward.batch_size
+    assert pace(lstm) == pytest.approx(pace(feed_forward))
+    lr_given = ["--env", "Pendulum-v1", "--policy", "lstm", "--learning-rate", "3e-4"]
+    given, _ = parse_train_args(lr_given)
+    assert given.ppo.learning_rate == 3e-4
