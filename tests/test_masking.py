@@ -3,6 +3,8 @@ policy kind, and broken masks get one clear line."""
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from puffertrain.engine import SerialEngine, make_engine
+from puffertrain.envs.masks import MaskError, MaskReader, MaskSource
 from puffertrain.envs.recipe import env_recipe
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.ppo.adapter import mask_logits
@@ -211,6 +214,28 @@ def test_a_mask_broken_mid_run_names_the_env_and_keeps_the_run(tmp_path, env, sa
     error = _cli_error(tmp_path / "run", env, "--vec", "serial")
     assert says in error and "checkpoint" in error
     assert list((tmp_path / "run" / "checkpoints").glob("step_*.pt"))
+
+
+@pytest.mark.parametrize(
+    ("blocks", "mask", "says"),
+    [
+        ((4,), [0, 1, 0, 0], None),
+        ((4,), np.array([False, False, True, False]), None),
+        ((4,), [0, 0, 0, 0], "allows no action after its step 5 (all zero)"),
+        ((3, 2), [0, 0, 1, 0, 1], None),
+        ((3, 2), [1, 0, 0, 0, 0], "allows no action after its step 5 (all zero in a dimension)"),
+        ((3, 2), np.zeros(5, dtype=np.int8), "in a dimension"),
+        ((3, 2), [1, 0, 0, 1], "has 4 entries after its step 5, not the 5"),
+    ],
+)
+def test_the_mask_reader_checks_every_dimension(blocks, mask, says):
+    """A mask passes when every action dimension allows an action, as 0/1 or bools."""
+    read = MaskReader(MaskSource(in_observation=False, blocks=blocks)).read
+    if says is None:
+        np.testing.assert_array_equal(read(None, {"action_mask": mask}, 5), np.asarray(mask))
+    else:
+        with pytest.raises(MaskError, match=re.escape(says)):
+            read(None, {"action_mask": mask}, 5)
 
 
 @pytest.mark.parametrize(

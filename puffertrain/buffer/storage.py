@@ -118,6 +118,8 @@ class RolloutBuffer:
             self._host = {name: getattr(self, name).numpy() for name in names}
             if self.alive is not None:
                 self._host["alive"] = self.alive.numpy()
+            if self.action_masks is not None:
+                self._host["action_masks"] = self.action_masks.numpy()
 
     def index(self, steps: np.ndarray, row_ids: np.ndarray) -> Index:
         """Where step ``steps[k]`` of env ``row_ids[k]`` goes: a basic index (views) when the
@@ -152,9 +154,6 @@ class RolloutBuffer:
         """Record what the policy did at step ``steps[k]`` of row ``row_ids[k]``: the
         observation it acted on, its action, log-probability and value, the state it acted
         from, whether the row's agent was alive, and the action mask it acted under."""
-        index = self.index(steps, row_ids)
-        if self.action_masks is not None:
-            self.action_masks[index] = action_mask
         if start_state is not None:
             self.store_start_states(steps, row_ids, start_state)
         if self._host is not None:
@@ -162,12 +161,16 @@ class RolloutBuffer:
             host = self._host
             if "alive" in host:
                 host["alive"][index] = alive
+            if "action_masks" in host:
+                host["action_masks"][index] = action_mask.numpy()
             host["observations"][index] = observations.numpy()
             host["actions"][index] = actions.numpy()
             host["log_probs"][index] = log_probs.numpy()
             host["values"][index] = values.numpy()
             return
         index = self.index(steps, row_ids)
+        if self.action_masks is not None:
+            self.action_masks[index] = action_mask
         if self.alive is not None:
             self.alive[index] = to_torch(alive, self.rewards.device).float()
         self.observations[index] = observations

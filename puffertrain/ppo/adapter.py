@@ -59,6 +59,10 @@ class PolicyAdapter(nn.Module):
         self.multi_discrete = isinstance(action_space, gym.spaces.MultiDiscrete)
         self.recurrent = is_recurrent(policy)
         self.takes_agent_ids = takes_agent_ids(policy)
+        # what masked logits become, as a tensor: torch.where wraps a Python float in a new
+        # tensor at every call, ~1.7x the cost of the masking at rollout batch sizes
+        fill = torch.tensor(torch.finfo(torch.float32).min)
+        self.register_buffer("masked_logit", fill, persistent=False)
 
     def initial_state(self, batch_size: int, device: torch.device) -> State | None:
         """Zero recurrent state for ``batch_size`` envs (None for a feed-forward policy)."""
@@ -118,7 +122,7 @@ class PolicyAdapter(nn.Module):
             mean, std = params
             action = mean if deterministic else mean + std * torch.randn_like(mean)
             return action, _normal_log_prob(mean, std, action), value, state
-        logits = mask_logits(params[0], action_mask)
+        logits = mask_logits(params[0], action_mask, self.masked_logit)
         if not self.multi_discrete:  # one Discrete: no split, no stacking
             action, log_prob = _sample_categorical(logits, deterministic)
             return action, log_prob, value, state
@@ -159,7 +163,8 @@ class PolicyAdapter(nn.Module):
         columns = actions.unsqueeze(-1) if not self.multi_discrete else actions
         log_prob = torch.zeros_like(value)
         entropy = torch.zeros_like(value)
-        for dim, logits in enumerate(self._split(mask_logits(params[0], action_mask))):
+        masked = mask_logits(params[0], action_mask, self.masked_logit)
+        for dim, logits in enumerate(self._split(masked)):
             log_p = F.log_softmax(logits, dim=-1)
             log_prob = log_prob + log_p.gather(-1, columns[:, dim : dim + 1].long()).squeeze(-1)
             entropy = entropy - (log_p.exp() * log_p).sum(-1)
@@ -175,13 +180,18 @@ class PolicyAdapter(nn.Module):
         return self._step(obs, state, agent_ids)[1]
 
 
-def mask_logits(logits: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
+def mask_logits(
+    logits: torch.Tensor, action_mask: torch.Tensor | None, fill: torch.Tensor | None = None
+) -> torch.Tensor:
     """``logits`` with the actions ``action_mask`` forbids (False entries) set to the dtype's
-    most negative finite value: their probability is exactly 0, and unlike ``-inf`` no
-    ``0 * inf`` turns the entropy or its gradient into NaN (bf16, ``torch.compile``)."""
+    most negative finite value (``fill``, a 0-d tensor of it, where the caller keeps one):
+    their probability is exactly 0, and unlike ``-inf`` no ``0 * inf`` turns the entropy or its
+    gradient into NaN (bf16, ``torch.compile``)."""
     if action_mask is None:
         return logits
-    return torch.where(action_mask, logits, torch.finfo(logits.dtype).min)  # one op
+    same_dtype = fill is not None and fill.dtype == logits.dtype  # a float32 min is -inf in bf16
+    most_negative = fill if same_dtype else torch.finfo(logits.dtype).min
+    return torch.where(action_mask, logits, most_negative)  # one op
 
 
 def env_actions(actions: torch.Tensor, action_space: gym.spaces.Space) -> np.ndarray:
