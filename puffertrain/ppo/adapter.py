@@ -60,7 +60,7 @@ class PolicyAdapter(nn.Module):
         self.recurrent = is_recurrent(policy)
         self.takes_agent_ids = takes_agent_ids(policy)
         # what masked logits become, as a tensor: torch.where wraps a Python float in a new
-        # tensor at every call, ~1.7x the cost of the masking at rollout batch sizes
+        # tensor at every call, which takes it ~1.7x as long at rollout batch sizes
         fill = torch.tensor(torch.finfo(torch.float32).min)
         self.register_buffer("masked_logit", fill, persistent=False)
 
