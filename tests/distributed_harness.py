@@ -33,7 +33,8 @@ def main() -> None:
 
     def update(self, buffer, learning_rate):
         stats = original_update(self, buffer, learning_rate)
-        state = [*self.adapter.parameters(), *(b.float() for b in self.adapter.buffers())]
+        # parameters and persistent buffers (observation statistics), not constants
+        state = [tensor.float() for tensor in self.adapter.state_dict().values()]
         mine = parameters_to_vector(state).detach().cpu()
         everyone = all_gather(mine)
         report["updates"] += 1
