@@ -108,7 +108,6 @@ class MaskReader:
     engine's bool buffer.)"""
 
     def __init__(self, source: MaskSource) -> None:
-        self.source = source
         self._size = source.size
         self._in_observation = source.in_observation
         self._starts = np.cumsum((0, *source.blocks[:-1])) if len(source.blocks) > 1 else None
