@@ -35,8 +35,10 @@ ONE_LINE = {
     "GymV26Environment-v0": 'pip install "shimmy[gym-v26]"',
     "tests.space_envs:graph_leaf": "observation leaf 'links' is a Graph space",
 }
-if importlib.util.find_spec("Box2D") is None:
+if importlib.util.find_spec("Box2D") is None:  # the envs and dev extras install it
     ONE_LINE["LunarLander-v3"] = "Box2D is not installed"
+else:
+    TRAINS += ["LunarLander-v3", "BipedalWalker-v3"]  # Box2D: Discrete, and Box actions
 if importlib.util.find_spec("highway_env") is None:
     ONE_LINE["highway-v0"] = "pip install highway-env"
 
