@@ -123,8 +123,6 @@ def _family_of(location: str) -> str:
         return "atari"
     if location.startswith("minigrid"):
         return "minigrid"
-    if "toy_text" in location:
-        return "toy_text"
     if "classic_control" in location:
         return "classic_control"
     if "mujoco" in location:
@@ -133,8 +131,8 @@ def _family_of(location: str) -> str:
 
 
 def env_family(env_id: str) -> str:
-    """Which preset family an id belongs to: "atari", "classic_control", "toy_text", "mujoco",
-    "minigrid" or "other"."""
+    """Which preset family an id belongs to: "atari", "classic_control", "mujoco", "minigrid"
+    or "other"."""
     register_ale()
     name = env_id.split(":", 1)[1] if ":" in env_id else env_id
     spec = gym.registry.get(name)
