@@ -160,15 +160,15 @@ class PolicyAdapter(nn.Module):
             mean, std = params
             entropy = (0.5 + _LOG_SQRT_2PI + std.log()).sum(-1)
             return _normal_log_prob(mean, std, actions), entropy, value
-        columns = actions.unsqueeze(-1) if not self.multi_discrete else actions
-        log_prob = torch.zeros_like(value)
-        entropy = torch.zeros_like(value)
         masked = mask_logits(params[0], action_mask, self.masked_logit)
-        for dim, logits in enumerate(self._split(masked)):
-            log_p = F.log_softmax(logits, dim=-1)
-            log_prob = log_prob + log_p.gather(-1, columns[:, dim : dim + 1].long()).squeeze(-1)
-            entropy = entropy - (log_p.exp() * log_p).sum(-1)
-        return log_prob, entropy, value
+        if not self.multi_discrete:  # one Discrete: no split, no sums over blocks
+            return (*_score_categorical(masked, actions), value)
+        scores = [
+            _score_categorical(block, actions[:, dim])
+            for dim, block in enumerate(self._split(masked))
+        ]
+        log_probs, entropies = zip(*scores, strict=True)
+        return sum(log_probs), sum(entropies), value
 
     def value(
         self,
@@ -216,6 +216,15 @@ def _sample_categorical(
     else:
         action = (log_p - torch.empty_like(log_p).exponential_().log_()).argmax(dim=-1)
     return action, log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+
+
+def _score_categorical(
+    logits: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-probabilities of ``actions`` under the categorical ``logits`` and its entropy."""
+    log_p = F.log_softmax(logits, dim=-1)
+    log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return log_prob, -(log_p.exp() * log_p).sum(-1)
 
 
 def _normal_log_prob(mean: torch.Tensor, std: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

@@ -51,10 +51,12 @@ class Learner:
     ) -> None:
         self.adapter = adapter
         self.config = config
+        # a list, not the generator: walking the module tree at every clip costs ~15 us
+        self.trained_parameters = list(adapter.parameters())
         # fused: one kernel per parameter instead of ~10 per step; for small policies the
         # dispatch overhead, not the math, is what an optimizer step costs
         self.optimizer = torch.optim.Adam(
-            adapter.parameters(), lr=config.learning_rate, eps=1e-5, fused=True
+            self.trained_parameters, lr=config.learning_rate, eps=1e-5, fused=True
         )
         objective = Objective(
             adapter, config, torch.compile(ppo_loss) if compile_loss else ppo_loss
@@ -82,24 +84,24 @@ class Learner:
         """Optimise on the buffer; return mean loss statistics (CleanRL's logged values)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
-        totals: dict[str, torch.Tensor] = {}
-        count = 0
+        history: list[dict[str, torch.Tensor]] = []
         config = self.config
         for epoch in buffer.minibatches(config.num_minibatches, config.update_epochs):
             for minibatch in epoch:
                 loss, stats = self.objective(minibatch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.adapter.parameters(), config.max_grad_norm)
+                nn.utils.clip_grad_norm_(self.trained_parameters, config.max_grad_norm)
                 self.optimizer.step()
-                for key, value in stats.items():
-                    totals[key] = totals.get(key, 0.0) + value
-                count += 1
+                history.append(stats)
             if config.target_kl is not None:  # every rank stops after the same epoch
                 (too_far,) = any_rank(float(stats["approx_kl"]) > config.target_kl)
                 if too_far:
                     break
-        results = {key: float(value) / count for key, value in totals.items()}
+        # averaged once at the end: a running sum costs an op per statistic and minibatch
+        results = {
+            key: float(torch.stack([stats[key] for stats in history]).mean()) for key in history[0]
+        }
         values, returns = buffer.values, buffer.returns
         if buffer.alive is not None:  # dead agents' rows predict nothing
             live = buffer.alive.bool()

@@ -42,16 +42,12 @@ def ppo_loss(
     log_ratio = new_log_probs - batch.log_probs
     ratio = log_ratio.exp()
 
-    advantages = batch.advantages
-    if config.norm_adv:
-        advantages = normalized(advantages, mask)
-    policy_loss = masked_mean(
-        torch.max(
-            -advantages * ratio,
-            -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef),
-        ),
-        mask,
+    advantages = normalized(batch.advantages, mask) if config.norm_adv else batch.advantages
+    # the clipped surrogate is the smaller of the two objectives; its negation is the loss
+    surrogate = torch.min(
+        advantages * ratio, advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)
     )
+    policy_loss = -masked_mean(surrogate, mask)
 
     value_error = (new_values - batch.returns) ** 2
     if config.clip_vloss:
@@ -62,14 +58,17 @@ def ppo_loss(
     value_loss = 0.5 * masked_mean(value_error, mask)
 
     entropy_loss = masked_mean(entropy, mask)
-    loss = policy_loss - config.ent_coef * entropy_loss + config.vf_coef * value_loss
+    loss = policy_loss + config.vf_coef * value_loss
+    if config.ent_coef:  # without a bonus, no backward pass through the entropy
+        loss = loss - config.ent_coef * entropy_loss
     with torch.no_grad():
+        ratio_change = ratio - 1.0
         stats = {
             "policy_loss": policy_loss.detach(),
             "value_loss": value_loss.detach(),
             "entropy": entropy_loss.detach(),
-            "old_approx_kl": masked_mean(-log_ratio, mask),
-            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
-            "clipfrac": masked_mean(((ratio - 1.0).abs() > config.clip_coef).float(), mask),
+            "old_approx_kl": -masked_mean(log_ratio, mask),
+            "approx_kl": masked_mean(ratio_change - log_ratio, mask),
+            "clipfrac": masked_mean((ratio_change.abs() > config.clip_coef).float(), mask),
         }
     return loss, stats
