@@ -42,11 +42,25 @@ def is_image(space: gym.spaces.Space) -> bool:
     return isinstance(space, gym.spaces.Box) and len(space.shape) == 3
 
 
+def channel_bound(space: gym.spaces.Box, channels_last: bool) -> torch.Tensor:
+    """The largest value each channel of the image ``space`` declares (at least 1), shaped to
+    divide a batch of its images: one number where every channel has the same bound."""
+    high = np.broadcast_to(np.asarray(space.high, np.float32), space.shape)
+    channel_axis = 2 if channels_last else 0
+    spatial = tuple(axis for axis in range(3) if axis != channel_axis)
+    bound = np.maximum(high.max(axis=spatial), 1.0)
+    if (bound == bound[0]).all():
+        return torch.tensor(float(bound[0]))
+    return torch.from_numpy(bound if channels_last else bound.reshape(-1, 1, 1)).float()
+
+
 class ImageEncoder(nn.Module):
     """Convolutions for any image Box; ``output_size`` features per image.
 
     Channels last ``(H, W, C)`` is recognised when the last dim has at most 4 entries and fewer
-    than the first; uint8 pixels are scaled by 1/255 (float images are taken as they are).
+    than the first. uint8 images are divided by their space's upper bound, per channel: 255 for
+    pixels, less for codes such as MiniGrid's object, colour and state ids (its recipe declares
+    them), which ÷255 would squeeze into [0, 0.04]. Float images are taken as they are.
     Images of at least 36×36 get the Nature convs; smaller ones (grid worlds) two 3×3 convs
     (32, 64 channels, the second stride 2). When gradients are on (the update's large batches)
     the images go channels-last in memory, which runs oneDNN's faster NHWC convolutions; the
@@ -61,6 +75,9 @@ class ImageEncoder(nn.Module):
         self.channels_last = shape[-1] <= 4 and shape[-1] < shape[0]
         chw = (shape[2], shape[0], shape[1]) if self.channels_last else shape
         self.pixels = space.dtype == np.uint8
+        if self.pixels:
+            bound = channel_bound(space, self.channels_last)
+            self.register_buffer("bound", bound, persistent=False)
         if min(chw[1:]) >= 36:
             self.convs, self.output_size = nature_convs(gym.spaces.Box(0, 1, chw, np.float32))
         else:
@@ -76,7 +93,7 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float()
         if self.pixels:
-            x = x / 255.0
+            x = x / self.bound
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)
         if torch.is_grad_enabled():

@@ -58,3 +58,11 @@ def graph_leaf() -> gym.Env:
 
 def sequence_leaf() -> gym.Env:
     return SpaceEnv(gym.spaces.Sequence(gym.spaces.Discrete(4)))
+
+
+def minigrid_rgb() -> gym.Env:
+    """A MiniGrid env whose image is turned into pixels by MiniGrid's own wrapper."""
+    import minigrid  # noqa: F401  (registers the ids)
+    from minigrid.wrappers import RGBImgPartialObsWrapper
+
+    return RGBImgPartialObsWrapper(gym.make("MiniGrid-Empty-5x5-v0"))

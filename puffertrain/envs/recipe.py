@@ -13,6 +13,7 @@ from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
 from puffertrain.envs.make import EnvFactory, env_factory, is_atari
 from puffertrain.envs.masks import MaskSource, find_mask_source, has_mask_entry
+from puffertrain.envs.minigrid import with_grid_code_bounds
 from puffertrain.envs.multiagent import is_parallel_env
 from puffertrain.errors import UserError
 
@@ -45,12 +46,17 @@ def env_recipe(
         factory = partial(make_wrapped_atari, env_id, settings, render_mode, episodic_life)
         return EnvRecipe(factory, settings, settings["frameskip"])
     kwargs = dict(env_kwargs, render_mode=render_mode) if render_mode else env_kwargs
-    factory = env_factory(env_id, kwargs)
+    factory = partial(_built, env_factory(env_id, kwargs))
     masks = probe_mask_source(factory)
     factory = partial(with_flat_observations, factory, masks)
     if step_limit is not None:
         factory = partial(_time_limited, factory, step_limit)
     return EnvRecipe(factory, None, 1)
+
+
+def _built(factory: EnvFactory) -> Any:
+    """The env ``factory`` builds, a MiniGrid env with its image's real bounds declared."""
+    return with_grid_code_bounds(factory())
 
 
 def _time_limited(factory: EnvFactory, step_limit: int) -> Any:
