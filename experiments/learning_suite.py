@@ -103,6 +103,17 @@ SUITE = {
         SuiteEnv("minigrid", "MiniGrid-DoorKey-5x5-v0", 100_000, 0.9, "MiniGrid-DoorKey-5x5-v0"),
         SuiteEnv("box2d", "LunarLander-v3", 1_000_000, 200.0, "LunarLander-v3"),
         SuiteEnv("box2d", "LunarLanderContinuous-v3", 1_000_000, 200.0, "LunarLanderContinuous-v3"),
+        # Held out: no preset was chosen on these; each takes its family's defaults.
+        SuiteEnv("held_out", "MountainCarContinuous-v0", 100_000, 90.0, "MountainCarContinuous-v0"),
+        SuiteEnv("held_out", "InvertedPendulum-v5", 200_000, 950.0, "InvertedPendulum-v2"),
+        SuiteEnv("held_out", "Reacher-v5", 300_000, -5.0, "Reacher-v2"),
+        SuiteEnv(
+            "held_out", "MiniGrid-Empty-Random-5x5-v0", 100_000, 0.9, "MiniGrid-Empty-Random-5x5-v0"
+        ),
+        SuiteEnv("held_out", "MiniGrid-Unlock-v0", 100_000, 0.9, "MiniGrid-Unlock-v0"),
+        SuiteEnv(
+            "held_out", "MiniGrid-KeyCorridorS3R1-v0", 200_000, 0.9, "MiniGrid-KeyCorridorS3R1-v0"
+        ),
     )
 }
 
