@@ -18,6 +18,13 @@ def cartpole_args(run_dir) -> list[str]:
             "--total-timesteps", "100000", "--run-dir", str(run_dir)]  # fmt: skip
 
 
+def best_with_defaults(run_dir, env: str, seed: int, total_timesteps: int) -> float:
+    """Train ``env`` with its defaults (no evaluations) and return the best mean of 20 returns."""
+    main(["--env", env, "--seed", str(seed), "--device", "cpu", "--eval-interval", "0",
+          "--total-timesteps", str(total_timesteps), "--run-dir", str(run_dir)])  # fmt: skip
+    return best_mean_return(run_dir)
+
+
 def test_cartpole_reaches_475_within_200k_steps(tmp_path):
     main(cartpole_args(tmp_path / "cartpole"))
     best = best_mean_return(tmp_path / "cartpole")
@@ -28,10 +35,7 @@ def test_classic_control_defaults_learn_acrobot(tmp_path):
     """Acrobot-v1, a classic-control env the preset was not tuned on, seed 2: its returns are
     about -50 to -100 (γ 0.98), and a value loss clipped to move 0.2 per update left this seed
     at -500 (no episode ever ended) for 200k steps; unclipped it passes -100 by ~32k."""
-    run_dir = tmp_path / "acrobot"
-    main(["--env", "Acrobot-v1", "--seed", "2", "--device", "cpu", "--eval-interval", "0",
-          "--total-timesteps", "40000", "--run-dir", str(run_dir)])  # fmt: skip
-    best = best_mean_return(run_dir)
+    best = best_with_defaults(tmp_path / "acrobot", "Acrobot-v1", seed=2, total_timesteps=40_000)
     assert best >= -150, f"best mean return over 20 episodes: {best:.1f}"
 
 
@@ -40,10 +44,7 @@ def test_classic_control_defaults_reach_the_mountain_car_flag(tmp_path):
     the preset never reached the flag in 500k steps on any of 3 seeds, with observations
     normalised or not (the best mean of 20 here stayed at -200); SB3's separate 2 × 64 tanh
     actor and critic on normalised observations, the preset now, passes a mean of -150 in 50k."""
-    run_dir = tmp_path / "mountain_car"
-    main(["--env", "MountainCar-v0", "--seed", "2", "--device", "cpu", "--eval-interval", "0",
-          "--total-timesteps", "50000", "--run-dir", str(run_dir)])  # fmt: skip
-    best = best_mean_return(run_dir)
+    best = best_with_defaults(tmp_path / "car", "MountainCar-v0", seed=2, total_timesteps=50_000)
     assert best >= -150, f"best mean return over 20 episodes: {best:.1f}"
 
 
@@ -54,10 +55,7 @@ def test_generic_defaults_land_the_lunar_lander(tmp_path):
     at -99 to -119 for 60k steps on 3 of 3 seeds (-109 here); with SB3's 10 epochs of 64-sample
     minibatches it reaches -33 here (-26 to 106 over those seeds)."""
     pytest.importorskip("Box2D", reason="Box2D comes with the envs and dev extras")
-    run_dir = tmp_path / "lunar_lander"
-    main(["--env", "LunarLander-v3", "--seed", "3", "--device", "cpu", "--eval-interval", "0",
-          "--total-timesteps", "60000", "--run-dir", str(run_dir)])  # fmt: skip
-    best = best_mean_return(run_dir)
+    best = best_with_defaults(tmp_path / "lander", "LunarLander-v3", seed=3, total_timesteps=60_000)
     assert best >= -70, f"best mean return over 20 episodes: {best:.1f}"
 
 
@@ -69,11 +67,9 @@ def test_generic_defaults_read_minigrid_codes(tmp_path):
     Divided by the bounds its recipe now declares, it is 0.44 (a 200k run passes 0.8 by 24k: its
     learning rate has barely begun to anneal)."""
     pytest.importorskip("minigrid", reason="minigrid comes with the envs and dev extras")
-    run_dir = tmp_path / "key_corridor"
-    main(["--env", "MiniGrid-KeyCorridorS3R1-v0", "--seed", "1", "--device", "cpu",
-          "--eval-interval", "0", "--total-timesteps", "24576",
-          "--run-dir", str(run_dir)])  # fmt: skip
-    best = best_mean_return(run_dir)
+    best = best_with_defaults(
+        tmp_path / "key_corridor", "MiniGrid-KeyCorridorS3R1-v0", seed=1, total_timesteps=24_576
+    )
     assert best >= 0.2, f"best mean return over 20 episodes: {best:.2f}"
 
 
