@@ -124,6 +124,10 @@ class TrainConfig:
     normalize_reward: bool = False
     """Learn from rewards divided by the running std of each env's discounted return (clipped
     to ±10; SB3's VecNormalize); scores are still logged raw (on in the continuous preset)."""
+    action_noise_color: float = 0.0
+    """Continuous actions: the exploration noise's color, the beta of its 1/f**beta spectrum
+    (0: white, a fresh draw every step; 1: pink; 2: a random walk). Every step's draw is still
+    standard normal, so PPO's ratio is unchanged; neighbouring steps push the same way."""
     compile: bool = False
     """torch.compile the update's policy forward and loss step (on in the Atari preset, where
     convolutions make the update the bulk of the time; rollout inference stays eager, since
@@ -192,6 +196,11 @@ class TrainConfig:
             raise UserError(
                 f"--sequence-length {self.ppo.sequence_length} must divide --num-steps "
                 f"{self.num_steps} (0: whole rollouts)"
+            )
+        if not 0 <= self.action_noise_color <= 2:
+            raise UserError(
+                f"--action-noise-color must be from 0 (white) to 2 (a random walk), got "
+                f"{self.action_noise_color}"
             )
         if self.clip_rewards and self.normalize_reward:
             raise UserError(

@@ -114,13 +114,17 @@ class PolicyAdapter(nn.Module):
         deterministic: bool = False,
         agent_ids: torch.Tensor | None = None,
         action_mask: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State | None]:
         """Sample actions (only ones ``action_mask`` allows, where given); return
-        ``(actions, log_probs, values, next state)``."""
+        ``(actions, log_probs, values, next state)``. Continuous actions are ``mean + std *
+        noise``, with standard-normal ``noise`` drawn here unless given (colored noise)."""
         params, value, state = self._step(obs, state, agent_ids)
         if self.continuous:
             mean, std = params
-            action = mean if deterministic else mean + std * torch.randn_like(mean)
+            if noise is None and not deterministic:
+                noise = torch.randn_like(mean)
+            action = mean if deterministic else mean + std * noise
             return action, _normal_log_prob(mean, std, action), value, state
         logits = mask_logits(params[0], action_mask, self.masked_logit)
         if not self.multi_discrete:  # one Discrete: no split, no stacking

@@ -21,6 +21,7 @@ from puffertrain.buffer import RolloutBuffer, to_torch
 from puffertrain.engine import Engine, Episode, StepResult
 from puffertrain.engine.base import as_rows
 from puffertrain.ppo import PolicyAdapter, env_actions
+from puffertrain.rollout.noise import colored_noise
 from puffertrain.rollout.rewards import RewardNormalizer
 from puffertrain.threads import torch_threads
 from puffertrain.timing import PhaseTimer
@@ -29,11 +30,12 @@ from puffertrain.timing import PhaseTimer
 class Rollout:
     """Owns what stepping carries from one step to the next: the last observation, alive
     flag and action mask of every row, the recurrent state, the rows' agent ids, reward
-    normalisation, each row's step count within the current rollout, and the episodes
-    finished since they were last taken.
+    normalisation, each row's step count within the current rollout, the colored action
+    noise of the current rollout, and the episodes finished since they were last taken.
 
     ``step_weight``: global steps one row's step counts for (the ranks of a data-parallel job
-    all step as often, so each counts ``world_size``).
+    all step as often, so each counts ``world_size``). ``noise_color``: the ``beta`` of the
+    continuous actions' noise in training rollouts (:mod:`~puffertrain.rollout.noise`; 0: white).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Rollout:
         clip_rewards: bool = False,
         step_weight: int = 1,
         timer: PhaseTimer | None = None,
+        noise_color: float = 0.0,
     ) -> None:
         self.engine, self.adapter, self.device = engine, adapter, device
         self.num_rows = engine.num_rows
@@ -66,6 +69,8 @@ class Rollout:
         self.masked = engine.action_masks.shape[1] > 0
         self.row_steps = np.zeros(self.num_rows, dtype=np.int64)
         self.acting_threads = engine.policy_threads()  # the trainer's thread plan may lower it
+        self.noise_color = noise_color if adapter.continuous else 0.0
+        self.noise: torch.Tensor | None = None  # [rows, num_steps, action dims] while collecting
         self.global_step = 0
         self.episodes: list[tuple[int, Episode]] = []  # with the global step they ended at
 
@@ -102,9 +107,12 @@ class Rollout:
         obs = to_torch(self.observations[rows], self.device)
         masks = to_torch(self.action_masks[rows], self.device) if self.masked else None
         state = self._state_at(rows)
+        noise = None
+        if self.noise is not None and buffer is not None:
+            noise = self.noise[row_ids, self.row_steps[rows]]
         with torch.no_grad():
             actions, log_probs, values, new_state = self.adapter.act(
-                obs, state, deterministic, self.agent_ids_of(row_ids), masks
+                obs, state, deterministic, self.agent_ids_of(row_ids), masks, noise
             )
             if buffer is not None:  # before the new state overwrites ``state``'s rows (views)
                 steps = self.row_steps[rows]
@@ -155,6 +163,11 @@ class Rollout:
         steps land in its own column in order, so GAE is the same either way.
         """
         self.row_steps[:] = 0
+        if self.noise_color:
+            dims = int(np.prod(self.engine.single_action_space.shape))
+            self.noise = colored_noise(
+                self.noise_color, self.num_rows, buffer.num_steps, dims, self.device
+            )
         with self.acting():
             self.send(np.arange(self.num_rows), buffer)
             in_flight = self.num_rows

@@ -61,6 +61,7 @@ def build_parts(
         config.clip_rewards,
         step_weight=ranks.world_size,
         timer=PhaseTimer(),
+        noise_color=config.action_noise_color,
     )
     buffer = RolloutBuffer(
         config.num_steps,
