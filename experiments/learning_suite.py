@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from steps_to_return import Episode, first_reaching, logged_episodes  # this folder is on sys.path
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "experiments" / "results" / "learning_suite.jsonl"
@@ -133,14 +134,16 @@ def summarize(episodes: list[Episode], threshold: float) -> dict[str, Any]:
     }
 
 
-def run_puffertrain(env: SuiteEnv, seed: int, run_root: Path) -> dict[str, Any]:
-    """Train with the defaults (``--policy`` only where the env needs memory); read the run's
-    episodes back."""
+def run_puffertrain(
+    env: SuiteEnv, seed: int, run_root: Path, flags: list[str] | None = None
+) -> dict[str, Any]:
+    """Train with the defaults (``--policy`` only where the env needs memory) and any ``flags``
+    over them (a variant under test); read the run's episodes and last evaluation back."""
     run_dir = run_root / f"{env.env_id.replace('/', '_')}__puffertrain__s{seed}"
     command = ["python", "-m", "puffertrain", "--env", env.puffertrain_id]
     command += ["--policy", env.policy] if env.policy else []
     command += ["--total-timesteps", str(env.budget), "--seed", str(seed)]
-    command += ["--run-dir", str(run_dir), "--overwrite"]
+    command += [*(flags or []), "--run-dir", str(run_dir), "--overwrite"]
     started = time.perf_counter()
     subprocess.run([sys.executable, *command[1:]], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     process_wall = time.perf_counter() - started
@@ -150,10 +153,21 @@ def run_puffertrain(env: SuiteEnv, seed: int, run_root: Path) -> dict[str, Any]:
         "sps": steps / seconds,
         "train_wall_s": seconds,
         "process_wall_s": process_wall,
-        "hyperparams": "puffertrain defaults",
+        "hyperparams": "puffertrain defaults" + (f" with {shlex.join(flags)}" if flags else ""),
         "command": shlex.join(command),
+        "final_eval_return": last_evaluation(REPO / run_dir),
         **summarize(episodes, env.threshold),
     }
+
+
+def last_evaluation(run_dir: Path) -> float | None:
+    """The mean return of the run's last evaluation (the presets' greedy episodes on envs of
+    their own), None where it did not evaluate."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if "eval/episodic_return" not in events.Tags()["scalars"]:
+        return None
+    return events.Scalars("eval/episodic_return")[-1].value
 
 
 def run_zoo(env: SuiteEnv, seed: int) -> dict[str, Any]:
@@ -331,7 +345,7 @@ def run_suite(args: argparse.Namespace) -> None:
     print(f"learning_suite: {len(todo)} runs to do", flush=True)
     for env, seed, trainer in todo:
         if trainer == "puffertrain":
-            result = run_puffertrain(env, seed, args.run_root)
+            result = run_puffertrain(env, seed, args.run_root, shlex.split(args.flags))
         else:
             result = run_zoo(env, seed)
         record = {"env": env.env_id, "seed": seed, "trainer": trainer, "budget": env.budget}
@@ -399,6 +413,12 @@ def main() -> None:
     run.add_argument("--trainer", nargs="+", choices=TRAINERS, default=list(TRAINERS))
     run.add_argument("--budget", type=int, help="instead of each env's (a smoke test)")
     run.add_argument("--results", type=Path, default=RESULTS)
+    run.add_argument(
+        "--flags",
+        default="",
+        help='puffertrain flags over its defaults, e.g. "--action-noise-color 0.5" (a '
+        "variant: give it a --results file of its own)",
+    )
     run.add_argument(
         "--run-root", type=Path, default=Path("runs/learning_suite"), help="relative: to the repo"
     )

@@ -52,6 +52,7 @@ def test_rerun_skips_finished_runs_and_appends_the_rest(suite, monkeypatch, tmp_
         budget=None,
         results=results,
         run_root=tmp_path,
+        flags="",
     )
     args_seed_1 = argparse.Namespace(**{**vars(args), "seeds": [1]})
     suite.run_suite(args_seed_1)
