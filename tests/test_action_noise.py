@@ -37,6 +37,14 @@ def test_every_step_is_standard_normal(beta, steps):
     assert (noise.var(0) - 1).abs().max() < 0.06
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_the_shortest_rollouts_get_finite_standard_normal_noise(steps):
+    torch.manual_seed(0)
+    noise = colored_noise(1.0, 20_000, steps, 3)
+    assert noise.shape == (20_000, steps, 3) and noise.isfinite().all()
+    assert (noise.var((0, 2)) - 1).abs().max() < 0.05
+
+
 def test_neighbouring_steps_correlate_more_the_redder_the_noise():
     torch.manual_seed(0)
     lag_one = [_lag_one_correlation(colored_noise(b, 2_000, 256, 2)) for b in (0, 0.5, 1, 2)]
