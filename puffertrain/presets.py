@@ -82,11 +82,11 @@ ATARI = TrainConfig(
 # classic-control preset: clipped, HalfCheetah learned far slower (both: experiments/RESULTS.md,
 # "Value clipping"). Exploration noise is colored (beta 0.5, Hollenstein et al.'s default for
 # PPO): with white noise, pushes on successive steps cancel, and MountainCarContinuous never found
-# its flag on 3 of 3 seeds (PendulumNoVel's lstm: -381 to -489); colored, every seed found it by
-# 35k (-241), and Hopper's seeds all ended above 3,000. The price: HalfCheetah's median fell from
-# 4,319 to 1,538 (CleanRL's published level), and a balancing task's training episodes score
-# lower under the correlated noise (InvertedPendulum ~900 instead of 1,000; greedy: 1,000)
-# (RESULTS, "Colored action noise"). --action-noise-color 0 gives white noise back.
+# its flag on any seed; colored, every seed did, PendulumNoVel's lstm beat the zoo's RecurrentPPO
+# and Hopper ended higher. The price: HalfCheetah learned far less, and a balancing task's
+# training episodes score lower under the correlated noise (InvertedPendulum; its greedy policy
+# is unaffected). Figures: experiments/RESULTS.md, "Colored action noise";
+# --action-noise-color 0 gives white noise back.
 CONTINUOUS = evaluating(
     TrainConfig(
         total_timesteps=1_000_000,

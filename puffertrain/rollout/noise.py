@@ -36,9 +36,9 @@ def colored_noise(
     real = torch.randn(rows, dims, scale.numel(), device=device) * scale
     imag = torch.randn(rows, dims, scale.numel(), device=device) * scale
     imag[..., 0] = 0  # the constant component is real
-    # each component's variance contribution to a step: 1 for the constant (and, for an even
-    # length, the Nyquist one, whose imaginary part irfft ignores), 4 for every other (a cosine
-    # and a sine of variance 2 each: the component and its mirror)
+    # what each component adds to a step's variance, in units of its scale**2 / steps**2: 1 for
+    # the constant and, for an even length, the Nyquist one (real, and irfft ignores its
+    # imaginary part); 4 for every other, which enters twice (itself and its mirror image)
     weights = torch.full_like(scale, 4.0)
     weights[0] = 1.0
     if steps % 2 == 0:
