@@ -30,23 +30,29 @@ def action_head_size(action_space: gym.spaces.Space) -> int:
 
 class GaussianHead(nn.Module):
     """``(mean, std)`` of a diagonal Normal: a linear mean (std 0.01) and a log-std parameter
-    that does not depend on the state, starting at 0 (std 1), as in CleanRL."""
+    that does not depend on the state, starting at ``log_std_init`` (0, std 1, as in CleanRL;
+    SB3's policy keyword of the same name)."""
 
-    def __init__(self, hidden_size: int, action_space: gym.spaces.Box) -> None:
+    def __init__(
+        self, hidden_size: int, action_space: gym.spaces.Box, log_std_init: float = 0.0
+    ) -> None:
         super().__init__()
         size = action_head_size(action_space)
         self.mean = layer_init(nn.Linear(hidden_size, size), std=0.01)
-        self.logstd = nn.Parameter(torch.zeros(1, size))
+        self.logstd = nn.Parameter(torch.full((1, size), float(log_std_init)))
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = self.mean(hidden)
         return mean, self.logstd.exp().expand_as(mean)
 
 
-def actor_head(hidden_size: int, action_space: gym.spaces.Space) -> nn.Module:
-    """A logits layer (std 0.01) for discrete actions, a :class:`GaussianHead` for Box."""
+def actor_head(
+    hidden_size: int, action_space: gym.spaces.Space, log_std_init: float = 0.0
+) -> nn.Module:
+    """A logits layer (std 0.01) for discrete actions, a :class:`GaussianHead` (starting at
+    ``log_std_init``) for Box."""
     if isinstance(action_space, gym.spaces.Box):
-        return GaussianHead(hidden_size, action_space)
+        return GaussianHead(hidden_size, action_space, log_std_init)
     return layer_init(nn.Linear(hidden_size, action_head_size(action_space)), std=0.01)
 
 
@@ -70,7 +76,7 @@ class EncoderHeads(nn.Module):
     ``decode_actions`` maps ``head_size`` features to ``(logits, value)`` or
     ``(mean, std, value)``; given ``critic_hidden`` too, the critic reads that instead (a core
     with a separate critic, such as :class:`~policies.recurrent.LSTMWrapper`'s critic LSTM).
-    ``forward`` is the two in turn.
+    ``forward`` is the two in turn. ``log_std_init``: where the Box actions' log-std starts.
     """
 
     def __init__(
@@ -78,11 +84,12 @@ class EncoderHeads(nn.Module):
         encoder: nn.Module,
         head_size: int,
         action_space: gym.spaces.Space,
+        log_std_init: float = 0.0,
     ) -> None:
         super().__init__()
         self.action_space = action_space
         self.encoder = encoder
-        self.actor = actor_head(head_size, action_space)
+        self.actor = actor_head(head_size, action_space, log_std_init)
         self.critic = layer_init(nn.Linear(head_size, 1), std=1.0)
 
     def encode_observations(self, observations: torch.Tensor) -> torch.Tensor:

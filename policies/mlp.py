@@ -33,7 +33,8 @@ class BasicPolicy(EncoderHeads):
     Takes any Box observation (flattened, any dtype), and Discrete / MultiDiscrete observations
     one-hot encoded (the guide's sketch reads ``observation_space.shape[0]``, which a Discrete
     does not have) and MultiBinary ones. Discrete and MultiDiscrete actions get logits; a Box
-    action space gets the Gaussian head of :class:`ContinuousPolicy`, ``(mean, std, value)``.
+    action space gets the Gaussian head of :class:`ContinuousPolicy`, ``(mean, std, value)``,
+    its log-std starting at ``log_std_init`` (SB3's policy keyword).
     """
 
     def __init__(
@@ -41,9 +42,10 @@ class BasicPolicy(EncoderHeads):
         observation_space: gym.spaces.Space,
         action_space: gym.spaces.Space,
         hidden_size: int = 256,
+        log_std_init: float = 0.0,
     ) -> None:
         encoder = mlp_encoder(observation_space, hidden_size, hidden_size)
-        super().__init__(encoder, hidden_size, action_space)
+        super().__init__(encoder, hidden_size, action_space, log_std_init)
         self.observation_space = observation_space
 
 
@@ -60,10 +62,11 @@ class ContinuousPolicy(BasicPolicy):
         observation_space: gym.spaces.Box,
         action_space: gym.spaces.Box,
         hidden_size: int = 256,
+        log_std_init: float = 0.0,
     ) -> None:
         if not isinstance(action_space, gym.spaces.Box):
             raise ValueError("needs a Box action space (mlp takes discrete ones)")
-        super().__init__(observation_space, action_space, hidden_size)
+        super().__init__(observation_space, action_space, hidden_size, log_std_init)
 
 
 class SeparateMLPPolicy(nn.Module):
@@ -71,7 +74,7 @@ class SeparateMLPPolicy(nn.Module):
     unless ``activation`` says otherwise):
     the network of SB3's ``MlpPolicy`` and CleanRL ppo.py's ``Agent`` (not in the guide, whose
     policies share one encoder). ``forward(obs) -> (logits, value)``, or ``(mean, std, value)``
-    for Box actions.
+    for Box actions, their log-std starting at ``log_std_init``.
 
     Why it exists: the critic's gradient cannot reshape what the actor reads. On
     MountainCar-v0 with normalised observations the shared ``mlp`` never found the flag while
@@ -84,6 +87,7 @@ class SeparateMLPPolicy(nn.Module):
         action_space: gym.spaces.Space,
         hidden_size: int = 64,
         activation: type[nn.Module] = nn.Tanh,
+        log_std_init: float = 0.0,
     ) -> None:
         super().__init__()
         self.observation_space, self.action_space = observation_space, action_space
@@ -93,7 +97,7 @@ class SeparateMLPPolicy(nn.Module):
         self.critic_encoder = mlp_encoder(
             observation_space, hidden_size, hidden_size, activation=activation
         )
-        self.actor = actor_head(hidden_size, action_space)
+        self.actor = actor_head(hidden_size, action_space, log_std_init)
         self.critic = layer_init(nn.Linear(hidden_size, 1), std=1.0)
 
     def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, ...]:

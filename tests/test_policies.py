@@ -281,3 +281,20 @@ def test_basic_policy_heads_use_documented_init_scales():
     actor, critic = policy.actor.weight.detach(), policy.critic.weight.detach()
     torch.testing.assert_close(actor @ actor.T, 1e-4 * torch.eye(2), atol=1e-7, rtol=1e-4)
     torch.testing.assert_close(critic @ critic.T, torch.ones(1, 1), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mlp", "continuous", "separate_mlp"])
+def test_box_actions_start_at_the_log_std_asked_for(name):
+    """``log_std_init`` (SB3's keyword) sets where the Gaussian's std starts; 0 (std 1) unless
+    given, as in CleanRL; it stays a parameter the update trains."""
+    observations = gym.spaces.Box(-1, 1, (4,), np.float32)
+    actions = gym.spaces.Box(-1, 1, (3,), np.float32)
+    default = build_policy(name, observations, actions)
+    small = build_policy(name, observations, actions, policy_kwargs='{"log_std_init": -2}')
+    batch = torch.randn(5, 4)
+    torch.testing.assert_close(default(batch)[1], torch.ones(5, 3))
+    std = small(batch)[1]
+    torch.testing.assert_close(std, torch.full((5, 3), float(np.exp(-2.0))))
+    std.sum().backward()
+    log_stds = [p for n, p in small.named_parameters() if n.endswith("logstd")]
+    assert log_stds and all(p.grad is not None for p in log_stds)
