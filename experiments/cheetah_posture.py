@@ -4,7 +4,7 @@ is past 90 degrees (upside down).
 
     python experiments/cheetah_posture.py RUN_DIR [RUN_DIR ...]
 
-Runs that end near 1,500-2,000 with the old continuous preset are the ones on their backs
+Runs of the continuous preset that end near 1,500-2,000 are the ones on their backs
 (experiments/RESULTS.md, "MuJoCo: a cheetah on its back").
 """
 
