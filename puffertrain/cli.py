@@ -72,7 +72,8 @@ def _contradictions(saved: TrainConfig, requested: TrainConfig) -> list[str]:
 
 def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space | None]:
     """The preset family of an env, and its policy's observation space where it was built:
-    "multi_agent" for PettingZoo envs, "continuous" for Box actions, else the family told by
+    "multi_agent" for PettingZoo envs, "mujoco" for MuJoCo's Box actions and "continuous" for any
+    other Box actions, else the family told by
     its id, or by the env a `module:callable` id builds (so a wrapped CartPole gets the
     classic-control preset). Prints the notice for text leaves the policy will not see, and
     refuses a space no batch can hold."""
@@ -93,7 +94,7 @@ def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space 
     if notice:
         print(notice, file=sys.stderr)
     if isinstance(action_space, gym.spaces.Box):
-        return "continuous", observation_space
+        return ("mujoco" if family == "mujoco" else "continuous"), observation_space
     return family, observation_space
 
 

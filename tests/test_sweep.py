@@ -59,6 +59,13 @@ def _final_step(run_dir: Path) -> int:
     return load_checkpoint(list_checkpoints(run_dir)[-1]).global_step
 
 
+def test_mujoco_envs_search_the_continuous_presets_sizes():
+    """MuJoCo has its own preset (white noise) with the continuous preset's rollouts and
+    minibatches, so its sweep searches those sizes, not the generic ones."""
+    assert default_space("mujoco", 64).as_dict() == default_space("continuous", 64).as_dict()
+    assert default_space("mujoco", 64).as_dict() != default_space("other", 64).as_dict()
+
+
 def test_a_space_file_changes_the_default_space_and_given_flags_are_not_searched(tmp_path):
     space = without_given(default_space("classic_control", 256), {"gamma", "policy_kwargs"})
     assert "gamma" not in space.params and "policy-kwargs.hidden_size" not in space.params
