@@ -72,11 +72,10 @@ def _contradictions(saved: TrainConfig, requested: TrainConfig) -> list[str]:
 
 def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space | None]:
     """The preset family of an env, and its policy's observation space where it was built:
-    "multi_agent" for PettingZoo envs, "mujoco" for MuJoCo's Box actions and "continuous" for any
-    other Box actions, else the family told by
-    its id, or by the env a `module:callable` id builds (so a wrapped CartPole gets the
-    classic-control preset). Prints the notice for text leaves the policy will not see, and
-    refuses a space no batch can hold."""
+    "multi_agent" for PettingZoo envs, "continuous" for Box actions outside MuJoCo, else the
+    family told by its id ("mujoco" among them), or by the env a `module:callable` id builds (so
+    a wrapped CartPole gets the classic-control preset). Prints the notice for text leaves the
+    policy will not see, and refuses a space no batch can hold."""
     factory = env_factory(env_id, env_kwargs)  # fails on bad ids; imports `module:` ids
     family = env_family(env_id)
     probed = None if family == "atari" else probe_env(factory)
