@@ -281,7 +281,8 @@ class LSTMPolicy(LSTMWrapper):
     Images (channels, height, width): the Nature CNN up to its 512-unit layer, as in CleanRL's
     ppo_atari_lstm (frames stay stacked ×4 here, so ``--policy cnn`` and ``lstm`` see the same
     observations). Vectors: one 128-unit ReLU layer. Then an LSTM of ``hidden_size`` units, and
-    with ``critic_lstm`` a second one for the critic (:class:`LSTMWrapper`).
+    with ``critic_lstm`` a second one for the critic (:class:`LSTMWrapper`). ``log_std_init``:
+    where Box actions' log-std starts.
     """
 
     def __init__(
@@ -290,13 +291,14 @@ class LSTMPolicy(LSTMWrapper):
         action_space: gym.spaces.Space,
         hidden_size: int = 128,
         critic_lstm: bool = False,
+        log_std_init: float = 0.0,
     ) -> None:
         if is_image(observation_space):
-            heads = EncoderHeads(image_trunk(observation_space, 512), hidden_size, action_space)
-            super().__init__(heads, 512, hidden_size, critic_lstm)
+            trunk, width = image_trunk(observation_space, 512), 512
         else:
-            heads = EncoderHeads(mlp_encoder(observation_space, 128), hidden_size, action_space)
-            super().__init__(heads, 128, hidden_size, critic_lstm)
+            trunk, width = mlp_encoder(observation_space, 128), 128
+        heads = EncoderHeads(trunk, hidden_size, action_space, log_std_init)
+        super().__init__(heads, width, hidden_size, critic_lstm)
 
 
 class RecurrentPolicy(LSTMWrapper):
@@ -312,8 +314,11 @@ class RecurrentPolicy(LSTMWrapper):
         observation_space: gym.spaces.Box,
         action_space: gym.spaces.Space,
         hidden_size: int = 256,
+        log_std_init: float = 0.0,
     ) -> None:
-        heads = EncoderHeads(mlp_encoder(observation_space, 128), hidden_size, action_space)
+        heads = EncoderHeads(
+            mlp_encoder(observation_space, 128), hidden_size, action_space, log_std_init
+        )
         super().__init__(heads, 128, hidden_size)
 
     def forward(

@@ -33,6 +33,7 @@ from puffertrain.distributed import (
     process_group,
 )
 from puffertrain.envs import env_factory, env_family, probe_env
+from puffertrain.envs.noise_cost import starting_log_std
 from puffertrain.envs.spaces import policy_view, text_notice
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import auto_policy_name
@@ -97,21 +98,29 @@ def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space 
     return family, observation_space
 
 
-def _preset(env_id: str, env_kwargs: dict, policy: str) -> tuple[TrainConfig, bool]:
-    """The preset for an env's family fitted to its observations, and whether they can be
-    normalised (a float Box). A preset normalises observations only where they can be, and its
-    policy for flat vectors gives way to ``auto``'s where they need another (multi_input for
-    Dict, cnn for uint8 images). A recurrent ``policy`` gets its family's recurrent values."""
+def _preset(env_id: str, env_kwargs: dict, policy: str) -> tuple[TrainConfig, bool, str]:
+    """The preset for an env's family fitted to its observations, whether they can be
+    normalised (a float Box), and why its actions start below std 1 ("" where they do not). A
+    preset normalises observations only where they can be, and its policy for flat vectors
+    gives way to ``auto``'s where they need another (multi_input for Dict, cnn for uint8
+    images). A recurrent ``policy`` gets its family's recurrent values. A MuJoCo body starts
+    its actions at :func:`~puffertrain.envs.noise_cost.starting_log_std`."""
     family, observation_space = preset_family(env_id, env_kwargs)
     preset = preset_for(family, recurrent=trains_on_sequences(policy))
     if observation_space is None:
-        return preset, False
+        return preset, False, ""
+    log_std_init, why = (
+        starting_log_std(env_factory(env_id, env_kwargs)) if family == "mujoco" else (None, "")
+    )
     normalizable = can_normalize(observation_space)
     policy = preset.policy if auto_policy_name(observation_space) == "mlp" else "auto"
     fitted = dataclasses.replace(
-        preset, policy=policy, normalize_obs=preset.normalize_obs and normalizable
+        preset,
+        policy=policy,
+        normalize_obs=preset.normalize_obs and normalizable,
+        log_std_init=log_std_init,
     )
-    return fitted, normalizable
+    return fitted, normalizable, why
 
 
 def parse_train_args(
@@ -138,16 +147,26 @@ def parse_train_args(
         if config.run_dir != run_dir:
             raise UserError(f"--resume continues in {run_dir}; drop --run-dir {config.run_dir}")
         return config, checkpoint
-    default, normalizable = TrainConfig(), False
+    default, normalizable, low_std = TrainConfig(), False, ""
     if early.config:
         default = config_from_file(Path(early.config))
     elif early.env:
-        default, normalizable = _preset(early.env, parse_kwargs(early.env_kwargs), early.policy)
+        default, normalizable, low_std = _preset(
+            early.env, parse_kwargs(early.env_kwargs), early.policy
+        )
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
     if config.policy == "auto":  # a given `--policy auto` is the preset's choice, as no flag is
         config = dataclasses.replace(config, policy=default.policy)
-    config, changes = adapt_to_given(config, given_fields(argv), default, normalizable)
+    given = given_fields(argv)
+    config, changes = adapt_to_given(config, given, default, normalizable)
     if notes is not None:
+        chosen = "log_std_init" in given or "log_std_init" in parse_kwargs(config.policy_kwargs)
+        if low_std and not chosen:
+            changes.insert(
+                0,
+                f"puffertrain: preset: actions start at std e^{config.log_std_init:g} "
+                f"(--log-std-init {config.log_std_init:g}): {low_std}",
+            )
         notes += changes
     return config, None
 

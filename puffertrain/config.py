@@ -68,6 +68,11 @@ class TrainConfig:
     policy_kwargs: str = ""
     """JSON object of keyword arguments for the policy's constructor, e.g.
     '{"hidden_size": 64}' or, for --policy shared, '{"agent_ids": true}'."""
+    log_std_init: float | None = None
+    """Where Box actions' log-std starts, for policies that take SB3's `log_std_init` keyword
+    (the library's mlp, separate_mlp, continuous and LSTM policies; one in --policy-kwargs wins).
+    None: the policy's own (std 1). The MuJoCo preset starts lower on a body whose untrained
+    noise pays more in control cost than it earns for staying up (printed at start)."""
     total_timesteps: int = 500_000
     """Env steps to train for, summed over all envs (agent steps for multi-agent envs)."""
     num_envs: int = 8

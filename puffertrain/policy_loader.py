@@ -136,16 +136,24 @@ def build_policy(
     normalize_obs: bool = False,
     policy_kwargs: str = "",
     agent_names: Sequence[str] = (),
+    log_std_init: float | None = None,
 ) -> nn.Module:
     """Construct policy ``name`` for the spaces (inside observation normalisation when
     ``normalize_obs``) with the JSON ``policy_kwargs``, or raise ``UserError`` saying which
     policies can take them. On a multi-agent env (``agent_names``), a policy whose constructor
-    takes ``num_agents`` is given the number of agents."""
+    takes ``num_agents`` is given the number of agents, and one that takes ``log_std_init`` is
+    given ``log_std_init`` unless ``policy_kwargs`` sets it."""
     # on one thread: orthogonal init's QR differs in its last bits with the thread count, so a
     # seed gave other parameters (and another run) in a process that had other threads at start
     with torch_threads(1):
         return _build_policy(
-            name, observation_space, action_space, normalize_obs, policy_kwargs, agent_names
+            name,
+            observation_space,
+            action_space,
+            normalize_obs,
+            policy_kwargs,
+            agent_names,
+            log_std_init,
         )
 
 
@@ -156,11 +164,14 @@ def _build_policy(
     normalize_obs: bool,
     policy_kwargs: str,
     agent_names: Sequence[str],
+    log_std_init: float | None,
 ) -> nn.Module:
     name = resolve_policy_name(name, observation_space, bool(agent_names))
     cls = _policy_class(name)
     kwargs = parse_kwargs(policy_kwargs, "--policy-kwargs")
     _check_kwargs(name, cls, kwargs)
+    if log_std_init is not None and "log_std_init" in inspect.signature(cls).parameters:
+        kwargs.setdefault("log_std_init", log_std_init)
     num_agents = len(agent_names)
     try:
         policy = _try_build(cls, observation_space, action_space, kwargs, num_agents)

@@ -109,7 +109,8 @@ CONTINUOUS = evaluating(
 # color most HalfCheetah seeds ended on their backs, Walker2d far below the zoo's tuned SB3, and
 # InvertedPendulum's training episodes fell more often, while Hopper was level.
 # MountainCarContinuous, whose flag needs a push held for many steps, is classic control and
-# keeps the color (experiments/RESULTS.md, "MuJoCo: white noise").
+# keeps the color (experiments/RESULTS.md, "MuJoCo: white noise"). Its actions start at std 1
+# unless the body's untrained noise costs more than staying up earns (cli, envs/noise_cost.py).
 MUJOCO = dataclasses.replace(CONTINUOUS, action_noise_color=0.0)
 
 # A recurrent policy learns from whole-rollout sequences, so the preset's 32 minibatches are its 4

@@ -298,3 +298,21 @@ def test_box_actions_start_at_the_log_std_asked_for(name):
     std.sum().backward()
     log_stds = [p for n, p in small.named_parameters() if n.endswith("logstd")]
     assert log_stds and all(p.grad is not None for p in log_stds)
+
+
+@pytest.mark.parametrize("name", ["mlp", "separate_mlp", "continuous", "lstm", "recurrent"])
+def test_the_configs_starting_std_reaches_the_policies_that_take_it(name):
+    """``--log-std-init`` (the MuJoCo preset sets it for Ant) is passed as ``log_std_init`` to
+    a policy that takes the keyword; a ``log_std_init`` in ``--policy-kwargs`` wins, and a
+    policy without the keyword keeps its own std."""
+    observations = gym.spaces.Box(-1, 1, (4,), np.float32)
+    actions = gym.spaces.Box(-1, 1, (3,), np.float32)
+
+    def log_stds(policy: nn.Module) -> list[float]:
+        return [float(p.mean()) for n, p in policy.named_parameters() if n.endswith("logstd")]
+
+    assert log_stds(build_policy(name, observations, actions, log_std_init=-1.0)) == [-1.0]
+    kwargs = '{"log_std_init": -2}'
+    given = build_policy(name, observations, actions, policy_kwargs=kwargs, log_std_init=-1.0)
+    assert log_stds(given) == [-2.0]
+    assert log_stds(build_policy("residual", observations, actions, log_std_init=-1.0)) == [0.0]

@@ -27,6 +27,7 @@ def policy_for(config: TrainConfig, engine: Engine) -> nn.Module:
         config.normalize_obs,
         config.policy_kwargs,
         engine.agent_names,
+        config.log_std_init,
     )
 
 

@@ -1,0 +1,87 @@
+"""What an untrained Gaussian policy's noise costs a body, and the std to start its actions at.
+
+PPO starts from a policy whose mean is ~0 and whose std is ``exp(log_std_init)`` (1 by default):
+its actions are noise, clipped to the action bounds. On a body that pays for its torques and is
+paid for staying up (MuJoCo's ``reward_ctrl`` and ``reward_survive``), noise whose control cost
+outweighs the reward for staying up makes every step alive a loss, and the quickest fix PPO finds
+is to fall. Ant-v5 at std 1 learned exactly that (experiments/RESULTS.md, "MuJoCo: white noise,
+and a starting std").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+CONTROL_KEY, SURVIVE_KEY = "reward_ctrl", "reward_survive"
+PROBE_STEPS = 1000
+"""Env steps the noise is played for at each std."""
+MAX_DROP = 2
+"""The lowest starting log-std offered is ``-MAX_DROP`` (std e^-2, the RL Zoo's lowest)."""
+
+
+@dataclass(frozen=True)
+class NoiseCost:
+    """Per-step means over a stretch of noise: the reward, the control reward (0 or less) and
+    the reward for staying up (0 where the env pays none), and the mean episode length."""
+
+    reward: float
+    control: float
+    survive: float
+    episode_length: float
+
+
+def noise_cost(env: gym.Env, std: float, steps: int = PROBE_STEPS, seed: int = 0) -> NoiseCost:
+    """Play ``steps`` steps of zero-mean Gaussian noise of ``std`` (clipped to the action
+    bounds) on ``env``, resetting it as episodes end, and average what the steps earned."""
+    space = env.action_space
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    reward = control = survive = 0.0
+    episodes = 0
+    for _ in range(steps):
+        action = np.clip(rng.normal(0.0, std, space.shape), space.low, space.high)
+        _, r, terminated, truncated, info = env.step(action.astype(space.dtype))
+        reward += float(r)
+        control += float(info.get(CONTROL_KEY, 0.0))
+        survive += float(info.get(SURVIVE_KEY, 0.0))
+        if terminated or truncated:
+            episodes += 1
+            env.reset(seed=seed + episodes)
+    return NoiseCost(reward / steps, control / steps, survive / steps, steps / max(episodes, 1))
+
+
+def starting_log_std(
+    make_env: Callable[[], gym.Env], steps: int = PROBE_STEPS
+) -> tuple[float | None, str]:
+    """The log-std to start a Box-action policy at, and why; ``(None, "")`` keeps the policy's
+    own (std 1). Only a body that reports both a control cost and a reward for staying up is
+    probed; it starts at the widest std in 1, e^-1, e^-2 whose noise earns more for staying up
+    than it pays in control, so a policy that keeps still is not paid for falling."""
+    env = make_env()
+    try:
+        if not isinstance(env.action_space, gym.spaces.Box):
+            return None, ""
+        env.reset(seed=0)
+        _, _, _, _, info = env.step(env.action_space.sample())
+        if CONTROL_KEY not in info or SURVIVE_KEY not in info:
+            return None, ""
+        wide = noise_cost(env, 1.0, steps)
+        if wide.survive + wide.control >= 0:
+            return None, ""
+        for drop in range(1, MAX_DROP + 1):
+            cost = noise_cost(env, math.exp(-drop), steps)
+            if cost.survive + cost.control >= 0 or drop == MAX_DROP:
+                break
+    finally:
+        env.close()
+    why = (
+        f"at std 1 the noise's control cost ({-wide.control:.2f} a step) outweighs the reward "
+        f"for staying up ({wide.survive:.2f}); at std e^-{drop}: {-cost.control:.2f} against "
+        f"{cost.survive:.2f}"
+    )
+    return float(-drop), why

@@ -1,0 +1,74 @@
+"""Where a MuJoCo body's actions start: below std 1 only where the untrained noise pays more in
+control cost than it earns for staying up (issue #22: Ant-v5 learned to fall at std 1)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from puffertrain.cli import parse_train_args
+from puffertrain.envs.noise_cost import noise_cost, starting_log_std
+
+
+class Body(gym.Env):
+    """Paid 1 a step for staying up, charged ``weight`` × the squared torques; falls after 50
+    steps. ``reports``: whether its info names the two terms, as MuJoCo's bodies do."""
+
+    def __init__(self, weight: float, reports: bool = True) -> None:
+        self.weight, self.reports = weight, reports
+        self.observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+        self.action_space = gym.spaces.Box(-1, 1, (8,), np.float32)
+        self.steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        control = -self.weight * float(np.square(action).sum())
+        info = {"reward_ctrl": control, "reward_survive": 1.0} if self.reports else {}
+        return np.zeros(3, np.float32), 1.0 + control, self.steps >= 50, False, info
+
+
+def test_noise_cost_averages_the_terms_over_the_steps_and_episodes():
+    cost = noise_cost(Body(0.5), std=1.0, steps=1000)
+    # clipped standard normal torques: E[a²] = 0.516 on each of 8 joints, × 0.5
+    assert cost.control == pytest.approx(-0.5 * 8 * 0.516, rel=0.05)
+    assert (cost.survive, cost.episode_length) == (1.0, 50.0)
+    assert cost.reward == pytest.approx(cost.survive + cost.control)
+
+
+@pytest.mark.parametrize(
+    ("weight", "log_std"),
+    [(0.001, None), (0.2, None), (0.5, -1.0), (1.5, -2.0), (50.0, -2.0)],
+)
+def test_actions_start_at_the_widest_std_whose_noise_pays_for_itself(weight, log_std):
+    """Ant's weight (0.5, 8 joints) costs 2.06 a step at std 1 and 0.54 at e^-1; Hopper's
+    (0.001) nothing. The std never starts below e^-2, however costly the torques."""
+    chosen, why = starting_log_std(lambda: Body(weight))
+    assert chosen == log_std
+    assert bool(why) == (log_std is not None)
+
+
+def test_a_body_that_does_not_report_the_two_terms_keeps_its_policys_std():
+    assert starting_log_std(lambda: Body(50.0, reports=False)) == (None, "")
+
+
+def test_ant_starts_lower_and_says_why_and_other_bodies_and_given_values_are_kept():
+    notes: list[str] = []
+    ant, _ = parse_train_args(["--env", "Ant-v5"], notes)
+    assert ant.log_std_init == -1.0
+    assert notes[0].startswith("puffertrain: preset: actions start at std e^-1")
+    assert "control cost" in notes[0]
+    for env_id in ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Pendulum-v1", "CartPole-v1"):
+        assert parse_train_args(["--env", env_id])[0].log_std_init is None
+    notes = []
+    given, _ = parse_train_args(["--env", "Ant-v5", "--log-std-init", "0"], notes)
+    assert (given.log_std_init, notes) == (0.0, [])
+    notes = []
+    kwargs = ["--env", "Ant-v5", "--policy-kwargs", '{"log_std_init": -2}']
+    assert parse_train_args(kwargs, notes)[0].log_std_init == -1.0
+    assert notes == []  # the policy's keyword wins (test_policies), so no start is claimed
