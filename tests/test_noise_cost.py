@@ -57,6 +57,17 @@ def test_a_body_that_does_not_report_the_two_terms_keeps_its_policys_std():
     assert starting_log_std(lambda: Body(50.0, reports=False)) == (None, "")
 
 
+class Broken(Body):
+    def step(self, action):
+        raise RuntimeError("the simulator went unstable")
+
+
+def test_an_env_that_fails_in_the_probe_keeps_its_policys_std():
+    """The trainer, not the probe, reports an env that fails (in one line, when it builds its
+    envs)."""
+    assert starting_log_std(lambda: Broken(0.5)) == (None, "")
+
+
 def test_ant_starts_lower_and_says_why_and_other_bodies_and_given_values_are_kept():
     notes: list[str] = []
     ant, _ = parse_train_args(["--env", "Ant-v5"], notes)

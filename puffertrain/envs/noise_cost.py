@@ -61,7 +61,15 @@ def starting_log_std(
     """The log-std to start a Box-action policy at, and why; ``(None, "")`` keeps the policy's
     own (std 1). Only a body that reports both a control cost and a reward for staying up is
     probed; it starts at the widest std in 1, e^-1, e^-2 whose noise earns more for staying up
-    than it pays in control, so a policy that keeps still is not paid for falling."""
+    than it pays in control, so a policy that keeps still is not paid for falling. An env that
+    fails here keeps the policy's std: the trainer reports the failure when it builds its envs."""
+    try:
+        return _starting_log_std(make_env, steps)
+    except Exception:
+        return None, ""
+
+
+def _starting_log_std(make_env: Callable[[], gym.Env], steps: int) -> tuple[float | None, str]:
     env = make_env()
     try:
         if not isinstance(env.action_space, gym.spaces.Box):
