@@ -83,8 +83,8 @@ def _starting_log_std(make_env: Callable[[], gym.Env], steps: int) -> tuple[floa
             return None, ""
         for drop in range(1, MAX_DROP + 1):
             cost = noise_cost(env, math.exp(-drop), steps)
-            if cost.survive + cost.control >= 0 or drop == MAX_DROP:
-                break
+            if cost.survive + cost.control >= 0:
+                break  # else the loop ends at e^-MAX_DROP, the lowest offered
     finally:
         env.close()
     why = (
