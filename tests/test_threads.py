@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from puffertrain.engine import SerialEngine
 from puffertrain.engine.worker_process import Spinner
+from puffertrain.envs import env_factory
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import PolicyAdapter
+from puffertrain.rollout import Rollout
 from puffertrain.threads import (
     PARALLEL_FLOPS,
     cgroup_cpu_limit,
@@ -117,3 +120,26 @@ def test_a_seed_builds_the_same_policy_whatever_the_threads_at_start():
         torch.set_num_threads(before)
     for name, tensor in built[0].items():
         torch.testing.assert_close(tensor, built[1][name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize(("hidden_size", "envs", "threads"), [(64, 8, 1), (4096, 64, 4)])
+def test_a_rollout_outside_the_trainer_acts_by_the_policys_size(
+    monkeypatch, hidden_size, envs, threads
+):
+    # bench and eval build their own rollouts; acting a small policy on every CPU, two
+    # `bench --concurrent 2` processes spun against each other (rollout SPS 0.03x of one alone)
+    monkeypatch.setattr(SerialEngine, "policy_threads", lambda self: 4)
+    engine = SerialEngine([env_factory("CartPole-v1")] * envs)
+    try:
+        policy = build_policy(
+            "mlp",
+            engine.single_observation_space,
+            engine.single_action_space,
+            policy_kwargs=f'{{"hidden_size": {hidden_size}}}',
+        )
+        adapter = PolicyAdapter(policy, engine.single_action_space)
+        rollout = Rollout(engine, adapter, torch.device("cpu"))
+    finally:
+        engine.close()
+    assert rollout.acting_threads == threads
+    assert (rollout.flops_per_row * envs >= PARALLEL_FLOPS) == (threads > 1)

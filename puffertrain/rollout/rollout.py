@@ -23,8 +23,16 @@ from puffertrain.engine.base import as_rows
 from puffertrain.ppo import PolicyAdapter, env_actions
 from puffertrain.rollout.noise import colored_noise
 from puffertrain.rollout.rewards import RewardNormalizer
-from puffertrain.threads import torch_threads
+from puffertrain.threads import forward_flops, threads_for, torch_threads
 from puffertrain.timing import PhaseTimer
+
+
+def policy_flops_per_row(adapter: PolicyAdapter, engine: Engine, device: torch.device) -> int:
+    """The work of the policy's forward for one row (greedy, so no random numbers are drawn)."""
+    obs = to_torch(engine.observations[:1], device)
+    state = adapter.initial_state(1, device)
+    agent_ids = torch.zeros(1, dtype=torch.long, device=device) if engine.agent_names else None
+    return forward_flops(lambda: adapter.act(obs, state, True, agent_ids))
 
 
 class Rollout:
@@ -68,7 +76,12 @@ class Rollout:
         self.action_masks = engine.action_masks.copy()
         self.masked = engine.action_masks.shape[1] > 0
         self.row_steps = np.zeros(self.num_rows, dtype=np.int64)
-        self.acting_threads = engine.policy_threads()  # the trainer's thread plan may lower it
+        # one thread for a small policy, as in the trainer's plan (which --threads overrides):
+        # two processes acting a small policy on two threads each spin against each other
+        self.flops_per_row = policy_flops_per_row(adapter, engine, device)
+        self.acting_threads = threads_for(
+            self.flops_per_row * engine.batch_size, engine.policy_threads()
+        )
         self.noise_color = noise_color if adapter.continuous else 0.0
         self.noise: torch.Tensor | None = None  # [rows, num_steps, action dims] while collecting
         self.global_step = 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from puffertrain.buffer import RolloutBuffer, to_torch
+from puffertrain.buffer import RolloutBuffer
 from puffertrain.config import TrainConfig
 from puffertrain.distributed import Ranks
 from puffertrain.engine import Engine
@@ -14,7 +14,7 @@ from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Learner, PolicyAdapter
 from puffertrain.rollout import Rollout
-from puffertrain.threads import ThreadPlan, cpu_budget, forward_flops, plan_threads
+from puffertrain.threads import ThreadPlan, cpu_budget, plan_threads
 from puffertrain.timing import PhaseTimer
 
 
@@ -76,7 +76,7 @@ def build_parts(
         engine.action_masks.shape[1],
     )
     plan = plan_threads(
-        _flops_per_row(adapter, engine, device),
+        rollout.flops_per_row,
         engine.num_rows * config.num_steps // config.ppo.num_minibatches,
         engine.batch_size,
         cpu_budget(ranks.local_world_size),
@@ -85,11 +85,3 @@ def build_parts(
     )
     rollout.acting_threads = plan.acting
     return adapter, learner, rollout, buffer, plan
-
-
-def _flops_per_row(adapter: PolicyAdapter, engine: Engine, device: torch.device) -> int:
-    """The work of the policy's forward for one row (greedy, so no random numbers are drawn)."""
-    obs = to_torch(engine.observations[:1], device)
-    state = adapter.initial_state(1, device)
-    agent_ids = torch.zeros(1, dtype=torch.long, device=device) if engine.agent_names else None
-    return forward_flops(lambda: adapter.act(obs, state, True, agent_ids))
