@@ -9,8 +9,11 @@ Needs the optional ``bench`` extra (``pip install -e ".[bench]"``: stable-baseli
 SB3 gets the hyperparameters of the config puffertrain resolves for ``--env`` and ``--common``
 (the env's preset, then the flags): envs, steps per rollout, minibatch size, epochs, learning
 rate annealed linearly, γ, λ, clip range (for the value too), entropy and value coefficients,
-gradient clipping. Its network is the same: the Nature CNN (``CnnPolicy``) for images, else
-puffertrain's ``mlp`` (a shared 2 × 256 ReLU trunk under linear heads). Atari envs get SB3's
+gradient clipping. Its network is the same: the Nature CNN (``CnnPolicy``) for images, SB3's
+own ``MlpPolicy`` (2 × 64 tanh actor and critic) where the config's policy is ``separate_mlp``
+(the classic-control preset's), else puffertrain's ``mlp`` (a shared 2 × 256 ReLU trunk under
+linear heads). Where the config normalises observations or rewards, SB3 runs under
+``VecNormalize`` with the same γ. Atari envs get SB3's
 standard wrappers (``make_atari_env``, ``VecFrameStack(4)``) with puffertrain's ALE settings:
 frame skip 4, sticky actions, no life loss as episode end, rewards clipped. Each side uses its
 own default vector env (puffertrain's ``--vec auto``; SB3's ``DummyVecEnv``), as a user would.
@@ -117,8 +120,22 @@ def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str,
     config, _ = parse_train_args(["--env", env_id, *common])
     ppo = config.ppo
     atari = is_atari(env_id)
-    policy, policy_kwargs = ("CnnPolicy", {}) if atari else ("MlpPolicy", _mlp_trunk(torch))
+    if atari:
+        policy, policy_kwargs = "CnnPolicy", {}
+    elif config.policy == "separate_mlp":
+        policy, policy_kwargs = "MlpPolicy", {}  # SB3's default: 2 × 64 tanh, nothing shared
+    else:
+        policy, policy_kwargs = "MlpPolicy", _mlp_trunk(torch)
     envs = _sb3_envs(env_id, config.num_envs, config.seed, atari)
+    if config.normalize_obs or config.normalize_reward:
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        envs = VecNormalize(
+            envs,
+            norm_obs=config.normalize_obs,
+            norm_reward=config.normalize_reward,
+            gamma=ppo.gamma,
+        )
 
     class RolloutClock(BaseCallback):
         def __init__(self) -> None:
@@ -161,6 +178,8 @@ def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str,
         "sps_whole_run": model.num_timesteps / (end - start),
         "sps_second_half": (model.num_timesteps - half_steps) / (end - half_time),
         "sb3_policy": policy,
+        "sb3_policy_kwargs": sorted(policy_kwargs),
+        "sb3_vec_normalize": config.normalize_obs or config.normalize_reward,
     }
 
 
