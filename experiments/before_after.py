@@ -10,8 +10,7 @@ both: training SPS (second half of the run) and ``bench`` SPS, with the after/be
 
 Each tree runs as ``python -m puffertrain`` with that tree first on ``PYTHONPATH``. A training
 workload also reports the wall seconds of the whole command (start-up included), what a user
-waits for. ``--tree-flags NAME="..."`` appends flags to one tree's training commands only: a
-flag the other tree lacks (``--eval-interval 0`` on a tree that has no evaluation).
+waits for.
 """
 
 from __future__ import annotations
@@ -38,16 +37,13 @@ def _run(tree: Path, args: list[str], folder: Path) -> None:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
 
 
-def measure(
-    kind: str, workload: str, tree: Path, folder: Path, tree_flags: str = ""
-) -> dict[str, float]:
+def measure(kind: str, workload: str, tree: Path, folder: Path) -> dict[str, float]:
     """One run of ``workload`` on ``tree``: training SPS and wall seconds, or bench's
     env-only/rollout SPS."""
     if kind == "train":
         run_dir = folder / "run"
-        flags = [*shlex.split(workload), *shlex.split(tree_flags)]
         start = time.perf_counter()
-        _run(tree, [*flags, "--device", "cpu", "--run-dir", str(run_dir)], folder)
+        _run(tree, [*shlex.split(workload), "--device", "cpu", "--run-dir", str(run_dir)], folder)
         wall = time.perf_counter() - start
         return {"sps_second_half": read_run(run_dir)["sps_second_half"], "wall_s": wall}
     output = folder / "bench.json"
@@ -61,14 +57,10 @@ def main() -> None:
     parser.add_argument("--tree", action="append", required=True, help="NAME=PATH, 2 of them")
     parser.add_argument("--train", action="append", default=[])
     parser.add_argument("--bench", action="append", default=[])
-    parser.add_argument(
-        "--tree-flags", action="append", default=[], help='NAME="FLAGS" for that tree only'
-    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     trees = dict(item.split("=", 1) for item in args.tree)
-    tree_flags = dict(item.split("=", 1) for item in args.tree_flags)
     workloads = [("train", w) for w in args.train] + [("bench", w) for w in args.bench]
     results: dict[str, dict[str, list[dict[str, float]]]] = {
         f"{kind} {workload}": {name: [] for name in trees} for kind, workload in workloads
@@ -78,9 +70,7 @@ def main() -> None:
             order = list(trees) if round_index % 2 == 0 else list(reversed(trees))
             for name in order:
                 with tempfile.TemporaryDirectory() as folder:
-                    row = measure(
-                        kind, workload, Path(trees[name]), Path(folder), tree_flags.get(name, "")
-                    )
+                    row = measure(kind, workload, Path(trees[name]), Path(folder))
                 results[f"{kind} {workload}"][name].append(row)
                 print(f"round {round_index + 1} {kind} {workload} [{name}]: {row}", flush=True)
     before, after = list(trees)
