@@ -52,9 +52,9 @@ from collections import deque
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from puffertrain.config import TrainConfig
+from puffertrain.ppo import learner as learner_module
 from puffertrain.ppo import loss as loss_module
 from puffertrain.ppo.loss import normalized
 from puffertrain.presets import CLASSIC_CONTROL
@@ -144,14 +144,14 @@ def main() -> None:
     record: dict[str, object] = {}
     norms: list[float] = []
 
-    original_clip = nn.utils.clip_grad_norm_
+    original_clip = learner_module.clip_grad_norm
 
     def clip(parameters, max_norm, *rest, **kwargs):
         norm = original_clip(parameters, max_norm, *rest, **kwargs)
         norms.append(float(norm))
         return norm
 
-    nn.utils.clip_grad_norm_ = clip
+    learner_module.clip_grad_norm = clip
     original_loss = loss_module.ppo_loss
 
     def instrumented(agent_, batch, ppo_config):

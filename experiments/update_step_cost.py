@@ -23,13 +23,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn as nn
 
 from puffertrain.buffer.storage import RolloutBuffer
 from puffertrain.config import PPOConfig
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo.adapter import PolicyAdapter
-from puffertrain.ppo.learner import Learner
+from puffertrain.ppo.learner import Learner, clip_grad_norm
 from puffertrain.ppo.loss import ppo_loss
 
 
@@ -87,7 +86,7 @@ def main() -> None:
         ppo_loss(adapter, batch, config)[0].backward()
 
     def clip() -> None:
-        nn.utils.clip_grad_norm_(learner.trained_parameters, config.max_grad_norm)
+        clip_grad_norm(learner.trained_parameters, config.max_grad_norm)
 
     steps = args.minibatches * args.epochs
     parts = {

@@ -89,9 +89,10 @@ class Learner:
         for epoch in buffer.minibatches(config.num_minibatches, config.update_epochs):
             for minibatch in epoch:
                 loss, stats = self.objective(minibatch)
-                self.optimizer.zero_grad(set_to_none=True)
+                for parameter in self.trained_parameters:  # zero_grad(set_to_none), minus its hooks
+                    parameter.grad = None
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.trained_parameters, config.max_grad_norm)
+                clip_grad_norm(self.trained_parameters, config.max_grad_norm)
                 self.optimizer.step()
                 history.append(stats)
             if config.target_kl is not None:  # every rank stops after the same epoch
@@ -108,6 +109,19 @@ class Learner:
             values, returns = values[live], returns[live]
         results["explained_variance"] = _explained_variance(values.flatten(), returns.flatten())
         return mean_over_ranks(results)
+
+
+def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """``nn.utils.clip_grad_norm_`` (2-norm) in four foreach ops: on the CPU torch's own walks
+    the gradients one op at a time, about a tenth of a small policy's update step. The same
+    math in the same order, so the result is bitwise the same. Returns the norm before
+    clipping."""
+    grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
 
 
 def _explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
