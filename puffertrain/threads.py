@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC = Path("/proc")
 
 PARALLEL_FLOPS = 1e9
 """The floating-point work of one call (forward, or forward and backward) from which the
@@ -77,6 +79,71 @@ def cpu_budget(
     return CpuBudget(cpus, reason)
 
 
+def _busy_ticks(cpus: set[int], proc: Path) -> int:
+    """Clock ticks ``cpus`` have spent busy since boot: every state of ``/proc/stat`` but idle
+    and iowait (guest time is already inside user time)."""
+    busy = 0
+    for line in (proc / "stat").read_text().splitlines():
+        name, *values = line.split()
+        if name[3:].isdigit() and name.startswith("cpu") and int(name[3:]) in cpus:
+            ticks = [int(value) for value in values[:8]]
+            busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy
+
+
+def _own_ticks(proc: Path) -> int:
+    """Clock ticks this process and every process below it (env workers) have run."""
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # ended since the listing
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)  # after the name: state, ppid, ...
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
+    total, below = 0, [os.getpid()]
+    while below:
+        pid = below.pop()
+        total += ticks.get(pid, 0)
+        below += children.get(pid, [])
+    return total
+
+
+class OtherLoad:
+    """How many of this process's CPUs other processes keep busy, measured from this object's
+    creation on (``/proc/stat``; this process and its children, such as env workers, left out).
+
+    A trainer creates it first, so the window covers its own start-up: two runs started
+    together see each other starting, where a short look at the end of start-up could fall
+    while both sleep."""
+
+    def __init__(self, cpus: set[int] | None = None, proc: Path = PROC) -> None:
+        self.cpus, self.proc = _affinity() if cpus is None else cpus, proc
+        self.started = time.monotonic()
+        try:
+            self.ticks: tuple[int, int] | None = (_busy_ticks(self.cpus, proc), _own_ticks(proc))
+        except (OSError, ValueError, IndexError):
+            self.ticks = None  # no /proc: nothing to tell
+
+    def cpus_busy(self, min_window_s: float = 0.2) -> float:
+        """CPUs' worth of other processes' work since creation (at least ``min_window_s``
+        seconds, waiting out the rest); 0 where ``/proc`` cannot tell."""
+        if self.ticks is None:
+            return 0.0
+        time.sleep(max(0.0, self.started + min_window_s - time.monotonic()))
+        try:
+            busy = _busy_ticks(self.cpus, self.proc) - self.ticks[0]
+            own = _own_ticks(self.proc) - self.ticks[1]
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        seconds = time.monotonic() - self.started
+        return max(0.0, (busy - own) / os.sysconf("SC_CLK_TCK") / seconds)
+
+
 def forward_flops(call: Callable[[], object]) -> int:
     """Floating-point operations ``call`` runs (matmuls, convolutions, attention)."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -117,11 +184,16 @@ def plan_threads(
     budget: CpuBudget,
     env_threads: int,
     requested: int = 0,
+    busy: Callable[[], float] = lambda: 0.0,
+    kept: int | None = None,
 ) -> ThreadPlan:
     """Threads for a policy doing ``flops_per_row`` per row forward: the update (forward and
-    backward of ``minibatch_rows`` rows) may use every CPU, acting (``acting_rows`` rows at a
-    time) those that the ``env_threads`` stepping envs leave; each takes one thread unless its
-    call is large enough to pay for more. ``requested`` (``--threads``) overrides both."""
+    backward of ``minibatch_rows`` rows) may use every CPU that other processes leave free at
+    start (``busy``: how many they keep busy, asked only for an update large enough to want
+    several), acting (``acting_rows`` rows at a time) those that the ``env_threads`` stepping
+    envs leave; each takes one thread unless its call is large enough to pay for more.
+    ``requested`` (``--threads``) overrides both; ``kept``, a resumed run's update threads from
+    its start, overrides the update's, so the run goes on computing as it began."""
     acting_cpus = max(1, budget.cpus - env_threads)
     if requested:
         acting = min(requested, acting_cpus)
@@ -134,4 +206,13 @@ def plan_threads(
         f"{update_flops / 1e9:.3g} GFLOP per minibatch step, {size} "
         f"{PARALLEL_FLOPS / 1e9:g}; {budget.reason}"
     )
+    if kept is not None:
+        return ThreadPlan(min(kept, budget.cpus), acting, f"as the run began; {reason}")
+    if update > 1:
+        # threads that share a core with another busy process wait on each other in every
+        # join: two Breakout runs at once took 1.5x two in turn, one beside a busy loop 3.3x
+        taken = math.floor(busy() + 0.5)
+        if taken:
+            update = max(1, update - taken)
+            reason += f", {taken} kept busy by other processes at start"
     return ThreadPlan(update, acting, reason)

@@ -3,11 +3,19 @@ spins that back off."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+from puffertrain.cli import main
 from puffertrain.engine import SerialEngine
 from puffertrain.engine.worker_process import Spinner
 from puffertrain.envs import env_factory
@@ -16,11 +24,17 @@ from puffertrain.ppo import PolicyAdapter
 from puffertrain.rollout import Rollout
 from puffertrain.threads import (
     PARALLEL_FLOPS,
+    PROC,
+    CpuBudget,
+    OtherLoad,
+    _own_ticks,
     cgroup_cpu_limit,
     cpu_budget,
     forward_flops,
     plan_threads,
 )
+from puffertrain.trainer import build
+from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
 
 
 def _cgroup_v2(root, text):
@@ -143,3 +157,63 @@ def test_a_rollout_outside_the_trainer_acts_by_the_policys_size(
         engine.close()
     assert rollout.acting_threads == threads
     assert (rollout.flops_per_row * envs >= PARALLEL_FLOPS) == (threads > 1)
+
+
+def test_cpus_busy_at_start_leave_a_large_update_fewer_threads(tmp_path):
+    budget = cpu_budget(affinity=lambda: {0, 1}, cgroup_root=tmp_path)
+    crowded = plan_threads(PARALLEL_FLOPS, 1, 1, budget, env_threads=0, busy=lambda: 1.0)
+    quiet = plan_threads(PARALLEL_FLOPS, 1, 1, budget, env_threads=0, busy=lambda: 0.3)
+    assert crowded.update == 1 and "1 kept busy by other processes" in crowded.reason
+    assert quiet.update == 2 and "busy" not in quiet.reason
+
+
+def test_a_small_update_or_a_resumed_run_never_asks_the_load(tmp_path):
+    def never() -> float:
+        raise AssertionError("the load was asked for")
+
+    budget = cpu_budget(affinity=lambda: {0, 1}, cgroup_root=tmp_path)
+    assert plan_threads(10.0, 256, 16, budget, env_threads=0, busy=never).update == 1
+    resumed = plan_threads(PARALLEL_FLOPS, 1, 1, budget, env_threads=0, busy=never, kept=1)
+    assert resumed.update == 1 and "as the run began" in resumed.reason
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs Linux's /proc")
+def test_the_load_counts_other_processes_and_not_this_ones_children():
+    # (the trainer watches from its start, so two runs started together see each other)
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # like an env worker
+    try:
+        before = _own_ticks(PROC)
+        time.sleep(0.5)
+        ran = (_own_ticks(PROC) - before) / os.sysconf("SC_CLK_TCK")
+    finally:
+        child.kill()
+        child.wait()
+    assert ran > 0.2
+    # a busy loop this process did not start: the shell that starts it exits at once
+    started = subprocess.run(
+        ["sh", "-c", f"'{sys.executable}' -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stranger = int(started.stdout)
+    try:
+        time.sleep(0.2)
+        assert OtherLoad().cpus_busy(min_window_s=0.5) > 0.5
+    finally:
+        os.kill(stranger, signal.SIGKILL)
+
+
+def test_a_resumed_run_keeps_the_update_threads_it_began_with(tmp_path, monkeypatch):
+    # a policy large enough to want both CPUs, started while another process kept one busy
+    monkeypatch.setattr(build, "cpu_budget", lambda ranks: CpuBudget(2, "2 CPU(s) (test)"))
+    monkeypatch.setattr(OtherLoad, "cpus_busy", lambda self: 1.0)
+    run_dir = tmp_path / "run"
+    flags = ["--env", "CartPole-v1", "--vec", "serial", "--num-envs", "4", "--num-steps", "16"]
+    flags += ["--num-minibatches", "1", "--update-epochs", "1", "--eval-interval", "0"]
+    flags += ["--policy", "mlp", "--policy-kwargs", '{"hidden_size": 2048}', "--device", "cpu"]
+    main([*flags, "--total-timesteps", "64", "--run-dir", str(run_dir)])
+    assert load_checkpoint(list_checkpoints(run_dir)[-1]).update_threads == 1
+    monkeypatch.setattr(OtherLoad, "cpus_busy", lambda self: 0.0)  # the machine is free now
+    main(["--resume", str(run_dir), "--total-timesteps", "128"])
+    assert load_checkpoint(list_checkpoints(run_dir)[-1]).update_threads == 1

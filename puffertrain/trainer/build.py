@@ -14,7 +14,7 @@ from puffertrain.errors import UserError
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import Learner, PolicyAdapter
 from puffertrain.rollout import Rollout
-from puffertrain.threads import ThreadPlan, cpu_budget, plan_threads
+from puffertrain.threads import OtherLoad, ThreadPlan, cpu_budget, plan_threads
 from puffertrain.timing import PhaseTimer
 
 
@@ -37,6 +37,8 @@ def build_parts(
     device: torch.device,
     autocast_dtype: torch.dtype | None,
     ranks: Ranks,
+    other_load: OtherLoad,
+    kept_threads: int | None = None,
 ) -> tuple[PolicyAdapter, Learner, Rollout, RolloutBuffer, ThreadPlan]:
     """The policy ``config`` names for the engine's spaces (refused with a ``UserError`` if it
     cannot take them), its learner, a rollout over ``engine``, a buffer sized for it, and the
@@ -75,13 +77,16 @@ def build_parts(
         engine.agents_per_env if engine.agent_names else 0,
         engine.action_masks.shape[1],
     )
+    budget = cpu_budget(ranks.local_world_size)
     plan = plan_threads(
         rollout.flops_per_row,
         engine.num_rows * config.num_steps // config.ppo.num_minibatches,
         engine.batch_size,
-        cpu_budget(ranks.local_world_size),
+        budget,
         engine.env_threads,
         config.threads,
+        busy=other_load.cpus_busy,
+        kept=kept_threads,
     )
     rollout.acting_threads = plan.acting
     return adapter, learner, rollout, buffer, plan

@@ -20,6 +20,7 @@ from puffertrain.distributed import (
 from puffertrain.engine import EnvError, Episode, engine_from
 from puffertrain.errors import UserError
 from puffertrain.ppo.precision import resolve_precision
+from puffertrain.threads import OtherLoad
 from puffertrain.trainer.build import build_parts
 from puffertrain.trainer.checkpoint import (
     best_checkpoint_path,
@@ -52,6 +53,7 @@ class Trainer:
         ranks: Ranks = ONE_RANK,
     ) -> None:
         self.config, self.run_dir, self.ranks = config, run_dir, ranks
+        self.other_load = OtherLoad()  # from here on: what start-up sees of other processes
         self.device = ranks.device(config.device)
         self.autocast_dtype, self.precision_reason = resolve_precision(
             config.precision, self.device
@@ -68,7 +70,16 @@ class Trainer:
 
     def _build(self, checkpoint: TrainingState | None) -> None:
         """The run's parts for the engine; first observations, or the checkpoint's state."""
-        parts = build_parts(self.config, self.engine, self.device, self.autocast_dtype, self.ranks)
+        kept = checkpoint.update_threads if checkpoint is not None else None
+        parts = build_parts(
+            self.config,
+            self.engine,
+            self.device,
+            self.autocast_dtype,
+            self.ranks,
+            self.other_load,
+            kept,
+        )
         self.adapter, self.learner, self.rollout, self.buffer, self.threads = parts
         torch.set_num_threads(self.threads.update)
         self.evaluator = None
@@ -227,6 +238,7 @@ class Trainer:
             optimizer=self.learner.optimizer.state_dict(),
             ranks=rank_states,
             evaluation=self.evaluator.state_dict() if self.evaluator is not None else None,
+            update_threads=self.threads.update,
         )
         save_checkpoint(path, state)
         if periodic:

@@ -48,6 +48,9 @@ class TrainingState:
     ranks: list[RankState] = field(default_factory=list)
     evaluation: dict[str, Any] | None = None
     """How many evaluations ran and the best mean return (None when evaluation is off)."""
+    update_threads: int | None = None
+    """The torch threads the update ran on since the start (None in older checkpoints): a
+    resume keeps them, so the run computes as it would have without the stop."""
 
     @property
     def world_size(self) -> int:
@@ -66,6 +69,7 @@ class TrainingState:
             **main.to_dict(),
             "other_ranks": [rank.to_dict() for rank in others],
             "evaluation": self.evaluation,
+            "update_threads": self.update_threads,
         }
 
     @classmethod
@@ -92,6 +96,7 @@ class TrainingState:
                 optimizer=data["optimizer"],
                 ranks=ranks,
                 evaluation=data.get("evaluation"),
+                update_threads=data.get("update_threads"),
             )
         except (KeyError, TypeError) as error:
             raise UserError(
