@@ -17,6 +17,7 @@ from puffertrain.errors import UserError
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.ppo import precision as precision_module
 from puffertrain.ppo.precision import has_fast_bf16, resolve_precision
+from puffertrain.rollout import rollout as rollout_module
 from puffertrain.trainer.loop import Trainer
 from tests.test_learning import best_mean_return, cartpole_args
 
@@ -98,6 +99,8 @@ def test_bench_runs_the_policy_in_the_precision_asked_for(tmp_path, monkeypatch)
         return autocast(self, device)
 
     monkeypatch.setattr(PolicyAdapter, "autocast", recording_autocast)
+    # the rollout counts its policy's FLOPs once when built, a call before any measurement
+    monkeypatch.setattr(rollout_module, "policy_flops_per_row", lambda *parts: 1)
     for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         dtypes.clear()
         regions.clear()
