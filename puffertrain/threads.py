@@ -36,6 +36,9 @@ class CpuBudget:
 
     cpus: int
     reason: str
+    whole_affinity: bool = True
+    """The process may use every CPU of its affinity: no cgroup quota and no ranks cut it to a
+    share, so what other processes do on those CPUs is what it competes with."""
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
@@ -67,7 +70,7 @@ def cpu_budget(
 ) -> CpuBudget:
     """The CPUs of this process's affinity, capped by a cgroup quota (rounded down, at least
     one), shared evenly by the ``local_ranks`` ranks on this node."""
-    cpus = len(affinity())
+    cpus = whole = len(affinity())
     reason = f"{cpus} CPU(s) in the process's affinity"
     quota = cgroup_cpu_limit(cgroup_root)
     if quota is not None and math.floor(quota) < cpus:
@@ -76,7 +79,7 @@ def cpu_budget(
     if local_ranks > 1:
         cpus = max(1, cpus // local_ranks)
         reason += f", shared by {local_ranks} ranks"
-    return CpuBudget(cpus, reason)
+    return CpuBudget(cpus, reason, cpus == whole)
 
 
 def _busy_ticks(cpus: set[int], proc: Path) -> int:
@@ -190,8 +193,9 @@ def plan_threads(
     """Threads for a policy doing ``flops_per_row`` per row forward: the update (forward and
     backward of ``minibatch_rows`` rows) may use every CPU that other processes leave free at
     start (``busy``: how many they keep busy, asked only for an update large enough to want
-    several), acting (``acting_rows`` rows at a time) those that the ``env_threads`` stepping
-    envs leave; each takes one thread unless its call is large enough to pay for more.
+    several, and only where the budget is the whole affinity), acting (``acting_rows`` rows at
+    a time) those that the ``env_threads`` stepping envs leave; each takes one thread unless
+    its call is large enough to pay for more.
     ``requested`` (``--threads``) overrides both; ``kept``, a resumed run's update threads from
     its start, overrides the update's, so the run goes on computing as it began."""
     acting_cpus = max(1, budget.cpus - env_threads)
@@ -208,9 +212,11 @@ def plan_threads(
     )
     if kept is not None:
         return ThreadPlan(min(kept, budget.cpus), acting, f"as the run began; {reason}")
-    if update > 1:
+    if update > 1 and budget.whole_affinity:
         # threads that share a core with another busy process wait on each other in every
-        # join: two Breakout runs at once took 1.5x two in turn, one beside a busy loop 3.3x
+        # join: two Breakout runs at once took 1.5x two in turn, one beside a busy loop 3.3x.
+        # (Under a quota or beside sibling ranks, the load on the affinity's CPUs is not all
+        # this process's competition: it keeps its share.)
         taken = math.floor(busy() + 0.5)
         if taken:
             update = max(1, update - taken)

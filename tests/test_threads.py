@@ -167,7 +167,7 @@ def test_cpus_busy_at_start_leave_a_large_update_fewer_threads(tmp_path):
     assert quiet.update == 2 and "busy" not in quiet.reason
 
 
-def test_a_small_update_or_a_resumed_run_never_asks_the_load(tmp_path):
+def test_a_small_update_a_resumed_run_or_a_share_never_asks_the_load(tmp_path):
     def never() -> float:
         raise AssertionError("the load was asked for")
 
@@ -175,6 +175,12 @@ def test_a_small_update_or_a_resumed_run_never_asks_the_load(tmp_path):
     assert plan_threads(10.0, 256, 16, budget, env_threads=0, busy=never).update == 1
     resumed = plan_threads(PARALLEL_FLOPS, 1, 1, budget, env_threads=0, busy=never, kept=1)
     assert resumed.update == 1 and "as the run began" in resumed.reason
+    # a quota of 2 of 8 CPUs, or 2 ranks on 4: others' load there is not all competition
+    quota = cpu_budget(affinity=lambda: set(range(8)), cgroup_root=_cgroup_v2(tmp_path, "200000"))
+    ranks = cpu_budget(2, affinity=lambda: {0, 1, 2, 3}, cgroup_root=tmp_path / "none")
+    for share in (quota, ranks):
+        assert share.cpus == 2 and not share.whole_affinity
+        assert plan_threads(PARALLEL_FLOPS, 1, 1, share, env_threads=0, busy=never).update == 2
 
 
 @pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs Linux's /proc")
