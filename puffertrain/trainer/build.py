@@ -77,12 +77,11 @@ def build_parts(
         engine.agents_per_env if engine.agent_names else 0,
         engine.action_masks.shape[1],
     )
-    budget = cpu_budget(ranks.local_world_size)
     plan = plan_threads(
         rollout.flops_per_row,
         engine.num_rows * config.num_steps // config.ppo.num_minibatches,
         engine.batch_size,
-        budget,
+        cpu_budget(ranks.local_world_size),
         engine.env_threads,
         config.threads,
         busy=other_load.cpus_busy,

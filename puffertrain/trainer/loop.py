@@ -53,7 +53,7 @@ class Trainer:
         ranks: Ranks = ONE_RANK,
     ) -> None:
         self.config, self.run_dir, self.ranks = config, run_dir, ranks
-        self.other_load = OtherLoad()  # from here on: what start-up sees of other processes
+        other_load = OtherLoad()  # from here on: what start-up sees of other processes
         self.device = ranks.device(config.device)
         self.autocast_dtype, self.precision_reason = resolve_precision(
             config.precision, self.device
@@ -63,12 +63,12 @@ class Trainer:
         torch.manual_seed(config.seed + ranks.rank)
         self.engine, self.backend_reason = engine_from(config)
         try:
-            self._build(checkpoint)
+            self._build(checkpoint, other_load)
         except BaseException:  # a refused policy or checkpoint leaves no workers running
             self.engine.close()
             raise
 
-    def _build(self, checkpoint: TrainingState | None) -> None:
+    def _build(self, checkpoint: TrainingState | None, other_load: OtherLoad) -> None:
         """The run's parts for the engine; first observations, or the checkpoint's state."""
         kept = checkpoint.update_threads if checkpoint is not None else None
         parts = build_parts(
@@ -77,7 +77,7 @@ class Trainer:
             self.device,
             self.autocast_dtype,
             self.ranks,
-            self.other_load,
+            other_load,
             kept,
         )
         self.adapter, self.learner, self.rollout, self.buffer, self.threads = parts
