@@ -229,7 +229,7 @@ def sb3_run(budget: int, seed: int, extra: str) -> dict:
     from sb3_contrib.common.wrappers import ActionMasker
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from vs_sb3 import _mlp_trunk
+    from vs_sb3 import _mlp_trunk, sb3_ppo_kwargs
 
     from puffertrain.cli import parse_train_args
     from tests.masked_envs import Selection
@@ -237,7 +237,6 @@ def sb3_run(budget: int, seed: int, extra: str) -> dict:
     flags = ["--env", ENV, "--env-kwargs", env_kwargs(mask="info"), *shlex.split(COMMON)]
     flags += shlex.split(extra)
     config, _ = parse_train_args([*flags, "--seed", str(seed), "--total-timesteps", str(budget)])
-    ppo = config.ppo
 
     def current_mask(env: gym.Env):
         return env.unwrapped._mask().astype(bool)
@@ -259,18 +258,7 @@ def sb3_run(budget: int, seed: int, extra: str) -> dict:
     model = MaskablePPO(
         "MlpPolicy",
         envs,
-        learning_rate=lambda remaining: ppo.learning_rate * remaining,
-        n_steps=config.num_steps,
-        batch_size=config.batch_size // ppo.num_minibatches,
-        n_epochs=ppo.update_epochs,
-        gamma=ppo.gamma,
-        gae_lambda=ppo.gae_lambda,
-        clip_range=ppo.clip_coef,
-        clip_range_vf=ppo.clip_coef if ppo.clip_vloss else None,
-        normalize_advantage=ppo.norm_adv,
-        ent_coef=ppo.ent_coef,
-        vf_coef=ppo.vf_coef,
-        max_grad_norm=ppo.max_grad_norm,
+        **sb3_ppo_kwargs(config),
         policy_kwargs=_mlp_trunk(torch),
         seed=seed,
         device="cpu",

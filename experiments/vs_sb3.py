@@ -151,18 +151,7 @@ def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str,
     model = PPO(
         policy,
         envs,
-        learning_rate=lambda remaining: ppo.learning_rate * remaining,
-        n_steps=config.num_steps,
-        batch_size=config.batch_size // ppo.num_minibatches,
-        n_epochs=ppo.update_epochs,
-        gamma=ppo.gamma,
-        gae_lambda=ppo.gae_lambda,
-        clip_range=ppo.clip_coef,
-        clip_range_vf=ppo.clip_coef if ppo.clip_vloss else None,
-        normalize_advantage=ppo.norm_adv,
-        ent_coef=ppo.ent_coef,
-        vf_coef=ppo.vf_coef,
-        max_grad_norm=ppo.max_grad_norm,
+        **sb3_ppo_kwargs(config),
         policy_kwargs=policy_kwargs,
         seed=config.seed,
         device="cpu",
@@ -180,6 +169,32 @@ def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str,
         "sb3_policy": policy,
         "sb3_policy_kwargs": sorted(policy_kwargs),
         "sb3_vec_normalize": config.normalize_obs or config.normalize_reward,
+    }
+
+
+def sb3_ppo_kwargs(config) -> dict:
+    """SB3 ``PPO``/``MaskablePPO`` arguments for the same PPO as puffertrain's resolved
+    ``config``: the same rollout, minibatches, epochs, annealed learning rate and loss.
+
+    SB3's value loss is the mean squared error, CleanRL's (puffertrain's) half of it, so the
+    same ``vf_coef`` would weigh SB3's critic twice as much; half of it gives both one
+    objective. With ``clip_vloss`` the two still differ: SB3's ``clip_range_vf`` takes the
+    clipped prediction's error alone, CleanRL the larger of the clipped and unclipped errors.
+    """
+    ppo = config.ppo
+    return {
+        "learning_rate": lambda remaining: ppo.learning_rate * remaining,
+        "n_steps": config.num_steps,
+        "batch_size": config.batch_size // ppo.num_minibatches,
+        "n_epochs": ppo.update_epochs,
+        "gamma": ppo.gamma,
+        "gae_lambda": ppo.gae_lambda,
+        "clip_range": ppo.clip_coef,
+        "clip_range_vf": ppo.clip_coef if ppo.clip_vloss else None,
+        "normalize_advantage": ppo.norm_adv,
+        "ent_coef": ppo.ent_coef,
+        "vf_coef": ppo.vf_coef / 2,
+        "max_grad_norm": ppo.max_grad_norm,
     }
 
 
