@@ -66,10 +66,12 @@ def test_generic_defaults_land_the_lunar_lander(tmp_path):
     CleanRL ppo.py's 16 gradient steps per 1,024 samples each update moved the policy far less
     than PPO's clip allows (approx KL ~0.001, clip fraction ~0) and the best mean of 20 stayed
     at -99 to -119 for 60k steps on 3 of 3 seeds (-109 here); with SB3's 10 epochs of 64-sample
-    minibatches it reaches -33 here (-26 to 106 over those seeds)."""
+    minibatches it reached -33 and -15 here. On raw rewards its critic either lagged the
+    returns (value loss clipped) or led the shared trunk (unclipped); with the rewards scaled
+    and the value loss unclipped it reaches 235 here."""
     pytest.importorskip("Box2D", reason="Box2D comes with the envs and dev extras")
     best = best_with_defaults(tmp_path / "lander", "LunarLander-v3", seed=3, total_timesteps=60_000)
-    assert best >= -70, f"best mean return over 20 episodes: {best:.1f}"
+    assert best >= 100, f"best mean return over 20 episodes: {best:.1f}"
 
 
 MEMORY_TASK = [

@@ -157,15 +157,17 @@ def test_the_generic_preset_takes_sb3s_gradient_steps_per_sample(env_id):
     assert given.ppo.update_epochs == 4
 
 
-def test_value_clipping_is_off_in_the_classic_and_continuous_presets_but_for_recurrent_policies():
-    """Unclipped there (a value clipped to move --clip-coef per update lags returns of tens);
-    CleanRL's clip elsewhere and for recurrent policies, and a given --no-clip-vloss holds for a
+def test_value_clipping_is_off_but_in_the_atari_preset_and_for_recurrent_policies():
+    """Unclipped in the classic, continuous and generic presets (a value clipped to move
+    --clip-coef per update lags returns of tens; the generic preset scales its rewards instead);
+    CleanRL's clip for Atari and recurrent policies, and a given --no-clip-vloss holds for a
     recurrent policy too."""
     classic, _ = parse_train_args(["--env", "CartPole-v1"])
     continuous, _ = parse_train_args(["--env", "Pendulum-v1"])
     atari, _ = parse_train_args(["--env", "ALE/Breakout-v5"])
     generic, _ = parse_train_args(["--env", "tests.envs:dict_env"])
-    assert (continuous.ppo.clip_vloss, generic.ppo.clip_vloss) == (False, True)
+    assert (continuous.ppo.clip_vloss, generic.ppo.clip_vloss) == (False, False)
+    assert generic.normalize_reward
     lstm, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm"])
     unclipped, _ = parse_train_args(["--env", "CartPole-v1", "--policy", "lstm", "--no-clip-vloss"])
     assert (classic.ppo.clip_vloss, atari.ppo.clip_vloss) == (False, True)
