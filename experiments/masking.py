@@ -229,7 +229,7 @@ def sb3_run(budget: int, seed: int, extra: str) -> dict:
     from sb3_contrib.common.wrappers import ActionMasker
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from vs_sb3 import _mlp_trunk, sb3_ppo_kwargs
+    from vs_sb3 import _mlp_trunk, sb3_normalized, sb3_ppo_kwargs
 
     from puffertrain.cli import parse_train_args
     from tests.masked_envs import Selection
@@ -248,6 +248,7 @@ def sb3_run(budget: int, seed: int, extra: str) -> dict:
         wrapper_class=ActionMasker,
         wrapper_kwargs={"action_mask_fn": current_mask},
     )
+    envs = sb3_normalized(envs, config)
 
     class Clock(BaseCallback):
         def _on_step(self) -> bool:

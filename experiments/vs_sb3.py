@@ -118,7 +118,6 @@ def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str,
     from puffertrain.envs.make import is_atari
 
     config, _ = parse_train_args(["--env", env_id, *common])
-    ppo = config.ppo
     atari = is_atari(env_id)
     if atari:
         policy, policy_kwargs = "CnnPolicy", {}
@@ -127,15 +126,7 @@ def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str,
     else:
         policy, policy_kwargs = "MlpPolicy", _mlp_trunk(torch)
     envs = _sb3_envs(env_id, config.num_envs, config.seed, atari)
-    if config.normalize_obs or config.normalize_reward:
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        envs = VecNormalize(
-            envs,
-            norm_obs=config.normalize_obs,
-            norm_reward=config.normalize_reward,
-            gamma=ppo.gamma,
-        )
+    envs = sb3_normalized(envs, config)
 
     class RolloutClock(BaseCallback):
         def __init__(self) -> None:
@@ -170,6 +161,21 @@ def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str,
         "sb3_policy_kwargs": sorted(policy_kwargs),
         "sb3_vec_normalize": config.normalize_obs or config.normalize_reward,
     }
+
+
+def sb3_normalized(envs, config):
+    """SB3's vector ``envs`` normalising observations and rewards where puffertrain's resolved
+    ``config`` does (``VecNormalize``, the same running statistics)."""
+    if not (config.normalize_obs or config.normalize_reward):
+        return envs
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    return VecNormalize(
+        envs,
+        norm_obs=config.normalize_obs,
+        norm_reward=config.normalize_reward,
+        gamma=config.ppo.gamma,
+    )
 
 
 def sb3_ppo_kwargs(config) -> dict:
