@@ -31,8 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from breakout_sps import read_run  # this folder is on sys.path for scripts
+
+if TYPE_CHECKING:
+    from puffertrain.config import TrainConfig
 
 
 def main() -> None:
@@ -163,7 +167,7 @@ def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str,
     }
 
 
-def sb3_normalized(envs, config):
+def sb3_normalized(envs, config: TrainConfig):
     """SB3's vector ``envs`` normalising observations and rewards where puffertrain's resolved
     ``config`` does (``VecNormalize``, the same running statistics)."""
     if not (config.normalize_obs or config.normalize_reward):
@@ -178,7 +182,7 @@ def sb3_normalized(envs, config):
     )
 
 
-def sb3_ppo_kwargs(config) -> dict:
+def sb3_ppo_kwargs(config: TrainConfig) -> dict:
     """SB3 ``PPO``/``MaskablePPO`` arguments for the same PPO as puffertrain's resolved
     ``config``: the same rollout, minibatches, epochs, annealed learning rate and loss.
 
