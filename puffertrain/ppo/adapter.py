@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -226,9 +227,41 @@ def _score_categorical(
     logits: torch.Tensor, actions: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The log-probabilities of ``actions`` under the categorical ``logits`` and its entropy."""
-    log_p = F.log_softmax(logits, dim=-1)
-    log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    return log_prob, -(log_p.exp() * log_p).sum(-1)
+    return CategoricalScore.apply(logits, actions)
+
+
+class CategoricalScore(torch.autograd.Function):
+    """``(log p(actions), entropy)`` of categorical logits, with the gradient written out:
+    ``d log p_a / dz = onehot(a) - p`` and ``dH / dz = -p (log p + H)``. Autograd through the
+    same math replays eight ops backward; this is three to five on 64-row minibatches. Masked
+    logits (the dtype's most negative value) have ``p = 0`` and a finite ``log p``, so their
+    gradient is exactly 0."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, logits: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        log_p = F.log_softmax(logits, dim=-1)
+        p = log_p.exp()
+        index = actions.long().unsqueeze(-1)
+        entropy = -(p * log_p).sum(-1)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(p, log_p, entropy, index)
+        return log_p.gather(-1, index).squeeze(-1), entropy
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_log_prob: torch.Tensor | None, grad_entropy: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, None]:
+        p, log_p, entropy, index = ctx.saved_tensors
+        grad = None
+        if grad_log_prob is not None:
+            scale = grad_log_prob.unsqueeze(-1)
+            grad = (p * scale).neg_().scatter_add_(-1, index, scale)
+        if grad_entropy is not None:
+            from_entropy = (log_p + entropy.unsqueeze(-1)).mul_(p).mul_(grad_entropy.unsqueeze(-1))
+            grad = from_entropy.neg_() if grad is None else grad.sub_(from_entropy)
+        return grad, None
 
 
 def _normal_log_prob(mean: torch.Tensor, std: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

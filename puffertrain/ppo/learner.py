@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.adam import adam
 
 from puffertrain.buffer import Minibatch, RolloutBuffer
 from puffertrain.config import PPOConfig
@@ -93,7 +94,7 @@ class Learner:
                     parameter.grad = None
                 loss.backward()
                 clip_grad_norm(self.trained_parameters, config.max_grad_norm)
-                self.optimizer.step()
+                adam_step(self.optimizer, self.trained_parameters)
                 history.append(stats)
             if config.target_kl is not None:  # every rank stops after the same epoch
                 (too_far,) = any_rank(float(stats["approx_kl"]) > config.target_kl)
@@ -122,6 +123,38 @@ def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Ten
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
     return total
+
+
+def adam_step(optimizer: torch.optim.Adam, parameters: list[nn.Parameter]) -> None:
+    """``optimizer.step()`` for the learner's one-group fused Adam through torch's functional
+    ``adam`` on the optimizer's own state: the same kernel on the same tensors, minus the
+    method's per-call bookkeeping (hooks, state checks, grouping), which costs a small
+    policy's step ~40 us, nearly the kernel's own time. The first step creates the state."""
+    state = optimizer.state
+    with_grad = [parameter for parameter in parameters if parameter.grad is not None]
+    if not with_grad or any(parameter not in state for parameter in with_grad):
+        optimizer.step()
+        return
+    (group,) = optimizer.param_groups
+    moments = [state[parameter] for parameter in with_grad]
+    beta1, beta2 = group["betas"]
+    with torch.no_grad():
+        adam(
+            with_grad,
+            [parameter.grad for parameter in with_grad],
+            [moment["exp_avg"] for moment in moments],
+            [moment["exp_avg_sq"] for moment in moments],
+            [],
+            [moment["step"] for moment in moments],
+            fused=True,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+        )
 
 
 def _explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
