@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from puffertrain.config import PPOConfig
 from puffertrain.ppo.adapter import CategoricalScore, mask_logits
@@ -67,13 +68,13 @@ def test_objective_matches_autograd_through_cleanrls_formula(masked, clip_vloss,
     inputs = minibatch(257, masked, generator)
     differentiable = inputs[:3]
 
-    loss, statistics = ClippedObjective.apply(*inputs, config)
+    loss, *statistics = ClippedObjective.apply(*inputs, config)
     gradients = torch.autograd.grad(loss, differentiable, allow_unused=True)
     expected_loss, expected = cleanrl_loss(*inputs, config)
     expected_gradients = torch.autograd.grad(expected_loss, differentiable, allow_unused=True)
 
     torch.testing.assert_close(loss, expected_loss)
-    for name, value in zip(STATISTICS, statistics.unbind(), strict=True):
+    for name, value in zip(STATISTICS, statistics, strict=True):
         torch.testing.assert_close(value, expected[name].detach(), msg=name)
     for name, mine, reference in zip(
         ("log-probs", "entropy", "values"), gradients, expected_gradients, strict=True
@@ -89,11 +90,35 @@ def test_objective_matches_autograd_through_cleanrls_formula(masked, clip_vloss,
 def test_objective_scales_by_the_incoming_gradient():
     config = PPOConfig(ent_coef=0.01)
     inputs = minibatch(64, True, torch.Generator().manual_seed(3))
-    loss, _ = ClippedObjective.apply(*inputs, config)
+    loss, *_ = ClippedObjective.apply(*inputs, config)
     once = torch.autograd.grad(loss, inputs[:3], retain_graph=True)
     thrice = torch.autograd.grad(3 * loss, inputs[:3])
     for single, tripled in zip(once, thrice, strict=True):
         torch.testing.assert_close(3 * single, tripled)
+
+
+class RecordedOps(TorchDispatchMode):
+    """The ATen ops run inside the mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_objective_builds_no_tensor_from_python_data(masked):
+    """``torch.tensor(...)`` on a GPU is a host-to-device copy that waits for the queue: at
+    every minibatch it would stall the update's overlap of CPU and GPU."""
+    inputs = minibatch(64, masked, torch.Generator().manual_seed(5))
+    with RecordedOps() as recorded:
+        loss, *_ = ClippedObjective.apply(*inputs, PPOConfig(ent_coef=0.01, clip_vloss=True))
+        loss.backward()
+    assert "aten.lift_fresh.default" not in recorded.names
+    assert "aten.sum.dim_IntList" in recorded.names  # the mode did see the objective's ops
 
 
 @pytest.mark.parametrize("masked", [False, True])

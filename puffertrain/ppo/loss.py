@@ -16,7 +16,7 @@ from puffertrain.buffer import Minibatch
 from puffertrain.config import PPOConfig
 from puffertrain.ppo.adapter import PolicyAdapter
 
-# the statistics the loss returns, in the order of the objective's vector of them
+# the statistics the loss returns, in the order the objective returns them
 STATISTICS = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac")
 
 
@@ -44,7 +44,9 @@ class ClippedObjective(torch.autograd.Function):
     mean(entropy)``, the value error optionally CleanRL's clipped one (the larger of the two).
     Means are over the rows ``mask`` keeps (all when None).
 
-    Returns the loss and a vector of :data:`STATISTICS`. The forward pass computes the
+    Returns the loss and the :data:`STATISTICS`, each a 0-d tensor (no constant tensor is
+    built, which on a GPU would be a host-to-device copy that waits for the queue at every
+    minibatch). The forward pass computes the
     gradients too, as autograd would take them through ``min``, ``max`` and ``clamp`` (the
     branch that is taken carries the gradient), so the backward pass is a multiply per input;
     none reaches the entropies when ``ent_coef`` is 0.
@@ -94,34 +96,31 @@ class ClippedObjective(torch.autograd.Function):
                 (ratio_change.abs() > clip).to(ratio.dtype),
             ]
         )
-        # row 0 of the coefficients: the statistics' signs and scales; row 1: each term's
-        # weight in the loss. Sums and one scale, because a mean costs 3x a sum at this size.
-        coefficients = torch.tensor(
-            [
-                [-1.0, 0.5, 1.0, -1.0, 1.0, 1.0],
-                [-1.0, 0.5 * config.vf_coef, -config.ent_coef, 0.0, 0.0, 0.0],
-            ],
-            device=ratio.device,
-        )
+        # sums and one scale, because a mean costs 3x a sum at this size
         if mask is None:
             weights = 1.0 / new_log_probs.numel()
-            scaled = rows.sum(1) * coefficients.mul_(weights)
+            means = rows.sum(1) * weights
         else:
             weights = mask / mask.sum().clamp(min=1.0)
-            scaled = (rows * weights).sum(1) * coefficients
-        statistics = scaled[0]
+            means = (rows * weights).sum(1)
+        surrogate_mean, squared_mean, entropy_mean, log_ratio_mean, kl, clipfrac = means.unbind()
+        policy_loss, value_loss = -surrogate_mean, 0.5 * squared_mean
+        loss = policy_loss + config.vf_coef * value_loss
+        if config.ent_coef:
+            loss = loss - config.ent_coef * entropy_mean
+        statistics = (policy_loss, value_loss, entropy_mean, -log_ratio_mean, kl, clipfrac)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(
             surrogate_gradient.mul_(-weights), error.mul_(weights * config.vf_coef)
         )
         # each row's gradient of the entropy term (a float when every row counts)
         ctx.entropy_gradient = None if not config.ent_coef else weights * -config.ent_coef
-        ctx.mark_non_differentiable(statistics)
-        return scaled[1].sum(), statistics
+        ctx.mark_non_differentiable(*statistics)
+        return loss, *statistics
 
     @staticmethod
     def backward(
-        ctx: Any, grad_loss: torch.Tensor | None, _grad_statistics: torch.Tensor | None
+        ctx: Any, grad_loss: torch.Tensor | None, *_grad_statistics: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, ...]:
         if grad_loss is None:
             return (None,) * 9
@@ -155,7 +154,7 @@ def ppo_loss(
         batch.action_masks,
     )
     advantages = normalized(batch.advantages, batch.mask) if config.norm_adv else batch.advantages
-    loss, statistics = ClippedObjective.apply(
+    loss, *statistics = ClippedObjective.apply(
         new_log_probs,
         entropy,
         new_values,
@@ -166,4 +165,4 @@ def ppo_loss(
         batch.mask,
         config,
     )
-    return loss, dict(zip(STATISTICS, statistics.unbind(), strict=True))
+    return loss, dict(zip(STATISTICS, statistics, strict=True))
