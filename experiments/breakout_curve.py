@@ -60,8 +60,11 @@ def summarize(run_dir: Path, window: int = 100) -> dict:
         recent = scores[steps <= milestone][-window:]
         if steps.size and steps[-1] >= milestone * 0.99 and recent.size:
             milestones[str(milestone)] = round(float(recent.mean()), 2)
+    config = run_dir / "config.json"
+    env = json.loads(config.read_text())["env"] if config.exists() else "ALE/Breakout-v5"
     return {
         "run_dir": str(run_dir),
+        "env": env,
         "env_steps": int(updates[-1].step),
         "games": int(scores.size),
         "mean_score_last_100_games": round(float(scores[-window:].mean()), 2)
@@ -92,7 +95,7 @@ def plot(summary: dict, path: Path, window: int = 100) -> None:
         smooth = np.convolve(curve[:, 1], np.ones(window) / window, mode="valid")
         axes.plot(curve[window - 1 :, 0], smooth, color="C1", label=f"mean of {window} games")
     axes.set_xlabel("env steps (agent steps, all envs)")
-    axes.set_ylabel("raw Breakout score (whole game)")
+    axes.set_ylabel(f"raw {summary.get('env', 'Breakout')} score (whole game)")
     axes.set_title(f"puffertrain PPO, Nature CNN — {summary['final_sps']:.0f} SPS")
     axes.legend()
     figure.tight_layout()
