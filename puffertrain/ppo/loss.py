@@ -125,14 +125,9 @@ class ClippedObjective(torch.autograd.Function):
         if grad_loss is None:
             return (None,) * 9
         log_prob_gradient, value_gradient = ctx.saved_tensors
-        entropy_gradient = ctx.entropy_gradient
-        if entropy_gradient is not None and ctx.needs_input_grad[1]:
-            if isinstance(entropy_gradient, float):
-                entropy_gradient = (grad_loss * entropy_gradient).expand_as(log_prob_gradient)
-            else:
-                entropy_gradient = entropy_gradient * grad_loss
-        else:
-            entropy_gradient = None
+        entropy_gradient = None
+        if ctx.entropy_gradient is not None and ctx.needs_input_grad[1]:
+            entropy_gradient = (grad_loss * ctx.entropy_gradient).expand_as(log_prob_gradient)
         return (
             log_prob_gradient * grad_loss,
             entropy_gradient,
