@@ -98,14 +98,14 @@ def test_objective_scales_by_the_incoming_gradient():
 
 
 class RecordedOps(TorchDispatchMode):
-    """The ATen ops run inside the mode."""
+    """The ATen ops run inside the mode, in order."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.names: set[str] = set()
+        self.names: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.add(str(func))
+        self.names.append(str(func))
         return func(*args, **(kwargs or {}))
 
 

@@ -25,6 +25,7 @@ from policies.cnn import ImageEncoder
 from policies.multi_input import DiscreteEncoder
 from policies.normalize import normalize_observations
 from puffertrain.policy_loader import auto_policy_name, build_policy, list_policies
+from tests.test_loss_gradients import RecordedOps
 
 VECTOR = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
 ENTITIES = gym.spaces.Box(-1.0, 1.0, (5, 3), np.float32)
@@ -206,6 +207,56 @@ def test_running_mean_std_matches_numpy_over_all_batches():
     np.testing.assert_allclose(stats.mean.numpy(), seen.mean(0), rtol=1e-12)
     np.testing.assert_allclose(stats.var.numpy(), seen.var(0), rtol=1e-12)
     assert stats.count == len(seen)
+
+
+def _normalized_by_formula(stats: RunningMeanStd, x: torch.Tensor) -> torch.Tensor:
+    if stats.count == 0:
+        return x.float()
+    scale = torch.rsqrt(stats.var.float() + 1e-8)
+    return ((x.float() - stats.mean.float()) * scale).clamp(-10.0, 10.0)
+
+
+def test_running_mean_std_normalizes_by_its_statistics_whenever_they_change():
+    """normalize() keeps its float32 shift and scale between calls; whatever changes the
+    statistics (an update, a loaded state, a move to another dtype) must show at the next
+    call, bit for bit as the formula gives it, and so must compiling it."""
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)) * 4 + 2
+    stats = RunningMeanStd((3,))
+    assert torch.equal(stats.normalize(x), x)  # nothing to normalise by yet
+    stats.update(x)
+    assert torch.equal(stats.normalize(x), _normalized_by_formula(stats, x))
+    stats.update(x[:2] * 3)
+    assert torch.equal(stats.normalize(x), _normalized_by_formula(stats, x))
+    loaded = {
+        "mean": torch.full((3,), 1.0, dtype=torch.float64),
+        "var": torch.full((3,), 4.0, dtype=torch.float64),
+        "count": torch.tensor(7.0, dtype=torch.float64),
+    }
+    stats.load_state_dict(loaded)
+    torch.testing.assert_close(stats.normalize(x), (x - 1) / 2)
+    with torch.no_grad():
+        stats.mean[1] = 3.0  # a write in place, by hand
+    assert torch.equal(stats.normalize(x), _normalized_by_formula(stats, x))
+    stats.float()  # new tensors, the same values
+    assert torch.equal(stats.normalize(x), _normalized_by_formula(stats, x))
+    fresh = RunningMeanStd((3,))
+    fresh.normalize(x)
+    fresh.load_state_dict(stats.state_dict())
+    assert torch.equal(fresh.normalize(x), _normalized_by_formula(stats, x))
+    compiled = torch.compile(stats.normalize, backend="eager", fullgraph=True)
+    assert torch.equal(compiled(x), _normalized_by_formula(stats, x))
+
+
+def test_running_mean_std_normalizes_a_row_in_three_ops():
+    """At rollout batch sizes each ATen op is microseconds of dispatch: once it has statistics,
+    a normalisation is a subtraction, a multiplication and a clamp."""
+    stats = RunningMeanStd((4,))
+    stats.update(torch.randn(16, 4, dtype=torch.float64))
+    row = torch.randn(1, 4)
+    stats.normalize(row)
+    with RecordedOps() as recorded:
+        stats.normalize(row)
+    assert recorded.names == ["aten.sub.Tensor", "aten.mul.Tensor", "aten.clamp.default"]
 
 
 def test_normalized_policy_feeds_normalised_observations():
