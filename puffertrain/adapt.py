@@ -120,6 +120,9 @@ def adapt_to_given(
             change("normalize_reward", True, why)
         if normalizable_obs and "normalize_obs" not in given and not config.normalize_obs:
             change("normalize_obs", True, "recurrent policy: observations on one scale")
+    if {"eval_interval"} & given and not {"eval_step_share"} & given and config.eval_step_share:
+        why = "--eval-interval given: every evaluation it makes due runs"
+        change("eval_step_share", None, why)
     if "eval_interval" not in given and config.eval_interval and preset.eval_interval:
         # evaluations keep the preset's spacing in env steps, not in updates
         every = preset.eval_interval * preset.batch_size

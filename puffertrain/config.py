@@ -150,6 +150,12 @@ class TrainConfig:
     eval_freq), except the Atari one."""
     eval_episodes: int = 10
     """Episodes per evaluation."""
+    eval_step_share: float | None = None
+    """The most env steps evaluations take, as a share of training's: one that --eval-interval
+    makes due is skipped while the evaluations so far have stepped more than this times
+    training's steps, so long episodes (MuJoCo's 1000 steps, a good Atari player's games)
+    spread evaluations out instead of slowing training. The last one always runs. None: none
+    is skipped (the presets that evaluate take 0.1, and a given --eval-interval None)."""
     eval_stochastic: bool = False
     """Sample the evaluation's actions instead of taking the most likely one."""
     stop_at_return: float | None = None
@@ -190,6 +196,10 @@ class TrainConfig:
         }.items():
             if value < 0:
                 raise UserError(f"--{flag} must be 0 (off) or more, got {value}")
+        if self.eval_step_share is not None and self.eval_step_share <= 0:
+            raise UserError(
+                f"--eval-step-share must be above 0 (None: no limit), got {self.eval_step_share}"
+            )
         if self.eval_episodes < 1:
             raise UserError(f"--eval-episodes must be at least 1, got {self.eval_episodes}")
         if not self.eval_interval and (self.stop_at_return is not None or self.video_interval):
@@ -250,6 +260,7 @@ RESUMABLE_CHANGES = frozenset(
         "keep_checkpoints",
         "eval_interval",
         "eval_episodes",
+        "eval_step_share",
         "eval_stochastic",
         "stop_at_return",
         "video_interval",

@@ -9,12 +9,17 @@ from puffertrain.config import PPOConfig, TrainConfig
 
 EVAL_EVERY_STEPS = 25_000
 """Env steps between evaluations in the presets that evaluate: the RL Zoo's ``eval_freq``."""
+EVAL_STEP_SHARE = 0.1
+"""The most env steps the presets' evaluations take, as a share of training's. Ten episodes
+of MuJoCo's 1,000 steps every 25,000 would add 40% to the env steps (experiments/RESULTS.md,
+"Evaluation's share of the training wall time")."""
 
 
 def evaluating(config: TrainConfig) -> TrainConfig:
-    """``config`` evaluating every ~``EVAL_EVERY_STEPS`` env steps (in whole updates)."""
+    """``config`` evaluating every ~``EVAL_EVERY_STEPS`` env steps (in whole updates), within
+    ``EVAL_STEP_SHARE`` of the training's steps."""
     interval = max(1, round(EVAL_EVERY_STEPS / config.batch_size))
-    return dataclasses.replace(config, eval_interval=interval)
+    return dataclasses.replace(config, eval_interval=interval, eval_step_share=EVAL_STEP_SHARE)
 
 
 # RL Zoo's tuned CartPole values (8 envs × 32 steps, 1 minibatch × 20 epochs, lr 1e-3, γ 0.98,

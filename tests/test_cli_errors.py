@@ -120,6 +120,9 @@ def test_values_no_run_can_use(capsys):
     assert "exceeds the batch" in _error(
         capsys, "--env", "CartPole-v1", "--num-minibatches", "10000"
     )
+    assert "--eval-step-share must be above 0 (None: no limit), got 0.0" in _error(
+        capsys, "--env", "CartPole-v1", "--eval-step-share", "0"
+    )
 
 
 def test_missing_env(capsys):

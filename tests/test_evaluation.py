@@ -89,13 +89,17 @@ def test_videos_go_to_the_run_dir_and_tensorboard(tmp_path):
 
 
 def test_a_resumed_run_with_evaluation_is_exact(tmp_path):
-    """Evaluations after the resume play the same seeds and keep the same best as the
-    uninterrupted run's (stochastic evaluation, so any RNG leak would show too)."""
-    flags = [*FLAGS, "--eval-interval", "2", "--eval-episodes", "2", "--eval-stochastic"]
+    """Evaluations after the resume come at the same updates, play the same seeds and keep the
+    same best as the uninterrupted run's (stochastic evaluation, so any RNG leak would show
+    too). One is due every update and the step share skips some, so the resumed run must
+    also know how many env steps the evaluations before the crash took."""
+    flags = [*FLAGS, "--eval-interval", "1", "--eval-step-share", "0.1"]
+    flags += ["--eval-episodes", "2", "--eval-stochastic"]
     flags += ["--checkpoint-interval", "2", "--keep-checkpoints", "10"]
     whole, crashed = tmp_path / "whole", tmp_path / "crashed"
     result = run_cli(*flags, "--total-timesteps", str(8 * UPDATE), "--run-dir", str(whole))
     assert result.returncode == 0, result.stderr
+    assert len(_events(whole).Scalars("eval/episodic_return")) < 8  # some were skipped
     resume_after_a_crash(whole, crashed, 4)
     assert_same_run(crashed, whole, updates=8)
     assert load_checkpoint(best_checkpoint_path(crashed)).evaluation == (
@@ -103,11 +107,59 @@ def test_a_resumed_run_with_evaluation_is_exact(tmp_path):
     )
 
 
+def test_evaluations_take_at_most_their_share_of_env_steps(tmp_path, capsys):
+    """With one due every update, an evaluation runs only while those before it stepped at
+    most --eval-step-share of training's env steps (2 CartPole episodes against 128 training
+    steps an update: most are skipped, and the run says so once); the last update always
+    evaluates; with None every one due runs."""
+    config = TrainConfig(
+        env="CartPole-v1",
+        policy="mlp",
+        num_envs=4,
+        num_steps=32,
+        vec="serial",
+        device="cpu",
+        total_timesteps=12 * UPDATE,
+        eval_interval=1,
+        eval_episodes=2,
+    )
+    schedules = {}
+    for share in (0.1, None):
+        trainer = Trainer(
+            dataclasses.replace(config, eval_step_share=share), tmp_path / str(share), None
+        )
+        evaluate, schedule = trainer.evaluator.evaluate, []
+
+        def recorded(trainer=trainer, evaluate=evaluate, schedule=schedule):
+            result = evaluate()
+            schedule.append((trainer.global_step, result.steps))
+            return result
+
+        trainer.evaluator.evaluate = recorded
+        trainer.train()
+        schedules[share] = schedule
+    assert [step for step, _ in schedules[None]] == [UPDATE * k for k in range(1, 13)]
+    capped = dict(schedules[0.1])
+    assert 1 < len(capped) < 12 and 12 * UPDATE in capped
+    taken = 0  # env steps of the evaluations so far
+    for step in range(UPDATE, 12 * UPDATE, UPDATE):
+        assert (step in capped) == (taken <= 0.1 * step), step
+        taken += capped.get(step, 0)
+    said = " ".join(capsys.readouterr().err.split())  # however the console wrapped it
+    assert said.count("the next ones wait until training catches up") == 1
+
+
 def test_the_presets_evaluate_every_25k_env_steps_and_after_the_last_update(tmp_path):
     """With no eval flag, CartPole's preset evaluates every ~25k env steps, in whole updates of
     the batch the user chose, and once after the last update."""
     config, _ = parse_train_args([*FLAGS, "--total-timesteps", str(3 * UPDATE)])
     assert config.eval_interval == round(25_088 / UPDATE)
+    assert config.eval_step_share == 0.1
+    notes = []
+    given, _ = parse_train_args([*FLAGS, "--eval-interval", "5"], notes)  # exactly as asked
+    assert given.eval_step_share is None and any("--eval-step-share 0.1 → None" in n for n in notes)
+    both = [*FLAGS, "--eval-interval", "5", "--eval-step-share", "0.2"]
+    assert parse_train_args(both)[0].eval_step_share == 0.2
     assert parse_train_args(["--env", "ALE/Breakout-v5"])[0].eval_interval == 0
     run_dir = tmp_path / "run"
     result = run_cli(*FLAGS, "--total-timesteps", str(3 * UPDATE), "--run-dir", str(run_dir))

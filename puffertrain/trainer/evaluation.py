@@ -37,10 +37,12 @@ greedy policy that loops (CliffWalking's) would otherwise hold training up for e
 
 @dataclass
 class EvalResult:
-    """One evaluation: one finished episode per eval env, in env order, and the first env's
-    frames when it was recorded."""
+    """One evaluation: one finished episode per eval env, in env order, the env steps it took
+    (every env steps until the longest episode ends), and the first env's frames when it was
+    recorded."""
 
     episodes: list[Episode]
+    steps: int
     frames: list[np.ndarray] = field(default_factory=list)
 
     @property
@@ -80,21 +82,24 @@ def play(
     first: dict[int, Episode] = {}
     rollout.reset(seed)
     frames = [render()] if render else []
+    steps = 0
     while len(first) < num_envs:
         rollout.send(rows, deterministic=deterministic)
+        steps += num_envs
         for episode in rollout.receive().episodes:
             first.setdefault(episode.env_index, episode)
         if render and 0 not in first:
             frames.append(render())
     rollout.take_episodes()
-    return EvalResult([first[index] for index in range(num_envs)], frames)
+    return EvalResult([first[index] for index in range(num_envs)], steps, frames)
 
 
 class Evaluator:
     """Plays ``--eval-episodes`` whole episodes, one on each of as many envs of its own, every
-    ``--eval-interval`` updates, and remembers how many evaluations ran and the best mean
-    return (both saved in checkpoints, so a resumed run evaluates on the same seeds and keeps
-    the same best)."""
+    ``--eval-interval`` updates while evaluations stay within ``--eval-step-share`` of the
+    training's env steps, and remembers how many evaluations ran, the env steps they took and
+    the best mean return (saved in checkpoints, so a resumed run evaluates when and on the
+    seeds the uninterrupted one would, and keeps the same best)."""
 
     def __init__(
         self, config: TrainConfig, adapter: PolicyAdapter, device: torch.device, run_dir: Path
@@ -112,10 +117,27 @@ class Evaluator:
         self.engine = SerialEngine([recipe.factory] * config.eval_episodes)
         self.rollout = Rollout(self.engine, adapter, device)
         self.count = 0
+        self.steps = 0  # env steps of every evaluation so far
         self.best = -math.inf
+        self.told_of_skip = False
 
-    def due(self, iteration: int) -> bool:
-        return self.config.eval_interval > 0 and iteration % self.config.eval_interval == 0
+    def due(self, iteration: int, global_step: int, logger: RunLogger) -> bool:
+        """Whether ``iteration`` evaluates: one of every ``--eval-interval``, unless the
+        evaluations so far have stepped more than ``--eval-step-share`` of ``global_step``
+        (said once per run, the first time one is skipped)."""
+        if not (self.config.eval_interval > 0 and iteration % self.config.eval_interval == 0):
+            return False
+        share = self.config.eval_step_share
+        if share is None or self.steps <= share * global_step:
+            return True
+        if not self.told_of_skip:
+            self.told_of_skip = True
+            logger.message(
+                f"evaluations so far took {self.steps:,} env steps, more than --eval-step-share "
+                f"{share:g} of training's {global_step:,}: the next ones wait until training "
+                "catches up"
+            )
+        return False
 
     def evaluate(self) -> EvalResult:
         """Play the episodes; the global RNGs are left exactly as they were."""
@@ -127,7 +149,9 @@ class Evaluator:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
             render = self.engine.envs[0].render if record else None
-            return play(self.rollout, seed, not config.eval_stochastic, render)
+            result = play(self.rollout, seed, not config.eval_stochastic, render)
+        self.steps += result.steps
+        return result
 
     def run(self, global_step: int, logger: RunLogger, save_best: Callable[[], Any]) -> bool:
         """Evaluate and log it; call ``save_best`` when the mean return is the best so far
@@ -152,11 +176,12 @@ class Evaluator:
         return self.engine.envs[0].metadata.get("render_fps", 30) / self.frameskip
 
     def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "best": self.best}
+        return {"count": self.count, "best": self.best, "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if state is not None:
             self.count, self.best = int(state["count"]), float(state["best"])
+            self.steps = int(state.get("steps", 0))  # checkpoints before the step share: 0
 
     def close(self) -> None:
         self.engine.close()

@@ -193,7 +193,9 @@ class Trainer:
         """Evaluate if one is due, and after the ``last`` update (a run that evaluates ends
         with its final policy's score, however its length and the interval fall); return
         whether --stop-at-return is reached."""
-        if self.evaluator is None or not (last or self.evaluator.due(self.iteration)):
+        if self.evaluator is None:
+            return False
+        if not (last or self.evaluator.due(self.iteration, self.global_step, logger)):
             return False
         best = best_checkpoint_path(self.run_dir)
         with self.timer.phase("eval"):
