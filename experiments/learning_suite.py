@@ -89,7 +89,8 @@ ALE = {"zoo_key": "atari", "seeds": (1,), "sb3_env_kwargs": (("frameskip", 1),)}
 # level PPO reaches in 1M steps), 100 on Swimmer and 1,000 on Humanoid (levels only a gait
 # passes; the zoo's Humanoid entry is tuned for 10M steps); Breakout 30 and Pong 0
 # (level with the built-in player), levels PPO passes within 2M steps; LunarLander 200 (its
-# spec's reward_threshold, "solved").
+# spec's reward_threshold, "solved"); BipedalWalker 300 (its spec's, "solved"; the zoo's
+# entry trains 5M steps for it).
 SUITE = {
     env.env_id: env
     for env in (
@@ -114,6 +115,7 @@ SUITE = {
         SuiteEnv("held_out", "Ant-v5", 1_000_000, 2000.0, "Ant-v4"),
         SuiteEnv("held_out", "Swimmer-v5", 1_000_000, 100.0, "Swimmer-v4"),
         SuiteEnv("held_out", "Humanoid-v5", 1_000_000, 1000.0, "Humanoid-v4"),
+        SuiteEnv("held_out", "BipedalWalker-v3", 1_000_000, 300.0, "BipedalWalker-v3"),
         SuiteEnv(
             "held_out", "MiniGrid-Empty-Random-5x5-v0", 100_000, 0.9, "MiniGrid-Empty-Random-5x5-v0"
         ),
