@@ -73,10 +73,11 @@ def _contradictions(saved: TrainConfig, requested: TrainConfig) -> list[str]:
 
 def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space | None]:
     """The preset family of an env, and its policy's observation space where it was built:
-    "multi_agent" for PettingZoo envs, "continuous" for Box actions outside MuJoCo, else the
-    family told by its id ("mujoco" among them), or by the env a `module:callable` id builds (so
-    a wrapped CartPole gets the classic-control preset). Prints the notice for text leaves the
-    policy will not see, and refuses a space no batch can hold."""
+    "multi_agent" for PettingZoo envs; for Box actions "mujoco" (MuJoCo's), "classic_continuous"
+    (classic control's) or "continuous" (any other); else the family told by its id, or by the
+    env a `module:callable` id builds (so a wrapped CartPole gets the classic-control preset).
+    Prints the notice for text leaves the policy will not see, and refuses a space no batch can
+    hold."""
     factory = env_factory(env_id, env_kwargs)  # fails on bad ids; imports `module:` ids
     family = env_family(env_id)
     probed = None if family == "atari" else probe_env(factory)
@@ -94,7 +95,8 @@ def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space 
     if notice:
         print(notice, file=sys.stderr)
     if isinstance(action_space, gym.spaces.Box):
-        return ("mujoco" if family == "mujoco" else "continuous"), observation_space
+        box_family = {"mujoco": "mujoco", "classic_control": "classic_continuous"}
+        return box_family.get(family, "continuous"), observation_space
     return family, observation_space
 
 

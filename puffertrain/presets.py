@@ -85,11 +85,12 @@ ATARI = TrainConfig(
 # makes every rollout step a batch-1 forward, mostly per-step overhead; 4 envs share it and
 # learned as well on HalfCheetah and Pendulum. The value loss is unclipped, as in the
 # classic-control preset: clipped, HalfCheetah learned far slower (both: experiments/RESULTS.md,
-# "Value clipping"). Exploration noise is colored (beta 0.5, Hollenstein et al.'s default for
-# PPO): with white noise, pushes on successive steps cancel, and MountainCarContinuous never found
-# its flag on any seed; colored, every seed did, and PendulumNoVel's lstm beat the zoo's
-# RecurrentPPO (experiments/RESULTS.md, "Colored action noise"). MuJoCo's bodies, where it cost
-# more than it gave, explore with white noise (MUJOCO, below).
+# "Value clipping"). Exploration noise is white, a fresh draw every step, as CleanRL and SB3
+# sample it: on bodies (MuJoCo's, Box2D's BipedalWalker) colored noise pushes the same way for
+# many steps, tips them over, and its rollouts taught the policy to shrink its std until each
+# update moved it further than PPO's clip holds (HalfCheetah on its back on 2 of 3 seeds,
+# BipedalWalker collapsing on 2 of 3; experiments/RESULTS.md, "MuJoCo: white noise" and "Held
+# out: BipedalWalker-v3").
 CONTINUOUS = evaluating(
     TrainConfig(
         total_timesteps=1_000_000,
@@ -97,7 +98,6 @@ CONTINUOUS = evaluating(
         num_steps=512,
         normalize_obs=True,
         normalize_reward=True,
-        action_noise_color=0.5,
         ppo=PPOConfig(
             learning_rate=3e-4,
             num_minibatches=32,
@@ -108,15 +108,12 @@ CONTINUOUS = evaluating(
     )
 )
 
-# MuJoCo's bodies (HalfCheetah, Hopper, Walker2d, InvertedPendulum, ...): the continuous preset
-# with white exploration noise, as CleanRL and SB3 sample it. Their rewards are dense, so a push
-# held for many steps finds nothing a fresh draw misses, and on a body it tips it over: under the
-# color most HalfCheetah seeds ended on their backs, Walker2d far below the zoo's tuned SB3, and
-# InvertedPendulum's training episodes fell more often, while Hopper was level.
-# MountainCarContinuous, whose flag needs a push held for many steps, is classic control and
-# keeps the color (experiments/RESULTS.md, "MuJoCo: white noise"). Its actions start at std 1
-# unless the body's untrained noise costs more than staying up earns (cli, envs/noise_cost.py).
-MUJOCO = dataclasses.replace(CONTINUOUS, action_noise_color=0.0)
+# Classic control's Box actions (Pendulum, MountainCarContinuous): the continuous preset with
+# colored exploration noise (beta 0.5, Hollenstein et al.'s default for PPO). With white noise,
+# pushes on successive steps cancel, and MountainCarContinuous never found its flag on any seed;
+# colored, every seed did, and PendulumNoVel's lstm beat the zoo's RecurrentPPO
+# (experiments/RESULTS.md, "Colored action noise").
+CLASSIC_CONTINUOUS = dataclasses.replace(CONTINUOUS, action_noise_color=0.5)
 
 # A recurrent policy learns from whole-rollout sequences, so the preset's 32 minibatches are its 4
 # envs' 4 sequences: 40 Adam steps per rollout instead of 320. At lr 3e-4 the policy then moved an
@@ -130,7 +127,7 @@ RECURRENT_CONTINUOUS = evaluating(
         ppo=dataclasses.replace(CONTINUOUS.ppo, num_minibatches=4, learning_rate=2.4e-3),
     )
 )
-RECURRENT_MUJOCO = dataclasses.replace(RECURRENT_CONTINUOUS, action_noise_color=0.0)
+RECURRENT_CLASSIC_CONTINUOUS = dataclasses.replace(RECURRENT_CONTINUOUS, action_noise_color=0.5)
 
 # Any PettingZoo env: MAPPO's MPE settings (lr 7e-4, 10 epochs) on shorter rollouts, which
 # learned faster than ppo.py's defaults on simple_spread (experiments/RESULTS.md).
@@ -168,7 +165,8 @@ PRESETS = {
     "classic_control": CLASSIC_CONTROL,
     "atari": ATARI,
     "continuous": CONTINUOUS,
-    "mujoco": MUJOCO,
+    "classic_continuous": CLASSIC_CONTINUOUS,
+    "mujoco": CONTINUOUS,  # and its bodies' starting std (cli)
     "multi_agent": MULTI_AGENT,
 }
 
@@ -176,16 +174,17 @@ PRESETS = {
 RECURRENT_PRESETS = {
     "classic_control": RECURRENT_CLASSIC_CONTROL,
     "continuous": RECURRENT_CONTINUOUS,
-    "mujoco": RECURRENT_MUJOCO,
+    "classic_continuous": RECURRENT_CLASSIC_CONTINUOUS,
+    "mujoco": RECURRENT_CONTINUOUS,
 }
 
 
 def preset_for(family: str, recurrent: bool = False) -> TrainConfig:
-    """Defaults for an env family: "atari" (CleanRL ppo_atari), "continuous" (any Box-action
-    env: CleanRL ppo_continuous_action, colored noise), "mujoco" (the same, white noise),
-    "classic_control" (RL Zoo's tuned CartPole values and
-    SB3's network), "multi_agent" (any PettingZoo env); anything else gets CleanRL ppo.py's
-    values with SB3's gradient steps per sample. All but the Atari one evaluate every
+    """Defaults for an env family: "atari" (CleanRL ppo_atari), "continuous" and "mujoco" (any
+    Box-action env: CleanRL ppo_continuous_action, white noise), "classic_continuous" (classic
+    control's Box actions: the same, colored noise), "classic_control" (RL Zoo's tuned CartPole
+    values and SB3's network), "multi_agent" (any PettingZoo env); anything else gets CleanRL
+    ppo.py's values with SB3's gradient steps per sample. All but the Atari one evaluate every
     ~``EVAL_EVERY_STEPS`` env steps. ``recurrent``: the values for a recurrent policy, where the
     family has its own (classic control, continuous, MuJoCo)."""
     preset = (RECURRENT_PRESETS.get(family) if recurrent else None) or PRESETS.get(family, GENERIC)

@@ -116,7 +116,7 @@ def default_space(family: str, width: int | None) -> Space:
     """The default space for a preset family; ``width`` is the policy's default hidden size
     (None: the policy takes none, and width is not searched). Entropy bonuses are linear
     from 0, the presets' value for several families."""
-    if family == "mujoco":  # the continuous preset's sizes, with white noise
+    if family in ("mujoco", "classic_continuous"):  # the continuous preset's sizes
         family = "continuous"
     steps = {
         "atari": (64, 128, 256),
