@@ -89,8 +89,10 @@ ATARI = TrainConfig(
 # sample it: on bodies (MuJoCo's, Box2D's BipedalWalker) colored noise pushes the same way for
 # many steps, tips them over, and its rollouts taught the policy to shrink its std until each
 # update moved it further than PPO's clip holds (HalfCheetah on its back on 2 of 3 seeds,
-# BipedalWalker collapsing on 2 of 3; experiments/RESULTS.md, "MuJoCo: white noise" and "Held
-# out: BipedalWalker-v3").
+# BipedalWalker collapsing on 2 of 3). White noise slows that fall; one BipedalWalker seed in 3
+# still collapses (experiments/RESULTS.md, "MuJoCo: white noise" and "Held out:
+# BipedalWalker-v3"). Its actions start at std 1 unless a MuJoCo body's untrained noise costs
+# more than staying up earns (cli, envs/noise_cost.py).
 CONTINUOUS = evaluating(
     TrainConfig(
         total_timesteps=1_000_000,
