@@ -28,16 +28,14 @@ def _events(run_dir):
     return events
 
 
+SMALL = TrainConfig(
+    env="CartPole-v1", policy="mlp", num_envs=4, num_steps=32, vec="serial", device="cpu"
+)
+"""A run of UPDATE steps an update, built in-process."""
+
+
 def test_training_is_the_same_with_evaluation_on_or_off(tmp_path):
-    config = TrainConfig(
-        env="CartPole-v1",
-        policy="mlp",
-        num_envs=4,
-        num_steps=32,
-        vec="serial",
-        device="cpu",
-        total_timesteps=6 * UPDATE,
-    )
+    config = dataclasses.replace(SMALL, total_timesteps=6 * UPDATE)
     evaluated = dataclasses.replace(config, eval_interval=1, eval_episodes=2, eval_stochastic=True)
     finals = []
     for index, run in enumerate((config, evaluated)):
@@ -112,16 +110,8 @@ def test_evaluations_take_at_most_their_share_of_env_steps(tmp_path, capsys):
     most --eval-step-share of training's env steps (2 CartPole episodes against 128 training
     steps an update: most are skipped, and the run says so once); the last update always
     evaluates; with None every one due runs."""
-    config = TrainConfig(
-        env="CartPole-v1",
-        policy="mlp",
-        num_envs=4,
-        num_steps=32,
-        vec="serial",
-        device="cpu",
-        total_timesteps=12 * UPDATE,
-        eval_interval=1,
-        eval_episodes=2,
+    config = dataclasses.replace(
+        SMALL, total_timesteps=12 * UPDATE, eval_interval=1, eval_episodes=2
     )
     schedules = {}
     for share in (0.1, None):
