@@ -47,7 +47,9 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     """Global gradient-norm clipping threshold."""
     target_kl: float | None = None
-    """Stop the update's epochs early once the approximate KL exceeds this (off when None)."""
+    """End the update at the first minibatch whose approximate KL from the rollout's policy
+    exceeds 1.5 × this, before its step, as SB3 does (off when None; logged as
+    losses/steps_fraction, the share of the planned minibatch steps taken)."""
     sequence_length: int = 0
     """Recurrent policies: train on sequences of this many steps, each from the LSTM state
     stored at its start (a divisor of num-steps; 0: each env's whole rollout)."""

@@ -1,12 +1,16 @@
-"""The learner's own gradient clipping and Adam step are torch's, bitwise."""
+"""The learner's own gradient clipping and Adam step are torch's, bitwise, and its KL limit
+ends an update where SB3's does."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import pytest
 import torch
 import torch.nn as nn
 
-from puffertrain.ppo.learner import adam_step, clip_grad_norm
+from puffertrain.buffer import RolloutBuffer
+from puffertrain.config import PPOConfig
+from puffertrain.ppo.learner import Learner, adam_step, clip_grad_norm
 
 
 @pytest.mark.parametrize("scale", [1e-3, 10.0])  # a norm under and over max_norm
@@ -51,3 +55,39 @@ def test_adam_step_is_the_optimizers_bit_for_bit_across_a_checkpoint():
         for own, other in zip(ours, theirs, strict=True):
             assert torch.equal(own, other)
     assert mine.state_dict()["state"].keys() == reference.state_dict()["state"].keys()
+
+
+class ScriptedObjective:
+    """Stands in for the PPO loss: each minibatch's approx KL comes from ``kls`` in turn."""
+
+    def __init__(self, parameter: nn.Parameter, kls: list[float]) -> None:
+        self.parameter, self.kls = parameter, iter(kls)
+
+    def __call__(self, minibatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.parameter.sum(), {"approx_kl": torch.tensor(next(self.kls))}
+
+
+@pytest.mark.parametrize(
+    ("target_kl", "kls", "steps"),
+    [
+        # 0.09 > 1.5 x 0.05 on the third minibatch of the first epoch: two steps, not an epoch's 4
+        (0.05, [0.0, 0.01, 0.09] + [0.0] * 9, 2),
+        (0.05, [0.0, 0.01, 0.07, 0.074] + [0.0] * 4 + [0.2] * 4, 8),  # 0.074 is within 1.5 x
+        (None, [5.0] * 12, 12),
+    ],
+)
+def test_target_kl_ends_the_update_at_the_first_minibatch_past_its_limit(target_kl, kls, steps):
+    weight = nn.Parameter(torch.zeros(3))
+    buffer = RolloutBuffer(
+        8, 2, gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2), torch.device("cpu")
+    )
+    config = PPOConfig(num_minibatches=4, update_epochs=3, target_kl=target_kl)
+    learner = Learner(nn.ParameterList([weight]), config)
+    learner.objective = ScriptedObjective(weight, kls)
+    results = learner.update(buffer, learning_rate=0.1)
+    assert int(learner.optimizer.state[weight]["step"]) == steps
+    assert results["approx_kl"] == pytest.approx(sum(kls[: steps + 1]) / min(steps + 1, 12))
+    if target_kl is None:
+        assert "steps_fraction" not in results
+    else:
+        assert results["steps_fraction"] == steps / 12

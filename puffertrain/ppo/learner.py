@@ -3,6 +3,7 @@ and LR annealing."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -87,23 +88,32 @@ class Learner:
             group["lr"] = learning_rate
         history: list[dict[str, torch.Tensor]] = []
         config = self.config
-        for epoch in buffer.minibatches(config.num_minibatches, config.update_epochs):
-            for minibatch in epoch:
-                loss, stats = self.objective(minibatch)
-                for parameter in self.trained_parameters:  # zero_grad(set_to_none), minus its hooks
-                    parameter.grad = None
-                loss.backward()
-                clip_grad_norm(self.trained_parameters, config.max_grad_norm)
-                adam_step(self.optimizer, self.trained_parameters)
-                history.append(stats)
-            if config.target_kl is not None:  # every rank stops after the same epoch
-                (too_far,) = any_rank(float(stats["approx_kl"]) > config.target_kl)
+        # SB3's rule: the update ends at the first minibatch on which the policy has already
+        # moved more than 1.5 x target_kl from the one that collected the rollout, before its
+        # step. An epoch is 32 steps in the continuous preset, which can take the policy many
+        # times the target before an end-of-epoch check sees it.
+        kl_limit = None if config.target_kl is None else 1.5 * config.target_kl
+        steps = 0
+        epochs = buffer.minibatches(config.num_minibatches, config.update_epochs)
+        for minibatch in itertools.chain.from_iterable(epochs):
+            loss, stats = self.objective(minibatch)
+            history.append(stats)
+            if kl_limit is not None:  # every rank stops at the same minibatch
+                (too_far,) = any_rank(float(stats["approx_kl"]) > kl_limit)
                 if too_far:
                     break
+            for parameter in self.trained_parameters:  # zero_grad(set_to_none), minus its hooks
+                parameter.grad = None
+            loss.backward()
+            clip_grad_norm(self.trained_parameters, config.max_grad_norm)
+            adam_step(self.optimizer, self.trained_parameters)
+            steps += 1
         # averaged once at the end: a running sum costs an op per statistic and minibatch
         results = {
             key: float(torch.stack([stats[key] for stats in history]).mean()) for key in history[0]
         }
+        if kl_limit is not None:  # how much of the planned update the limit let through
+            results["steps_fraction"] = steps / (config.num_minibatches * config.update_epochs)
         values, returns = buffer.values, buffer.returns
         if buffer.alive is not None:  # dead agents' rows predict nothing
             live = buffer.alive.bool()
