@@ -1,6 +1,7 @@
 """How far each update moved the policy, along a run: the training return, the policy's
-entropy, the update's mean approximate KL and clip fraction, read from runs' TensorBoard logs
-at fixed steps (each the mean of the points logged in the window before it).
+entropy, the update's mean approximate KL and clip fraction (with --target-kl also the share of
+its planned steps taken), read from runs' TensorBoard logs at fixed steps (each the mean of the
+points logged in the window before it).
 
     python experiments/update_health.py RUN [RUN ...] --every 50000 --output F.json
 
@@ -23,6 +24,7 @@ TAGS = {
     "entropy": "losses/entropy",
     "approx_kl": "losses/approx_kl",
     "clipfrac": "losses/clipfrac",
+    "steps_fraction": "losses/steps_fraction",  # only with --target-kl
 }
 
 
@@ -31,7 +33,10 @@ def health(run_dir: Path, every: int) -> dict[str, dict[int, float]]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     table: dict[str, dict[int, float]] = {}
+    logged = set(events.Tags()["scalars"])
     for name, tag in TAGS.items():
+        if tag not in logged:
+            continue
         points = [(event.step, event.value) for event in events.Scalars(tag)]
         last = max(step for step, _ in points)
         table[name] = {
