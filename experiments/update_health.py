@@ -57,7 +57,7 @@ def main() -> None:
     for run, table in results.items():
         print(run)
         for name, values in table.items():
-            print(f"  {name:>9}: " + " ".join(f"{s // 1000}k {v:.3g}" for s, v in values.items()))
+            print(f"  {name:>14}: " + " ".join(f"{s // 1000}k {v:.3g}" for s, v in values.items()))
     if args.output:
         args.output.write_text(json.dumps(results, indent=1) + "\n")
 

@@ -49,7 +49,8 @@ class PPOConfig:
     target_kl: float | None = None
     """End the update at the first minibatch whose approximate KL from the rollout's policy
     exceeds 1.5 × this, before its step, as SB3 does (off when None; logged as
-    losses/steps_fraction, the share of the planned minibatch steps taken)."""
+    losses/steps_fraction, the share of the planned minibatch steps taken). Each minibatch's KL
+    is then read back to the host (and averaged over torchrun ranks)."""
     sequence_length: int = 0
     """Recurrent policies: train on sequences of this many steps, each from the LSTM state
     stored at its start (a divisor of num-steps; 0: each env's whole rollout)."""

@@ -73,6 +73,7 @@ class ScriptedObjective:
         # 0.09 > 1.5 x 0.05 on the third minibatch of the first epoch: two steps, not an epoch's 4
         (0.05, [0.0, 0.01, 0.09] + [0.0] * 9, 2),
         (0.05, [0.0, 0.01, 0.07, 0.074] + [0.0] * 4 + [0.2] * 4, 8),  # 0.074 is within 1.5 x
+        (0.05, [0.1] + [0.0] * 11, 0),  # past the limit before any step
         (None, [5.0] * 12, 12),
     ],
 )
@@ -85,7 +86,7 @@ def test_target_kl_ends_the_update_at_the_first_minibatch_past_its_limit(target_
     learner = Learner(nn.ParameterList([weight]), config)
     learner.objective = ScriptedObjective(weight, kls)
     results = learner.update(buffer, learning_rate=0.1)
-    assert int(learner.optimizer.state[weight]["step"]) == steps
+    assert int(learner.optimizer.state[weight].get("step", 0)) == steps
     assert results["approx_kl"] == pytest.approx(sum(kls[: steps + 1]) / min(steps + 1, 12))
     if target_kl is None:
         assert "steps_fraction" not in results

@@ -118,7 +118,8 @@ def shuffled_epochs(
 ) -> Iterator[Iterator[Minibatch]]:
     """``epochs`` passes over the buffer, each a fresh shuffle cut into ``num_minibatches``
     minibatches of transitions (feed-forward) or whole sequences (recurrent). Each pass draws
-    its order when it starts, so a caller may stop between passes (``--target-kl``).
+    its order when it starts, so a caller may stop at any minibatch (``--target-kl``) without
+    drawing the passes it skips.
 
     One minibatch is the whole buffer in every pass, as it is: its loss is a mean over the
     rows, which no order changes, and a shuffled copy of every field cost a small policy's

@@ -13,7 +13,7 @@ from torch.optim.adam import adam
 
 from puffertrain.buffer import Minibatch, RolloutBuffer
 from puffertrain.config import PPOConfig
-from puffertrain.distributed import any_rank, mean_over_ranks
+from puffertrain.distributed import mean_over_ranks
 from puffertrain.ppo.adapter import PolicyAdapter
 from puffertrain.ppo.loss import ppo_loss
 
@@ -98,9 +98,11 @@ class Learner:
         for minibatch in itertools.chain.from_iterable(epochs):
             loss, stats = self.objective(minibatch)
             history.append(stats)
-            if kl_limit is not None:  # every rank stops at the same minibatch
-                (too_far,) = any_rank(float(stats["approx_kl"]) > kl_limit)
-                if too_far:
+            if kl_limit is not None:
+                # the ranks' mean: the KL of the minibatch they make together, as one process
+                # would see it; every rank gets the same value, so all stop at the same minibatch
+                kl = mean_over_ranks({"approx_kl": float(stats["approx_kl"])})["approx_kl"]
+                if kl > kl_limit:
                     break
             for parameter in self.trained_parameters:  # zero_grad(set_to_none), minus its hooks
                 parameter.grad = None
