@@ -54,9 +54,28 @@ def start_cli(*args: str) -> subprocess.Popen:
     )
 
 
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:
+    """``python -m puffertrain ARGS`` run in this process, whose imports are already loaded (a
+    new interpreter spends ~3 s importing torch): its exit status, stdout and stderr, as
+    ``run_cli`` gives them. For tests of what a command does, not of how its process ends."""
+    from puffertrain.cli import main
+
+    capsys.readouterr()
+    code: int | str | None = 0
+    try:
+        main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    if isinstance(code, str):  # sys.exit(message): Python prints it and exits 1
+        code, err = 1, err + code + "\n"
+    return subprocess.CompletedProcess(["puffertrain", *args], code or 0, out, err)
+
+
 @pytest.fixture
-def cli():
-    return run_cli
+def cli(capsys: pytest.CaptureFixture[str]):
+    """The CLI, in this process (see ``in_process``)."""
+    return lambda *args: in_process(capsys, *args)
 
 
 @pytest.fixture(autouse=True)

@@ -190,8 +190,8 @@ def test_training_with_async_batches_runs_end_to_end(tmp_path, no_orphans):  # n
     assert list((run_dir / "checkpoints").glob("step_*.pt"))
 
 
-def test_a_batch_size_that_does_not_divide_the_envs_is_refused(tmp_path):
-    result = run_cli(
+def test_a_batch_size_that_does_not_divide_the_envs_is_refused(tmp_path, cli):
+    result = cli(
         "--env",
         "CartPole-v1",
         "--num-envs",
@@ -206,9 +206,9 @@ def test_a_batch_size_that_does_not_divide_the_envs_is_refused(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-def test_bench_measures_async_batches_beside_gymnasium(tmp_path, no_orphans):  # noqa: F811
+def test_bench_measures_async_batches_beside_gymnasium(tmp_path, no_orphans, cli):  # noqa: F811
     output = tmp_path / "bench.json"
-    result = run_cli(
+    result = cli(
         "bench",
         "--env",
         "CartPole-v1",

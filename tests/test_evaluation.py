@@ -48,10 +48,10 @@ def test_training_is_the_same_with_evaluation_on_or_off(tmp_path):
     assert all(torch.equal(finals[0][name], finals[1][name]) for name in finals[0])
 
 
-def test_best_checkpoint_and_stop_at_return(tmp_path):
+def test_best_checkpoint_and_stop_at_return(tmp_path, cli):
     run_dir = tmp_path / "run"
     flags = [*FLAGS, "--total-timesteps", str(12 * UPDATE), "--eval-interval", "2"]
-    result = run_cli(*flags, "--eval-episodes", "3", "--run-dir", str(run_dir))
+    result = cli(*flags, "--eval-episodes", "3", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     evals = _events(run_dir).Scalars("eval/episodic_return")
     assert [event.step for event in evals] == [2 * UPDATE * k for k in range(1, 7)]
@@ -66,18 +66,16 @@ def test_best_checkpoint_and_stop_at_return(tmp_path):
 
     stopped = tmp_path / "stopped"
     flags += ["--stop-at-return", "0", "--run-dir", str(stopped)]
-    result = run_cli(*flags)
+    result = cli(*flags)
     assert result.returncode == 0, result.stderr
     assert "reached --stop-at-return 0" in result.stdout + result.stderr
     assert load_checkpoint(list_checkpoints(stopped)[-1]).global_step == 2 * UPDATE
 
 
-def test_videos_go_to_the_run_dir_and_tensorboard(tmp_path):
+def test_videos_go_to_the_run_dir_and_tensorboard(tmp_path, cli):
     run_dir = tmp_path / "run"
     flags = [*FLAGS, "--total-timesteps", str(4 * UPDATE), "--eval-interval", "2"]
-    result = run_cli(
-        *flags, "--eval-episodes", "1", "--video-interval", "1", "--run-dir", str(run_dir)
-    )
+    result = cli(*flags, "--eval-episodes", "1", "--video-interval", "1", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     videos = sorted(path.name for path in (run_dir / "videos").iterdir())
     assert videos == [f"eval_{2 * UPDATE:012d}.mp4", f"eval_{4 * UPDATE:012d}.mp4"]
@@ -86,7 +84,7 @@ def test_videos_go_to_the_run_dir_and_tensorboard(tmp_path):
     assert images[0].encoded_image_string[:6] == b"GIF89a"
 
 
-def test_a_resumed_run_with_evaluation_is_exact(tmp_path):
+def test_a_resumed_run_with_evaluation_is_exact(tmp_path, cli):
     """Evaluations after the resume come at the same updates, play the same seeds and keep the
     same best as the uninterrupted run's (stochastic evaluation, so any RNG leak would show
     too). One is due every update and the step share skips some, so the resumed run must
@@ -95,7 +93,7 @@ def test_a_resumed_run_with_evaluation_is_exact(tmp_path):
     flags += ["--eval-episodes", "2", "--eval-stochastic"]
     flags += ["--checkpoint-interval", "2", "--keep-checkpoints", "10"]
     whole, crashed = tmp_path / "whole", tmp_path / "crashed"
-    result = run_cli(*flags, "--total-timesteps", str(8 * UPDATE), "--run-dir", str(whole))
+    result = cli(*flags, "--total-timesteps", str(8 * UPDATE), "--run-dir", str(whole))
     assert result.returncode == 0, result.stderr
     assert len(_events(whole).Scalars("eval/episodic_return")) < 8  # some were skipped
     resume_after_a_crash(whole, crashed, 4)
@@ -139,7 +137,7 @@ def test_evaluations_take_at_most_their_share_of_env_steps(tmp_path, capsys):
     assert said.count("the next ones wait until training catches up") == 1
 
 
-def test_the_presets_evaluate_every_25k_env_steps_and_after_the_last_update(tmp_path):
+def test_the_presets_evaluate_every_25k_env_steps_and_after_the_last_update(tmp_path, cli):
     """With no eval flag, CartPole's preset evaluates every ~25k env steps, in whole updates of
     the batch the user chose, and once after the last update."""
     config, _ = parse_train_args([*FLAGS, "--total-timesteps", str(3 * UPDATE)])
@@ -152,29 +150,29 @@ def test_the_presets_evaluate_every_25k_env_steps_and_after_the_last_update(tmp_
     assert parse_train_args(both)[0].eval_step_share == 0.2
     assert parse_train_args(["--env", "ALE/Breakout-v5"])[0].eval_interval == 0
     run_dir = tmp_path / "run"
-    result = run_cli(*FLAGS, "--total-timesteps", str(3 * UPDATE), "--run-dir", str(run_dir))
+    result = cli(*FLAGS, "--total-timesteps", str(3 * UPDATE), "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     evals = _events(run_dir).Scalars("eval/episodic_return")
     assert [event.step for event in evals] == [3 * UPDATE]
     assert load_checkpoint(best_checkpoint_path(run_dir)).global_step == 3 * UPDATE
 
 
-def test_stop_at_return_needs_evaluations():
-    result = run_cli(*FLAGS, "--eval-interval", "0", "--stop-at-return", "100")
+def test_stop_at_return_needs_evaluations(cli):
+    result = cli(*FLAGS, "--eval-interval", "0", "--stop-at-return", "100")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].endswith("add --eval-interval N (updates)")
 
 
-def test_games_played_side_by_side_score_as_each_played_alone(tmp_path):
+def test_games_played_side_by_side_score_as_each_played_alone(tmp_path, cli):
     """``eval`` plays game i on its own env seeded --seed + i, all envs stepping together: each
     game's score and length are those of the same game played alone, and every game counts,
     however long (the first K to finish would favour short ones)."""
     run_dir = tmp_path / "run"
-    result = run_cli(*FLAGS, "--total-timesteps", str(8 * UPDATE), "--run-dir", str(run_dir))
+    result = cli(*FLAGS, "--total-timesteps", str(8 * UPDATE), "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
 
     def games(seed: int, episodes: int) -> list[str]:
-        played = run_cli(
+        played = cli(
             "eval", "--checkpoint", str(run_dir), "--seed", str(seed),
             "--episodes", str(episodes), "--deterministic",
         )  # fmt: skip

@@ -18,7 +18,7 @@ from puffertrain.errors import UserError
 from puffertrain.export import ExportedPolicy, export_policy, graph_names
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.trainer.restore import restore
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import REPO_ROOT
 
 ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
 
@@ -160,21 +160,21 @@ def test_a_policy_with_an_untranslatable_op_gets_one_line_naming_it(tmp_path):
         (["--checkpoint", "tests/data", "--output", "no/such/dir/p.onnx"], "does not exist"),
     ],
 )
-def test_bad_export_input_gets_one_line(args, message):
+def test_bad_export_input_gets_one_line(args, message, cli):
     if "--output" not in args:
         args = [*args, "--output", "p.onnx"]
-    result = run_cli("export", *args)
+    result = cli("export", *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_onnx_greedy_play_scores_as_eval_deterministic(tmp_path):
+def test_onnx_greedy_play_scores_as_eval_deterministic(tmp_path, cli):
     run_dir = tmp_path / "run"
     train = ["--env", "CartPole-v1", "--num-envs", "4", "--total-timesteps", "2048"]
-    assert run_cli(*train, "--run-dir", str(run_dir)).returncode == 0
-    exported = run_cli("export", "--checkpoint", str(run_dir), "--output", str(tmp_path / "p.onnx"))
+    assert cli(*train, "--run-dir", str(run_dir)).returncode == 0
+    exported = cli("export", "--checkpoint", str(run_dir), "--output", str(tmp_path / "p.onnx"))
     assert exported.returncode == 0, exported.stderr
-    evaluated = run_cli(
+    evaluated = cli(
         "eval", "--checkpoint", str(run_dir), "--episodes", "3", "--deterministic", "--seed", "5"
     )
     played = subprocess.run(
@@ -199,15 +199,15 @@ def test_onnx_greedy_play_scores_as_eval_deterministic(tmp_path):
     assert len(eval_scores) == 3 and eval_scores == onnx_scores
 
 
-def test_a_dict_observation_run_is_exported_and_played(tmp_path):
+def test_a_dict_observation_run_is_exported_and_played(tmp_path, cli):
     """A run on a Dict-observation env, exported by the CLI, played on the env's own
     observations (flattened to the graph's byte rows): the graph's outputs are the
     checkpoint's policy's at every step."""
     run_dir, graph = tmp_path / "run", tmp_path / "policy.onnx"
     train = ["--env", "tests.envs:image_vector", "--policy", "multi_input", "--vec", "serial"]
     train += ["--num-envs", "2", "--num-steps", "16", "--total-timesteps", "64"]
-    assert run_cli(*train, "--run-dir", str(run_dir)).returncode == 0
-    exported = run_cli("export", "--checkpoint", str(run_dir), "--output", str(graph))
+    assert cli(*train, "--run-dir", str(run_dir)).returncode == 0
+    exported = cli("export", "--checkpoint", str(run_dir), "--output", str(graph))
     assert exported.returncode == 0, exported.stderr
     restored = restore(run_dir, "--checkpoint")
     restored.engine.close()

@@ -269,10 +269,10 @@ def test_lstm_trains_from_the_cli(tmp_path, args):
     assert load_checkpoint(list_checkpoints(run_dir)[-1]).global_step == 768
 
 
-def test_lstm_on_breakout_with_the_native_engine(tmp_path):
+def test_lstm_on_breakout_with_the_native_engine(tmp_path, cli):
     """Nature CNN + LSTM on stacked Atari frames, async native batches."""
     run_dir = tmp_path / "run"
-    result = run_cli(
+    result = cli(
         "--env", "ALE/Breakout-v5", "--policy", "lstm", "--device", "cpu", "--num-envs", "4",
         "--env-batch-size", "2", "--num-steps", "16", "--num-minibatches", "2",
         "--total-timesteps", "128", "--no-compile", "--run-dir", str(run_dir),
@@ -290,8 +290,8 @@ def test_lstm_on_breakout_with_the_native_engine(tmp_path):
         (["--num-envs", "2", "--num-minibatches", "4"], "exceeds the 2 sequences"),
     ],
 )
-def test_recurrent_settings_a_run_cannot_use(args, message):
-    result = run_cli(
+def test_recurrent_settings_a_run_cannot_use(args, message, cli):
+    result = cli(
         "--env", "CartPole-v1", "--policy", "lstm", "--num-steps", "32", "--vec", "serial",
         "--total-timesteps", "64", *args,
     )  # fmt: skip
@@ -300,27 +300,27 @@ def test_recurrent_settings_a_run_cannot_use(args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_policy_list_names_the_recurrent_policies():
-    result = run_cli("--list-policies")
+def test_policy_list_names_the_recurrent_policies(cli):
+    result = cli("--list-policies")
     for name in ("lstm", "recurrent", "optimized_lstm"):
         assert name in POLICIES
         assert f"\n{name} " in result.stdout
 
 
-def test_eval_plays_a_recurrent_checkpoint(tmp_path):
+def test_eval_plays_a_recurrent_checkpoint(tmp_path, cli):
     run_dir = tmp_path / "run"
-    result = run_cli(
+    result = cli(
         "--env", "CartPole-v1", "--policy", "lstm", "--vec", "serial", "--device", "cpu",
         "--total-timesteps", "512", "--run-dir", str(run_dir),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    result = run_cli("eval", "--checkpoint", str(run_dir), "--episodes", "3", "--device", "cpu")
+    result = cli("eval", "--checkpoint", str(run_dir), "--episodes", "3", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "game 3: score" in result.stdout
 
 
-def test_bench_measures_a_recurrent_rollout(tmp_path):
-    result = run_cli(
+def test_bench_measures_a_recurrent_rollout(tmp_path, cli):
+    result = cli(
         "bench", "--env", "CartPole-v1", "--policy", "lstm", "--vec", "serial", "--num-envs", "4",
         "--env-batch-size", "2", "--seconds", "1", "--output", str(tmp_path / "bench.json"),
     )  # fmt: skip

@@ -25,9 +25,9 @@ def _tensorboard(run_dir):
     return statistics.fmean(returns[-20:]), events.Scalars("charts/SPS")[-1].value
 
 
-def test_each_seed_is_a_run_and_the_summary_reads_their_curves(tmp_path):
+def test_each_seed_is_a_run_and_the_summary_reads_their_curves(tmp_path, cli):
     parent = tmp_path / "seeds"
-    result = run_cli(
+    result = cli(
         *FLAGS,
         "--total-timesteps",
         "1024",

@@ -19,7 +19,15 @@ from puffertrain.errors import UserError
 from puffertrain.sweep.objective import score
 from puffertrain.sweep.space import default_space, load_space, trial_flags, without_given
 from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
-from tests.conftest import REPO_ROOT, child_pids, cli_command, cli_env, run_cli, start_cli
+from tests.conftest import (
+    REPO_ROOT,
+    child_pids,
+    cli_command,
+    cli_env,
+    in_process,
+    run_cli,
+    start_cli,
+)
 from tests.postgres import postgres_server
 
 FLAGS = ["--env", "CartPole-v1", "--num-envs", "4", "--num-steps", "32", "--vec", "serial"]
@@ -43,16 +51,10 @@ def _space_file(tmp_path: Path, text: str = LR_ONLY) -> Path:
 
 
 def _in_process(capsys, *args: str) -> tuple[int, str, str]:
-    """``python -m puffertrain ARGS`` in this process (its imports are loaded: a sweep here
-    starts in a fraction of a new process's time; its trials are child processes all the
-    same); its exit status, stdout and stderr."""
-    from puffertrain.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_.value.code, out, err
+    """The CLI in this process (a sweep here starts in a fraction of a new process's time; its
+    trials are child processes all the same): its exit status, stdout and stderr."""
+    result = in_process(capsys, *args)
+    return result.returncode, result.stdout, result.stderr
 
 
 def _final_step(run_dir: Path) -> int:
