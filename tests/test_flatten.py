@@ -202,7 +202,7 @@ def test_a_policy_reading_dict_observations_learns(tmp_path, vec):
             "--num-steps",
             "64",
             "--total-timesteps",
-            "16384",
+            "4096",
             "--learning-rate",
             "3e-3",
             "--device",
@@ -214,5 +214,6 @@ def test_a_policy_reading_dict_observations_learns(tmp_path, vec):
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     scores = [e.value for e in events.Scalars("charts/episodic_return")]
-    # 20 steps an episode, reward 1 for matching the Discrete leaf: random play scores ~10 ± 2.2
+    # 20 steps an episode, reward 1 for matching the Discrete leaf: random play scores ~10 ± 2.2;
+    # the last 8 pass 15 by ~2,000 steps (19 by ~3,300), so 4,096 leaves a margin
     assert np.mean(scores[:8]) < 12.5 and np.mean(scores[-8:]) > 15

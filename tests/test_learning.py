@@ -31,6 +31,7 @@ def test_cartpole_reaches_475_within_200k_steps(tmp_path):
     assert best >= 475, f"best mean return over 20 episodes: {best:.1f}"
 
 
+@pytest.mark.slow
 def test_classic_control_defaults_learn_acrobot(tmp_path):
     """Acrobot-v1, a classic-control env the preset was not tuned on, seed 2: its returns are
     about -50 to -100 (γ 0.98), and a value loss clipped to move 0.2 per update left this seed
@@ -61,6 +62,7 @@ def test_continuous_defaults_find_the_mountain_car_flag(tmp_path):
     assert best >= 50, f"best mean return over 20 episodes: {best:.1f}"
 
 
+@pytest.mark.slow
 def test_generic_defaults_land_the_lunar_lander(tmp_path):
     """LunarLander-v3 (Box2D), an env outside every tuned family, so the generic preset: with
     CleanRL ppo.py's 16 gradient steps per 1,024 samples each update moved the policy far less
@@ -98,6 +100,7 @@ def test_lstm_defaults_learn_without_velocities(tmp_path):
     assert entropy[-1] < 0.5, f"entropy at the last update: {entropy[-1]:.3f}"
 
 
+@pytest.mark.slow
 def test_lstm_defaults_learn_pendulum(tmp_path):
     """Issue #22: under the continuous preset `--policy lstm` trains on its 4 envs' whole
     sequences, 4 minibatches instead of 32; at the preset's lr 3e-4 the policy moved an eighth as
