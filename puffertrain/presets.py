@@ -92,9 +92,9 @@ ATARI = TrainConfig(
 # BipedalWalker collapsing on 2 of 3). White noise slows that fall; one BipedalWalker seed in 3
 # still collapses (experiments/RESULTS.md, "MuJoCo: white noise" and "Held out:
 # BipedalWalker-v3"). --target-kl 0.05 stops that collapse but is not set here: it binds on the
-# MuJoCo bodies' healthy updates too and halved HalfCheetah's median (RESULTS, "A KL limit for
-# the continuous preset"). Its actions start at std 1 unless a MuJoCo body's untrained noise costs
-# more than staying up earns (cli, envs/noise_cost.py).
+# MuJoCo bodies' healthy updates too and halved HalfCheetah's median; 0.2 still cut it below
+# 3,000 (RESULTS, "A KL limit for the continuous preset"). Its actions start at std 1 unless
+# a MuJoCo body's untrained noise costs more than staying up earns (cli, envs/noise_cost.py).
 CONTINUOUS = evaluating(
     TrainConfig(
         total_timesteps=1_000_000,
