@@ -296,8 +296,8 @@ def to_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Inverse of :func:`to_dict`."""
-    data = dict(data)
+    """Inverse of :func:`to_dict` (JSON holds a tuple field as a list: it becomes a tuple again)."""
+    data = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
     ppo = PPOConfig(**data.pop("ppo"))
     for key in ("run_dir", "resume", "config"):
         if data.get(key) is not None:

@@ -95,3 +95,18 @@ def test_a_checkpoint_of_another_format_is_refused_naming_it(tmp_path, found, ag
     torch.save({**_state(5).to_dict(), "format": found}, path)
     with pytest.raises(UserError, match=f"has format {found}, an {age} one"):
         ckpt.load_checkpoint(path)
+
+
+def test_a_resumed_config_is_the_one_saved_and_resuming_warns_of_nothing(tmp_path, recwarn):
+    """A checkpoint's config holds ``--seeds`` as a JSON list; read back as a list it made the
+    resumed config differ from the saved one, and tyro warned about the field on every
+    ``--resume``."""
+    from puffertrain.config import TrainConfig, from_dict, to_dict
+
+    config = TrainConfig(env="CartPole-v1", seeds=(1, 2))
+    assert from_dict(to_dict(config)) == config
+    run_dir = tmp_path / "run"
+    main(["--env", "CartPole-v1", "--vec", "serial", "--num-envs", "2", "--num-steps", "16",
+          "--total-timesteps", "32", "--run-dir", str(run_dir)])  # fmt: skip
+    main(["--resume", str(run_dir), "--total-timesteps", "64"])
+    assert not [str(warning.message) for warning in recwarn if "seeds" in str(warning.message)]
