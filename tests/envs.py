@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gymnasium as gym
 import numpy as np
 from pettingzoo import ParallelEnv
@@ -40,6 +42,19 @@ def counting_truncated() -> gym.Env:
 
 def counting_terminated() -> gym.Env:
     return CountingEnv(length=5, terminate=True)
+
+
+class PreemptedEnv(CountingEnv):
+    """A cheap step, but every 50th takes 20 ms, as when another process holds the CPU."""
+
+    def step(self, action):
+        if self.t % 50 == 49:
+            time.sleep(0.02)
+        return super().step(action)
+
+
+def preempted() -> gym.Env:
+    return PreemptedEnv(length=2**62)
 
 
 def never_ending() -> gym.Env:

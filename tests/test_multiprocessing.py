@@ -198,6 +198,15 @@ def test_auto_picks_workers_only_where_they_pay():
     assert choose_backend("serial", "MountainCar-v0", factory, 512) == ("serial", "asked for")
 
 
+def test_a_step_stolen_by_another_process_does_not_buy_workers():
+    """8 envs whose step is cheap but where one step in 50 waits 20 ms, as one does when other
+    work preempts it: the mean step (~400 µs) called for workers, the median does not."""
+    from puffertrain.engine import choose_backend
+
+    backend, reason = choose_backend("auto", "preempted", env_factory("tests.envs:preempted"), 8)
+    assert backend == "serial", reason
+
+
 def test_an_env_that_fails_to_build_in_a_worker_is_named(no_orphans):
     with pytest.raises(EnvError) as error:
         envs = multiprocessing_engine(
