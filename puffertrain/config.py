@@ -51,6 +51,12 @@ class PPOConfig:
     exceeds 1.5 × this, before its step, as SB3 does (off when None; logged as
     losses/steps_fraction, the share of the planned minibatch steps taken). Each minibatch's KL
     is then read back to the host (and averaged over torchrun ranks)."""
+    adaptive_lr_kl: float | None = None
+    """Keep each update's mean approximate KL under this by adapting the learning rate (off
+    when None): after an update above it the rate drops 1.5×, after one under half of it it
+    rises 1.5×, never above the annealed schedule's (rsl_rl's and rl_games' adaptive
+    schedule, one-sided). Unlike --target-kl no planned step is skipped; the steps shrink
+    only while updates run hot."""
     sequence_length: int = 0
     """Recurrent policies: train on sequences of this many steps, each from the LSTM state
     stored at its start (a divisor of num-steps; 0: each env's whole rollout)."""
@@ -203,6 +209,12 @@ class TrainConfig:
             raise UserError(
                 f"--eval-step-share must be above 0 (None: no limit), got {self.eval_step_share}"
             )
+        for flag, value in {
+            "target-kl": self.ppo.target_kl,
+            "adaptive-lr-kl": self.ppo.adaptive_lr_kl,
+        }.items():
+            if value is not None and value <= 0:
+                raise UserError(f"--{flag} must be above 0 (None: off), got {value}")
         if self.eval_episodes < 1:
             raise UserError(f"--eval-episodes must be at least 1, got {self.eval_episodes}")
         if not self.eval_interval and (self.stop_at_return is not None or self.video_interval):

@@ -3,6 +3,8 @@ ends an update where SB3's does."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import pytest
 import torch
@@ -92,3 +94,32 @@ def test_target_kl_ends_the_update_at_the_first_minibatch_past_its_limit(target_
         assert "steps_fraction" not in results
     else:
         assert results["steps_fraction"] == steps / 12
+
+
+def test_adaptive_lr_kl_lowers_the_rate_while_updates_run_hot_and_a_checkpoint_keeps_it():
+    weight = nn.Parameter(torch.zeros(3))
+    buffer = RolloutBuffer(
+        8, 2, gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2), torch.device("cpu")
+    )
+    config = PPOConfig(
+        learning_rate=0.1, anneal_lr=False, num_minibatches=2, update_epochs=1, adaptive_lr_kl=0.2
+    )
+    learner = Learner(nn.ParameterList([weight]), config)
+    # each update's two minibatches share a KL: hot, hot, in the band, cool, cool, cool
+    kls = [0.3, 0.5, 0.15, 0.05, 0.01, 0.0]
+    learner.objective = ScriptedObjective(weight, [kl for kl in kls for _ in range(2)])
+    rates = []
+    for _ in kls:
+        rates.append(learner.learning_rate(1, 10))
+        learner.update(buffer, rates[-1])
+    assert rates == pytest.approx([0.1, 0.1 / 1.5, 0.1 / 1.5**2, 0.1 / 1.5**2, 0.1 / 1.5, 0.1])
+    assert learner.lr_scale == 1.0  # never above the schedule
+    learner.objective = ScriptedObjective(weight, [0.9, 0.9])
+    learner.update(buffer, learner.learning_rate(1, 10))
+    resumed = Learner(nn.ParameterList([weight]), config)
+    resumed.optimizer.load_state_dict(learner.optimizer.state_dict())
+    assert resumed.learning_rate(6, 10) == pytest.approx(0.1 / 1.5)
+    without = Learner(nn.ParameterList([weight]), dataclasses.replace(config, adaptive_lr_kl=None))
+    without.objective = ScriptedObjective(weight, [0.9, 0.9])
+    without.update(buffer, 0.1)
+    assert without.learning_rate(1, 10) == 0.1

@@ -17,6 +17,9 @@ from puffertrain.distributed import mean_over_ranks
 from puffertrain.ppo.adapter import PolicyAdapter
 from puffertrain.ppo.loss import ppo_loss
 
+LR_ADAPT_FACTOR = 1.5
+"""--adaptive-lr-kl's step: the rate moves by this factor per update (rsl_rl's and rl_games')."""
+
 LossFn = Callable[
     [PolicyAdapter, Minibatch, PPOConfig], tuple[torch.Tensor, dict[str, torch.Tensor]]
 ]
@@ -77,10 +80,29 @@ class Learner:
         self.objective = objective
 
     def learning_rate(self, iteration: int, num_iterations: int) -> float:
-        """Linearly annealed LR for 1-based ``iteration`` (constant when annealing is off)."""
-        if not self.config.anneal_lr:
-            return self.config.learning_rate
-        return self.config.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
+        """The LR for 1-based ``iteration``: linearly annealed (constant when annealing is off),
+        times :attr:`lr_scale`."""
+        rate = self.config.learning_rate
+        if self.config.anneal_lr:
+            rate *= 1.0 - (iteration - 1.0) / num_iterations
+        return rate * self.lr_scale
+
+    @property
+    def lr_scale(self) -> float:
+        """--adaptive-lr-kl's factor on the schedule (1 without it). It is kept in the
+        optimizer's parameter group, so the optimizer's checkpoint carries it and a resumed run
+        goes on with the same rate (a checkpoint from before it has none: 1)."""
+        return self.optimizer.param_groups[0].get("lr_scale", 1.0)
+
+    def _adapt_lr_scale(self, approx_kl: float, ceiling: float) -> None:
+        """Lower the next update's rate after one whose mean KL passed ``ceiling``; raise it
+        back toward the schedule's after one under half of it (the band between keeps it)."""
+        scale = self.lr_scale
+        if approx_kl > ceiling:
+            scale /= LR_ADAPT_FACTOR
+        elif approx_kl < ceiling / 2:
+            scale = min(1.0, scale * LR_ADAPT_FACTOR)
+        self.optimizer.param_groups[0]["lr_scale"] = scale
 
     def update(self, buffer: RolloutBuffer, learning_rate: float) -> dict[str, float]:
         """Optimise on the buffer; return mean loss statistics (CleanRL's logged values)."""
@@ -121,7 +143,10 @@ class Learner:
             live = buffer.alive.bool()
             values, returns = values[live], returns[live]
         results["explained_variance"] = _explained_variance(values.flatten(), returns.flatten())
-        return mean_over_ranks(results)
+        results = mean_over_ranks(results)  # every rank adapts its rate to the same KL
+        if config.adaptive_lr_kl is not None:
+            self._adapt_lr_scale(results["approx_kl"], config.adaptive_lr_kl)
+        return results
 
 
 def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
