@@ -13,6 +13,9 @@ import torch.nn as nn
 from puffertrain.buffer import RolloutBuffer
 from puffertrain.config import PPOConfig
 from puffertrain.ppo.learner import Learner, adam_step, clip_grad_norm
+from tests.conftest import run_cli
+from tests.test_normalization import RESUME_ARGS, RESUME_ITERATIONS
+from tests.test_resume import assert_same_run, resume_after_a_crash, scalars
 
 
 @pytest.mark.parametrize("scale", [1e-3, 10.0])  # a norm under and over max_norm
@@ -123,3 +126,17 @@ def test_adaptive_lr_kl_lowers_the_rate_while_updates_run_hot_and_a_checkpoint_k
     without.objective = ScriptedObjective(weight, [0.9, 0.9])
     without.update(buffer, 0.1)
     assert without.learning_rate(1, 10) == 0.1
+
+
+def test_a_run_whose_rate_adapts_resumes_exactly(tmp_path):
+    """The factor is part of the checkpoint: a run resumed after a crash logs the same rates
+    and ends with the same weights as one that went on."""
+    args = [*RESUME_ARGS, "--adaptive-lr-kl", "1e-5"]  # under every update's KL: it binds
+    uninterrupted = tmp_path / "uninterrupted"
+    result = run_cli(*args, "--run-dir", str(uninterrupted))
+    assert result.returncode == 0, result.stderr
+    rates = [rate for _, rate in scalars(uninterrupted)["charts/learning_rate"]]
+    schedule = [rates[0] * (1 - update / RESUME_ITERATIONS) for update in range(RESUME_ITERATIONS)]
+    assert any(rate < planned * 0.99 for rate, planned in zip(rates, schedule, strict=True))
+    resume_after_a_crash(uninterrupted, tmp_path / "crashed", 4)
+    assert_same_run(tmp_path / "crashed", uninterrupted, updates=RESUME_ITERATIONS)
