@@ -1,7 +1,7 @@
 """How far each update moved the policy, along a run: the training return, the policy's
-entropy, the update's mean approximate KL and clip fraction (with --target-kl also the share of
-its planned steps taken), read from runs' TensorBoard logs at fixed steps (each the mean of the
-points logged in the window before it).
+entropy, the update's mean approximate KL and clip fraction, the learning rate (with --target-kl
+also the share of its planned steps taken), read from runs' TensorBoard logs at fixed steps
+(each the mean of the points logged in the window before it).
 
     python experiments/update_health.py RUN [RUN ...] --every 50000 --output F.json
 
@@ -25,6 +25,7 @@ TAGS = {
     "approx_kl": "losses/approx_kl",
     "clipfrac": "losses/clipfrac",
     "steps_fraction": "losses/steps_fraction",  # only with --target-kl
+    "learning_rate": "charts/learning_rate",  # below the schedule where --adaptive-lr-kl binds
 }
 
 
