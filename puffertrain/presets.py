@@ -93,8 +93,10 @@ ATARI = TrainConfig(
 # still collapses (experiments/RESULTS.md, "MuJoCo: white noise" and "Held out:
 # BipedalWalker-v3"). --target-kl 0.05 stops that collapse but is not set here: it binds on the
 # MuJoCo bodies' healthy updates too and halved HalfCheetah's median; 0.2 still cut it below
-# 3,000 (RESULTS, "A KL limit for the continuous preset"). Its actions start at std 1 unless
-# a MuJoCo body's untrained noise costs more than staying up earns (cli, envs/noise_cost.py).
+# 3,000 (RESULTS, "A KL limit for the continuous preset"); --adaptive-lr-kl 0.2 traded seeds on
+# both bodies and lowered both medians (RESULTS, "A KL ceiling through the learning rate").
+# Its actions start at std 1 unless a MuJoCo body's untrained noise costs more than staying up
+# earns (cli, envs/noise_cost.py).
 CONTINUOUS = evaluating(
     TrainConfig(
         total_timesteps=1_000_000,
