@@ -46,6 +46,11 @@ class PPOConfig:
     """Value loss coefficient."""
     max_grad_norm: float = 0.5
     """Global gradient-norm clipping threshold."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's decay rates of its running gradient mean and squared gradient (torch's
+    defaults). Equal rates (e.g. 0.99 0.99) keep a step near the learning rate when a new
+    rollout shifts the gradients, where a squared-gradient average slower than the mean's can
+    let it jump (Dohare et al. 2023, "Overcoming Policy Collapse in Deep RL")."""
     target_kl: float | None = None
     """End the update at the first minibatch whose approximate KL from the rollout's policy
     exceeds 1.5 × this, before its step, as SB3 does (off when None; logged as
@@ -215,6 +220,9 @@ class TrainConfig:
         }.items():
             if value is not None and value <= 0:
                 raise UserError(f"--{flag} must be above 0 (None: off), got {value}")
+        if not all(0 <= beta < 1 for beta in self.ppo.adam_betas):
+            beta1, beta2 = self.ppo.adam_betas
+            raise UserError(f"--adam-betas must each be in [0, 1), got {beta1} {beta2}")
         if self.eval_episodes < 1:
             raise UserError(f"--eval-episodes must be at least 1, got {self.eval_episodes}")
         if not self.eval_interval and (self.stop_at_return is not None or self.video_interval):

@@ -61,7 +61,11 @@ class Learner:
         # fused: one kernel per parameter instead of ~10 per step; for small policies the
         # dispatch overhead, not the math, is what an optimizer step costs
         self.optimizer = torch.optim.Adam(
-            self.trained_parameters, lr=config.learning_rate, eps=1e-5, fused=True
+            self.trained_parameters,
+            lr=config.learning_rate,
+            betas=config.adam_betas,
+            eps=1e-5,
+            fused=True,
         )
         objective = Objective(
             adapter, config, torch.compile(ppo_loss) if compile_loss else ppo_loss
