@@ -123,6 +123,9 @@ def test_values_no_run_can_use(capsys):
     assert "--eval-step-share must be above 0 (None: no limit), got 0.0" in _error(
         capsys, "--env", "CartPole-v1", "--eval-step-share", "0"
     )
+    assert "--adam-betas must each be in [0, 1), got 1.0 0.9" in _error(
+        capsys, "--env", "CartPole-v1", "--adam-betas", "1", "0.9"
+    )
     for flag in ("--target-kl", "--adaptive-lr-kl"):
         assert f"{flag} must be above 0 (None: off), got -0.1" in _error(
             capsys, "--env", "CartPole-v1", flag, "-0.1"

@@ -99,6 +99,44 @@ def test_target_kl_ends_the_update_at_the_first_minibatch_past_its_limit(target_
         assert results["steps_fraction"] == steps / 12
 
 
+class VaryingObjective:
+    """A loss whose gradient is a fresh random vector every minibatch (Adam's moments then
+    depend on its decay rates, which a constant gradient would hide)."""
+
+    def __init__(self, parameter: nn.Parameter) -> None:
+        self.parameter, self.generator = parameter, torch.Generator().manual_seed(0)
+
+    def __call__(self, minibatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        direction = torch.randn(self.parameter.shape, generator=self.generator)
+        return (self.parameter * direction).sum(), {"approx_kl": torch.tensor(0.0)}
+
+
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.99, 0.99)])
+def test_adam_betas_reach_the_optimizer(betas):
+    buffer = RolloutBuffer(
+        8, 2, gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2), torch.device("cpu")
+    )
+    config = PPOConfig(num_minibatches=4, update_epochs=3, adam_betas=betas, max_grad_norm=1e9)
+    weight = nn.Parameter(torch.zeros(3))
+    learner = Learner(nn.ParameterList([weight]), config)
+    learner.objective = VaryingObjective(weight)
+    for _ in range(3):
+        learner.update(buffer, learning_rate=0.1)
+    trajectories = {}
+    for reference_betas in ((0.9, 0.999), (0.99, 0.99)):
+        reference = nn.Parameter(torch.zeros(3))
+        adam = torch.optim.Adam([reference], lr=0.1, betas=reference_betas, eps=1e-5)
+        objective = VaryingObjective(reference)
+        for _ in range(3 * 12):
+            adam.zero_grad()
+            objective(None)[0].backward()
+            adam.step()
+        trajectories[reference_betas] = reference.detach()
+    assert torch.allclose(weight.detach(), trajectories[betas], atol=1e-6)
+    other = next(value for key, value in trajectories.items() if key != betas)
+    assert not torch.allclose(weight.detach(), other, atol=1e-3)
+
+
 def test_adaptive_lr_kl_lowers_the_rate_while_updates_run_hot_and_a_checkpoint_keeps_it():
     weight = nn.Parameter(torch.zeros(3))
     buffer = RolloutBuffer(
