@@ -1,7 +1,8 @@
 """How far each update moved the policy, along a run: the training return, the policy's
-entropy, the update's mean approximate KL and clip fraction, the learning rate (with --target-kl
-also the share of its planned steps taken), read from runs' TensorBoard logs at fixed steps
-(each the mean of the points logged in the window before it).
+entropy (for Box actions also the std it means per action dimension), the update's mean
+approximate KL and clip fraction, the learning rate (with --target-kl also the share of its
+planned steps taken), read from runs' TensorBoard logs at fixed steps (each the mean of the
+points logged in the window before it).
 
     python experiments/update_health.py RUN [RUN ...] --every 50000 --output F.json
 
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
+import gymnasium as gym
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 TAGS = {
@@ -45,7 +48,30 @@ def health(run_dir: Path, every: int) -> dict[str, dict[int, float]]:
             for mark in range(every, last + 1, every)
             if any(mark - every < s <= mark for s, _ in points)
         }
+    dimensions = _box_action_dimensions(run_dir)
+    if dimensions and "entropy" in table:
+        table["action_std"] = {
+            mark: gaussian_std(entropy, dimensions) for mark, entropy in table["entropy"].items()
+        }
     return table
+
+
+def gaussian_std(entropy: float, dimensions: int) -> float:
+    """The per-dimension std (geometric mean over dimensions) of a diagonal Gaussian whose
+    entropy is ``entropy``: each dimension's entropy is ln(std) + ln(2 pi e) / 2."""
+    return math.exp(entropy / dimensions - 0.5 * math.log(2 * math.pi * math.e))
+
+
+def _box_action_dimensions(run_dir: Path) -> int:
+    """The run's env's Box action dimensions (0 for any other action space or env id)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    try:
+        env = gym.make(config["env"])
+    except Exception:  # an env this script cannot build (a module path, a custom callable)
+        return 0
+    space = env.action_space
+    env.close()
+    return int(math.prod(space.shape)) if isinstance(space, gym.spaces.Box) else 0
 
 
 def main() -> None:
