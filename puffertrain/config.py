@@ -317,12 +317,16 @@ def to_dict(config: TrainConfig) -> dict[str, Any]:
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
     """Inverse of :func:`to_dict` (JSON holds a tuple field as a list: it becomes a tuple again)."""
-    data = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
-    ppo = PPOConfig(**data.pop("ppo"))
+    data = _lists_as_tuples(data)
+    ppo = PPOConfig(**_lists_as_tuples(data.pop("ppo")))
     for key in ("run_dir", "resume", "config"):
         if data.get(key) is not None:
             data[key] = Path(data[key])
     return TrainConfig(**data, ppo=ppo)
+
+
+def _lists_as_tuples(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
 
 
 # Keys of a config file that name where a run is, not how it trains: a new run gets its own.
@@ -351,6 +355,8 @@ def _check_value(key: str, value: Any, kind: Any) -> None:
     if origin is tuple:
         if not isinstance(value, list):
             raise UserError(f"key '{key}' must be a list, got {value!r}")
+        if Ellipsis not in args and len(value) != len(args):
+            raise UserError(f"key '{key}' must be a list of {len(args)}, got {value!r}")
         for item in value:
             _check_value(key, item, args[0])
         return None

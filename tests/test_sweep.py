@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,8 +154,8 @@ def test_config_round_trip_and_bad_config_files(tmp_path, capsys):
     overridden, _ = parse_train_args(["--config", str(run_dir / "config.json"), "--gamma", "0.9"])
     assert (overridden.ppo.gamma, overridden.seed) == (0.9, 7)
 
-    bad = tmp_path / "bad.json"
-    bad.write_text((run_dir / "config.json").read_text().replace('"gamma"', '"gama"'))
+    bad, text = tmp_path / "bad.json", (run_dir / "config.json").read_text()
+    bad.write_text(text.replace('"gamma"', '"gama"'))
     code, _, stderr = _in_process(capsys, "--config", str(bad))
     assert code == 2
     assert stderr.strip() == f"puffertrain: error: --config {bad}: unknown key 'ppo.gama'"
@@ -162,6 +163,9 @@ def test_config_round_trip_and_bad_config_files(tmp_path, capsys):
         (run_dir / "config.json").read_text().replace('"num_envs": 4', '"num_envs": "4"')
     )
     with pytest.raises(UserError, match="key 'num_envs' must be int, got '4'"):
+        parse_train_args(["--config", str(bad)])
+    bad.write_text(re.sub(r'"adam_betas": \[[^]]*\]', '"adam_betas": [0.9]', text))
+    with pytest.raises(UserError, match=r"key 'ppo.adam_betas' must be a list of 2, got \[0.9\]"):
         parse_train_args(["--config", str(bad)])
 
 
