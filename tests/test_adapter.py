@@ -82,6 +82,23 @@ def test_box_actions_with_a_log_std_parameter():
     torch.testing.assert_close(log_probs, reference.log_prob(actions).sum(-1))
 
 
+def test_box_actions_from_given_noise_are_scored_like_any_sample():
+    # the rollout's colored noise: the action is mean + std * noise, and its log-probability
+    # (taken from the noise) is the Normal's, as the update scores it from the action
+    torch.manual_seed(1)
+    mean, std, noise = torch.randn(16, 3), torch.rand(16, 3) + 0.05, 3 * torch.randn(16, 3)
+    space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    agent = PolicyAdapter(FixedOutputs(mean, std, torch.zeros(16, 1)), space)
+    actions, log_probs, _, _ = agent.act(torch.zeros(16, 1), noise=noise)
+    torch.testing.assert_close(actions, mean + std * noise)
+    torch.testing.assert_close(log_probs, Normal(mean, std).log_prob(actions).sum(-1))
+    scored, _, _ = agent.evaluate(torch.zeros(16, 1), actions)
+    torch.testing.assert_close(log_probs, scored)
+    greedy, greedy_log_probs, _, _ = agent.act(torch.zeros(16, 1), deterministic=True)
+    torch.testing.assert_close(greedy, mean)
+    torch.testing.assert_close(greedy_log_probs, Normal(mean, std).log_prob(mean).sum(-1))
+
+
 def test_deterministic_actions_are_the_mode():
     logits = torch.tensor([[0.0, 3.0, 1.0]])
     agent = PolicyAdapter(FixedOutputs(logits, torch.zeros(1, 1)), gym.spaces.Discrete(3))

@@ -61,6 +61,22 @@ def test_reward_normalizer_divides_by_the_std_of_discounted_returns():
     np.testing.assert_allclose(normalizer.returns, returns, rtol=1e-12)
 
 
+def test_reward_normalizer_counts_only_acting_rows_in_batches_of_any_size():
+    gamma, rng = 0.95, np.random.default_rng(3)
+    normalizer = RewardNormalizer(5, gamma)
+    returns, history = np.zeros(5), []
+    for _ in range(40):
+        rows = np.sort(rng.choice(5, size=int(rng.integers(1, 6)), replace=False))
+        reward = rng.normal(size=rows.size).astype(np.float32) * 20
+        ended, acting = rng.random(rows.size) < 0.2, rng.random(rows.size) < 0.7
+        out = normalizer(reward, rows, ended, acting)
+        returns[rows] = returns[rows] * gamma + reward
+        history.extend(returns[rows][acting])
+        expected = reward / np.sqrt(np.var(history) + 1e-8) if history else reward
+        np.testing.assert_allclose(out, np.clip(expected, -10, 10), rtol=1e-5)
+        returns[rows[ended]] = 0.0
+
+
 def test_box_action_envs_get_the_continuous_preset():
     config, _ = parse_train_args(["--env", "Pendulum-v1"])
     assert (config.num_envs, config.num_steps) == (4, 512)

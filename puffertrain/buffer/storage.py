@@ -25,6 +25,8 @@ def to_torch(array: np.ndarray, device: torch.device) -> torch.Tensor:
     tensor = torch.from_numpy(array)
     if tensor.dtype == torch.float64:
         tensor = tensor.float()
+    if device.type == "cpu":  # already there: skip the call (microseconds at every step)
+        return tensor
     return tensor.to(device, non_blocking=True)
 
 

@@ -44,6 +44,12 @@ class SerialEngine(Engine):
         self.action_masks = self.rows.action_masks
         self.tracker = EpisodeTracker(self.num_rows, self.agent_names)
         self._sent: deque[tuple[int, np.ndarray]] = deque()
+        # each group's rows as views, built once: selecting them costs more than a small
+        # env's step (the arrays are written in place, never replaced)
+        self._group_rows = [
+            self.rows.select(slice(first, first + self.group_size))
+            for first in range(0, self.num_rows, self.group_size)
+        ]
 
     def reset(self, seed: int) -> np.ndarray:
         self.tracker = EpisodeTracker(self.num_rows, self.agent_names)
@@ -60,7 +66,7 @@ class SerialEngine(Engine):
         group, actions = self._sent.popleft()
         first = group * self.group_size
         rows = slice(first, first + self.group_size)
-        group_rows = self.rows.select(rows)
+        group_rows = self._group_rows[group]
         agents = self.agents_per_env
         step_envs(
             self.envs[first // agents : rows.stop // agents], actions, group_rows, first // agents

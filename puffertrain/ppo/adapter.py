@@ -123,10 +123,12 @@ class PolicyAdapter(nn.Module):
         params, value, state = self._step(obs, state, agent_ids)
         if self.continuous:
             mean, std = params
-            if noise is None and not deterministic:
+            if deterministic:
+                return mean, _normal_log_prob(mean, std, mean), value, state
+            if noise is None:
                 noise = torch.randn_like(mean)
-            action = mean if deterministic else mean + std * noise
-            return action, _normal_log_prob(mean, std, action), value, state
+            action = torch.addcmul(mean, std, noise)
+            return action, _log_prob_of_noise(noise, std), value, state
         logits = mask_logits(params[0], action_mask, self.masked_logit)
         if not self.multi_discrete:  # one Discrete: no split, no stacking
             action, log_prob = _sample_categorical(logits, deterministic)
@@ -203,8 +205,8 @@ def env_actions(actions: torch.Tensor, action_space: gym.spaces.Space) -> np.nda
     """Sampled actions as the env takes them: on the CPU, Box actions clipped to the bounds and
     shaped like the space (the buffer keeps the unclipped sample for the log-probability)."""
     array = actions.cpu().numpy()
-    if isinstance(action_space, gym.spaces.Box):
-        array = np.clip(array, action_space.low.reshape(-1), action_space.high.reshape(-1))
+    if isinstance(action_space, gym.spaces.Box):  # np.clip's own Python wrapper costs more
+        array = np.minimum(np.maximum(array, action_space.low.ravel()), action_space.high.ravel())
         array = array.reshape((-1, *action_space.shape))
     return array
 
@@ -266,3 +268,10 @@ class CategoricalScore(torch.autograd.Function):
 
 def _normal_log_prob(mean: torch.Tensor, std: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     return (-((action - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI).sum(-1)
+
+
+def _log_prob_of_noise(noise: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The log-probability of ``mean + std * noise``, from the standard-normal ``noise`` it
+    was drawn with: the same value as :func:`_normal_log_prob` up to float rounding, in 4 ops
+    instead of 10 (a rollout step's batch-1 ops are microseconds of dispatch each)."""
+    return -_LOG_SQRT_2PI * noise.shape[-1] - std.log().addcmul_(noise, noise, value=0.5).sum(-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -37,11 +38,17 @@ class RewardNormalizer:
         returns = self.returns[env_ids] * self.gamma + rewards
         counted = returns if acting is None else returns[acting]
         if counted.size:
+            # the batch's moments as a sum and a dot product: ndarray.mean and .var cost ~10 µs
+            # of Python per call, more than a small env's step
+            batch_mean = float(np.add.reduce(counted)) / counted.size
+            deviations = counted - batch_mean
+            batch_var = float(deviations @ deviations) / counted.size
             self.mean, self.var, self.count = merge_moments(
-                self.mean, self.var, self.count, counted.mean(), counted.var(), counted.size
+                self.mean, self.var, self.count, batch_mean, batch_var, counted.size
             )
         self.returns[env_ids] = np.where(ended, 0.0, returns)
-        return np.clip(rewards / np.sqrt(self.var + 1e-8), -self.clip, self.clip)
+        scaled = rewards * (1.0 / math.sqrt(self.var + 1e-8))
+        return np.minimum(np.maximum(scaled, -self.clip), self.clip)  # np.clip, without its wrapper
 
     def state_dict(self, with_returns: bool = True) -> dict[str, Any]:
         """The statistics, and each env's running return (zeros if ``with_returns`` is false:
