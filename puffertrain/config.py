@@ -357,8 +357,9 @@ def _check_value(key: str, value: Any, kind: Any) -> None:
             raise UserError(f"key '{key}' must be a list, got {value!r}")
         if Ellipsis not in args and len(value) != len(args):
             raise UserError(f"key '{key}' must be a list of {len(args)}, got {value!r}")
-        for item in value:
-            _check_value(key, item, args[0])
+        kinds = [args[0]] * len(value) if Ellipsis in args else args  # tuple[int, ...] or each
+        for item, item_kind in zip(value, kinds, strict=True):
+            _check_value(key, item, item_kind)
         return None
     fits = {
         bool: isinstance(value, bool),

@@ -401,3 +401,17 @@ def test_a_sweep_without_optuna_says_how_to_install_it(tmp_path, monkeypatch, ca
     assert (
         stderr.strip() == "puffertrain: error: sweep needs Optuna: pip install 'puffertrain[sweep]'"
     )
+
+
+def test_a_config_file_tuple_is_checked_item_by_item():
+    import dataclasses
+
+    from puffertrain.config import _checked
+
+    @dataclasses.dataclass
+    class Pair:
+        pair: tuple[int, str] = (0, "")
+
+    assert _checked({"pair": [1, "a"]}, Pair) == {"pair": (1, "a")}
+    with pytest.raises(UserError, match="key 'pair' must be str, got 2"):
+        _checked({"pair": [1, 2]}, Pair)
