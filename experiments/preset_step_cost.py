@@ -35,6 +35,7 @@ def measure(flags: list[str], rollouts: int) -> dict[str, float]:
     from puffertrain.cli import parse_train_args
     from puffertrain.distributed import Ranks
     from puffertrain.engine.choose import engine_from
+    from puffertrain.ppo.precision import resolve_precision
     from puffertrain.threads import OtherLoad
     from puffertrain.trainer.build import build_parts
 
@@ -42,7 +43,10 @@ def measure(flags: list[str], rollouts: int) -> dict[str, float]:
     config, _ = parse_train_args(flags)
     engine, _ = engine_from(config)
     cpu = torch.device("cpu")
-    _, learner, rollout, buffer, plan = build_parts(config, engine, cpu, None, Ranks(), other_load)
+    autocast_dtype, _ = resolve_precision(config.precision, cpu)
+    _, learner, rollout, buffer, plan = build_parts(
+        config, engine, cpu, autocast_dtype, Ranks(), other_load
+    )
     torch.set_num_threads(plan.update)
     rollout.reset(config.seed)
     steps = buffer.num_steps * engine.num_rows
