@@ -54,7 +54,6 @@ from pathlib import Path
 import torch
 
 from puffertrain.config import TrainConfig
-from puffertrain.ppo import learner as learner_module
 from puffertrain.ppo import loss as loss_module
 from puffertrain.ppo.loss import normalized
 from puffertrain.presets import CLASSIC_CONTROL
@@ -144,14 +143,14 @@ def main() -> None:
     record: dict[str, object] = {}
     norms: list[float] = []
 
-    original_clip = learner_module.clip_grad_norm
+    original_clip = learner.flat.clip_grad_norm
 
-    def clip(parameters, max_norm, *rest, **kwargs):
-        norm = original_clip(parameters, max_norm, *rest, **kwargs)
+    def clip(max_norm: float) -> torch.Tensor:
+        norm = original_clip(max_norm)
         norms.append(float(norm))
         return norm
 
-    learner_module.clip_grad_norm = clip
+    learner.flat.clip_grad_norm = clip
     original_loss = loss_module.ppo_loss
 
     def instrumented(agent_, batch, ppo_config):

@@ -28,7 +28,7 @@ from puffertrain.buffer.storage import RolloutBuffer
 from puffertrain.config import PPOConfig
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo.adapter import PolicyAdapter
-from puffertrain.ppo.learner import Learner, clip_grad_norm
+from puffertrain.ppo.learner import Learner
 from puffertrain.ppo.loss import ppo_loss
 
 
@@ -86,14 +86,14 @@ def main() -> None:
         ppo_loss(adapter, batch, config)[0].backward()
 
     def clip() -> None:
-        clip_grad_norm(learner.trained_parameters, config.max_grad_norm)
+        learner.flat.clip_grad_norm(config.max_grad_norm)
 
     steps = args.minibatches * args.epochs
     parts = {
         "policy forward + backward (floor)": microseconds(policy_alone, args.calls, args.repeats),
         "PPO loss forward + backward": microseconds(loss, args.calls, args.repeats),
         "gradient clipping": microseconds(clip, args.calls, args.repeats),
-        "Adam step": microseconds(learner.optimizer.step, args.calls, args.repeats),
+        "Adam step": microseconds(learner.flat.adam_step, args.calls, args.repeats),
         "Learner.update, per minibatch step": microseconds(
             lambda: learner.update(buffer, config.learning_rate),
             max(1, args.calls // steps),

@@ -1,5 +1,5 @@
-"""The learner's own gradient clipping and Adam step are torch's, bitwise, and its KL limit
-ends an update where SB3's does."""
+"""The learner's flat gradient clipping and Adam step are torch's (Adam bit for bit), and
+its KL limit ends an update where SB3's does."""
 
 from __future__ import annotations
 
@@ -12,54 +12,87 @@ import torch.nn as nn
 
 from puffertrain.buffer import RolloutBuffer
 from puffertrain.config import PPOConfig
-from puffertrain.ppo.learner import Learner, adam_step, clip_grad_norm
+from puffertrain.ppo.flat_parameters import FlatParameters
+from puffertrain.ppo.learner import Learner
 from tests.conftest import run_cli
 from tests.test_normalization import RESUME_ARGS, RESUME_ITERATIONS
 from tests.test_resume import assert_same_run, resume_after_a_crash, scalars
 
 
-@pytest.mark.parametrize("scale", [1e-3, 10.0])  # a norm under and over max_norm
-def test_gradient_clipping_is_torchs_bit_for_bit(scale):
+def _flat_and_reference(shapes, lr=3e-4):
+    """The same parameters twice: one set moved into :class:`FlatParameters` with its
+    optimizer, the other with a plain torch fused Adam."""
     torch.manual_seed(0)
-    ours = [nn.Parameter(torch.randn(shape)) for shape in ((64, 4), (64,), (2, 64), (1,))]
+    ours = [nn.Parameter(torch.randn(shape)) for shape in shapes]
     theirs = [nn.Parameter(parameter.detach().clone()) for parameter in ours]
-    for mine, reference in zip(ours[:-1], theirs[:-1], strict=True):  # the last gets no grad
-        mine.grad = torch.randn_like(mine) * scale
+    mine = torch.optim.Adam(ours, lr=lr, eps=1e-5, fused=True)
+    return (
+        ours,
+        FlatParameters(ours, mine),
+        theirs,
+        torch.optim.Adam(theirs, lr=lr, eps=1e-5, fused=True),
+    )
+
+
+@pytest.mark.parametrize("scale", [1e-3, 10.0])  # a norm under and over max_norm
+def test_flat_gradient_clipping_is_torchs(scale):
+    ours, flat, theirs, _ = _flat_and_reference(((64, 4), (64,), (2, 64), (1,)))
+    flat.zero_grad()
+    for mine, reference in zip(ours, theirs, strict=True):
+        mine.grad.copy_(torch.randn_like(mine) * scale)
         reference.grad = mine.grad.clone()
-    norm = clip_grad_norm(ours, 0.5)
+    norm = flat.clip_grad_norm(0.5)
     expected = nn.utils.clip_grad_norm_(theirs, 0.5)
-    assert torch.equal(norm, expected)
-    for mine, reference in zip(ours[:-1], theirs[:-1], strict=True):
-        assert torch.equal(mine.grad, reference.grad)
-    assert ours[-1].grad is None
+    torch.testing.assert_close(norm, expected)  # the same sum, in another order
+    for mine, reference in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(mine.grad, reference.grad)
     assert (norm > 0.5) == (scale > 1)
 
 
-def test_adam_step_is_the_optimizers_bit_for_bit_across_a_checkpoint():
-    torch.manual_seed(0)
+def test_flat_adam_is_torchs_bit_for_bit_across_a_checkpoint_of_either():
     shapes = ((64, 4), (64,), (2, 64))
-    ours = [nn.Parameter(torch.randn(shape)) for shape in shapes]
-    theirs = [nn.Parameter(parameter.detach().clone()) for parameter in ours]
-
-    def adam(parameters):
-        return torch.optim.Adam(parameters, lr=3e-4, eps=1e-5, fused=True)
-
-    mine, reference = adam(ours), adam(theirs)
+    ours, flat, theirs, reference = _flat_and_reference(shapes)
     for step in range(6):
-        if step == 3:  # a resumed run: fresh optimizers from a checkpoint of the state
-            mine, reference = adam(ours), adam(theirs)
-            mine.load_state_dict(reference.state_dict())
-            reference.load_state_dict(reference.state_dict())
-        for index, (own, other) in enumerate(zip(ours, theirs, strict=True)):
-            own.grad = None if (step, index) == (4, 1) else torch.randn_like(own)
-            other.grad = None if own.grad is None else own.grad.clone()
-        for group in (*mine.param_groups, *reference.param_groups):
+        if step == 2:  # resumed from a checkpoint of the plain optimizer
+            flat.optimizer.load_state_dict(reference.state_dict())
+        if step == 4:  # and the plain one from a checkpoint of the flat one
+            reference.load_state_dict(flat.optimizer.state_dict())
+        flat.zero_grad()
+        for own, other in zip(ours, theirs, strict=True):
+            own.grad.copy_(torch.randn_like(own))  # accumulated into the view, as backward does
+            other.grad = own.grad.clone()
+        for group in (*flat.optimizer.param_groups, *reference.param_groups):
             group["lr"] = 3e-4 * (1 - step / 6)
-        adam_step(mine, ours)
+        flat.adam_step()
         reference.step()
         for own, other in zip(ours, theirs, strict=True):
             assert torch.equal(own, other)
-    assert mine.state_dict()["state"].keys() == reference.state_dict()["state"].keys()
+    saved = flat.optimizer.state_dict()["state"]
+    assert saved.keys() == reference.state_dict()["state"].keys()
+    assert [float(state["step"]) for state in saved.values()] == [6.0] * len(shapes)
+
+
+def test_flat_parameters_stay_linked_when_other_code_drops_the_gradients():
+    ours, flat, theirs, reference = _flat_and_reference(((3, 2), (2,)), lr=0.1)
+    for module_zero_grad in (False, True):
+        if module_zero_grad:  # what nn.Module.zero_grad() does
+            for parameter in ours:
+                parameter.grad = None
+        flat.zero_grad()
+        reference.zero_grad()
+        sum(parameter.square().sum() for parameter in ours).backward()
+        sum(parameter.square().sum() for parameter in theirs).backward()
+        flat.adam_step()
+        reference.step()
+        for own, other in zip(ours, theirs, strict=True):
+            assert torch.equal(own, other)
+    assert not torch.equal(ours[0], _flat_and_reference(((3, 2), (2,)))[0][0])  # it moved
+
+
+def test_flat_parameters_refuse_mixed_dtypes():
+    parameters = [nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2, dtype=torch.float64))]
+    with pytest.raises(ValueError, match="one dtype and device"):
+        FlatParameters(parameters, torch.optim.Adam(parameters, fused=True))
 
 
 class ScriptedObjective:

@@ -9,12 +9,12 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.adam import adam
 
 from puffertrain.buffer import Minibatch, RolloutBuffer
 from puffertrain.config import PPOConfig
 from puffertrain.distributed import mean_over_ranks
 from puffertrain.ppo.adapter import PolicyAdapter
+from puffertrain.ppo.flat_parameters import FlatParameters
 from puffertrain.ppo.loss import ppo_loss
 
 LR_ADAPT_FACTOR = 1.5
@@ -56,8 +56,7 @@ class Learner:
     ) -> None:
         self.adapter = adapter
         self.config = config
-        # a list, not the generator: walking the module tree at every clip costs ~15 us
-        self.trained_parameters = list(adapter.parameters())
+        self.trained_parameters = [p for p in adapter.parameters() if p.requires_grad]
         # fused: one kernel per parameter instead of ~10 per step; for small policies the
         # dispatch overhead, not the math, is what an optimizer step costs
         self.optimizer = torch.optim.Adam(
@@ -67,6 +66,8 @@ class Learner:
             eps=1e-5,
             fused=True,
         )
+        # before DDP wraps the adapter: it reduces into the gradient views in place
+        self.flat = FlatParameters(self.trained_parameters, self.optimizer)
         objective = Objective(
             adapter, config, torch.compile(ppo_loss) if compile_loss else ppo_loss
         )
@@ -130,11 +131,10 @@ class Learner:
                 kl = mean_over_ranks({"approx_kl": float(stats["approx_kl"])})["approx_kl"]
                 if kl > kl_limit:
                     break
-            for parameter in self.trained_parameters:  # zero_grad(set_to_none), minus its hooks
-                parameter.grad = None
+            self.flat.zero_grad()
             loss.backward()
-            clip_grad_norm(self.trained_parameters, config.max_grad_norm)
-            adam_step(self.optimizer, self.trained_parameters)
+            self.flat.clip_grad_norm(config.max_grad_norm)
+            self.flat.adam_step()
             steps += 1
         # averaged once at the end: a running sum costs an op per statistic and minibatch
         results = {
@@ -151,51 +151,6 @@ class Learner:
         if config.adaptive_lr_kl is not None:
             self._adapt_lr_scale(results["approx_kl"], config.adaptive_lr_kl)
         return results
-
-
-def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
-    """``nn.utils.clip_grad_norm_`` (2-norm) in four foreach ops: on the CPU torch's own walks
-    the gradients one op at a time, about a tenth of a small policy's update step. The same
-    math in the same order, so the result is bitwise the same. Returns the norm before
-    clipping."""
-    grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
-    if not grads:
-        return torch.tensor(0.0)
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-    return total
-
-
-def adam_step(optimizer: torch.optim.Adam, parameters: list[nn.Parameter]) -> None:
-    """``optimizer.step()`` for the learner's one-group fused Adam through torch's functional
-    ``adam`` on the optimizer's own state: the same kernel on the same tensors, minus the
-    method's per-call bookkeeping (hooks, state checks, grouping), which costs a small
-    policy's step ~40 us, nearly the kernel's own time. The first step creates the state."""
-    state = optimizer.state
-    with_grad = [parameter for parameter in parameters if parameter.grad is not None]
-    if not with_grad or any(parameter not in state for parameter in with_grad):
-        optimizer.step()
-        return
-    (group,) = optimizer.param_groups
-    moments = [state[parameter] for parameter in with_grad]
-    beta1, beta2 = group["betas"]
-    with torch.no_grad():
-        adam(
-            with_grad,
-            [parameter.grad for parameter in with_grad],
-            [moment["exp_avg"] for moment in moments],
-            [moment["exp_avg_sq"] for moment in moments],
-            [],
-            [moment["step"] for moment in moments],
-            fused=True,
-            amsgrad=False,
-            beta1=beta1,
-            beta2=beta2,
-            lr=group["lr"],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=group["maximize"],
-        )
 
 
 def _explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
