@@ -130,7 +130,7 @@ def test_categorical_score_gradients_by_finite_differences(masked):
     actions = torch.multinomial(allowed.double(), 1, generator=generator).squeeze(-1)
 
     def score(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return CategoricalScore.apply(mask_logits(raw, allowed if masked else None), actions)
+        return CategoricalScore.apply(raw, actions, allowed if masked else None, None)
 
     assert torch.autograd.gradcheck(score, (logits,))
     log_prob, entropy = score(logits)
@@ -138,3 +138,11 @@ def test_categorical_score_gradients_by_finite_differences(masked):
     assert torch.isfinite(logits.grad).all()
     if masked:  # forbidden actions get no gradient at all
         assert (logits.grad[~allowed] == 0).all()
+    # autograd through the same math, masked outside the function, agrees
+    reference = logits.detach().clone().requires_grad_()
+    log_p = torch.log_softmax(mask_logits(reference, allowed if masked else None), -1)
+    reference_entropy = -(log_p.exp() * log_p).sum(-1)
+    reference_log_prob = log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    (reference_log_prob.sum() + reference_entropy.sum()).backward()
+    torch.testing.assert_close((log_prob, entropy), (reference_log_prob, reference_entropy))
+    torch.testing.assert_close(logits.grad, reference.grad)

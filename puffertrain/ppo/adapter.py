@@ -167,12 +167,12 @@ class PolicyAdapter(nn.Module):
             mean, std = params
             entropy = (0.5 + _LOG_SQRT_2PI + std.log()).sum(-1)
             return _normal_log_prob(mean, std, actions), entropy, value
-        masked = mask_logits(params[0], action_mask, self.masked_logit)
         if not self.multi_discrete:  # one Discrete: no split, no sums over blocks
-            return (*_score_categorical(masked, actions), value)
+            return (*_score_categorical(params[0], actions, action_mask, self.masked_logit), value)
+        masks = [None] * len(self.nvec) if action_mask is None else self._split(action_mask)
         scores = [
-            _score_categorical(block, actions[:, dim])
-            for dim, block in enumerate(self._split(masked))
+            _score_categorical(block, actions[:, dim], mask, self.masked_logit)
+            for dim, (block, mask) in enumerate(zip(self._split(params[0]), masks, strict=True))
         ]
         log_probs, entropies = zip(*scores, strict=True)
         return sum(log_probs), sum(entropies), value
@@ -226,24 +226,33 @@ def _sample_categorical(
 
 
 def _score_categorical(
-    logits: torch.Tensor, actions: torch.Tensor
+    logits: torch.Tensor,
+    actions: torch.Tensor,
+    action_mask: torch.Tensor | None,
+    fill: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The log-probabilities of ``actions`` under the categorical ``logits`` and its entropy."""
-    return CategoricalScore.apply(logits, actions)
+    """The log-probabilities of ``actions`` under the categorical ``logits`` (masked with
+    ``action_mask``, where given) and its entropy."""
+    return CategoricalScore.apply(logits, actions, action_mask, fill)
 
 
 class CategoricalScore(torch.autograd.Function):
-    """``(log p(actions), entropy)`` of categorical logits, with the gradient written out:
-    ``d log p_a / dz = onehot(a) - p`` and ``dH / dz = -p (log p + H)``. Autograd through the
-    same math replays eight ops backward; this is three to five on 64-row minibatches. Masked
-    logits (the dtype's most negative value) have ``p = 0`` and a finite ``log p``, so their
-    gradient is exactly 0."""
+    """``(log p(actions), entropy)`` of categorical logits, masked by :func:`mask_logits` where
+    a mask is given, with the gradient written out: ``d log p_a / dz = onehot(a) - p`` and
+    ``dH / dz = -p (log p + H)``. Autograd through the same math replays eight ops backward;
+    this is three to five on 64-row minibatches. Masked logits (the dtype's most negative
+    value) have ``p = 0`` and a finite ``log p``, so their gradient is exactly 0 without the
+    mask's own backward op (``actions`` are ones the mask allows)."""
 
     @staticmethod
     def forward(
-        ctx: Any, logits: torch.Tensor, actions: torch.Tensor
+        ctx: Any,
+        logits: torch.Tensor,
+        actions: torch.Tensor,
+        action_mask: torch.Tensor | None,
+        fill: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        log_p = F.log_softmax(logits, dim=-1)
+        log_p = F.log_softmax(mask_logits(logits, action_mask, fill), dim=-1)
         p = log_p.exp()
         index = actions.long().unsqueeze(-1)
         entropy = -(p * log_p).sum(-1)
@@ -254,7 +263,7 @@ class CategoricalScore(torch.autograd.Function):
     @staticmethod
     def backward(
         ctx: Any, grad_log_prob: torch.Tensor | None, grad_entropy: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, None]:
+    ) -> tuple[torch.Tensor | None, None, None, None]:
         p, log_p, entropy, index = ctx.saved_tensors
         grad = None
         if grad_log_prob is not None:
@@ -263,7 +272,7 @@ class CategoricalScore(torch.autograd.Function):
         if grad_entropy is not None:
             from_entropy = (log_p + entropy.unsqueeze(-1)).mul_(p).mul_(grad_entropy.unsqueeze(-1))
             grad = from_entropy.neg_() if grad is None else grad.sub_(from_entropy)
-        return grad, None
+        return grad, None, None, None
 
 
 def _normal_log_prob(mean: torch.Tensor, std: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
