@@ -143,14 +143,14 @@ def main() -> None:
     record: dict[str, object] = {}
     norms: list[float] = []
 
-    original_clip = learner.flat.clip_grad_norm
+    original_step = learner.flat.clip_and_step
 
-    def clip(max_norm: float) -> torch.Tensor:
-        norm = original_clip(max_norm)
+    def clip_and_step(max_norm: float) -> torch.Tensor:
+        norm = original_step(max_norm)
         norms.append(float(norm))
         return norm
 
-    learner.flat.clip_grad_norm = clip
+    learner.flat.clip_and_step = clip_and_step
     original_loss = loss_module.ppo_loss
 
     def instrumented(agent_, batch, ppo_config):

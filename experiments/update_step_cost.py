@@ -7,7 +7,7 @@ Times (median of ``--repeats`` blocks, one process, ``--threads`` torch threads)
 - the policy's forward and backward alone (a sum of its outputs as the loss): the floor;
 - the PPO loss's forward and backward (``ppo_loss``: the adapter's scoring, the surrogate,
   the value loss and the statistics);
-- gradient clipping and the Adam step, as ``Learner`` runs them;
+- gradient clipping and the Adam step together, as ``Learner`` runs them;
 - a whole step of ``Learner.update`` (its update divided by its minibatch steps).
 """
 
@@ -85,15 +85,14 @@ def main() -> None:
     def loss() -> None:
         ppo_loss(adapter, batch, config)[0].backward()
 
-    def clip() -> None:
-        learner.flat.clip_grad_norm(config.max_grad_norm)
+    def clip_and_step() -> None:
+        learner.flat.clip_and_step(config.max_grad_norm)
 
     steps = args.minibatches * args.epochs
     parts = {
         "policy forward + backward (floor)": microseconds(policy_alone, args.calls, args.repeats),
         "PPO loss forward + backward": microseconds(loss, args.calls, args.repeats),
-        "gradient clipping": microseconds(clip, args.calls, args.repeats),
-        "Adam step": microseconds(learner.flat.adam_step, args.calls, args.repeats),
+        "gradient clipping + Adam step": microseconds(clip_and_step, args.calls, args.repeats),
         "Learner.update, per minibatch step": microseconds(
             lambda: learner.update(buffer, config.learning_rate),
             max(1, args.calls // steps),

@@ -26,26 +26,32 @@ def _flat_and_reference(shapes, lr=3e-4):
     ours = [nn.Parameter(torch.randn(shape)) for shape in shapes]
     theirs = [nn.Parameter(parameter.detach().clone()) for parameter in ours]
     mine = torch.optim.Adam(ours, lr=lr, eps=1e-5, fused=True)
-    return (
-        ours,
-        FlatParameters(ours, mine),
-        theirs,
-        torch.optim.Adam(theirs, lr=lr, eps=1e-5, fused=True),
-    )
+    reference = torch.optim.Adam(theirs, lr=lr, eps=1e-5, fused=True)
+    return ours, FlatParameters(ours, mine), theirs, reference
+
+
+def _same_gradients(ours, theirs, skip=()):
+    """Fresh random gradients, the same on both sets; none for the indices in ``skip``."""
+    for index, (own, other) in enumerate(zip(ours, theirs, strict=True)):
+        own.grad = None if index in skip else torch.randn_like(own)
+        other.grad = None if own.grad is None else own.grad.clone()
 
 
 @pytest.mark.parametrize("scale", [1e-3, 10.0])  # a norm under and over max_norm
-def test_flat_gradient_clipping_is_torchs(scale):
-    ours, flat, theirs, _ = _flat_and_reference(((64, 4), (64,), (2, 64), (1,)))
+def test_flat_clip_and_step_is_torchs_clip_then_adam(scale):
+    ours, flat, theirs, reference = _flat_and_reference(((64, 4), (64,), (2, 64), (1,)))
     flat.zero_grad()
-    for mine, reference in zip(ours, theirs, strict=True):
-        mine.grad.copy_(torch.randn_like(mine) * scale)
-        reference.grad = mine.grad.clone()
-    norm = flat.clip_grad_norm(0.5)
+    _same_gradients(ours, theirs)
+    for parameter in ours:
+        parameter.grad.mul_(scale)
+    for parameter in theirs:
+        parameter.grad.mul_(scale)
+    norm = flat.clip_and_step(0.5)
     expected = nn.utils.clip_grad_norm_(theirs, 0.5)
+    reference.step()
     torch.testing.assert_close(norm, expected)  # the same sum, in another order
-    for mine, reference in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(mine.grad, reference.grad)
+    for mine, other in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(mine, other)
     assert (norm > 0.5) == (scale > 1)
 
 
@@ -58,35 +64,36 @@ def test_flat_adam_is_torchs_bit_for_bit_across_a_checkpoint_of_either():
         if step == 4:  # and the plain one from a checkpoint of the flat one
             reference.load_state_dict(flat.optimizer.state_dict())
         flat.zero_grad()
-        for own, other in zip(ours, theirs, strict=True):
-            own.grad.copy_(torch.randn_like(own))  # accumulated into the view, as backward does
-            other.grad = own.grad.clone()
+        _same_gradients(ours, theirs)
         for group in (*flat.optimizer.param_groups, *reference.param_groups):
             group["lr"] = 3e-4 * (1 - step / 6)
-        flat.adam_step()
+        flat.clip_and_step(1e9)  # the clip's factor is exactly 1
         reference.step()
         for own, other in zip(ours, theirs, strict=True):
             assert torch.equal(own, other)
+        assert flat.shared_step is not None  # every step was the flat one
     saved = flat.optimizer.state_dict()["state"]
     assert saved.keys() == reference.state_dict()["state"].keys()
     assert [float(state["step"]) for state in saved.values()] == [6.0] * len(shapes)
 
 
-def test_flat_parameters_stay_linked_when_other_code_drops_the_gradients():
-    ours, flat, theirs, reference = _flat_and_reference(((3, 2), (2,)), lr=0.1)
-    for module_zero_grad in (False, True):
-        if module_zero_grad:  # what nn.Module.zero_grad() does
-            for parameter in ours:
-                parameter.grad = None
+def test_a_parameter_without_a_gradient_is_skipped_as_torchs_adam_skips_it():
+    """A multi-agent policy's adapter that no row of a minibatch reached: it keeps its value,
+    moments and step count, before and after a checkpoint, exactly as with torch's Adam."""
+    shapes = ((8, 3), (8,), (2, 8))
+    ours, flat, theirs, reference = _flat_and_reference(shapes)
+    for step in range(7):
+        if step == 5:  # resumed with unequal step counts
+            flat.optimizer.load_state_dict(reference.state_dict())
         flat.zero_grad()
-        reference.zero_grad()
-        sum(parameter.square().sum() for parameter in ours).backward()
-        sum(parameter.square().sum() for parameter in theirs).backward()
-        flat.adam_step()
+        _same_gradients(ours, theirs, skip=(1,) if step in (2, 3) else ())
+        flat.clip_and_step(1e9)
         reference.step()
         for own, other in zip(ours, theirs, strict=True):
             assert torch.equal(own, other)
-    assert not torch.equal(ours[0], _flat_and_reference(((3, 2), (2,)))[0][0])  # it moved
+    assert flat.shared_step is None
+    steps = [float(state["step"]) for state in flat.optimizer.state_dict()["state"].values()]
+    assert steps == [7.0, 5.0, 7.0]
 
 
 def test_flat_parameters_refuse_mixed_dtypes():

@@ -66,7 +66,6 @@ class Learner:
             eps=1e-5,
             fused=True,
         )
-        # before DDP wraps the adapter: it reduces into the gradient views in place
         self.flat = FlatParameters(self.trained_parameters, self.optimizer)
         objective = Objective(
             adapter, config, torch.compile(ppo_loss) if compile_loss else ppo_loss
@@ -133,8 +132,7 @@ class Learner:
                     break
             self.flat.zero_grad()
             loss.backward()
-            self.flat.clip_grad_norm(config.max_grad_norm)
-            self.flat.adam_step()
+            self.flat.clip_and_step(config.max_grad_norm)
             steps += 1
         # averaged once at the end: a running sum costs an op per statistic and minibatch
         results = {
