@@ -19,15 +19,15 @@ from tests.test_normalization import RESUME_ARGS, RESUME_ITERATIONS
 from tests.test_resume import assert_same_run, resume_after_a_crash, scalars
 
 
-def _flat_and_reference(shapes, lr=3e-4):
-    """The same parameters twice: one set moved into :class:`FlatParameters` with its
-    optimizer, the other with a plain torch fused Adam."""
+def _flat_and_reference(shapes, lr=3e-4, flat=True):
+    """The same parameters twice: one set in :class:`FlatParameters` (flat, or per parameter
+    as on a GPU) with its optimizer, the other with a plain torch fused Adam."""
     torch.manual_seed(0)
     ours = [nn.Parameter(torch.randn(shape)) for shape in shapes]
     theirs = [nn.Parameter(parameter.detach().clone()) for parameter in ours]
     mine = torch.optim.Adam(ours, lr=lr, eps=1e-5, fused=True)
     reference = torch.optim.Adam(theirs, lr=lr, eps=1e-5, fused=True)
-    return ours, FlatParameters(ours, mine), theirs, reference
+    return ours, FlatParameters(ours, mine, flat), theirs, reference
 
 
 def _same_gradients(ours, theirs, skip=()):
@@ -37,9 +37,11 @@ def _same_gradients(ours, theirs, skip=()):
         other.grad = None if own.grad is None else own.grad.clone()
 
 
+@pytest.mark.parametrize("flat_path", [True, False])
 @pytest.mark.parametrize("scale", [1e-3, 10.0])  # a norm under and over max_norm
-def test_flat_clip_and_step_is_torchs_clip_then_adam(scale):
-    ours, flat, theirs, reference = _flat_and_reference(((64, 4), (64,), (2, 64), (1,)))
+def test_clip_and_step_is_torchs_clip_then_adam(scale, flat_path):
+    shapes = ((64, 4), (64,), (2, 64), (1,))
+    ours, flat, theirs, reference = _flat_and_reference(shapes, flat=flat_path)
     flat.zero_grad()
     _same_gradients(ours, theirs)
     for parameter in ours:
@@ -55,9 +57,10 @@ def test_flat_clip_and_step_is_torchs_clip_then_adam(scale):
     assert (norm > 0.5) == (scale > 1)
 
 
-def test_flat_adam_is_torchs_bit_for_bit_across_a_checkpoint_of_either():
+@pytest.mark.parametrize("flat_path", [True, False])
+def test_adam_is_torchs_bit_for_bit_across_a_checkpoint_of_either(flat_path):
     shapes = ((64, 4), (64,), (2, 64))
-    ours, flat, theirs, reference = _flat_and_reference(shapes)
+    ours, flat, theirs, reference = _flat_and_reference(shapes, flat=flat_path)
     for step in range(6):
         if step == 2:  # resumed from a checkpoint of the plain optimizer
             flat.optimizer.load_state_dict(reference.state_dict())
@@ -71,17 +74,18 @@ def test_flat_adam_is_torchs_bit_for_bit_across_a_checkpoint_of_either():
         reference.step()
         for own, other in zip(ours, theirs, strict=True):
             assert torch.equal(own, other)
-        assert flat.shared_step is not None  # every step was the flat one
+        assert (flat.shared_step is not None) == flat_path  # every step took one path
     saved = flat.optimizer.state_dict()["state"]
     assert saved.keys() == reference.state_dict()["state"].keys()
     assert [float(state["step"]) for state in saved.values()] == [6.0] * len(shapes)
 
 
-def test_a_parameter_without_a_gradient_is_skipped_as_torchs_adam_skips_it():
+@pytest.mark.parametrize("flat_path", [True, False])
+def test_a_parameter_without_a_gradient_is_skipped_as_torchs_adam_skips_it(flat_path):
     """A multi-agent policy's adapter that no row of a minibatch reached: it keeps its value,
     moments and step count, before and after a checkpoint, exactly as with torch's Adam."""
     shapes = ((8, 3), (8,), (2, 8))
-    ours, flat, theirs, reference = _flat_and_reference(shapes)
+    ours, flat, theirs, reference = _flat_and_reference(shapes, flat=flat_path)
     for step in range(7):
         if step == 5:  # resumed with unequal step counts
             flat.optimizer.load_state_dict(reference.state_dict())

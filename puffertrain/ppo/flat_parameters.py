@@ -28,19 +28,28 @@ def _views(flat: torch.Tensor, like: list[nn.Parameter]) -> list[torch.Tensor]:
 
 
 class FlatParameters:
-    """Moves ``parameters`` (one dtype, one device) into one flat tensor, and the one-group
-    fused Adam ``optimizer``'s moments into two more, and runs that optimizer's step.
+    """Runs the one-group fused Adam ``optimizer``'s step, with gradient clipping, for
+    ``parameters`` (one dtype, one device). If ``flat`` (by default: on the CPU) it moves them
+    into one flat tensor and the optimizer's moments into two more.
 
     A step where every parameter has a gradient, in a run where all have stepped together, is
     the flat one: the gradients are copied into one tensor, clipped and stepped. Otherwise
     (a multi-agent policy's adapter that no row of a minibatch reached, say) the step is
     torch's: the parameters without a gradient are skipped, keep their moments and their own
-    step counts, and later steps take the per-parameter path. ``optimizer.state_dict()`` is
-    torch's per-parameter layout (of copies), and a state dict loaded through ``optimizer`` is
-    copied into the flat tensors (hooks), so checkpoints load either way.
+    step counts, and later steps take the per-parameter path. So is every step on a GPU, where
+    torch's foreach and fused kernels already take all tensors in one launch, and where moving
+    an ``nn.LSTM``'s weights out of cuDNN's own flat buffer would cost a copy at every call.
+    ``optimizer.state_dict()`` is torch's per-parameter layout (of copies), and a state dict
+    loaded through ``optimizer`` is copied into the moments (hooks), so checkpoints load
+    either way.
     """
 
-    def __init__(self, parameters: list[nn.Parameter], optimizer: torch.optim.Adam) -> None:
+    def __init__(
+        self,
+        parameters: list[nn.Parameter],
+        optimizer: torch.optim.Adam,
+        flat: bool | None = None,
+    ) -> None:
         kinds = {(parameter.dtype, parameter.device) for parameter in parameters}
         if len(kinds) > 1:
             raise ValueError(
@@ -50,26 +59,41 @@ class FlatParameters:
             raise ValueError("FlatParameters steps a one-group optimizer")
         self.optimizer = optimizer
         self.parameters = parameters
-        with torch.no_grad():
-            self.values = torch.cat([parameter.reshape(-1) for parameter in parameters])
-        self.gradients = torch.zeros_like(self.values)
-        self.moments = {name: torch.zeros_like(self.values) for name in _MOMENTS}
-        for parameter, value in zip(parameters, _views(self.values, parameters), strict=True):
-            parameter.data = value
+        self.device = parameters[0].device
+        self.flat = self.device.type == "cpu" if flat is None else flat
+        if self.flat:
+            with torch.no_grad():
+                self.values = torch.cat([parameter.reshape(-1) for parameter in parameters])
+            for parameter, value in zip(parameters, _views(self.values, parameters), strict=True):
+                parameter.data = value
+            self.gradients = torch.zeros_like(self.values)
+            self.moments = {name: torch.zeros_like(self.values) for name in _MOMENTS}
+            self.moment_views = {
+                name: _views(moment, parameters) for name, moment in self.moments.items()
+            }
+        else:
+            self.moment_views = {
+                name: [torch.zeros_like(parameter) for parameter in parameters] for name in _MOMENTS
+            }
         # the fused kernel's step count, a float32 tensor on the parameters' device, shared by
-        # every parameter's state while all step together (None once they have not)
-        self.shared_step: torch.Tensor | None = torch.zeros((), device=self.values.device)
-        self._share_state([self.shared_step] * len(parameters))
+        # every parameter's state while all step together on the flat path (None otherwise)
+        self.shared_step: torch.Tensor | None = None
+        self._set_steps([0.0] * len(parameters), shared=self.flat)
         optimizer.register_state_dict_post_hook(self._independent_state)
         optimizer.register_load_state_dict_post_hook(self._adopt_loaded_state)
 
-    def _share_state(self, steps: list[torch.Tensor]) -> None:
-        """Point the optimizer's per-parameter state at views of the flat moments and at
-        ``steps``."""
-        views = {name: _views(moment, self.parameters) for name, moment in self.moments.items()}
+    def _set_steps(self, steps: list[float], shared: bool) -> None:
+        """Point the optimizer's per-parameter state at the moments and at step counts
+        ``steps``: one tensor they all share if ``shared`` (they must agree), else one each."""
+        if shared:
+            self.shared_step = torch.tensor(steps[0], device=self.device)
+            counts = [self.shared_step] * len(steps)
+        else:
+            self.shared_step = None
+            counts = [torch.tensor(step, device=self.device) for step in steps]
         for index, parameter in enumerate(self.parameters):
-            self.optimizer.state[parameter] = {"step": steps[index]} | {
-                name: views[name][index] for name in _MOMENTS
+            self.optimizer.state[parameter] = {"step": counts[index]} | {
+                name: views[index] for name, views in self.moment_views.items()
             }
 
     @staticmethod
@@ -85,24 +109,18 @@ class FlatParameters:
         return state_dict
 
     def _adopt_loaded_state(self, optimizer: torch.optim.Optimizer) -> None:
-        """After ``optimizer.load_state_dict``: the loaded moments into the flat tensors (zero
-        for a parameter without state), and one shared step count if they all agree."""
+        """After ``optimizer.load_state_dict``: the loaded moments copied into this object's
+        (zero for a parameter without state), and the loaded step counts."""
         loaded = [optimizer.state.get(parameter, {}) for parameter in self.parameters]
         with torch.no_grad():
-            for name, moment in self.moments.items():
-                for view, state in zip(_views(moment, self.parameters), loaded, strict=True):
+            for name, views in self.moment_views.items():
+                for view, state in zip(views, loaded, strict=True):
                     if name in state:
                         view.copy_(state[name])
                     else:
                         view.zero_()
         steps = [float(state.get("step", 0.0)) for state in loaded]
-        device = self.values.device
-        if len(set(steps)) == 1:
-            self.shared_step = torch.tensor(steps[0], device=device)
-            self._share_state([self.shared_step] * len(steps))
-        else:
-            self.shared_step = None
-            self._share_state([torch.tensor(step, device=device) for step in steps])
+        self._set_steps(steps, shared=self.flat and len(set(steps)) == 1)
 
     def zero_grad(self) -> None:
         """Drop the gradients (``zero_grad(set_to_none=True)`` minus its hooks), so that the
@@ -116,6 +134,7 @@ class FlatParameters:
         Returns the norm before clipping."""
         gradients = [parameter.grad for parameter in self.parameters]
         if self.shared_step is not None and all(grad is not None for grad in gradients):
+            # the flat path (shared_step is None off the CPU)
             torch.cat([grad.reshape(-1) for grad in gradients], out=self.gradients)
             norm = torch.linalg.vector_norm(self.gradients)
             self.gradients.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
@@ -127,13 +146,11 @@ class FlatParameters:
     def _clip_and_step_each(self, max_norm: float) -> torch.Tensor:
         """The per-parameter path: torch's clip and fused Adam over the parameters that have
         a gradient, each with its own step count from now on."""
-        if self.shared_step is not None:
-            steps = [self.shared_step.clone() for _ in self.parameters]
-            self._share_state(steps)
-            self.shared_step = None
+        if self.shared_step is not None:  # from now on each parameter counts its own steps
+            self._set_steps([float(self.shared_step)] * len(self.parameters), shared=False)
         stepped = [parameter for parameter in self.parameters if parameter.grad is not None]
         if not stepped:
-            return torch.zeros((), device=self.values.device)
+            return torch.zeros((), device=self.device)
         gradients = [parameter.grad for parameter in stepped]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradients)))
         torch._foreach_mul_(gradients, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
