@@ -100,6 +100,20 @@ def test_a_parameter_without_a_gradient_is_skipped_as_torchs_adam_skips_it(flat_
     assert steps == [7.0, 5.0, 7.0]
 
 
+def test_a_frozen_parameter_stays_put_and_in_the_optimizers_state():
+    """A policy's frozen parameter gets no gradient: it never moves, and the optimizer still
+    lists it, as the optimizer states of existing checkpoints do."""
+    trained, frozen = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.ones(2), requires_grad=False)
+    buffer = RolloutBuffer(
+        8, 2, gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2), torch.device("cpu")
+    )
+    learner = Learner(nn.ParameterList([trained, frozen]), PPOConfig(num_minibatches=2))
+    learner.objective = VaryingObjective(trained)
+    learner.update(buffer, learning_rate=0.1)
+    assert torch.equal(frozen, torch.ones(2)) and not torch.equal(trained, torch.zeros(3))
+    assert learner.optimizer.state_dict()["param_groups"][0]["params"] == [0, 1]
+
+
 def test_flat_parameters_refuse_mixed_dtypes():
     parameters = [nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2, dtype=torch.float64))]
     with pytest.raises(ValueError, match="one dtype and device"):

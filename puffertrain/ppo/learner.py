@@ -56,7 +56,9 @@ class Learner:
     ) -> None:
         self.adapter = adapter
         self.config = config
-        self.trained_parameters = [p for p in adapter.parameters() if p.requires_grad]
+        # every parameter, frozen ones too, as the optimizer states of existing checkpoints
+        # list them; a frozen one gets no gradient, so its steps take the per-parameter path
+        self.trained_parameters = list(adapter.parameters())
         # fused: one kernel per parameter instead of ~10 per step; for small policies the
         # dispatch overhead, not the math, is what an optimizer step costs
         self.optimizer = torch.optim.Adam(
