@@ -114,10 +114,17 @@ def test_a_frozen_parameter_stays_put_and_in_the_optimizers_state():
     assert learner.optimizer.state_dict()["param_groups"][0]["params"] == [0, 1]
 
 
-def test_flat_parameters_refuse_mixed_dtypes():
+def test_mixed_dtypes_take_the_per_parameter_path_unless_flat_is_asked_for():
     parameters = [nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2, dtype=torch.float64))]
+    assert not FlatParameters(parameters, torch.optim.Adam(parameters, fused=True)).flat
     with pytest.raises(ValueError, match="one dtype and device"):
-        FlatParameters(parameters, torch.optim.Adam(parameters, fused=True))
+        FlatParameters(parameters, torch.optim.Adam(parameters, fused=True), flat=True)
+
+
+@pytest.mark.parametrize(("shape", "flat"), [((64, 64), True), ((512, 512), False)])
+def test_the_flat_path_is_the_default_for_small_tensors_on_the_cpu(shape, flat):
+    parameters = [nn.Parameter(torch.zeros(shape)), nn.Parameter(torch.zeros(shape[0]))]
+    assert FlatParameters(parameters, torch.optim.Adam(parameters, fused=True)).flat == flat
 
 
 class ScriptedObjective:

@@ -17,6 +17,14 @@ from torch.optim.adam import adam
 
 _MOMENTS = ("exp_avg", "exp_avg_sq")
 
+FLAT_ELEMENTS_PER_TENSOR = 16_384
+"""The flat path by default up to this many elements per parameter tensor, on average. It saves
+~8 us of per-tensor dispatch per tensor and step, and copying the gradients into the flat
+tensor costs ~0.3 ns per element (this 2-core Xeon, one thread): break-even near 27k. The
+Atari CNN (~170k per tensor) was ~3% slower flat; the classic-control and masked MLPs (under
+10k) gained 3-6% (experiments/RESULTS.md, "Parameters, gradients and Adam's moments in flat
+tensors")."""
+
 
 def _views(flat: torch.Tensor, like: list[nn.Parameter]) -> list[torch.Tensor]:
     """``flat`` cut into tensors shaped like ``like``, in order."""
@@ -29,16 +37,18 @@ def _views(flat: torch.Tensor, like: list[nn.Parameter]) -> list[torch.Tensor]:
 
 class FlatParameters:
     """Runs the one-group fused Adam ``optimizer``'s step, with gradient clipping, for
-    ``parameters`` (one dtype, one device). If ``flat`` (by default: on the CPU) it moves them
-    into one flat tensor and the optimizer's moments into two more.
+    ``parameters``. If ``flat`` (by default: on the CPU, for parameters of one dtype and
+    :data:`FLAT_ELEMENTS_PER_TENSOR` elements or fewer on average) it moves them into one flat
+    tensor (they must share one dtype and device) and the optimizer's moments into two more.
 
     A step where every parameter has a gradient, in a run where all have stepped together, is
     the flat one: the gradients are copied into one tensor, clipped and stepped. Otherwise
     (a multi-agent policy's adapter that no row of a minibatch reached, say) the step is
     torch's: the parameters without a gradient are skipped, keep their moments and their own
-    step counts, and later steps take the per-parameter path. So is every step on a GPU, where
-    torch's foreach and fused kernels already take all tensors in one launch, and where moving
-    an ``nn.LSTM``'s weights out of cuDNN's own flat buffer would cost a copy at every call.
+    step counts, and later steps take the per-parameter path. So does every step without flat
+    parameters: on a GPU torch's foreach and fused kernels already take all tensors in one
+    launch, and moving an ``nn.LSTM``'s weights out of cuDNN's own flat buffer would cost a copy
+    at every call; for large tensors copying the gradients costs more than it saves.
     ``optimizer.state_dict()`` is torch's per-parameter layout (of copies), and a state dict
     loaded through ``optimizer`` is copied into the moments (hooks), so checkpoints load
     either way.
@@ -50,17 +60,21 @@ class FlatParameters:
         optimizer: torch.optim.Adam,
         flat: bool | None = None,
     ) -> None:
-        kinds = {(parameter.dtype, parameter.device) for parameter in parameters}
-        if len(kinds) > 1:
-            raise ValueError(
-                f"the policy's trained parameters must share one dtype and device, got {kinds}"
-            )
         if len(optimizer.param_groups) != 1:
             raise ValueError("FlatParameters steps a one-group optimizer")
         self.optimizer = optimizer
         self.parameters = parameters
         self.device = parameters[0].device
-        self.flat = self.device.type == "cpu" if flat is None else flat
+        kinds = {(parameter.dtype, parameter.device) for parameter in parameters}
+        if flat is None:
+            elements = sum(parameter.numel() for parameter in parameters)
+            small = elements <= FLAT_ELEMENTS_PER_TENSOR * len(parameters)
+            flat = len(kinds) == 1 and self.device.type == "cpu" and small
+        if flat and len(kinds) > 1:
+            raise ValueError(
+                f"flat parameters must share one dtype and device, got {sorted(map(str, kinds))}"
+            )
+        self.flat = flat
         if self.flat:
             with torch.no_grad():
                 self.values = torch.cat([parameter.reshape(-1) for parameter in parameters])
