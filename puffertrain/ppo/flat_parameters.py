@@ -35,6 +35,11 @@ def _views(flat: torch.Tensor, like: list[nn.Parameter]) -> list[torch.Tensor]:
     ]
 
 
+def _clip_factor(norm: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """What ``nn.utils.clip_grad_norm_`` multiplies gradients of 2-norm ``norm`` by."""
+    return torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+
+
 class FlatParameters:
     """Runs the one-group fused Adam ``optimizer``'s step, with gradient clipping, for
     ``parameters``. If ``flat`` (by default: on the CPU, for parameters of one dtype and
@@ -151,7 +156,7 @@ class FlatParameters:
             # the flat path (shared_step is None off the CPU)
             torch.cat([grad.reshape(-1) for grad in gradients], out=self.gradients)
             norm = torch.linalg.vector_norm(self.gradients)
-            self.gradients.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+            self.gradients.mul_(_clip_factor(norm, max_norm))
             moments = ([self.moments[name]] for name in _MOMENTS)
             self._adam([self.values], [self.gradients], [self.shared_step], *moments)
             return norm
@@ -167,7 +172,7 @@ class FlatParameters:
             return torch.zeros((), device=self.device)
         gradients = [parameter.grad for parameter in stepped]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradients)))
-        torch._foreach_mul_(gradients, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+        torch._foreach_mul_(gradients, _clip_factor(norm, max_norm))
         states = [self.optimizer.state[parameter] for parameter in stepped]
         self._adam(
             stepped,
