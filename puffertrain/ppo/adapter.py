@@ -164,9 +164,7 @@ class PolicyAdapter(nn.Module):
                 outputs = self.policy(obs, **kwargs)
         params, value = self.distribution_parameters(outputs)
         if self.continuous:
-            mean, std = params
-            entropy = (0.5 + _LOG_SQRT_2PI + std.log()).sum(-1)
-            return _normal_log_prob(mean, std, actions), entropy, value
+            return (*gaussian_score(*params, actions), value)
         if not self.multi_discrete:  # one Discrete: no split, no sums over blocks
             return (*_score_categorical(params[0], actions, action_mask, self.masked_logit), value)
         masks = [None] * len(self.nvec) if action_mask is None else self._split(action_mask)
@@ -252,27 +250,58 @@ class CategoricalScore(torch.autograd.Function):
         action_mask: torch.Tensor | None,
         fill: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        log_p = F.log_softmax(mask_logits(logits, action_mask, fill), dim=-1)
-        p = log_p.exp()
-        index = actions.long().unsqueeze(-1)
-        entropy = -(p * log_p).sum(-1)
+        log_prob, entropy, saved = categorical_score(logits, actions, action_mask, fill)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(p, log_p, entropy, index)
-        return log_p.gather(-1, index).squeeze(-1), entropy
+        ctx.save_for_backward(*saved)
+        return log_prob, entropy
 
     @staticmethod
     def backward(
         ctx: Any, grad_log_prob: torch.Tensor | None, grad_entropy: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, None, None, None]:
-        p, log_p, entropy, index = ctx.saved_tensors
-        grad = None
-        if grad_log_prob is not None:
-            scale = grad_log_prob.unsqueeze(-1)
-            grad = (p * scale).neg_().scatter_add_(-1, index, scale)
-        if grad_entropy is not None:
-            from_entropy = (log_p + entropy.unsqueeze(-1)).mul_(p).mul_(grad_entropy.unsqueeze(-1))
-            grad = from_entropy.neg_() if grad is None else grad.sub_(from_entropy)
-        return grad, None, None, None
+        return logits_gradient(ctx.saved_tensors, grad_log_prob, grad_entropy), None, None, None
+
+
+def categorical_score(
+    logits: torch.Tensor,
+    actions: torch.Tensor,
+    action_mask: torch.Tensor | None,
+    fill: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """:class:`CategoricalScore`'s values, and what :func:`logits_gradient` takes."""
+    log_p = F.log_softmax(mask_logits(logits, action_mask, fill), dim=-1)
+    p = log_p.exp()
+    index = actions.long().unsqueeze(-1)
+    entropy = -(p * log_p).sum(-1)
+    return log_p.gather(-1, index).squeeze(-1), entropy, (p, log_p, entropy, index)
+
+
+def logits_gradient(
+    saved: tuple[torch.Tensor, ...],
+    grad_log_prob: torch.Tensor | None,
+    grad_entropy: torch.Tensor | float | None,
+) -> torch.Tensor | None:
+    """The gradient with respect to the logits of :func:`categorical_score` (``saved``), given
+    the gradients of each row's log-probability and entropy (one float for every row)."""
+    p, log_p, entropy, index = saved
+    grad = None
+    if grad_log_prob is not None:
+        scale = grad_log_prob.unsqueeze(-1)
+        grad = (p * scale).neg_().scatter_add_(-1, index, scale)
+    if grad_entropy is not None:
+        if isinstance(grad_entropy, torch.Tensor):
+            grad_entropy = grad_entropy.unsqueeze(-1)
+        from_entropy = (log_p + entropy.unsqueeze(-1)).mul_(p).mul_(grad_entropy)
+        grad = from_entropy.neg_() if grad is None else grad.sub_(from_entropy)
+    return grad
+
+
+def gaussian_score(
+    mean: torch.Tensor, std: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-probabilities of ``actions`` under the diagonal Normal ``(mean, std)`` and its
+    entropy."""
+    return _normal_log_prob(mean, std, actions), (0.5 + _LOG_SQRT_2PI + std.log()).sum(-1)
 
 
 def _normal_log_prob(mean: torch.Tensor, std: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

@@ -86,6 +86,7 @@ class FlatParameters:
             for parameter, value in zip(parameters, _views(self.values, parameters), strict=True):
                 parameter.data = value
             self.gradients = torch.zeros_like(self.values)
+            self.gradient_views = _views(self.gradients, parameters)
             self.moments = {name: torch.zeros_like(self.values) for name in _MOMENTS}
             self.moment_views = {
                 name: _views(moment, parameters) for name, moment in self.moments.items()
@@ -152,15 +153,25 @@ class FlatParameters:
         take the optimizer's step with its current hyperparameters (its LR is set per update).
         Returns the norm before clipping."""
         gradients = [parameter.grad for parameter in self.parameters]
-        if self.shared_step is not None and all(grad is not None for grad in gradients):
-            # the flat path (shared_step is None off the CPU)
+        if self.stepping_flat and all(grad is not None for grad in gradients):
             torch.cat([grad.reshape(-1) for grad in gradients], out=self.gradients)
-            norm = torch.linalg.vector_norm(self.gradients)
-            self.gradients.mul_(_clip_factor(norm, max_norm))
-            moments = ([self.moments[name]] for name in _MOMENTS)
-            self._adam([self.values], [self.gradients], [self.shared_step], *moments)
-            return norm
+            return self.clip_and_step_written(max_norm)
         return self._clip_and_step_each(max_norm)
+
+    @property
+    def stepping_flat(self) -> bool:
+        """Whether the parameters step together on the flat path (None off the CPU), so that
+        a step may take gradients written into :attr:`gradients` (:attr:`gradient_views`)."""
+        return self.shared_step is not None
+
+    def clip_and_step_written(self, max_norm: float) -> torch.Tensor:
+        """:meth:`clip_and_step` on the flat path, with every parameter's gradient already in
+        :attr:`gradients` (the ``.grad`` fields are not read)."""
+        norm = torch.linalg.vector_norm(self.gradients)
+        self.gradients.mul_(_clip_factor(norm, max_norm))
+        moments = ([self.moments[name]] for name in _MOMENTS)
+        self._adam([self.values], [self.gradients], [self.shared_step], *moments)
+        return norm
 
     def _clip_and_step_each(self, max_norm: float) -> torch.Tensor:
         """The per-parameter path: torch's clip and fused Adam over the parameters that have

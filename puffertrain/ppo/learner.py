@@ -16,6 +16,7 @@ from puffertrain.distributed import mean_over_ranks
 from puffertrain.ppo.adapter import PolicyAdapter
 from puffertrain.ppo.flat_parameters import FlatParameters
 from puffertrain.ppo.loss import ppo_loss
+from puffertrain.ppo.mlp_gradients import MLPGradients
 
 LR_ADAPT_FACTOR = 1.5
 """--adaptive-lr-kl's step: the rate moves by this factor per update (rsl_rl's and rl_games')."""
@@ -69,6 +70,11 @@ class Learner:
             fused=True,
         )
         self.flat = FlatParameters(self.trained_parameters, self.optimizer)
+        # the library's MLPs take their gradients written out, unless the loss is compiled
+        # or averaged over ranks (DistributedDataParallel reduces .grad fields)
+        self.written = None
+        if not (compile_loss or data_parallel):
+            self.written = MLPGradients.of(adapter, self.flat, config)
         objective = Objective(
             adapter, config, torch.compile(ppo_loss) if compile_loss else ppo_loss
         )
@@ -124,7 +130,9 @@ class Learner:
         steps = 0
         epochs = buffer.minibatches(config.num_minibatches, config.update_epochs)
         for minibatch in itertools.chain.from_iterable(epochs):
-            loss, stats = self.objective(minibatch)
+            # a loaded checkpoint whose parameters had stepped apart keeps them apart: autograd
+            written = self.written if self.flat.stepping_flat else None
+            loss, stats = (written or self.objective)(minibatch)
             history.append(stats)
             if kl_limit is not None:
                 # the ranks' mean: the KL of the minibatch they make together, as one process
@@ -132,9 +140,13 @@ class Learner:
                 kl = mean_over_ranks({"approx_kl": float(stats["approx_kl"])})["approx_kl"]
                 if kl > kl_limit:
                     break
-            self.flat.zero_grad()
-            loss.backward()
-            self.flat.clip_and_step(config.max_grad_norm)
+            if written is not None:
+                written.backward()
+                self.flat.clip_and_step_written(config.max_grad_norm)
+            else:
+                self.flat.zero_grad()
+                loss.backward()
+                self.flat.clip_and_step(config.max_grad_norm)
             steps += 1
         # averaged once at the end: a running sum costs an op per statistic and minibatch
         results = {

@@ -38,19 +38,87 @@ def normalized(advantages: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
     return centred / (variance.sqrt() + 1e-8)
 
 
-class ClippedObjective(torch.autograd.Function):
+def objective_gradients(
+    new_log_probs: torch.Tensor,
+    entropy: torch.Tensor,
+    new_values: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    old_values: torch.Tensor,
+    mask: torch.Tensor | None,
+    config: PPOConfig,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor, Any]:
     """CleanRL's PPO loss of one minibatch from the policy's new log-probabilities, entropies
     and values: ``-mean(min(A r, A clip(r))) + vf_coef * 0.5 * mean(value error²) - ent_coef *
     mean(entropy)``, the value error optionally CleanRL's clipped one (the larger of the two).
     Means are over the rows ``mask`` keeps (all when None).
 
-    Returns the loss and the :data:`STATISTICS`, each a 0-d tensor (no constant tensor is
-    built, which on a GPU would be a host-to-device copy that waits for the queue at every
-    minibatch). The forward pass computes the
-    gradients too, as autograd would take them through ``min``, ``max`` and ``clamp`` (the
-    branch that is taken carries the gradient), so the backward pass is a multiply per input;
-    none reaches the entropies when ``ent_coef`` is 0.
+    Returns the loss, the :data:`STATISTICS` (0-d tensors: no constant tensor is built, which
+    on a GPU would be a host-to-device copy that waits for the queue at every minibatch) and
+    the loss's gradients with respect to each row's log-probability, value and entropy, taken
+    as autograd would through ``min``, ``max`` and ``clamp`` (the branch that is taken carries
+    the gradient). The entropy's is a float when every row counts, None when ``ent_coef`` is 0.
     """
+    clip = config.clip_coef
+    log_ratio = new_log_probs - old_log_probs
+    ratio = log_ratio.exp()
+    unclipped = advantages * ratio
+    surrogate = torch.minimum(unclipped, advantages * ratio.clamp(1 - clip, 1 + clip))
+    # where the unclipped term is the smaller (or equal: inside the clip range) it carries
+    # the gradient d(A r)/d(log r) = A r; elsewhere the clamp stops it
+    surrogate_gradient = torch.where(unclipped <= surrogate, unclipped, 0.0)
+
+    error = new_values - returns
+    squared_error = error.square()
+    if config.clip_vloss:
+        moved = new_values - old_values
+        clipped_error = old_values + moved.clamp(-clip, clip) - returns
+        clipped_squared = clipped_error.square()
+        error = torch.where(
+            squared_error >= clipped_squared, error, clipped_error * (moved.abs() <= clip)
+        )
+        squared_error = torch.maximum(squared_error, clipped_squared)
+
+    ratio_change = ratio - 1.0
+    rows = torch.stack(
+        [
+            surrogate,
+            squared_error,
+            entropy,
+            log_ratio,
+            ratio_change - log_ratio,
+            (ratio_change.abs() > clip).to(ratio.dtype),
+        ]
+    )
+    # sums and one scale, because a mean costs 3x a sum at this size
+    if mask is None:
+        weights = 1.0 / new_log_probs.numel()
+        means = rows.sum(1) * weights
+    else:
+        weights = mask / mask.sum().clamp(min=1.0)
+        means = (rows * weights).sum(1)
+    surrogate_mean, squared_mean, entropy_mean, log_ratio_mean, kl, clipfrac = means.unbind()
+    policy_loss, value_loss = -surrogate_mean, 0.5 * squared_mean
+    loss = policy_loss + config.vf_coef * value_loss
+    if config.ent_coef:
+        loss = loss - config.ent_coef * entropy_mean
+    statistics = (policy_loss, value_loss, entropy_mean, -log_ratio_mean, kl, clipfrac)
+    entropy_gradient = weights * -config.ent_coef if config.ent_coef else None
+    return (
+        loss,
+        statistics,
+        surrogate_gradient.mul_(-weights),
+        error.mul_(weights * config.vf_coef),
+        entropy_gradient,
+    )
+
+
+class ClippedObjective(torch.autograd.Function):
+    """:func:`objective_gradients` as one autograd function: for a small policy each op
+    autograd records and replays costs more dispatch than math. Returns the loss and the
+    :data:`STATISTICS`; the forward pass computes the gradients too, so the backward pass is a
+    multiply per input, and none reaches the entropies when ``ent_coef`` is 0."""
 
     @staticmethod
     def forward(
@@ -64,57 +132,21 @@ class ClippedObjective(torch.autograd.Function):
         old_values: torch.Tensor,
         mask: torch.Tensor | None,
         config: PPOConfig,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        clip = config.clip_coef
-        log_ratio = new_log_probs - old_log_probs
-        ratio = log_ratio.exp()
-        unclipped = advantages * ratio
-        surrogate = torch.minimum(unclipped, advantages * ratio.clamp(1 - clip, 1 + clip))
-        # where the unclipped term is the smaller (or equal: inside the clip range) it carries
-        # the gradient d(A r)/d(log r) = A r; elsewhere the clamp stops it
-        surrogate_gradient = torch.where(unclipped <= surrogate, unclipped, 0.0)
-
-        error = new_values - returns
-        squared_error = error.square()
-        if config.clip_vloss:
-            moved = new_values - old_values
-            clipped_error = old_values + moved.clamp(-clip, clip) - returns
-            clipped_squared = clipped_error.square()
-            error = torch.where(
-                squared_error >= clipped_squared, error, clipped_error * (moved.abs() <= clip)
-            )
-            squared_error = torch.maximum(squared_error, clipped_squared)
-
-        ratio_change = ratio - 1.0
-        rows = torch.stack(
-            [
-                surrogate,
-                squared_error,
-                entropy,
-                log_ratio,
-                ratio_change - log_ratio,
-                (ratio_change.abs() > clip).to(ratio.dtype),
-            ]
+    ) -> tuple[torch.Tensor, ...]:
+        loss, statistics, log_prob_gradient, value_gradient, entropy_gradient = objective_gradients(
+            new_log_probs,
+            entropy,
+            new_values,
+            old_log_probs,
+            advantages,
+            returns,
+            old_values,
+            mask,
+            config,
         )
-        # sums and one scale, because a mean costs 3x a sum at this size
-        if mask is None:
-            weights = 1.0 / new_log_probs.numel()
-            means = rows.sum(1) * weights
-        else:
-            weights = mask / mask.sum().clamp(min=1.0)
-            means = (rows * weights).sum(1)
-        surrogate_mean, squared_mean, entropy_mean, log_ratio_mean, kl, clipfrac = means.unbind()
-        policy_loss, value_loss = -surrogate_mean, 0.5 * squared_mean
-        loss = policy_loss + config.vf_coef * value_loss
-        if config.ent_coef:
-            loss = loss - config.ent_coef * entropy_mean
-        statistics = (policy_loss, value_loss, entropy_mean, -log_ratio_mean, kl, clipfrac)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(
-            surrogate_gradient.mul_(-weights), error.mul_(weights * config.vf_coef)
-        )
-        # each row's gradient of the entropy term (a float when every row counts)
-        ctx.entropy_gradient = None if not config.ent_coef else weights * -config.ent_coef
+        ctx.save_for_backward(log_prob_gradient, value_gradient)
+        ctx.entropy_gradient = entropy_gradient  # each row's (a float when every row counts)
         ctx.mark_non_differentiable(*statistics)
         return loss, *statistics
 
