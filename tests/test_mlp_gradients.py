@@ -1,6 +1,7 @@
-"""The library MLPs' written-out gradients are autograd's: for each network, action space,
-mask and loss option, the loss, its statistics and every parameter's gradient match
-``ppo_loss`` + ``backward``; any other network keeps autograd."""
+"""The library MLPs act from their layers as their modules do, and their written-out gradients
+are autograd's: for each network, action space, mask and loss option, the loss, its statistics
+and every parameter's gradient match ``ppo_loss`` + ``backward``. Any other network keeps its
+modules and autograd."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from puffertrain.config import PPOConfig
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo.adapter import PolicyAdapter
 from puffertrain.ppo.flat_parameters import FlatParameters
+from puffertrain.ppo.known_mlp import KnownMLP
 from puffertrain.ppo.learner import Learner
 from puffertrain.ppo.loss import ppo_loss
 from puffertrain.ppo.mlp_gradients import MLPGradients
@@ -130,9 +132,10 @@ class _Subclass(BasicPolicy):
         return logits * 2.0, value
 
 
-def _gelu(adapter):
-    adapter.policy.encoder = mlp_encoder(OBSERVATIONS, 8, activation=nn.GELU)
-    return adapter
+def _gelu_policy():
+    policy = BasicPolicy(OBSERVATIONS, DISCRETE)
+    policy.encoder = mlp_encoder(OBSERVATIONS, 256, 256, activation=nn.GELU)
+    return policy
 
 
 REFUSED = {
@@ -140,9 +143,7 @@ REFUSED = {
     "a subclass that changes forward": lambda: PolicyAdapter(
         _Subclass(OBSERVATIONS, DISCRETE), DISCRETE
     ),
-    "an activation it does not know": lambda: _gelu(
-        PolicyAdapter(BasicPolicy(OBSERVATIONS, DISCRETE), DISCRETE)
-    ),
+    "an activation it does not know": lambda: PolicyAdapter(_gelu_policy(), DISCRETE),
     "a recurrent policy": lambda: PolicyAdapter(
         build_policy("lstm", OBSERVATIONS, DISCRETE), DISCRETE
     ),
@@ -191,3 +192,34 @@ def test_an_update_with_written_gradients_is_the_autograd_update(policy, action_
     (ours, our_statistics), (theirs, their_statistics) = results
     torch.testing.assert_close(ours, theirs)
     assert our_statistics == pytest.approx(their_statistics, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "policy, action_space, normalize",
+    [
+        ("mlp", DISCRETE, False),
+        ("mlp", MULTI, True),
+        ("separate_mlp", DISCRETE, True),
+        ("separate_mlp", BOX, False),
+        ("continuous", BOX, True),
+    ],
+)
+def test_the_known_mlp_acts_as_the_policys_modules(policy, action_space, normalize):
+    """The adapter acts from a known MLP's layers: the same outputs as the modules' forward,
+    bit for bit, at the rollout's batch sizes."""
+    adapter, buffer = _adapter_and_buffer(policy, action_space, normalize=normalize)
+    assert isinstance(adapter.known_mlp, KnownMLP)
+    for rows in (1, 8):
+        observations = buffer.observations[0, :1].expand(rows, -1, -1).contiguous()
+        with torch.no_grad():
+            expected = adapter.policy(observations)
+            outputs = adapter.known_mlp(observations)
+        assert len(outputs) == len(expected)
+        for output, reference in zip(outputs, expected, strict=True):
+            assert torch.equal(output, reference)
+
+
+def test_other_policies_act_through_their_modules():
+    assert PolicyAdapter(TinyPolicy(OBSERVATIONS, DISCRETE), DISCRETE).known_mlp is None
+    assert PolicyAdapter(_Subclass(OBSERVATIONS, DISCRETE), DISCRETE).known_mlp is None
+    assert PolicyAdapter(_gelu_policy(), DISCRETE).known_mlp is None

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from policies.contract import State, is_recurrent, takes_agent_ids
+from puffertrain.ppo.known_mlp import KnownMLP
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -64,6 +65,8 @@ class PolicyAdapter(nn.Module):
         # tensor at every call, which takes it ~1.7x as long at rollout batch sizes
         fill = torch.tensor(torch.finfo(torch.float32).min)
         self.register_buffer("masked_logit", fill, persistent=False)
+        # the library's MLPs run from their layers, without a module call per layer
+        self.known_mlp = KnownMLP.of(policy)
 
     def initial_state(self, batch_size: int, device: torch.device) -> State | None:
         """Zero recurrent state for ``batch_size`` envs (None for a feed-forward policy)."""
@@ -88,8 +91,15 @@ class PolicyAdapter(nn.Module):
                 outputs, state = self.policy.forward_step(obs, state, **kwargs)
                 state = tuple(part.float() for part in state)
             else:
-                outputs = self.policy(obs, **kwargs)
+                outputs = self._forward(obs, kwargs)
         return (*self.distribution_parameters(outputs), state)
+
+    def _forward(self, obs: torch.Tensor, kwargs: dict) -> tuple[torch.Tensor, ...]:
+        """A feed-forward policy's outputs; a known MLP's from its layers, outside autocast
+        (whose casts the module path takes)."""
+        if self.known_mlp is not None and self.autocast_dtype is None:
+            return self.known_mlp(obs)
+        return self.policy(obs, **kwargs)
 
     def distribution_parameters(
         self, outputs: tuple[torch.Tensor, ...]
@@ -161,7 +171,7 @@ class PolicyAdapter(nn.Module):
             if self.recurrent:
                 outputs = self.policy.forward_sequence(obs, states, episode_starts, **kwargs)
             else:
-                outputs = self.policy(obs, **kwargs)
+                outputs = self._forward(obs, kwargs)
         params, value = self.distribution_parameters(outputs)
         if self.continuous:
             return (*gaussian_score(*params, actions), value)

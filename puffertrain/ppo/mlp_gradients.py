@@ -9,25 +9,19 @@ products, a bias sum and an activation derivative per layer, with each parameter
 written straight into :class:`~puffertrain.ppo.flat_parameters.FlatParameters`' flat gradient
 tensor, which the clip and Adam step then read as they are.
 
-Only networks whose every layer this module knows are taken: ``mlp`` (``BasicPolicy``),
-``continuous`` (``ContinuousPolicy``) and ``separate_mlp`` (``SeparateMLPPolicy``), optionally
-inside the observation normaliser (``NormalizedPolicy``), with float Box observations, ReLU or
-tanh layers and Discrete, MultiDiscrete or Box actions. Anything else (a user's policy, a
-subclass, recurrence, agent ids, autocast, a GPU) keeps autograd.
+Only the networks :class:`~puffertrain.ppo.known_mlp.KnownMLP` knows are taken (the library's
+``mlp``, ``continuous`` and ``separate_mlp``, normalised or not), with Discrete, MultiDiscrete or
+Box actions. Anything else (a user's policy, a subclass, recurrence, agent ids, autocast, a
+GPU, a frozen parameter) keeps autograd.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from policies.features import VectorFeatures
-from policies.heads import GaussianHead
-from policies.mlp import BasicPolicy, ContinuousPolicy, SeparateMLPPolicy
-from policies.normalize import NormalizedPolicy
 from puffertrain.buffer import Minibatch
 from puffertrain.config import PPOConfig
 from puffertrain.ppo.adapter import (
@@ -37,6 +31,7 @@ from puffertrain.ppo.adapter import (
     logits_gradient,
 )
 from puffertrain.ppo.flat_parameters import FlatParameters
+from puffertrain.ppo.known_mlp import KnownMLP
 from puffertrain.ppo.loss import STATISTICS, normalized, objective_gradients
 
 _ACTIVATION_GRADIENTS = {
@@ -46,118 +41,47 @@ _ACTIVATION_GRADIENTS = {
 """The gradient through each known activation, from its output (autograd's own kernels)."""
 
 
-@dataclass
-class _Layer:
-    """One linear layer with its activation (None for a head), and where its gradients go."""
-
-    linear: nn.Linear
-    activation: type[nn.Module] | None
-    weight_gradient: torch.Tensor
-    bias_gradient: torch.Tensor
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        outputs = torch.addmm(self.linear.bias, inputs, self.linear.weight.t())
-        if self.activation is nn.ReLU:
-            return outputs.relu_()
-        if self.activation is nn.Tanh:
-            return outputs.tanh_()
-        return outputs
-
-    def backward(
-        self, grad: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tensor, to_inputs: bool
-    ) -> torch.Tensor | None:
-        """Write the weight's and bias's gradients from ``grad`` (at the layer's output);
-        return the gradient at its inputs if ``to_inputs``."""
-        if self.activation is not None:
-            grad = _ACTIVATION_GRADIENTS[self.activation](grad, outputs)
-        torch.mm(grad.t(), inputs, out=self.weight_gradient)
-        torch.sum(grad, 0, out=self.bias_gradient)
-        return grad.mm(self.linear.weight) if to_inputs else None
-
-
-def _trunk_layers(encoder: nn.Module) -> list[tuple[nn.Linear, type[nn.Module]]] | None:
-    """``mlp_encoder``'s layers: flat float features, then linear layers each followed by a
-    ReLU or tanh; None for any other encoder."""
-    if type(encoder) is not nn.Sequential or len(encoder) < 3 or len(encoder) % 2 == 0:
-        return None
-    features, *rest = list(encoder)
-    if type(features) is not VectorFeatures or features.bytes or features.categories is not None:
-        return None
-    pairs = list(zip(rest[::2], rest[1::2], strict=True))
-    known = all(
-        type(linear) is nn.Linear and linear.bias is not None and type(act) in _ACTIVATION_GRADIENTS
-        for linear, act in pairs
-    )
-    return [(linear, type(act)) for linear, act in pairs] if known else None
-
-
 class MLPGradients:
-    """Runs the PPO loss of a minibatch for one of the MLP policies named in the module's
-    docstring, as :func:`~puffertrain.ppo.loss.ppo_loss` would, and writes its gradients into
+    """Runs the PPO loss of a minibatch for a :class:`~puffertrain.ppo.known_mlp.KnownMLP`
+    policy, as :func:`~puffertrain.ppo.loss.ppo_loss` would, and writes its gradients into
     ``flat.gradients``. Build it with :meth:`of`."""
 
     def __init__(
-        self,
-        adapter: PolicyAdapter,
-        flat: FlatParameters,
-        config: PPOConfig,
-        normalizer: NormalizedPolicy | None,
-        trunks: list[list[tuple[nn.Linear, type[nn.Module]]]],
-        actor: nn.Module,
-        critic: nn.Linear,
+        self, adapter: PolicyAdapter, network: KnownMLP, flat: FlatParameters, config: PPOConfig
     ) -> None:
-        self.adapter, self.flat, self.config = adapter, flat, config
-        self.normalizer = normalizer
+        self.adapter, self.network, self.flat, self.config = adapter, network, flat, config
         gradient_of = dict(zip(map(id, flat.parameters), flat.gradient_views, strict=True))
-
-        def layer(linear: nn.Linear, activation: type[nn.Module] | None) -> _Layer:
-            return _Layer(
-                linear, activation, gradient_of[id(linear.weight)], gradient_of[id(linear.bias)]
-            )
-
-        self.trunks = [[layer(linear, act) for linear, act in trunk] for trunk in trunks]
-        self.gaussian = type(actor) is GaussianHead
-        self.actor = layer(actor.mean if self.gaussian else actor, None)
-        self.log_std = actor.logstd if self.gaussian else None
-        self.log_std_gradient = gradient_of[id(actor.logstd)] if self.gaussian else None
-        self.critic = layer(critic, None)
+        self._gradients = {
+            id(layer): (gradient_of[id(layer.weight)], gradient_of[id(layer.bias)])
+            for layer in network.linear_layers()
+        }
+        self.log_std_gradient = (
+            gradient_of[id(network.log_std)] if network.log_std is not None else None
+        )
         self._backward: Any = None
 
     @classmethod
     def of(
         cls, adapter: PolicyAdapter, flat: FlatParameters, config: PPOConfig
     ) -> MLPGradients | None:
-        """One for ``adapter``'s policy if its every layer is known and every trained
-        parameter is one of them, on the flat float32 CPU path without autocast; else None."""
+        """One for ``adapter``'s policy if it is a known MLP (its logits head for discrete
+        actions, its Gaussian head for Box ones) and every trained parameter is one of its
+        layers', on the flat float32 CPU path without autocast; else None."""
         if not isinstance(adapter, PolicyAdapter) or not flat.flat:
             return None
-        if adapter.autocast_dtype is not None or adapter.recurrent:
+        network = adapter.known_mlp
+        if network is None or adapter.autocast_dtype is not None or adapter.takes_agent_ids:
             return None
-        if adapter.takes_agent_ids or flat.device.type != "cpu":
+        if flat.device.type != "cpu" or network.gaussian != adapter.continuous:
             return None
         if any(parameter.dtype != torch.float32 for parameter in flat.parameters):
-            return None
-        policy, normalizer = adapter.policy, None
-        if type(policy) is NormalizedPolicy:
-            policy, normalizer = policy.policy, policy
-        if type(policy) in (BasicPolicy, ContinuousPolicy):
-            trunks = [_trunk_layers(policy.encoder)]
-        elif type(policy) is SeparateMLPPolicy:
-            trunks = [_trunk_layers(policy.actor_encoder), _trunk_layers(policy.critic_encoder)]
-        else:
-            return None
-        actor, critic = policy.actor, policy.critic
-        heads_known = type(critic) is nn.Linear and (
-            type(actor) is GaussianHead or (type(actor) is nn.Linear and not adapter.continuous)
-        )
-        if any(trunk is None for trunk in trunks) or not heads_known:
             return None
         # every trained parameter is written at every step, or the flat tensor keeps stale ones
         if {id(parameter) for parameter in adapter.parameters()} != set(map(id, flat.parameters)):
             return None
         if not all(parameter.requires_grad for parameter in flat.parameters):
             return None
-        return cls(adapter, flat, config, normalizer, trunks, actor, critic)
+        return cls(adapter, network, flat, config)
 
     def __call__(self, batch: Minibatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.forward(batch)
@@ -166,14 +90,9 @@ class MLPGradients:
         """The minibatch's loss and :data:`~puffertrain.ppo.loss.STATISTICS`; keeps what
         :meth:`backward` needs."""
         with torch.no_grad():
-            observations = batch.observations
-            if self.normalizer is not None:
-                observations = self.normalizer.normalize(observations)
-            observations = observations.reshape(observations.shape[0], -1).float()
-            activations = [self._trunk_forward(trunk, observations) for trunk in self.trunks]
-            actor_hidden, critic_hidden = activations[0][-1], activations[-1][-1]
-            outputs = self.actor.forward(actor_hidden)
-            values = self.critic.forward(critic_hidden).reshape(-1)
+            activations = self.network.trunk_activations(self.network.features(batch.observations))
+            outputs, values = self.network.heads(activations)
+            values = values.reshape(-1)
             log_probs, entropy, score = self._score(outputs, batch)
             advantages = batch.advantages
             if self.config.norm_adv:
@@ -193,7 +112,6 @@ class MLPGradients:
             )
         self._backward = (
             activations,
-            outputs,
             score,
             log_prob_gradient,
             value_gradient,
@@ -203,41 +121,60 @@ class MLPGradients:
 
     def backward(self) -> None:
         """Write the last :meth:`forward`'s gradients into the flat gradient tensor."""
-        activations, outputs, score, log_prob_gradient, value_gradient, entropy_gradient = (
-            self._backward
-        )
+        activations, score, log_prob_gradient, value_gradient, entropy_gradient = self._backward
         self._backward = None
+        network = self.network
         with torch.no_grad():
-            if self.gaussian:
+            if network.gaussian:
                 output_gradient = self._gaussian_gradients(
                     score, log_prob_gradient, entropy_gradient
                 )
             else:
                 output_gradient = self._logits_gradient(score, log_prob_gradient, entropy_gradient)
-            value_gradient = value_gradient.unsqueeze(-1)
             actor_trunk, critic_trunk = activations[0], activations[-1]
-            actor_hidden = self.actor.backward(output_gradient, actor_trunk[-1], outputs, True)
-            critic_hidden = self.critic.backward(value_gradient, critic_trunk[-1], None, True)
-            if len(self.trunks) == 1:
-                self._trunk_backward(self.trunks[0], actor_trunk, actor_hidden.add_(critic_hidden))
+            actor_hidden = self._layer_backward(
+                network.actor, None, output_gradient, actor_trunk[-1]
+            )
+            critic_hidden = self._layer_backward(
+                network.critic, None, value_gradient.unsqueeze(-1), critic_trunk[-1]
+            )
+            if len(network.trunks) == 1:
+                self._trunk_backward(0, actor_trunk, actor_hidden.add_(critic_hidden))
             else:
-                self._trunk_backward(self.trunks[0], actor_trunk, actor_hidden)
-                self._trunk_backward(self.trunks[1], critic_trunk, critic_hidden)
+                self._trunk_backward(0, actor_trunk, actor_hidden)
+                self._trunk_backward(1, critic_trunk, critic_hidden)
 
-    @staticmethod
-    def _trunk_forward(trunk: list[_Layer], observations: torch.Tensor) -> list[torch.Tensor]:
-        activations = [observations]
-        for layer in trunk:
-            activations.append(layer.forward(activations[-1]))
-        return activations
+    def _layer_backward(
+        self,
+        layer: nn.Linear,
+        activation: type[nn.Module] | None,
+        grad: torch.Tensor,
+        inputs: torch.Tensor,
+        outputs: torch.Tensor | None = None,
+        to_inputs: bool = True,
+    ) -> torch.Tensor | None:
+        """Write ``layer``'s weight and bias gradients from ``grad`` at its (activated)
+        ``outputs``; return the gradient at its ``inputs`` if ``to_inputs``."""
+        if activation is not None:
+            grad = _ACTIVATION_GRADIENTS[activation](grad, outputs)
+        weight_gradient, bias_gradient = self._gradients[id(layer)]
+        torch.mm(grad.t(), inputs, out=weight_gradient)
+        torch.sum(grad, 0, out=bias_gradient)
+        return grad.mm(layer.weight) if to_inputs else None
 
-    @staticmethod
     def _trunk_backward(
-        trunk: list[_Layer], activations: list[torch.Tensor], grad: torch.Tensor
+        self, index: int, activations: list[torch.Tensor], grad: torch.Tensor
     ) -> None:
-        for index in reversed(range(len(trunk))):
-            grad = trunk[index].backward(
-                grad, activations[index], activations[index + 1], to_inputs=index > 0
+        trunk = self.network.trunks[index]
+        for depth in reversed(range(len(trunk))):
+            layer, activation = trunk[depth]
+            grad = self._layer_backward(
+                layer,
+                activation,
+                grad,
+                activations[depth],
+                activations[depth + 1],
+                to_inputs=depth > 0,
             )
 
     def _score(
@@ -246,8 +183,8 @@ class MLPGradients:
         """Log-probabilities and entropies of the stored actions, as the adapter scores them,
         and what the gradients need."""
         adapter = self.adapter
-        if self.gaussian:
-            std = self.log_std.exp().expand_as(outputs)
+        if self.network.gaussian:
+            std = self.network.log_std.exp().expand_as(outputs)
             log_probs, entropy = gaussian_score(outputs, std, batch.actions)
             return log_probs, entropy, (batch.actions - outputs, std.square())
         if not adapter.multi_discrete:
