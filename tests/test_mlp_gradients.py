@@ -138,6 +138,12 @@ def _gelu_policy():
     return policy
 
 
+def _extra_parameter():
+    policy = BasicPolicy(OBSERVATIONS, DISCRETE)
+    policy.temperature = nn.Parameter(torch.ones(1))  # not one of the layers': never written
+    return policy
+
+
 REFUSED = {
     "a user's policy": lambda: PolicyAdapter(TinyPolicy(OBSERVATIONS, DISCRETE), DISCRETE),
     "a subclass that changes forward": lambda: PolicyAdapter(
@@ -150,6 +156,7 @@ REFUSED = {
     "bf16 autocast": lambda: PolicyAdapter(
         BasicPolicy(OBSERVATIONS, DISCRETE), DISCRETE, torch.bfloat16
     ),
+    "a parameter outside its layers": lambda: PolicyAdapter(_extra_parameter(), DISCRETE),
     "a frozen parameter": lambda: _frozen(
         PolicyAdapter(BasicPolicy(OBSERVATIONS, DISCRETE), DISCRETE)
     ),

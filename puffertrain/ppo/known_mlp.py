@@ -93,6 +93,11 @@ class KnownMLP:
         """Every linear layer: the trunks', then the actor's and the critic's."""
         return [layer for trunk in self.trunks for layer, _ in trunk] + [self.actor, self.critic]
 
+    def parameters(self) -> list[nn.Parameter]:
+        """Every parameter the layers and the heads hold."""
+        parameters = [p for layer in self.linear_layers() for p in (layer.weight, layer.bias)]
+        return parameters if self.log_std is None else [*parameters, self.log_std]
+
     def features(self, observations: torch.Tensor) -> torch.Tensor:
         """What the first layers read: normalised where the policy normalises, flat, float."""
         if self.normalizer is not None:

@@ -77,7 +77,10 @@ class MLPGradients:
         if any(parameter.dtype != torch.float32 for parameter in flat.parameters):
             return None
         # every trained parameter is written at every step, or the flat tensor keeps stale ones
-        if {id(parameter) for parameter in adapter.parameters()} != set(map(id, flat.parameters)):
+        trained = set(map(id, flat.parameters))
+        if {id(parameter) for parameter in adapter.parameters()} != trained:
+            return None
+        if {id(parameter) for parameter in network.parameters()} != trained:
             return None
         if not all(parameter.requires_grad for parameter in flat.parameters):
             return None
