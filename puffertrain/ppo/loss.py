@@ -121,28 +121,10 @@ class ClippedObjective(torch.autograd.Function):
     multiply per input, and none reaches the entropies when ``ent_coef`` is 0."""
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        new_log_probs: torch.Tensor,
-        entropy: torch.Tensor,
-        new_values: torch.Tensor,
-        old_log_probs: torch.Tensor,
-        advantages: torch.Tensor,
-        returns: torch.Tensor,
-        old_values: torch.Tensor,
-        mask: torch.Tensor | None,
-        config: PPOConfig,
-    ) -> tuple[torch.Tensor, ...]:
+    def forward(ctx: Any, *inputs: Any) -> tuple[torch.Tensor, ...]:
+        """``inputs``: :func:`objective_gradients`' arguments, in its order."""
         loss, statistics, log_prob_gradient, value_gradient, entropy_gradient = objective_gradients(
-            new_log_probs,
-            entropy,
-            new_values,
-            old_log_probs,
-            advantages,
-            returns,
-            old_values,
-            mask,
-            config,
+            *inputs
         )
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(log_prob_gradient, value_gradient)
