@@ -156,10 +156,11 @@ class GymnasiumEngine(Engine):
     def recv(self) -> StepResult:
         obs, rewards, terminations, truncations, _ = self.vector.step(self._actions)
         self.observations[:] = obs
-        row_ids = np.arange(self.num_rows)
-        episodes = self.tracker.update(row_ids, rewards, terminations | truncations)
+        rows = slice(0, self.num_rows)
+        episodes = self.tracker.update(rows, rewards, terminations | truncations)
         return StepResult(
-            row_ids,
+            np.arange(self.num_rows),
+            rows,
             obs,
             rewards,
             terminations,

@@ -11,7 +11,7 @@ import torch
 
 from policies.contract import State
 from puffertrain.buffer.minibatches import Minibatch, shuffled_epochs
-from puffertrain.engine.base import as_rows
+from puffertrain.engine.base import row_ids_of
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
@@ -123,28 +123,28 @@ class RolloutBuffer:
             if self.action_masks is not None:
                 self._host["action_masks"] = self.action_masks.numpy()
 
-    def index(self, steps: np.ndarray, row_ids: np.ndarray) -> Index:
-        """Where step ``steps[k]`` of env ``row_ids[k]`` goes: a basic index (views) when the
-        envs are one ascending run at the same step, else a pair of index tensors."""
-        rows = as_rows(row_ids)
+    def index(self, steps: np.ndarray, rows: slice | np.ndarray) -> Index:
+        """Where step ``steps[k]`` of the ``k``-th row of ``rows`` (row ids, or a slice of them
+        as :func:`~puffertrain.engine.base.as_rows` gives) goes: a basic index (views) when
+        the rows are one ascending run at the same step, else a pair of index tensors."""
         if isinstance(rows, slice) and (steps == steps[0]).all():
             return int(steps[0]), rows
         device = self.rewards.device
-        return torch.as_tensor(steps, device=device), torch.as_tensor(row_ids, device=device)
+        row_ids = torch.as_tensor(row_ids_of(rows), device=device)
+        return torch.as_tensor(steps, device=device), row_ids
 
     def _host_index(
-        self, steps: np.ndarray, row_ids: np.ndarray
+        self, steps: np.ndarray, rows: slice | np.ndarray
     ) -> tuple[int, slice] | tuple[np.ndarray, np.ndarray]:
         """:meth:`index` for the numpy views."""
-        rows = as_rows(row_ids)
         if isinstance(rows, slice) and (steps == steps[0]).all():
             return int(steps[0]), rows
-        return steps, row_ids
+        return steps, row_ids_of(rows)
 
     def store_step(
         self,
         steps: np.ndarray,
-        row_ids: np.ndarray,
+        rows: slice | np.ndarray,
         observations: torch.Tensor,
         actions: torch.Tensor,
         log_probs: torch.Tensor,
@@ -153,13 +153,14 @@ class RolloutBuffer:
         alive: np.ndarray,
         action_mask: torch.Tensor | None = None,
     ) -> None:
-        """Record what the policy did at step ``steps[k]`` of row ``row_ids[k]``: the
+        """Record what the policy did at step ``steps[k]`` of the ``k``-th row of ``rows`` (see
+        :meth:`index`): the
         observation it acted on, its action, log-probability and value, the state it acted
         from, whether the row's agent was alive, and the action mask it acted under."""
         if start_state is not None:
-            self.store_start_states(steps, row_ids, start_state)
+            self.store_start_states(steps, row_ids_of(rows), start_state)
         if self._host is not None:
-            index = self._host_index(steps, row_ids)
+            index = self._host_index(steps, rows)
             host = self._host
             if "alive" in host:
                 host["alive"][index] = alive
@@ -170,7 +171,7 @@ class RolloutBuffer:
             host["log_probs"][index] = log_probs.numpy()
             host["values"][index] = values.numpy()
             return
-        index = self.index(steps, row_ids)
+        index = self.index(steps, rows)
         if self.action_masks is not None:
             self.action_masks[index] = action_mask
         if self.alive is not None:
@@ -181,15 +182,16 @@ class RolloutBuffer:
         self.values[index] = values
 
     def store_outcome(
-        self, steps: np.ndarray, row_ids: np.ndarray, rewards: torch.Tensor, ended: np.ndarray
+        self, steps: np.ndarray, rows: slice | np.ndarray, rewards: torch.Tensor, ended: np.ndarray
     ) -> None:
-        """Record the reward and episode end of step ``steps[k]`` of row ``row_ids[k]``."""
+        """Record the reward and episode end of step ``steps[k]`` of the ``k``-th row of
+        ``rows`` (see :meth:`index`)."""
         if self._host is not None:
-            index = self._host_index(steps, row_ids)
+            index = self._host_index(steps, rows)
             self._host["rewards"][index] = rewards.numpy()
             self._host["episode_ends"][index] = ended
             return
-        index = self.index(steps, row_ids)
+        index = self.index(steps, rows)
         self.rewards[index] = rewards
         # as floats: a batch of scattered rows indexes with tensors, and index_put won't cast
         self.episode_ends[index] = to_torch(ended, self.rewards.device).float()

@@ -41,4 +41,5 @@ class AsyncWorkers(WorkerEngine):
     def recv(self) -> StepResult:
         workers = self._wait_for(min(self.batch_size // self.group_size, len(self._busy)))
         row_ids = group_row_ids(workers, self.group_size)
-        return self._step_result(row_ids, self._rows.select(as_rows(row_ids)))
+        rows = as_rows(row_ids)
+        return self._step_result(row_ids, self._rows.select(rows), rows)

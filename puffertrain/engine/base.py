@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class StepResult:
-    """One step of the rows ``row_ids`` (row ``k`` of every array is row ``row_ids[k]``).
+    """One step of the rows ``row_ids`` (row ``k`` of every array is row ``row_ids[k]``);
+    ``rows`` is ``row_ids`` as an index (:func:`as_rows`: a slice when they are one ascending run).
 
     Arrays may be the engine's own buffers: read them before the next ``recv``. With same-step
     autoreset, ``observations`` already holds the first observation of the next
@@ -33,6 +34,7 @@ class StepResult:
     """
 
     row_ids: np.ndarray
+    rows: slice | np.ndarray
     observations: np.ndarray
     rewards: np.ndarray
     terminations: np.ndarray
@@ -67,6 +69,11 @@ def as_rows(row_ids: np.ndarray) -> slice | np.ndarray:
     if int(row_ids[-1]) - first == count - 1 and (count < 3 or (row_ids[1:] > row_ids[:-1]).all()):
         return slice(first, first + count)
     return row_ids
+
+
+def row_ids_of(rows: slice | np.ndarray) -> np.ndarray:
+    """The row ids that :func:`as_rows` gave ``rows`` for."""
+    return np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
 
 
 def group_row_ids(groups: list[int], group_size: int) -> np.ndarray:
@@ -187,17 +194,22 @@ class Engine(ABC):
             state["action_masks"] = self.action_masks.tobytes()
         return state
 
-    def _step_result(self, row_ids: np.ndarray, rows: EnvRows) -> StepResult:
-        """Score finished episodes from the step of ``row_ids`` just written to ``rows``."""
-        episodes = self.tracker.update(row_ids, rows.rewards, rows.game_over)
+    def _step_result(
+        self, row_ids: np.ndarray, out: EnvRows, rows: slice | np.ndarray | None = None
+    ) -> StepResult:
+        """Score finished episodes from the step of ``row_ids`` just written to ``out``;
+        ``rows``: ``as_rows(row_ids)`` where the engine already has it."""
+        rows = as_rows(row_ids) if rows is None else rows
+        episodes = self.tracker.update(rows, out.rewards, out.game_over)
         return StepResult(
             row_ids,
-            rows.observations,
-            rows.rewards,
-            rows.terminations,
-            rows.truncations,
-            rows.final_observations,
-            rows.alive,
+            rows,
+            out.observations,
+            out.rewards,
+            out.terminations,
+            out.truncations,
+            out.final_observations,
+            out.alive,
             episodes,
-            rows.action_masks,
+            out.action_masks,
         )

@@ -35,19 +35,24 @@ class EpisodeTracker:
         self.agent_names = tuple(agent_names)
 
     def update(
-        self, env_ids: np.ndarray, rewards: np.ndarray, episode_over: np.ndarray
+        self, rows: slice | np.ndarray, rewards: np.ndarray, episode_over: np.ndarray
     ) -> list[Episode]:
-        """Add one step of the rows ``env_ids``; return the episodes that ``episode_over``
-        closes, and restart them."""
-        self.scores[env_ids] += rewards
-        self.lengths[env_ids] += 1
+        """Add one step of ``rows`` (row ids, or a slice of them); return the episodes that
+        ``episode_over`` closes, and restart them."""
+        self.scores[rows] += rewards
+        self.lengths[rows] += 1
         if not episode_over.any():  # most steps: nothing to close
             return []
-        ended = env_ids[episode_over]
+        if isinstance(rows, slice):
+            ended = np.flatnonzero(episode_over) + rows.start
+        else:
+            ended = rows[episode_over]
         if self.agent_names:
             finished = [self._agents_episode(int(row)) for row in ended[:: len(self.agent_names)]]
         else:
-            finished = [Episode(int(i), float(self.scores[i]), int(self.lengths[i])) for i in ended]
+            # python scalars in one conversion each, not one numpy scalar per field per episode
+            columns = ended.tolist(), self.scores[ended].tolist(), self.lengths[ended].tolist()
+            finished = [Episode(*fields) for fields in zip(*columns, strict=True)]
         self.scores[ended] = 0.0
         self.lengths[ended] = 0
         return finished

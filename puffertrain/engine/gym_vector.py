@@ -29,10 +29,12 @@ def _reset_cartpole_rows(
     state in ``[low, high]``, step count 0) within the step that ended, and clears the pending
     reset, so no step is spent on it."""
     env = vector.unwrapped
-    env.state[:, ended] = env.np_random.uniform(low=env.low, high=env.high, size=(4, ended.sum()))
-    env.steps[ended] = 0
-    env.prev_done[ended] = False
-    return env.state[:, ended].T.astype(np.float32)
+    rows = np.flatnonzero(ended)  # indexed four times: a mask would be scanned each time
+    states = env.np_random.uniform(low=env.low, high=env.high, size=(4, rows.size))
+    env.state[:, rows] = states
+    env.steps[rows] = 0
+    env.prev_done[rows] = False
+    return states.T.astype(np.float32)
 
 
 def _reset_masked_rows(

@@ -48,4 +48,4 @@ class LockstepWorkers(WorkerEngine):
             step_envs(self._local_envs, actions, self._local_rows, 0)
         finally:
             self._wait_for(self.num_workers)
-        return self._step_result(np.arange(self.num_rows), self._rows)
+        return self._step_result(np.arange(self.num_rows), self._rows, slice(0, self.num_rows))

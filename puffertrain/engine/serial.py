@@ -71,7 +71,7 @@ class SerialEngine(Engine):
         step_envs(
             self.envs[first // agents : rows.stop // agents], actions, group_rows, first // agents
         )
-        return self._step_result(np.arange(first, rows.stop), group_rows)
+        return self._step_result(np.arange(first, rows.stop), group_rows, rows)
 
     def state_dict(self) -> dict[str, Any]:
         return self._engine_state([capture_env_state(env) for env in self.envs])

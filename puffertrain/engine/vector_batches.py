@@ -48,6 +48,7 @@ class VectorBatches(Engine):
             np.arange(b * self.batch_size, (b + 1) * self.batch_size)
             for b in range(self.num_batches)
         ]
+        self._batch_slices = [self.batch_rows(b) for b in range(self.num_batches)]
 
     def batch_rows(self, batch: int) -> slice:
         """The rows of batch ``batch``."""
@@ -70,7 +71,7 @@ class VectorBatches(Engine):
         batch = self._sent.popleft()
         out = self._batch_rows[batch]
         self._recv_batch(batch, out)
-        return self._step_result(self._batch_row_ids[batch], out)
+        return self._step_result(self._batch_row_ids[batch], out, self._batch_slices[batch])
 
     def state_dict(self) -> dict[str, Any]:
         snapshots = [self._capture_batch(batch) for batch in range(self.num_batches)]

@@ -130,7 +130,7 @@ class Rollout:
             if buffer is not None:  # before the new state overwrites ``state``'s rows (views)
                 steps = self.row_steps[rows]
                 buffer.store_step(
-                    steps, row_ids, obs, actions, log_probs, values, state, self.alive[rows], masks
+                    steps, rows, obs, actions, log_probs, values, state, self.alive[rows], masks
                 )
             self._set_state(rows, new_state)
             actions_for_envs = env_actions(actions, self.engine.single_action_space)
@@ -149,13 +149,12 @@ class Rollout:
         start = time.perf_counter()
         result = self.engine.recv()
         self.timer.add("env", start)
-        row_ids = result.row_ids
-        rows = as_rows(row_ids)
+        row_ids, rows = result.row_ids, result.rows
         self.global_step += len(row_ids) * self.step_weight
         ended = result.terminations | result.truncations
         if buffer is not None:
             rewards = self._training_rewards(result, ended, rows)
-            buffer.store_outcome(self.row_steps[rows] - 1, row_ids, rewards, ended)
+            buffer.store_outcome(self.row_steps[rows] - 1, rows, rewards, ended)
         if self.state is not None and ended.any():
             for part in self.state:
                 part[torch.as_tensor(row_ids[ended], device=self.device)] = 0
