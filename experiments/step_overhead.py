@@ -16,7 +16,16 @@ Per step of the whole batch, median of ``--repeats``:
   log-probability, four buffer writes, the env step, two more writes), the same env and policy;
   its overhead is what any trainer written this way pays beyond the env and the math;
 - alternating: the forward and the env step called in turn and nothing else, which shows
-  what taking turns costs over timing each alone.
+  what taking turns costs over timing each alone;
+- env-only: puffertrain's step with random actions drawn beforehand (``Rollout.receive`` and
+  ``Engine.send``, as ``bench`` times it), against the env floor: the vector env's step plus
+  the least an engine keeping the engines' contract does (``env_floor_step``: the
+  observations, the same-step reset of ended envs by the env's own rule, the final
+  observations, each episode's score and length).
+
+The ceilings of the per-step speed issue follow (printed per batch): env-only SPS can be no
+more than ``batch / env floor``, and an eager rollout with same-step resets no more than
+``batch / (floor total + env floor - env)``.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import torch
 
 from puffertrain.buffer import RolloutBuffer
 from puffertrain.engine import make_engine
+from puffertrain.engine.gym_vector import row_reset
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.rollout import Rollout
@@ -79,6 +89,8 @@ def measure(batch: int, seconds: float) -> dict[str, float]:
         math = _seconds_per_call(lambda: policy(obs), seconds)
         floor = _seconds_per_call(floor_step(vector, policy, batch), seconds)
         alternating = _seconds_per_call(lambda: (policy(obs), vector.step(fixed)), seconds)
+    env_floor = _seconds_per_call(env_floor_step(vector, fixed), seconds)
+    env_only = _seconds_per_call(env_only_step(rollout, fixed), seconds)
     engine.close()
     return {
         "total_us": total * 1e6,
@@ -86,7 +98,48 @@ def measure(batch: int, seconds: float) -> dict[str, float]:
         "policy_math_us": math * 1e6,
         "floor_total_us": floor * 1e6,
         "alternating_us": alternating * 1e6,
+        "env_floor_us": env_floor * 1e6,
+        "env_only_us": env_only * 1e6,
     }
+
+
+def env_only_step(rollout: Rollout, actions: np.ndarray) -> Callable[[], None]:
+    """puffertrain's env-only step, as ``bench`` times it: take the batch back, send it again
+    with actions drawn beforehand."""
+    rollout.reset(0)
+    rollout.engine.send(actions, np.arange(rollout.num_rows))
+
+    def one_step() -> None:
+        rollout.engine.send(actions, rollout.receive().row_ids)
+
+    return one_step
+
+
+def env_floor_step(vector: gym.vector.VectorEnv, actions: np.ndarray) -> Callable[[], None]:
+    """One step of the vector env with the least bookkeeping an engine keeping the engines'
+    contract needs (same-step reset by the env's own rule, final observations, episode scores
+    and lengths); no rows, no timers, no result object."""
+    observations = vector.reset(seed=0)[0].copy()
+    final_observations = np.zeros_like(observations)
+    scores = np.zeros(len(observations))
+    lengths = np.zeros(len(observations), dtype=np.int64)
+    reset_rows = row_reset(vector)
+
+    def one_step() -> None:
+        obs, rewards, terminations, truncations, _ = vector.step(actions)
+        observations[:] = obs
+        scores[:] += rewards
+        lengths[:] += 1
+        ended = terminations | truncations
+        if ended.any():
+            final_observations[ended] = obs[ended]
+            observations[ended] = reset_rows(vector, ended, obs)
+            rows = np.flatnonzero(ended)
+            list(zip(rows.tolist(), scores[rows].tolist(), lengths[rows].tolist(), strict=True))
+            scores[rows] = 0.0
+            lengths[rows] = 0
+
+    return one_step
 
 
 def floor_step(
@@ -149,6 +202,19 @@ def main() -> None:
             f"policy math {row['policy_math_us']:6.1f}, overhead {row['overhead_us']:6.1f}; "
             f"floor: total {row['floor_total_us']:7.1f}, overhead {row['floor_overhead_us']:6.1f}; "
             f"forward and env in turn {row['alternating_us']:6.1f}"
+        )
+        batch_sps = batch * 1e6
+        row["env_only_sps"] = batch_sps / row["env_only_us"]
+        row["env_only_ceiling_sps"] = batch_sps / row["env_floor_us"]
+        row["env_alone_sps"] = batch_sps / row["env_us"]
+        same_step_resets = row["env_floor_us"] - row["env_us"]
+        row["rollout_sps"] = batch_sps / row["total_us"]
+        row["rollout_ceiling_sps"] = batch_sps / (row["floor_total_us"] + same_step_resets)
+        print(
+            f"  env-only: puffertrain {row['env_only_sps']:,.0f} SPS, ceiling "
+            f"{row['env_only_ceiling_sps']:,.0f} (env floor {row['env_floor_us']:.1f} µs), env "
+            f"alone {row['env_alone_sps']:,.0f}; rollout: puffertrain "
+            f"{row['rollout_sps']:,.0f} SPS, eager ceiling {row['rollout_ceiling_sps']:,.0f}"
         )
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
