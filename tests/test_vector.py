@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from puffertrain.engine import EnvError, SerialEngine, multiprocessing_engine
+from puffertrain.engine import EnvError, EpisodeTracker, SerialEngine, multiprocessing_engine
 from puffertrain.envs import env_factory
 from tests.envs import CountingEnv
 
@@ -71,3 +71,19 @@ def test_an_env_raising_on_reset_is_named_with_its_traceback():
             workers.reset(seed=0)
     finally:
         workers.close()
+
+
+@pytest.mark.parametrize("rows", [slice(2, 5), np.array([2, 3, 4]), np.array([4, 2, 3])])
+def test_episode_tracker_scores_rows_given_as_a_slice_or_ids(rows):
+    tracker = EpisodeTracker(6)
+    ids = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
+    tracker.update(rows, np.array([1.0, 2.0, 3.0]), np.zeros(3, dtype=bool))
+    episodes = tracker.update(rows, np.array([1.0, 2.0, 3.0]), np.array([False, True, True]))
+    assert [(e.env_index, e.score, e.length) for e in episodes] == [
+        (int(ids[1]), 4.0, 2),
+        (int(ids[2]), 6.0, 2),
+    ]
+    assert all(type(e.env_index) is int and type(e.score) is float for e in episodes)
+    assert tracker.scores[ids].tolist() == [2.0, 0.0, 0.0]
+    assert tracker.lengths[ids].tolist() == [2, 0, 0]
+    assert tracker.scores[[0, 1, 5]].tolist() == [0.0, 0.0, 0.0]
