@@ -46,10 +46,20 @@ def main() -> None:
     parser.add_argument("--common", default="", help="flags for puffertrain and the SB3 config")
     parser.add_argument("--variant", action="append", help="puffertrain-only flags")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--sb3-threads",
+        type=int,
+        default=0,
+        help="torch threads for SB3 (0: torch's default, one per core, as a user gets it)",
+    )
     parser.add_argument("--output", type=Path)
     parser.add_argument("--sb3-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sb3_run:
+        if args.sb3_threads:
+            import torch
+
+            torch.set_num_threads(args.sb3_threads)
         print(json.dumps(train_sb3(args.env, args.total_timesteps, shlex.split(args.common))))
         return
     variants = args.variant or [""]
@@ -74,6 +84,7 @@ def main() -> None:
                 [
                     *(sys.executable, __file__, "--sb3-run", "--env", args.env),
                     *("--total-timesteps", str(args.total_timesteps), f"--common={args.common}"),
+                    f"--sb3-threads={args.sb3_threads}",
                 ],
                 check=True,
                 capture_output=True,
@@ -105,6 +116,7 @@ def summarize(args: argparse.Namespace, runs: dict[str, list[dict]]) -> dict:
         "env": args.env,
         "total_timesteps": args.total_timesteps,
         "common": args.common,
+        "sb3_threads": args.sb3_threads,
         "medians": medians,
         "runs": runs,
         "date": time.strftime("%Y-%m-%d"),
