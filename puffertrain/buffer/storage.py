@@ -154,9 +154,9 @@ class RolloutBuffer:
         action_mask: torch.Tensor | None = None,
     ) -> None:
         """Record what the policy did at step ``steps[k]`` of the ``k``-th row of ``rows`` (see
-        :meth:`index`): the
-        observation it acted on, its action, log-probability and value, the state it acted
-        from, whether the row's agent was alive, and the action mask it acted under."""
+        :meth:`index`): the observation it acted on, its action, log-probability and value,
+        the state it acted from, whether the row's agent was alive, and the action mask it
+        acted under."""
         if start_state is not None:
             self.store_start_states(steps, row_ids_of(rows), start_state)
         if self._host is not None:
