@@ -195,11 +195,10 @@ class Engine(ABC):
         return state
 
     def _step_result(
-        self, row_ids: np.ndarray, out: EnvRows, rows: slice | np.ndarray | None = None
+        self, row_ids: np.ndarray, out: EnvRows, rows: slice | np.ndarray
     ) -> StepResult:
         """Score finished episodes from the step of ``row_ids`` just written to ``out``;
-        ``rows``: ``as_rows(row_ids)`` where the engine already has it."""
-        rows = as_rows(row_ids) if rows is None else rows
+        ``rows`` is ``as_rows(row_ids)``, which each engine knows without deriving it."""
         episodes = self.tracker.update(rows, out.rewards, out.game_over)
         return StepResult(
             row_ids,
