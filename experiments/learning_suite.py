@@ -23,6 +23,11 @@ algorithm's γ), ``lin_`` schedules, ``policy_kwargs`` strings, ``env_wrapper`` 
 an id, the nearest one is used and the table says so (``HalfCheetah-v4`` for v5); ALE ids get
 ``frameskip=1`` so the zoo's AtariWrapper skips the 4 frames puffertrain's env skips.
 
+A third trainer, ``sb3``, is SB3's ``PPO`` with the values puffertrain resolves for the env and
+``--flags`` (``experiments/vs_sb3.py``'s translation: the same rollout, minibatches, epochs,
+schedule, loss, network and ``VecNormalize``): the like-for-like peer, where ``zoo`` is the
+tuned one. ``--flags`` reach it as they reach puffertrain.
+
 Each (env, seed, trainer) result is appended to a JSON-lines file as it finishes; a rerun
 skips those already there, so the suite runs in pieces. A result: mean of the last 20
 training episodes, best rolling mean of 20, env steps and seconds until that mean first
@@ -49,11 +54,12 @@ from typing import Any
 
 from steps_to_return import Episode, first_reaching, logged_episodes  # this folder is on sys.path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from vs_sb3 import sb3_model
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "experiments" / "results" / "learning_suite.jsonl"
 TABLE = REPO / "experiments" / "results" / "learning_suite.md"
-TRAINERS = ("puffertrain", "zoo")
+TRAINERS = ("puffertrain", "zoo", "sb3")
 WINDOW = 20
 
 
@@ -178,20 +184,27 @@ def last_evaluation(run_dir: Path) -> float | None:
     return events.Scalars("eval/episodic_return")[-1].value
 
 
-def run_zoo(env: SuiteEnv, seed: int) -> dict[str, Any]:
-    """Train SB3 with the zoo's values in a child process (as puffertrain runs in one)."""
+def run_sb3(env: SuiteEnv, seed: int, trainer: str, flags: list[str]) -> dict[str, Any]:
+    """Train SB3 in a child process (as puffertrain runs in one): with the zoo's values
+    (``zoo``), or with the values puffertrain resolves for the env and ``flags`` (``sb3``)."""
     script = Path(__file__).resolve().relative_to(REPO)
     command = [sys.executable, str(script), "zoo-run", "--env", env.env_id, "--seed", str(seed)]
-    command += ["--budget", str(env.budget)]
+    command += ["--budget", str(env.budget), "--values", trainer, f"--flags={shlex.join(flags)}"]
     started = time.perf_counter()
     finished = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
     result = json.loads(finished.stdout.splitlines()[-1])
     episodes = [tuple(episode) for episode in result.pop("episodes")]
-    where = f"{env.zoo_file}.yml {env.zoo_key}" if env.zoo_key else "SB3 defaults (no zoo entry)"
+    if trainer == "sb3":
+        where = "puffertrain's values" + (f" with {shlex.join(flags)}" if flags else "")
+        hyperparams = f"SB3 PPO with {where} (experiments/vs_sb3.py)"
+    elif env.zoo_key:
+        hyperparams = f"RL Zoo {env.zoo_file}.yml {env.zoo_key}"
+    else:
+        hyperparams = "RL Zoo SB3 defaults (no zoo entry)"
     return {
         **result,
         "process_wall_s": time.perf_counter() - started,
-        "hyperparams": f"RL Zoo {where}",
+        "hyperparams": hyperparams,
         "command": shlex.join(["python", *command[1:]]),
         **summarize(episodes, env.threshold),
     }
@@ -276,8 +289,8 @@ def zoo_model(env: SuiteEnv, seed: int):
     return algorithm(env=envs, seed=seed, device="cpu", **values)
 
 
-def train_zoo(env: SuiteEnv, seed: int) -> dict[str, Any]:
-    """Train the zoo's model for the env's budget; its episodes as (step, return, seconds since
+def train_logged(model, budget: int) -> dict[str, Any]:
+    """Train an SB3 ``model`` for ``budget`` steps; its episodes as (step, return, seconds since
     ``learn`` started), its SPS and training seconds."""
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -297,9 +310,8 @@ def train_zoo(env: SuiteEnv, seed: int) -> dict[str, Any]:
                     self.episodes.append((self.num_timesteps, float(info["episode"]["r"]), seconds))
             return True
 
-    model = zoo_model(env, seed)
     log = EpisodeLog()
-    model.learn(env.budget, callback=log)
+    model.learn(budget, callback=log)
     wall = time.perf_counter() - log.start
     return {
         "steps": model.num_timesteps,
@@ -355,7 +367,7 @@ def run_suite(args: argparse.Namespace) -> None:
         if trainer == "puffertrain":
             result = run_puffertrain(env, seed, args.run_root, shlex.split(args.flags))
         else:
-            result = run_zoo(env, seed)
+            result = run_sb3(env, seed, trainer, shlex.split(args.flags))
         record = {"env": env.env_id, "seed": seed, "trainer": trainer, "budget": env.budget}
         record |= {"threshold": env.threshold, **result, "date": time.strftime("%Y-%m-%d")}
         args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -377,7 +389,8 @@ def median_or_none(values: list[float | None]) -> float | None:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """Markdown: per env and budget, puffertrain vs the zoo, medians over seeds."""
+    """Markdown: per env and budget, puffertrain vs the zoo (and SB3 with puffertrain's values),
+    medians over seeds."""
     header = (
         "| family | env | budget | zoo values | trainer | seeds | final mean of 20 | "
         "reached | steps to threshold | s to threshold | SPS |\n"
@@ -398,7 +411,12 @@ def table(results: list[dict[str, Any]]) -> str:
             steps = median_or_none([r["steps_to_threshold"] for r in runs])
             seconds = median_or_none([r["seconds_to_threshold"] for r in runs])
             final = median_or_none([r["final_mean_return"] for r in runs])
-            zoo = f"{env.zoo_file}.yml {env.zoo_key}" if env.zoo_key else "none (SB3 defaults)"
+            if trainer == "sb3":
+                zoo = "none (puffertrain's values)"
+            elif env.zoo_key:
+                zoo = f"{env.zoo_file}.yml {env.zoo_key}"
+            else:
+                zoo = "none (SB3 defaults)"
             rows.append(
                 f"| {env.family} | {env.env_id} | {budget:,} | {zoo} | {trainer} | "
                 f"{' '.join(str(r['seed']) for r in runs)} | "
@@ -418,7 +436,7 @@ def main() -> None:
     run.add_argument("--env", nargs="+", help=f"of {list(SUITE)}")
     run.add_argument("--family", nargs="+", choices=sorted({e.family for e in SUITE.values()}))
     run.add_argument("--seeds", type=int, nargs="+", help="default: each env's own (3; Atari 1)")
-    run.add_argument("--trainer", nargs="+", choices=TRAINERS, default=list(TRAINERS))
+    run.add_argument("--trainer", nargs="+", choices=TRAINERS, default=["puffertrain", "zoo"])
     run.add_argument("--budget", type=int, help="instead of each env's (a smoke test)")
     run.add_argument("--results", type=Path, default=RESULTS)
     run.add_argument(
@@ -437,6 +455,8 @@ def main() -> None:
     child.add_argument("--env", required=True, choices=list(SUITE))
     child.add_argument("--seed", type=int, required=True)
     child.add_argument("--budget", type=int, required=True)
+    child.add_argument("--values", default="zoo", choices=("zoo", "sb3"))
+    child.add_argument("--flags", default="")
     args = parser.parse_args()
     if args.command == "run":
         run_suite(args)
@@ -446,7 +466,12 @@ def main() -> None:
         args.output.write_text(text)
     else:
         env = dataclasses.replace(SUITE[args.env], budget=args.budget)
-        print(json.dumps(train_zoo(env, args.seed)))
+        if args.values == "zoo":
+            model = zoo_model(env, args.seed)
+        else:
+            flags = ["--seed", str(args.seed), *shlex.split(args.flags)]
+            model = sb3_model(env.puffertrain_id, flags)[0]
+        print(json.dumps(train_logged(model, env.budget)))
 
 
 if __name__ == "__main__":

@@ -126,23 +126,9 @@ def summarize(args: argparse.Namespace, runs: dict[str, list[dict]]) -> dict:
 def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str, float]:
     """Train SB3 PPO with the hyperparameters puffertrain resolves for ``env_id``; return its
     SPS over the second half of the run and over the whole of ``learn``."""
-    import torch
-    from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from puffertrain.cli import parse_train_args
-    from puffertrain.envs.make import is_atari
-
-    config, _ = parse_train_args(["--env", env_id, *common])
-    atari = is_atari(env_id)
-    if atari:
-        policy, policy_kwargs = "CnnPolicy", {}
-    elif config.policy == "separate_mlp":
-        policy, policy_kwargs = "MlpPolicy", {}  # SB3's default: 2 × 64 tanh, nothing shared
-    else:
-        policy, policy_kwargs = "MlpPolicy", _mlp_trunk(torch)
-    envs = _sb3_envs(env_id, config.num_envs, config.seed, atari)
-    envs = sb3_normalized(envs, config)
+    model, described = sb3_model(env_id, common)
 
     class RolloutClock(BaseCallback):
         def __init__(self) -> None:
@@ -155,14 +141,6 @@ def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str,
         def _on_rollout_end(self) -> None:
             self.marks.append((time.perf_counter(), self.num_timesteps))
 
-    model = PPO(
-        policy,
-        envs,
-        **sb3_ppo_kwargs(config),
-        policy_kwargs=policy_kwargs,
-        seed=config.seed,
-        device="cpu",
-    )
     clock = RolloutClock()
     start = time.perf_counter()
     model.learn(total_timesteps, callback=clock)
@@ -173,10 +151,42 @@ def train_sb3(env_id: str, total_timesteps: int, common: list[str]) -> dict[str,
         "steps": model.num_timesteps,
         "sps_whole_run": model.num_timesteps / (end - start),
         "sps_second_half": (model.num_timesteps - half_steps) / (end - half_time),
+        **described,
+    }
+
+
+def sb3_model(env_id: str, common: list[str]):
+    """SB3's ``PPO`` with the hyperparameters and network of the config puffertrain resolves
+    for ``--env env_id`` and the flags ``common``, on its vector env, and what was chosen."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from puffertrain.cli import parse_train_args
+    from puffertrain.envs.make import is_atari
+
+    config, _ = parse_train_args(["--env", env_id, *common])
+    atari = is_atari(env_id)
+    if atari:
+        policy, policy_kwargs = "CnnPolicy", {}
+    elif config.policy == "separate_mlp":
+        policy, policy_kwargs = "MlpPolicy", {}  # SB3's default: 2 × 64 tanh, nothing shared
+    else:
+        policy, policy_kwargs = "MlpPolicy", _mlp_trunk(torch)
+    envs = sb3_normalized(_sb3_envs(env_id, config.num_envs, config.seed, atari), config)
+    model = PPO(
+        policy,
+        envs,
+        **sb3_ppo_kwargs(config),
+        policy_kwargs=policy_kwargs,
+        seed=config.seed,
+        device="cpu",
+    )
+    described = {
         "sb3_policy": policy,
         "sb3_policy_kwargs": sorted(policy_kwargs),
         "sb3_vec_normalize": config.normalize_obs or config.normalize_reward,
     }
+    return model, described
 
 
 def sb3_normalized(envs, config: TrainConfig):

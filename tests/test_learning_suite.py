@@ -34,15 +34,16 @@ def fake_result(final: float, steps: int | None) -> dict:
 def test_rerun_skips_finished_runs_and_appends_the_rest(suite, monkeypatch, tmp_path):
     calls = []
 
-    def fake(trainer):
-        def run(env, seed, *_):
-            calls.append((env.env_id, seed, trainer))
-            return fake_result(500.0, 1000)
+    def run_puffertrain(env, seed, run_root, flags):
+        calls.append((env.env_id, seed, "puffertrain"))
+        return fake_result(500.0, 1000)
 
-        return run
+    def run_sb3(env, seed, trainer, flags):
+        calls.append((env.env_id, seed, trainer))
+        return fake_result(500.0, 1000)
 
-    monkeypatch.setattr(suite, "run_puffertrain", fake("puffertrain"))
-    monkeypatch.setattr(suite, "run_zoo", fake("zoo"))
+    monkeypatch.setattr(suite, "run_puffertrain", run_puffertrain)
+    monkeypatch.setattr(suite, "run_sb3", run_sb3)
     results = tmp_path / "results.jsonl"
     args = argparse.Namespace(
         env=["CartPole-v1"],
@@ -101,3 +102,25 @@ def test_table_shows_medians_over_seeds_and_runs_that_never_reached(suite):
     ours, theirs = lines[3].split(" | "), lines[4].split(" | ")
     assert ours[4:] == ["puffertrain", "0 1 2", "480.0", "2/3 ≥ 475", "60,000", "60.0", "1,000 |"]
     assert theirs[6:9] == ["100.0", "1/3 ≥ 475", "—"]
+
+
+def test_flags_reach_puffertrain_and_sb3_with_its_values_but_not_the_zoo(
+    suite, monkeypatch, tmp_path
+):
+    commands = []
+
+    def child(command, **_):
+        commands.append(command)
+        episodes = [[step, 1.0, step / 1000] for step in range(1, 30)]
+        return argparse.Namespace(stdout=json.dumps({"sps": 1.0, "episodes": episodes}) + "\n")
+
+    monkeypatch.setattr(suite.subprocess, "run", child)
+    env = suite.SUITE["CartPole-v1"]
+    same = suite.run_sb3(env, 2, "sb3", ["--num-envs", "1", "--num-steps", "2048"])
+    zoo = suite.run_sb3(env, 2, "zoo", [])
+    assert commands[0][commands[0].index("--values") + 1] == "sb3"
+    assert "--flags=--num-envs 1 --num-steps 2048" in commands[0]
+    assert "--flags=" in commands[1] and commands[1][commands[1].index("--values") + 1] == "zoo"
+    assert same["hyperparams"].startswith("SB3 PPO with puffertrain's values with --num-envs 1")
+    assert zoo["hyperparams"] == "RL Zoo ppo.yml CartPole-v1"
+    assert same["final_mean_return"] == 1.0
