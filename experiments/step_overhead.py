@@ -15,6 +15,9 @@ Per step of the whole batch, median of ``--repeats``:
   observations to a tensor without a copy, the forward, Gumbel-max sampling and its
   log-probability, four buffer writes, the env step, two more writes), the same env and policy;
   its overhead is what any trainer written this way pays beyond the env and the math;
+- numpy floor: ``floor_step`` with the forward and the sampling in numpy (the weights copied
+  once), and its overhead beyond the env and that numpy forward: what a step outside eager
+  PyTorch's per-op dispatch could pay;
 - alternating: the forward and the env step called in turn and nothing else, which shows
   what taking turns costs over timing each alone;
 - env-only: puffertrain's step with random actions drawn beforehand (``Rollout.receive`` and
@@ -46,6 +49,7 @@ from puffertrain.engine import make_engine
 from puffertrain.engine.gym_vector import row_reset
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import PolicyAdapter
+from puffertrain.ppo.known_mlp import KnownMLP
 from puffertrain.rollout import Rollout
 
 NUM_STEPS = 128
@@ -87,8 +91,12 @@ def measure(batch: int, seconds: float) -> dict[str, float]:
     obs = torch.from_numpy(engine.observations.copy())
     with torch.no_grad():
         math = _seconds_per_call(lambda: policy(obs), seconds)
-        floor = _seconds_per_call(floor_step(vector, policy, batch), seconds)
+        floor = _seconds_per_call(floor_step(vector, policy, floor_buffers(batch)), seconds)
         alternating = _seconds_per_call(lambda: (policy(obs), vector.step(fixed)), seconds)
+    numpy_forward = numpy_policy(policy)
+    numpy_math = _seconds_per_call(lambda: numpy_forward(obs.numpy()), seconds)
+    numpy_step = numpy_floor_step(vector, numpy_forward, floor_buffers(batch))
+    numpy_floor = _seconds_per_call(numpy_step, seconds)
     env_floor = _seconds_per_call(env_floor_step(vector, fixed), seconds)
     env_only = _seconds_per_call(env_only_step(rollout, fixed), seconds)
     engine.close()
@@ -98,6 +106,8 @@ def measure(batch: int, seconds: float) -> dict[str, float]:
         "policy_math_us": math * 1e6,
         "floor_total_us": floor * 1e6,
         "alternating_us": alternating * 1e6,
+        "numpy_math_us": numpy_math * 1e6,
+        "numpy_floor_total_us": numpy_floor * 1e6,
         "env_floor_us": env_floor * 1e6,
         "env_only_us": env_only * 1e6,
     }
@@ -142,22 +152,20 @@ def env_floor_step(vector: gym.vector.VectorEnv, actions: np.ndarray) -> Callabl
     return one_step
 
 
+def floor_buffers(batch: int) -> dict[str, np.ndarray]:
+    """The floor steps' per-step buffers, one ``(NUM_STEPS, batch)`` array each."""
+    kinds = {"actions": np.int64, "log_probs": np.float32, "values": np.float32}
+    kinds |= {"rewards": np.float32, "dones": np.bool_}
+    return {name: np.zeros((NUM_STEPS, batch), dtype) for name, dtype in kinds.items()}
+
+
 def floor_step(
-    vector: gym.vector.VectorEnv, policy: torch.nn.Module, batch: int
+    vector: gym.vector.VectorEnv, policy: torch.nn.Module, buffers: dict[str, np.ndarray]
 ) -> Callable[[], None]:
-    """One step of the leanest eager lockstep rollout (CleanRL's loop, buffers as numpy views):
-    no episode statistics, no same-step reset, no row bookkeeping. Call under ``no_grad``."""
+    """One step of the leanest eager lockstep rollout (CleanRL's loop, writing into
+    ``buffers`` from :func:`floor_buffers`): no episode statistics, no same-step reset, no row
+    bookkeeping. Call under ``no_grad``."""
     observations = [vector.reset(seed=0)[0]]
-    buffers = {
-        name: np.zeros((NUM_STEPS, batch), dtype)
-        for name, dtype in [
-            ("actions", np.int64),
-            ("log_probs", np.float32),
-            ("values", np.float32),
-            ("rewards", np.float32),
-            ("dones", np.bool_),
-        ]
-    }
     stored_obs = np.zeros((NUM_STEPS, *observations[0].shape), np.float32)
     step = [0]
 
@@ -173,6 +181,63 @@ def floor_step(
         buffers["actions"][t] = actions
         buffers["log_probs"][t] = log_prob.numpy()[:, 0]
         buffers["values"][t] = value.numpy()[:, 0]
+        observations[0], rewards, terminations, truncations, _ = vector.step(actions)
+        buffers["rewards"][t] = rewards
+        buffers["dones"][t] = terminations | truncations
+
+    return one_step
+
+
+def numpy_policy(policy: torch.nn.Module) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
+    """The ``mlp`` policy's forward in numpy (its weights copied once): ``(logits, value)``."""
+    known = KnownMLP.of(policy)
+    assert known is not None and known.normalizer is None and len(known.trunks) == 1
+    assert all(activation is torch.nn.ReLU for _, activation in known.trunks[0])
+    trunk = [
+        (layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy())
+        for layer, _ in known.trunks[0]
+    ]
+    heads = [
+        (layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy())
+        for layer in (known.actor, known.critic)
+    ]
+
+    def forward(observations: np.ndarray) -> tuple[np.ndarray, ...]:
+        hidden = observations
+        for weight, bias in trunk:
+            hidden = hidden @ weight
+            hidden += bias
+            np.maximum(hidden, 0.0, out=hidden)
+        return tuple(hidden @ weight + bias for weight, bias in heads)
+
+    return forward
+
+
+def numpy_floor_step(
+    vector: gym.vector.VectorEnv,
+    forward: Callable[[np.ndarray], tuple[np.ndarray, ...]],
+    buffers: dict[str, np.ndarray],
+) -> Callable[[], None]:
+    """``floor_step`` outside PyTorch: the same step with the forward in numpy and Gumbel-max
+    sampling from a numpy generator, what a step free of eager PyTorch's per-op dispatch
+    would pay."""
+    observations = [vector.reset(seed=0)[0]]
+    random = np.random.default_rng(0)
+    stored_obs = np.zeros((NUM_STEPS, *observations[0].shape), np.float32)
+    rows = np.arange(buffers["actions"].shape[1])
+    step = [0]
+
+    def one_step() -> None:
+        t = step[0] = (step[0] + 1) % NUM_STEPS
+        obs = observations[0]
+        logits, value = forward(obs)
+        log_p = logits - logits.max(axis=1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+        actions = (log_p - np.log(random.exponential(size=log_p.shape))).argmax(axis=1)
+        stored_obs[t] = obs
+        buffers["actions"][t] = actions
+        buffers["log_probs"][t] = log_p[rows, actions]
+        buffers["values"][t] = value[:, 0]
         observations[0], rewards, terminations, truncations, _ = vector.step(actions)
         buffers["rewards"][t] = rewards
         buffers["dones"][t] = terminations | truncations
@@ -196,12 +261,19 @@ def main() -> None:
             row[key] = statistics.median(run[key] for run in runs)
         row["overhead_us"] = row["total_us"] - row["env_us"] - row["policy_math_us"]
         row["floor_overhead_us"] = row["floor_total_us"] - row["env_us"] - row["policy_math_us"]
+        row["numpy_floor_overhead_us"] = (
+            row["numpy_floor_total_us"] - row["env_us"] - row["numpy_math_us"]
+        )
         rows.append(row)
         print(
             f"batch {batch:3d}: total {row['total_us']:7.1f} µs, env {row['env_us']:6.1f}, "
             f"policy math {row['policy_math_us']:6.1f}, overhead {row['overhead_us']:6.1f}; "
             f"floor: total {row['floor_total_us']:7.1f}, overhead {row['floor_overhead_us']:6.1f}; "
             f"forward and env in turn {row['alternating_us']:6.1f}"
+        )
+        print(
+            f"  outside PyTorch: math {row['numpy_math_us']:6.1f} µs, floor total "
+            f"{row['numpy_floor_total_us']:7.1f}, overhead {row['numpy_floor_overhead_us']:6.1f}"
         )
         batch_sps = batch * 1e6
         row["env_only_sps"] = batch_sps / row["env_only_us"]

@@ -1,0 +1,47 @@
+"""experiments/step_overhead.py's numpy floor: its forward is the ``mlp`` policy's, and its step
+samples every action, so its cost is the cost of the same work."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+@pytest.fixture
+def step_overhead(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    monkeypatch.delitem(sys.modules, "step_overhead", raising=False)
+    import step_overhead
+
+    return step_overhead
+
+
+def test_numpy_forward_is_the_policys_and_its_floor_step_samples_each_action(step_overhead):
+    from puffertrain.engine import make_engine
+    from puffertrain.policy_loader import build_policy
+
+    engine, _ = make_engine("native", "CartPole-v1", 8, {})
+    torch.manual_seed(0)
+    policy = build_policy("mlp", engine.policy_observation_space, engine.single_action_space)
+    forward = step_overhead.numpy_policy(policy)
+    observations = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    logits, values = forward(observations)
+    with torch.no_grad():
+        expected_logits, expected_values = policy(torch.from_numpy(observations))
+    np.testing.assert_allclose(logits, expected_logits.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(values, expected_values.numpy(), rtol=1e-5, atol=1e-6)
+
+    vector = engine._vectors[0]
+    buffers = step_overhead.floor_buffers(8)
+    one_step = step_overhead.numpy_floor_step(vector, forward, buffers)
+    for _ in range(step_overhead.NUM_STEPS):
+        one_step()
+    assert set(np.unique(buffers["actions"])) == {0, 1}  # both actions drawn
+    assert np.all(buffers["log_probs"] < 0) and np.all(buffers["log_probs"] > np.log(1e-3))
+    engine.close()
