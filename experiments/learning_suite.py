@@ -25,8 +25,9 @@ an id, the nearest one is used and the table says so (``HalfCheetah-v4`` for v5)
 
 A third trainer, ``sb3``, is SB3's ``PPO`` with the values puffertrain resolves for the env and
 ``--flags`` (``experiments/vs_sb3.py``'s translation: the same rollout, minibatches, epochs,
-schedule, loss, network and ``VecNormalize``): the like-for-like peer, where ``zoo`` is the
-tuned one. ``--flags`` reach it as they reach puffertrain.
+schedule, loss, network and ``VecNormalize``; it refuses what SB3 cannot take, such as
+colored action noise or a recurrent policy): the like-for-like peer, where ``zoo`` is the tuned
+one. ``--flags`` reach it as they reach puffertrain, never the zoo.
 
 Each (env, seed, trainer) result is appended to a JSON-lines file as it finishes; a rerun
 skips those already there, so the suite runs in pieces. A result: mean of the last 20
@@ -359,15 +360,35 @@ def select(
     ]
 
 
+RESERVED_FLAGS = ("--env", "--seed", "--seeds", "--total-timesteps", "--run-dir", "--resume")
+"""What the suite sets itself: a run's record would not say what it ran."""
+
+
+def refused(envs: list[SuiteEnv], trainers: list[str], flags: list[str]) -> str | None:
+    """Why the suite will not run ``trainers`` on ``envs`` with ``flags`` (None: it will)."""
+    reserved = [flag for flag in flags if flag.split("=")[0] in RESERVED_FLAGS]
+    if reserved:
+        return f"--flags may not set {', '.join(reserved)}: the suite sets them per run"
+    recurrent = [env.env_id for env in envs if env.policy]
+    if "sb3" in trainers and recurrent:
+        return f"the sb3 trainer is feed-forward SB3 PPO; {recurrent} need memory: use zoo"
+    return None
+
+
 def run_suite(args: argparse.Namespace) -> None:
+    envs = select(args.env, args.family, args.budget)
+    flags = shlex.split(args.flags)
+    why = refused(envs, args.trainer, flags)
+    if why:
+        raise SystemExit(f"learning_suite: {why}")
     done = {result_key(result) for result in read_results(args.results)}
-    todo = pending(select(args.env, args.family, args.budget), args.seeds, args.trainer, done)
+    todo = pending(envs, args.seeds, args.trainer, done)
     print(f"learning_suite: {len(todo)} runs to do", flush=True)
     for env, seed, trainer in todo:
         if trainer == "puffertrain":
-            result = run_puffertrain(env, seed, args.run_root, shlex.split(args.flags))
+            result = run_puffertrain(env, seed, args.run_root, flags)
         else:
-            result = run_sb3(env, seed, trainer, shlex.split(args.flags))
+            result = run_sb3(env, seed, trainer, flags if trainer == "sb3" else [])
         record = {"env": env.env_id, "seed": seed, "trainer": trainer, "budget": env.budget}
         record |= {"threshold": env.threshold, **result, "date": time.strftime("%Y-%m-%d")}
         args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -469,8 +490,8 @@ def main() -> None:
         if args.values == "zoo":
             model = zoo_model(env, args.seed)
         else:
-            flags = ["--seed", str(args.seed), *shlex.split(args.flags)]
-            model = sb3_model(env.puffertrain_id, flags)[0]
+            flags = ["--seed", str(args.seed), "--total-timesteps", str(env.budget)]
+            model = sb3_model(env.puffertrain_id, [*flags, *shlex.split(args.flags)])[0]
         print(json.dumps(train_logged(model, env.budget)))
 
 

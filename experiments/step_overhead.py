@@ -35,10 +35,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# numpy's BLAS on one thread, as torch is below: the numpy floor gets no core the torch one lacks
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import gymnasium as gym
 import numpy as np
@@ -192,6 +196,7 @@ def numpy_policy(policy: torch.nn.Module) -> Callable[[np.ndarray], tuple[np.nda
     """The ``mlp`` policy's forward in numpy (its weights copied once): ``(logits, value)``."""
     known = KnownMLP.of(policy)
     assert known is not None and known.normalizer is None and len(known.trunks) == 1
+    assert not known.gaussian
     assert all(activation is torch.nn.ReLU for _, activation in known.trunks[0])
     trunk = [
         (layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy())
@@ -233,7 +238,8 @@ def numpy_floor_step(
         logits, value = forward(obs)
         log_p = logits - logits.max(axis=1, keepdims=True)
         log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-        actions = (log_p - np.log(random.exponential(size=log_p.shape))).argmax(axis=1)
+        gumbel = -np.log(random.standard_exponential(log_p.shape, np.float32))
+        actions = (log_p + gumbel).argmax(axis=1)
         stored_obs[t] = obs
         buffers["actions"][t] = actions
         buffers["log_probs"][t] = log_p[rows, actions]

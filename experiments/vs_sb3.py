@@ -163,16 +163,27 @@ def sb3_model(env_id: str, common: list[str]):
 
     from puffertrain.cli import parse_train_args
     from puffertrain.envs.make import is_atari
+    from puffertrain.policy_loader import auto_policy_name
 
     config, _ = parse_train_args(["--env", env_id, *common])
+    untranslated = not_translated(config)
+    if untranslated:
+        raise SystemExit(f"vs_sb3: SB3 has no counterpart for {', '.join(untranslated)}")
     atari = is_atari(env_id)
-    if atari:
-        policy, policy_kwargs = "CnnPolicy", {}
-    elif config.policy == "separate_mlp":
-        policy, policy_kwargs = "MlpPolicy", {}  # SB3's default: 2 × 64 tanh, nothing shared
-    else:
-        policy, policy_kwargs = "MlpPolicy", _mlp_trunk(torch)
     envs = sb3_normalized(_sb3_envs(env_id, config.num_envs, config.seed, atari), config)
+    name = config.policy
+    if name == "auto":
+        name = "cnn" if atari else auto_policy_name(envs.observation_space)
+    if name == "cnn":
+        policy, policy_kwargs = "CnnPolicy", {}
+    elif name == "separate_mlp":
+        policy, policy_kwargs = "MlpPolicy", {}  # SB3's default: 2 × 64 tanh, nothing shared
+    elif name in ("mlp", "continuous"):
+        policy, policy_kwargs = "MlpPolicy", _mlp_trunk(torch)
+    else:
+        raise SystemExit(f"vs_sb3: no SB3 network stands for puffertrain's policy {name!r}")
+    if config.log_std_init is not None:
+        policy_kwargs["log_std_init"] = config.log_std_init
     model = PPO(
         policy,
         envs,
@@ -187,6 +198,18 @@ def sb3_model(env_id: str, common: list[str]):
         "sb3_vec_normalize": config.normalize_obs or config.normalize_reward,
     }
     return model, described
+
+
+def not_translated(config: TrainConfig) -> list[str]:
+    """The settings of puffertrain's resolved ``config`` that SB3's ``PPO`` cannot take, as
+    flags (an empty list: the SB3 run is the same PPO)."""
+    ppo = config.ppo
+    settings = {
+        f"--action-noise-color {config.action_noise_color}": config.action_noise_color != 0,
+        f"--adaptive-lr-kl {ppo.adaptive_lr_kl}": ppo.adaptive_lr_kl is not None,
+        f"--adam-betas {ppo.adam_betas[0]} {ppo.adam_betas[1]}": ppo.adam_betas != (0.9, 0.999),
+    }
+    return [flag for flag, differs in settings.items() if differs]
 
 
 def sb3_normalized(envs, config: TrainConfig):
@@ -227,6 +250,7 @@ def sb3_ppo_kwargs(config: TrainConfig) -> dict:
         "ent_coef": ppo.ent_coef,
         "vf_coef": ppo.vf_coef / 2,
         "max_grad_norm": ppo.max_grad_norm,
+        "target_kl": ppo.target_kl,
     }
 
 

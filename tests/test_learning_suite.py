@@ -124,3 +124,33 @@ def test_flags_reach_puffertrain_and_sb3_with_its_values_but_not_the_zoo(
     assert same["hyperparams"].startswith("SB3 PPO with puffertrain's values with --num-envs 1")
     assert zoo["hyperparams"] == "RL Zoo ppo.yml CartPole-v1"
     assert same["final_mean_return"] == 1.0
+
+
+def test_suite_refuses_flags_it_sets_and_sb3_on_envs_that_need_memory(suite, tmp_path):
+    args = argparse.Namespace(
+        env=["CartPole-v1"],
+        family=None,
+        seeds=[1],
+        trainer=["puffertrain"],
+        budget=None,
+        results=tmp_path / "results.jsonl",
+        run_root=tmp_path,
+        flags="--seed=4",
+    )
+    with pytest.raises(SystemExit, match="may not set --seed"):
+        suite.run_suite(args)
+    args.flags, args.env, args.trainer = "", ["CartPoleNoVel-v1"], ["sb3"]
+    with pytest.raises(SystemExit, match=r"CartPoleNoVel-v1.*use zoo"):
+        suite.run_suite(args)
+    assert not args.results.exists()
+
+
+def test_sb3_child_builds_with_the_suites_seed_and_budget_then_the_flags(suite, monkeypatch):
+    built = []
+    monkeypatch.setattr(suite, "sb3_model", lambda env_id, flags: (built.append(flags), None))
+    monkeypatch.setattr(suite, "train_logged", lambda model, budget: {"budget": budget})
+    argv = ["learning_suite.py", "zoo-run", "--env", "HalfCheetah-v5", "--seed", "2"]
+    argv += ["--budget", "4096", "--values", "sb3", "--flags=--num-envs 1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    suite.main()
+    assert built == [["--seed", "2", "--total-timesteps", "4096", "--num-envs", "1"]]

@@ -37,11 +37,23 @@ def test_numpy_forward_is_the_policys_and_its_floor_step_samples_each_action(ste
     np.testing.assert_allclose(logits, expected_logits.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(values, expected_values.numpy(), rtol=1e-5, atol=1e-6)
 
-    vector = engine._vectors[0]
-    buffers = step_overhead.floor_buffers(8)
+    engine.close()
+
+
+def test_numpy_floor_step_samples_from_the_softmax_and_stores_the_log_probability(step_overhead):
+    import gymnasium as gym
+
+    vector = gym.make_vec("CartPole-v1", num_envs=64, vectorization_mode="vector_entry_point")
+    skewed = np.log(np.array([[1.0, 3.0]], np.float32))  # P(action 1) = 0.75
+
+    def forward(observations):
+        return np.repeat(skewed, len(observations), axis=0), np.zeros((len(observations), 1))
+
+    buffers = step_overhead.floor_buffers(64)
     one_step = step_overhead.numpy_floor_step(vector, forward, buffers)
     for _ in range(step_overhead.NUM_STEPS):
         one_step()
-    assert set(np.unique(buffers["actions"])) == {0, 1}  # both actions drawn
-    assert np.all(buffers["log_probs"] < 0) and np.all(buffers["log_probs"] > np.log(1e-3))
-    engine.close()
+    assert 0.73 < buffers["actions"].mean() < 0.77  # 8,192 draws: the bounds are 4 sigma
+    expected = np.where(buffers["actions"] == 1, np.log(0.75), np.log(0.25))
+    np.testing.assert_allclose(buffers["log_probs"], expected, rtol=1e-5)
+    vector.close()
