@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import subprocess
@@ -76,6 +77,19 @@ def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.Com
 def cli(capsys: pytest.CaptureFixture[str]):
     """The CLI, in this process (see ``in_process``)."""
     return lambda *args: in_process(capsys, *args)
+
+
+@pytest.fixture
+def experiment_script(monkeypatch: pytest.MonkeyPatch):
+    """Imports a script of ``experiments/`` by name, freshly and with its folder on
+    ``sys.path``, as the script itself runs."""
+
+    def load(name: str):
+        monkeypatch.syspath_prepend(str(REPO_ROOT / "experiments"))
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        return importlib.import_module(name)
+
+    return load
 
 
 @pytest.fixture(autouse=True)

@@ -6,20 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-
 
 @pytest.fixture
-def suite(monkeypatch):
-    monkeypatch.syspath_prepend(str(EXPERIMENTS))
-    monkeypatch.delitem(sys.modules, "learning_suite", raising=False)
-    import learning_suite
-
-    return learning_suite
+def suite(experiment_script):
+    return experiment_script("learning_suite")
 
 
 def fake_result(final: float, steps: int | None) -> dict:

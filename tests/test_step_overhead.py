@@ -3,23 +3,14 @@ samples every action, so its cost is the cost of the same work."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-
 
 @pytest.fixture
-def step_overhead(monkeypatch):
-    monkeypatch.syspath_prepend(str(EXPERIMENTS))
-    monkeypatch.delitem(sys.modules, "step_overhead", raising=False)
-    import step_overhead
-
-    return step_overhead
+def step_overhead(experiment_script):
+    return experiment_script("step_overhead")
 
 
 def test_numpy_forward_is_the_policys_and_its_floor_step_samples_each_action(step_overhead):
