@@ -192,7 +192,10 @@ def run_sb3(env: SuiteEnv, seed: int, trainer: str, flags: list[str]) -> dict[st
     command = [sys.executable, str(script), "zoo-run", "--env", env.env_id, "--seed", str(seed)]
     command += ["--budget", str(env.budget), "--values", trainer, f"--flags={shlex.join(flags)}"]
     started = time.perf_counter()
-    finished = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
+    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if finished.returncode:  # e.g. vs_sb3 refusing a setting SB3 cannot take: its last line says
+        said = finished.stderr.strip().splitlines()
+        raise SystemExit(f"learning_suite: the {trainer} run failed: {said[-1] if said else ''}")
     result = json.loads(finished.stdout.splitlines()[-1])
     episodes = [tuple(episode) for episode in result.pop("episodes")]
     if trainer == "sb3":

@@ -105,7 +105,8 @@ def test_flags_reach_puffertrain_and_sb3_with_its_values_but_not_the_zoo(
     def child(command, **_):
         commands.append(command)
         episodes = [[step, 1.0, step / 1000] for step in range(1, 30)]
-        return argparse.Namespace(stdout=json.dumps({"sps": 1.0, "episodes": episodes}) + "\n")
+        stdout = json.dumps({"sps": 1.0, "episodes": episodes}) + "\n"
+        return argparse.Namespace(returncode=0, stdout=stdout, stderr="")
 
     monkeypatch.setattr(suite.subprocess, "run", child)
     env = suite.SUITE["CartPole-v1"]
@@ -147,3 +148,11 @@ def test_sb3_child_builds_with_the_suites_seed_and_budget_then_the_flags(suite, 
     monkeypatch.setattr(sys, "argv", argv)
     suite.main()
     assert built == [["--seed", "2", "--total-timesteps", "4096", "--num-envs", "1"]]
+
+
+def test_a_failed_sb3_child_ends_the_suite_with_its_last_line(suite, monkeypatch):
+    said = "vs_sb3: SB3 has no counterpart for --action-noise-color 0.5"
+    failed = argparse.Namespace(returncode=1, stdout="", stderr=f"some warning\n{said}\n")
+    monkeypatch.setattr(suite.subprocess, "run", lambda command, **_: failed)
+    with pytest.raises(SystemExit, match=f"the sb3 run failed: {said}"):
+        suite.run_sb3(suite.SUITE["Pendulum-v1"], 1, "sb3", [])
