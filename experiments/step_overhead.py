@@ -198,14 +198,12 @@ def numpy_policy(policy: torch.nn.Module) -> Callable[[np.ndarray], tuple[np.nda
     assert known is not None and known.normalizer is None and len(known.trunks) == 1
     assert not known.gaussian
     assert all(activation is torch.nn.ReLU for _, activation in known.trunks[0])
-    trunk = [
-        (layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy())
-        for layer, _ in known.trunks[0]
-    ]
-    heads = [
-        (layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy())
-        for layer in (known.actor, known.critic)
-    ]
+
+    def arrays(layer: torch.nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+        return layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()
+
+    trunk = [arrays(layer) for layer, _ in known.trunks[0]]
+    heads = [arrays(layer) for layer in (known.actor, known.critic)]
 
     def forward(observations: np.ndarray) -> tuple[np.ndarray, ...]:
         hidden = observations
