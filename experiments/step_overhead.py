@@ -8,15 +8,16 @@ Per step of the whole batch, median of ``--repeats``:
 
 - total: ``Rollout.collect`` time / steps;
 - env: the vector env's own ``step`` with the same batch of random actions;
-- policy math: the policy's ``forward`` on the batch (no sampling, no bookkeeping);
+- policy math: the forward of the path the rollout acts by (the numpy actor's for ``mlp``;
+  no sampling, no bookkeeping);
 - overhead: total - env - policy math (sampling, tensor/array moves, buffer writes, episode
   bookkeeping, the engine's copies);
 - floor: the same per-step cost of the least an eager-PyTorch PPO step can do (``floor_step``:
   observations to a tensor without a copy, the forward, Gumbel-max sampling and its
   log-probability, four buffer writes, the env step, two more writes), the same env and policy;
   its overhead is what any trainer written this way pays beyond the env and the math;
-- numpy floor: ``floor_step`` with the forward and the sampling in numpy (the weights copied
-  once), and its overhead beyond the env and that numpy forward: what a step outside eager
+- numpy floor: ``floor_step`` with the forward (the numpy actor's) and the sampling in numpy,
+  and its overhead beyond the env and that numpy forward: what a step outside eager
   PyTorch's per-op dispatch could pay;
 - alternating: the forward and the env step called in turn and nothing else, which shows
   what taking turns costs over timing each alone;
@@ -53,7 +54,7 @@ from puffertrain.engine import make_engine
 from puffertrain.engine.gym_vector import row_reset
 from puffertrain.policy_loader import build_policy
 from puffertrain.ppo import PolicyAdapter
-from puffertrain.ppo.known_mlp import KnownMLP
+from puffertrain.ppo.numpy_actor import NumpyActor
 from puffertrain.rollout import Rollout
 
 NUM_STEPS = 128
@@ -97,7 +98,7 @@ def measure(batch: int, seconds: float) -> dict[str, float]:
         math = _seconds_per_call(lambda: policy(obs), seconds)
         floor = _seconds_per_call(floor_step(vector, policy, floor_buffers(batch)), seconds)
         alternating = _seconds_per_call(lambda: (policy(obs), vector.step(fixed)), seconds)
-    numpy_forward = numpy_policy(policy)
+    numpy_forward = NumpyActor.of(adapter).forward
     numpy_math = _seconds_per_call(lambda: numpy_forward(obs.numpy()), seconds)
     numpy_step = numpy_floor_step(vector, numpy_forward, floor_buffers(batch))
     numpy_floor = _seconds_per_call(numpy_step, seconds)
@@ -114,6 +115,7 @@ def measure(batch: int, seconds: float) -> dict[str, float]:
         "numpy_floor_total_us": numpy_floor * 1e6,
         "env_floor_us": env_floor * 1e6,
         "env_only_us": env_only * 1e6,
+        "acts_in_numpy": rollout.numpy_actor is not None,
     }
 
 
@@ -192,33 +194,9 @@ def floor_step(
     return one_step
 
 
-def numpy_policy(policy: torch.nn.Module) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
-    """The ``mlp`` policy's forward in numpy (its weights copied once): ``(logits, value)``."""
-    known = KnownMLP.of(policy)
-    assert known is not None and known.normalizer is None and len(known.trunks) == 1
-    assert not known.gaussian
-    assert all(activation is torch.nn.ReLU for _, activation in known.trunks[0])
-
-    def arrays(layer: torch.nn.Linear) -> tuple[np.ndarray, np.ndarray]:
-        return layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()
-
-    trunk = [arrays(layer) for layer, _ in known.trunks[0]]
-    heads = [arrays(layer) for layer in (known.actor, known.critic)]
-
-    def forward(observations: np.ndarray) -> tuple[np.ndarray, ...]:
-        hidden = observations
-        for weight, bias in trunk:
-            hidden = hidden @ weight
-            hidden += bias
-            np.maximum(hidden, 0.0, out=hidden)
-        return tuple(hidden @ weight + bias for weight, bias in heads)
-
-    return forward
-
-
 def numpy_floor_step(
     vector: gym.vector.VectorEnv,
-    forward: Callable[[np.ndarray], tuple[np.ndarray, ...]],
+    forward: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     buffers: dict[str, np.ndarray],
 ) -> Callable[[], None]:
     """``floor_step`` outside PyTorch: the same step with the forward in numpy and Gumbel-max
@@ -233,7 +211,7 @@ def numpy_floor_step(
     def one_step() -> None:
         t = step[0] = (step[0] + 1) % NUM_STEPS
         obs = observations[0]
-        logits, value = forward(obs)
+        logits, values = forward(obs)
         log_p = logits - logits.max(axis=1, keepdims=True)
         log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
         gumbel = -np.log(random.standard_exponential(log_p.shape, np.float32))
@@ -241,7 +219,7 @@ def numpy_floor_step(
         stored_obs[t] = obs
         buffers["actions"][t] = actions
         buffers["log_probs"][t] = log_p[rows, actions]
-        buffers["values"][t] = value[:, 0]
+        buffers["values"][t] = values
         observations[0], rewards, terminations, truncations, _ = vector.step(actions)
         buffers["rewards"][t] = rewards
         buffers["dones"][t] = terminations | truncations
@@ -263,7 +241,9 @@ def main() -> None:
         row = {"batch": batch}
         for key in runs[0]:
             row[key] = statistics.median(run[key] for run in runs)
-        row["overhead_us"] = row["total_us"] - row["env_us"] - row["policy_math_us"]
+        # the math of the path the rollout acts by: the numpy actor's for the library's MLPs
+        own_math = row["numpy_math_us"] if row["acts_in_numpy"] else row["policy_math_us"]
+        row["overhead_us"] = row["total_us"] - row["env_us"] - own_math
         row["floor_overhead_us"] = row["floor_total_us"] - row["env_us"] - row["policy_math_us"]
         row["numpy_floor_overhead_us"] = (
             row["numpy_floor_total_us"] - row["env_us"] - row["numpy_math_us"]
@@ -271,7 +251,7 @@ def main() -> None:
         rows.append(row)
         print(
             f"batch {batch:3d}: total {row['total_us']:7.1f} µs, env {row['env_us']:6.1f}, "
-            f"policy math {row['policy_math_us']:6.1f}, overhead {row['overhead_us']:6.1f}; "
+            f"policy math {own_math:6.1f}, overhead {row['overhead_us']:6.1f}; "
             f"floor: total {row['floor_total_us']:7.1f}, overhead {row['floor_overhead_us']:6.1f}; "
             f"forward and env in turn {row['alternating_us']:6.1f}"
         )

@@ -71,12 +71,12 @@ class RunningMeanStd(nn.Module):
             shift, scale = self.mean.float(), torch.rsqrt(self.var.float() + eps)
             normalized = ((x - shift) * scale).clamp(-clip, clip)
             return torch.where(self.count > 0, normalized, x)
-        shift, scale = self._float32_affine(eps)
+        shift, scale = self.float32_affine(eps)
         if shift is None:
             return x
         return ((x - shift) * scale).clamp(-clip, clip)
 
-    def _float32_affine(self, eps: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def float32_affine(self, eps: float = 1e-8) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The float32 ``mean`` and ``rsqrt(var + eps)`` (None before the first update), kept
         until the statistics change: casting and combining them at every call was 6 of the 9
         ops of a batch-1 normalisation, each a few microseconds of dispatch. An in-place write

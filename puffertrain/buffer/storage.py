@@ -42,6 +42,13 @@ def action_storage(action_space: gym.spaces.Space) -> tuple[tuple[int, ...], tor
 
 
 Index = tuple[int, slice] | tuple[torch.Tensor, torch.Tensor]
+Step = torch.Tensor | np.ndarray
+"""A step's values for some rows: tensors, or on the CPU numpy arrays."""
+
+
+def _host(values: Step) -> np.ndarray:
+    """A CPU tensor's numpy view, or the array itself."""
+    return values if isinstance(values, np.ndarray) else values.numpy()
 
 
 class RolloutBuffer:
@@ -145,18 +152,18 @@ class RolloutBuffer:
         self,
         steps: np.ndarray,
         rows: slice | np.ndarray,
-        observations: torch.Tensor,
-        actions: torch.Tensor,
-        log_probs: torch.Tensor,
-        values: torch.Tensor,
+        observations: Step,
+        actions: Step,
+        log_probs: Step,
+        values: Step,
         start_state: State | None,
         alive: np.ndarray,
-        action_mask: torch.Tensor | None = None,
+        action_mask: Step | None = None,
     ) -> None:
         """Record what the policy did at step ``steps[k]`` of the ``k``-th row of ``rows`` (see
         :meth:`index`): the observation it acted on, its action, log-probability and value,
         the state it acted from, whether the row's agent was alive, and the action mask it
-        acted under."""
+        acted under. On the CPU the values may be numpy arrays (the numpy actor's)."""
         if start_state is not None:
             self.store_start_states(steps, row_ids_of(rows), start_state)
         if self._host is not None:
@@ -165,11 +172,11 @@ class RolloutBuffer:
             if "alive" in host:
                 host["alive"][index] = alive
             if "action_masks" in host:
-                host["action_masks"][index] = action_mask.numpy()
-            host["observations"][index] = observations.numpy()
-            host["actions"][index] = actions.numpy()
-            host["log_probs"][index] = log_probs.numpy()
-            host["values"][index] = values.numpy()
+                host["action_masks"][index] = _host(action_mask)
+            host["observations"][index] = _host(observations)
+            host["actions"][index] = _host(actions)
+            host["log_probs"][index] = _host(log_probs)
+            host["values"][index] = _host(values)
             return
         index = self.index(steps, rows)
         if self.action_masks is not None:

@@ -209,10 +209,11 @@ def mask_logits(
     return torch.where(action_mask, logits, most_negative)  # one op
 
 
-def env_actions(actions: torch.Tensor, action_space: gym.spaces.Space) -> np.ndarray:
-    """Sampled actions as the env takes them: on the CPU, Box actions clipped to the bounds and
-    shaped like the space (the buffer keeps the unclipped sample for the log-probability)."""
-    array = actions.cpu().numpy()
+def env_actions(actions: torch.Tensor | np.ndarray, action_space: gym.spaces.Space) -> np.ndarray:
+    """Sampled actions (a tensor, or the numpy actor's array) as the env takes them: on the
+    CPU, Box actions clipped to the bounds and shaped like the space (the buffer keeps the
+    unclipped sample for the log-probability)."""
+    array = actions if isinstance(actions, np.ndarray) else actions.cpu().numpy()
     if isinstance(action_space, gym.spaces.Box):  # np.clip's own Python wrapper costs more
         array = np.minimum(np.maximum(array, action_space.low.ravel()), action_space.high.ravel())
         array = array.reshape((-1, *action_space.shape))

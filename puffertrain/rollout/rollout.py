@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 from policies.contract import State
 from puffertrain.buffer import RolloutBuffer, to_torch
 from puffertrain.engine import Engine, Episode, StepResult
 from puffertrain.engine.base import as_rows
 from puffertrain.ppo import PolicyAdapter, env_actions
+from puffertrain.ppo.numpy_actor import NumpyActor
 from puffertrain.rollout.noise import colored_noise
 from puffertrain.rollout.rewards import RewardNormalizer
 from puffertrain.threads import forward_flops, threads_for, torch_threads
@@ -82,6 +84,9 @@ class Rollout:
         self.acting_threads = threads_for(
             self.flops_per_row * engine.batch_size, engine.policy_threads()
         )
+        # the library's small MLPs act in numpy (on the CPU, in fp32), the rest in torch
+        self.numpy_actor = NumpyActor.of(adapter) if device.type == "cpu" else None
+        self.blas = ThreadpoolController()
         self.noise_color = noise_color if adapter.continuous else 0.0
         self.noise: torch.Tensor | None = None  # [rows, num_steps, action dims] while collecting
         self.global_step = 0
@@ -98,12 +103,14 @@ class Rollout:
 
     @contextmanager
     def acting(self, policy: bool = True) -> Iterator[None]:
-        """The region the policy acts in: torch uses ``acting_threads`` (at most the cores the
-        env threads leave free), and one autocast region covers many steps, so bf16 weights are
-        cast once per rollout instead of at every step (``policy=False``: the threads alone,
-        for random actions)."""
+        """The region the policy acts in: torch and numpy's BLAS use ``acting_threads`` (at most
+        the cores the env threads leave free; numpy's own default, every core, keeps a second
+        thread spinning even at batch 1), and one autocast region covers many steps, so bf16
+        weights are cast once per rollout instead of at every step (``policy=False``: the
+        threads alone, for random actions)."""
         precision = self.adapter.autocast(self.device) if policy else nullcontext()
-        with torch_threads(self.acting_threads), precision:
+        blas = self.blas.limit(limits=self.acting_threads, user_api="blas")
+        with torch_threads(self.acting_threads), blas, precision:
             yield
 
     def send(
@@ -117,12 +124,32 @@ class Rollout:
         there first."""
         start = time.perf_counter()
         rows = as_rows(row_ids)
-        obs = to_torch(self.observations[rows], self.device)
-        masks = to_torch(self.action_masks[rows], self.device) if self.masked else None
-        state = self._state_at(rows)
         noise = None
         if self.noise is not None and buffer is not None:
             noise = self.noise[row_ids, self.row_steps[rows]]
+        if self.numpy_actor is not None:
+            actions = self._act_in_numpy(rows, buffer, deterministic, noise)
+        else:
+            actions = self._act(rows, row_ids, buffer, deterministic, noise)
+        actions_for_envs = env_actions(actions, self.engine.single_action_space)
+        self.row_steps[rows] += 1
+        self.timer.add("inference", start)
+        start = time.perf_counter()
+        self.engine.send(actions_for_envs, row_ids)
+        self.timer.add("env", start)
+
+    def _act(
+        self,
+        rows: slice | np.ndarray,
+        row_ids: np.ndarray,
+        buffer: RolloutBuffer | None,
+        deterministic: bool,
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:meth:`send`'s actions from the adapter (torch), recorded in ``buffer`` if given."""
+        obs = to_torch(self.observations[rows], self.device)
+        masks = to_torch(self.action_masks[rows], self.device) if self.masked else None
+        state = self._state_at(rows)
         with torch.no_grad():
             actions, log_probs, values, new_state = self.adapter.act(
                 obs, state, deterministic, self.agent_ids_of(row_ids), masks, noise
@@ -133,12 +160,27 @@ class Rollout:
                     steps, rows, obs, actions, log_probs, values, state, self.alive[rows], masks
                 )
             self._set_state(rows, new_state)
-            actions_for_envs = env_actions(actions, self.engine.single_action_space)
-        self.row_steps[rows] += 1
-        self.timer.add("inference", start)
-        start = time.perf_counter()
-        self.engine.send(actions_for_envs, row_ids)
-        self.timer.add("env", start)
+        return actions
+
+    def _act_in_numpy(
+        self,
+        rows: slice | np.ndarray,
+        buffer: RolloutBuffer | None,
+        deterministic: bool,
+        noise: torch.Tensor | None,
+    ) -> np.ndarray:
+        """:meth:`_act` by the numpy actor: a feed-forward policy, no state to carry."""
+        obs = self.observations[rows]
+        masks = self.action_masks[rows] if self.masked else None
+        actions, log_probs, values = self.numpy_actor.act(
+            obs, deterministic, masks, None if noise is None else noise.numpy()
+        )
+        if buffer is not None:
+            steps = self.row_steps[rows]
+            buffer.store_step(
+                steps, rows, obs, actions, log_probs, values, None, self.alive[rows], masks
+            )
+        return actions
 
     def receive(self, buffer: RolloutBuffer | None = None) -> StepResult:
         """Take the next batch of finished steps; with a ``buffer``, record their rewards there.

@@ -83,13 +83,14 @@ def play(
     rollout.reset(seed)
     frames = [render()] if render else []
     steps = 0
-    while len(first) < num_envs:
-        rollout.send(rows, deterministic=deterministic)
-        steps += num_envs
-        for episode in rollout.receive().episodes:
-            first.setdefault(episode.env_index, episode)
-        if render and 0 not in first:
-            frames.append(render())
+    with rollout.acting():
+        while len(first) < num_envs:
+            rollout.send(rows, deterministic=deterministic)
+            steps += num_envs
+            for episode in rollout.receive().episodes:
+                first.setdefault(episode.env_index, episode)
+            if render and 0 not in first:
+                frames.append(render())
     rollout.take_episodes()
     return EvalResult([first[index] for index in range(num_envs)], steps, frames)
 

@@ -1,0 +1,173 @@
+"""The rollout's acting step of the library's small MLPs, in numpy.
+
+At batch 1 an eager-PyTorch step pays a few microseconds of dispatch for each of its ~20 ops
+(the layers, the sampling, the log-probability), more than the math of a 2 × 64 MLP; numpy's
+calls cost a fraction of that (experiments/RESULTS.md, "Outside eager PyTorch: the numpy
+floor"). :class:`NumpyActor` runs :meth:`PolicyAdapter.act <puffertrain.ppo.PolicyAdapter.act>`
+for a :class:`~puffertrain.ppo.known_mlp.KnownMLP` on numpy views of the same parameters, so an
+update or a loaded checkpoint is seen at the next step without a copy.
+
+The random numbers still come from torch's global generator, one draw per step of the shape the
+torch path draws (exponentials for Gumbel-max, standard normals for Box actions): seeding,
+checkpoints and resume stay exactly as they were, and for the same weights and generator state
+both paths pick the same actions (up to float rounding in the logits).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from puffertrain.ppo.adapter import PolicyAdapter
+
+_LOG_SQRT_2PI = np.float32(0.5 * math.log(2 * math.pi))
+_MASKED_LOGIT = np.float32(torch.finfo(torch.float32).min)
+
+
+def _host_float32(tensor: torch.Tensor) -> bool:
+    return tensor.device.type == "cpu" and tensor.dtype == torch.float32
+
+
+class NumpyActor:
+    """:meth:`PolicyAdapter.act` of a known MLP (fp32, on the CPU) in numpy. Build it with
+    :meth:`of`, which says None for any other policy, precision or device."""
+
+    def __init__(self, adapter: PolicyAdapter) -> None:
+        mlp = adapter.known_mlp
+        self.mlp = mlp
+        self.continuous = adapter.continuous
+        self.splits = np.cumsum(adapter.nvec)[:-1] if adapter.multi_discrete else None
+        self.normalizer = mlp.normalizer
+        self.parameters = mlp.parameters()
+        self._views_for: tuple[int, ...] = ()
+        self._draws: dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]] = {}
+        self._row_index: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, adapter: PolicyAdapter) -> NumpyActor | None:
+        """A numpy actor for ``adapter``'s policy, or None where the torch path must act: not
+        a known MLP, autocast, or parameters that are not float32 on the CPU."""
+        mlp = adapter.known_mlp
+        if mlp is None or adapter.autocast_dtype is not None:
+            return None
+        if adapter.continuous and mlp.log_std is None:
+            return None
+        if not all(_host_float32(parameter) for parameter in mlp.parameters()):
+            return None
+        return cls(adapter)
+
+    def _views(self) -> None:
+        """Numpy views of the parameters, rebuilt when any parameter's memory moved (the
+        flat-parameter optimizer sets ``.data``); in-place writes (Adam's steps,
+        ``load_state_dict``) need nothing. Parameter objects are the ones the policy had when
+        the actor was built."""
+        addresses = tuple(parameter.data_ptr() for parameter in self.parameters)
+        if addresses == self._views_for:
+            return
+
+        def layer(linear: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+            return linear.weight.detach().numpy().T, linear.bias.detach().numpy()
+
+        mlp = self.mlp
+        self.trunks = [
+            [(*layer(linear), activation is nn.ReLU) for linear, activation in trunk]
+            for trunk in mlp.trunks
+        ]
+        self.actor, self.critic = layer(mlp.actor), layer(mlp.critic)
+        self.log_std = None if mlp.log_std is None else mlp.log_std.detach().numpy()
+        self._views_for = addresses
+
+    def _draw(self, shape: tuple[int, ...], exponential: bool) -> np.ndarray:
+        """Random numbers from torch's global generator into a kept tensor of ``shape``."""
+        kept = self._draws.get(shape)
+        if kept is None:
+            tensor = torch.empty(shape)
+            kept = self._draws[shape] = (tensor, tensor.numpy())
+        tensor, array = kept
+        if exponential:
+            tensor.exponential_()
+        else:
+            tensor.normal_()
+        return array
+
+    def _features(self, observations: np.ndarray) -> np.ndarray:
+        features = observations.reshape(observations.shape[0], -1).astype(np.float32, copy=False)
+        if self.normalizer is not None:
+            shift, scale = self.normalizer.obs_rms.float32_affine()
+            if shift is not None:
+                clip = self.normalizer.clip
+                normalized = (features - shift.numpy()) * scale.numpy()
+                return np.clip(normalized, -clip, clip, out=normalized)
+        return features
+
+    def forward(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The actor's logits or mean and the flat values, as the torch path computes them."""
+        self._views()
+        features = self._features(observations)
+        hiddens = []
+        for trunk in self.trunks:
+            hidden = features
+            for weight, bias, relu in trunk:
+                hidden = hidden @ weight
+                hidden += bias
+                if relu:
+                    np.maximum(hidden, 0, out=hidden)
+                else:
+                    np.tanh(hidden, out=hidden)
+            hiddens.append(hidden)
+        outputs = hiddens[0] @ self.actor[0]
+        outputs += self.actor[1]
+        values = hiddens[-1] @ self.critic[0]
+        values += self.critic[1]
+        return outputs, values.reshape(-1)
+
+    def act(
+        self,
+        observations: np.ndarray,
+        deterministic: bool = False,
+        action_mask: np.ndarray | None = None,
+        noise: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(actions, log_probs, values)`` as :meth:`PolicyAdapter.act` returns them, for a
+        batch of observations (with its action masks, or the colored ``noise`` of a Box
+        action)."""
+        outputs, values = self.forward(observations)
+        if self.continuous:
+            log_std = np.broadcast_to(self.log_std, outputs.shape)
+            if deterministic:
+                return outputs, -(log_std + _LOG_SQRT_2PI).sum(-1), values
+            if noise is None:
+                noise = self._draw(outputs.shape, exponential=False)
+            actions = outputs + np.exp(log_std) * noise
+            log_probs = -_LOG_SQRT_2PI * noise.shape[-1] - (log_std + 0.5 * noise * noise).sum(-1)
+            return actions, log_probs, values
+        if action_mask is not None:
+            outputs = np.where(action_mask, outputs, _MASKED_LOGIT)
+        if self.splits is None:
+            actions, log_probs = self._sample(outputs, deterministic)
+            return actions, log_probs, values
+        blocks = [self._sample(block, deterministic) for block in np.split(outputs, self.splits, 1)]
+        actions, log_probs = zip(*blocks, strict=True)
+        return np.stack(actions, -1), np.sum(log_probs, 0, dtype=np.float32), values
+
+    def _sample(self, logits: np.ndarray, deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
+        """An action of each row of categorical ``logits`` (Gumbel-max, or the mode) and its
+        log-probability."""
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        if deterministic:
+            actions = log_p.argmax(-1)
+        else:
+            actions = (log_p - np.log(self._draw(log_p.shape, exponential=True))).argmax(-1)
+        return actions, log_p[self._rows(len(actions)), actions]
+
+    def _rows(self, count: int) -> np.ndarray:
+        """``arange(count)``, kept: the row index that picks each row's chosen log-probability
+        (``take_along_axis`` costs five times as much at batch 1)."""
+        rows = self._row_index.get(count)
+        if rows is None:
+            rows = self._row_index[count] = np.arange(count)
+        return rows
