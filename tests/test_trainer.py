@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,6 +30,33 @@ def test_truncation_is_bootstrapped_from_the_final_observation(tmp_path):
     assert ends.tolist() == [0, 0, 0, 0, 1] * 2 + [0, 0]
     expected = torch.where(ends.bool(), 1.0 + gamma * final_value, 1.0)
     torch.testing.assert_close(buffer.rewards[:, 0], expected)
+
+
+def test_the_bootstrap_leaves_the_engines_rewards_as_the_env_gave_them(tmp_path, monkeypatch):
+    trainer = Trainer(
+        TrainConfig(env="tests.envs:counting_truncated", policy="mlp", num_envs=2, num_steps=12),
+        tmp_path,
+        None,
+    )
+    rollout, engine = trainer.rollout, trainer.rollout.engine
+    recv, receive = engine.recv, rollout.receive
+    as_stepped, truncations = [], []
+
+    def recording_recv():
+        result = recv()
+        as_stepped.append(result.rewards.copy())
+        return result
+
+    def checking_receive(buffer=None):
+        result = receive(buffer)
+        truncations.append(result.truncations.any())
+        np.testing.assert_array_equal(result.rewards, as_stepped[-1])
+        return result
+
+    monkeypatch.setattr(engine, "recv", recording_recv)
+    monkeypatch.setattr(rollout, "receive", checking_receive)
+    rollout.collect(trainer.buffer)
+    assert any(truncations)
 
 
 def test_termination_is_not_bootstrapped(tmp_path):
