@@ -80,7 +80,7 @@ def test_numpy_actor_samples_only_allowed_actions():
     np.testing.assert_allclose(numpy_out[1], log_probs, atol=1e-5)
 
 
-def test_numpy_actor_sees_updates_loads_and_moved_parameters():
+def test_numpy_actor_sees_updates_and_loads_and_after_a_refresh_moved_parameters():
     adapter = adapter_for("separate_mlp", gym.spaces.Discrete(3), normalized=True)
     actor = NumpyActor.of(adapter)
     observations = np.random.default_rng(3).normal(size=(8, 5))
@@ -98,6 +98,8 @@ def test_numpy_actor_sees_updates_loads_and_moved_parameters():
     critic = adapter.policy.policy.critic
     critic.weight.data = critic.weight.detach() * 2  # new memory, as the flat optimizer moves it
     critic.bias.data = torch.full_like(critic.bias, 3.0)
+    assert not agrees()  # the views still show the old memory
+    actor.refresh()
     assert agrees()
     adapter.policy.load_state_dict({k: v * 0.5 for k, v in adapter.policy.state_dict().items()})
     assert agrees()
@@ -148,3 +150,22 @@ def test_the_rollout_acts_in_numpy_and_fills_the_same_buffer():
     torch.testing.assert_close(from_numpy.log_probs, from_torch.log_probs, rtol=0, atol=1e-5)
     torch.testing.assert_close(from_numpy.values, from_torch.values, rtol=0, atol=1e-5)
     assert blas_threads == 1  # numpy's BLAS keeps to the acting threads: no spinning second
+
+
+def test_training_acts_with_the_parameters_the_update_changed(tmp_path):
+    """The learner keeps the parameters in flat tensors and updates them in place between
+    rollouts: each rollout's stored values are the policy's values as they are then."""
+    from puffertrain.config import TrainConfig
+    from puffertrain.trainer.loop import Trainer
+
+    config = TrainConfig(env="CartPole-v1", policy="mlp", num_envs=2, num_steps=16)
+    trainer = Trainer(config, tmp_path, None)
+    assert trainer.rollout.numpy_actor is not None
+    buffer, adapter = trainer.buffer, trainer.adapter
+    for _ in range(2):
+        trainer.rollout.collect(buffer)
+        with torch.no_grad():
+            values = adapter.value(buffer.observations.reshape(32, 4)).reshape(16, 2)
+        torch.testing.assert_close(buffer.values, values, rtol=0, atol=1e-5)
+        buffer.compute_advantages(trainer.rollout.bootstrap_values(), 0.99, 0.95)
+        trainer.learner.update(buffer, 1e-2)

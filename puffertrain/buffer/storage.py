@@ -189,17 +189,17 @@ class RolloutBuffer:
         self.values[index] = values
 
     def store_outcome(
-        self, steps: np.ndarray, rows: slice | np.ndarray, rewards: torch.Tensor, ended: np.ndarray
+        self, steps: np.ndarray, rows: slice | np.ndarray, rewards: np.ndarray, ended: np.ndarray
     ) -> None:
         """Record the reward and episode end of step ``steps[k]`` of the ``k``-th row of
         ``rows`` (see :meth:`index`)."""
         if self._host is not None:
             index = self._host_index(steps, rows)
-            self._host["rewards"][index] = rewards.numpy()
+            self._host["rewards"][index] = rewards
             self._host["episode_ends"][index] = ended
             return
         index = self.index(steps, rows)
-        self.rewards[index] = rewards
+        self.rewards[index] = to_torch(rewards, self.rewards.device)
         # as floats: a batch of scattered rows indexes with tensors, and index_put won't cast
         self.episode_ends[index] = to_torch(ended, self.rewards.device).float()
 

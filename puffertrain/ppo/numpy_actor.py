@@ -41,10 +41,9 @@ class NumpyActor:
         self.continuous = adapter.continuous
         self.splits = np.cumsum(adapter.nvec)[:-1] if adapter.multi_discrete else None
         self.normalizer = mlp.normalizer
-        self.parameters = mlp.parameters()
-        self._views_for: tuple[int, ...] = ()
         self._draws: dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]] = {}
         self._row_index: dict[int, np.ndarray] = {}
+        self.refresh()
 
     @classmethod
     def of(cls, adapter: PolicyAdapter) -> NumpyActor | None:
@@ -59,14 +58,12 @@ class NumpyActor:
             return None
         return cls(adapter)
 
-    def _views(self) -> None:
-        """Numpy views of the parameters, rebuilt when any parameter's memory moved (the
-        flat-parameter optimizer sets ``.data``); in-place writes (Adam's steps,
-        ``load_state_dict``) need nothing. Parameter objects are the ones the policy had when
-        the actor was built."""
-        addresses = tuple(parameter.data_ptr() for parameter in self.parameters)
-        if addresses == self._views_for:
-            return
+    def refresh(self) -> None:
+        """Take numpy views of the parameters as they are now. In-place writes (Adam's steps,
+        ``load_state_dict``) show through the views; a parameter moved to new memory (the
+        flat-parameter optimizer sets ``.data``) needs a refresh, which
+        :meth:`Rollout.acting() <puffertrain.rollout.Rollout.acting>` does at every entry
+        (checking the addresses at every step cost more than the rest of the forward)."""
 
         def layer(linear: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
             return linear.weight.detach().numpy().T, linear.bias.detach().numpy()
@@ -78,7 +75,6 @@ class NumpyActor:
         ]
         self.actor, self.critic = layer(mlp.actor), layer(mlp.critic)
         self.log_std = None if mlp.log_std is None else mlp.log_std.detach().numpy()
-        self._views_for = addresses
 
     def _draw(self, shape: tuple[int, ...], exponential: bool) -> np.ndarray:
         """Random numbers from torch's global generator into a kept tensor of ``shape``."""
@@ -105,7 +101,6 @@ class NumpyActor:
 
     def forward(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The actor's logits or mean and the flat values, as the torch path computes them."""
-        self._views()
         features = self._features(observations)
         hiddens = []
         for trunk in self.trunks:

@@ -107,9 +107,12 @@ class Rollout:
         the cores the env threads leave free; numpy's own default, every core, keeps a second
         thread spinning even at batch 1), and one autocast region covers many steps, so bf16
         weights are cast once per rollout instead of at every step (``policy=False``: the
-        threads alone, for random actions)."""
+        threads alone, for random actions). The numpy actor takes fresh views of the
+        parameters here."""
         precision = self.adapter.autocast(self.device) if policy else nullcontext()
         blas = self.blas.limit(limits=self.acting_threads, user_api="blas")
+        if self.numpy_actor is not None:
+            self.numpy_actor.refresh()  # the parameters may have moved since the last rollout
         with torch_threads(self.acting_threads), blas, precision:
             yield
 
@@ -246,7 +249,7 @@ class Rollout:
 
     def _training_rewards(
         self, result: StepResult, ended: np.ndarray, rows: slice | np.ndarray
-    ) -> torch.Tensor:
+    ) -> np.ndarray:
         """The rewards PPO learns from: normalised or sign-clipped as configured, and a
         time-limit end bootstrapped with the value of the observation it ended on (a
         termination is not)."""
@@ -254,8 +257,9 @@ class Rollout:
         if self.reward_normalizer is not None:
             acting = self.alive[rows]  # not yet this step's
             rewards = self.reward_normalizer(rewards, row_ids, ended, acting)
-        # in numpy until the end, on any device: a few calls of a fraction of a microsecond
-        # where torch ops took microseconds each (a copy: the engine's array stays as stepped)
+        # in numpy on any device (the buffer moves them): numpy calls of a fraction of a
+        # microsecond where torch ops took microseconds each (a copy: the engine's array
+        # stays as it stepped)
         rewards = rewards.astype(np.float32)
         if self.clip_rewards:
             np.sign(rewards, out=rewards)
@@ -265,7 +269,7 @@ class Rollout:
             final = result.final_observations[truncated]
             rewards[truncated] += self.gamma * self._values(final, row_ids[truncated])
             self.timer.add("inference", start)
-        return to_torch(rewards, self.device)
+        return rewards
 
     def _values(self, observations: np.ndarray, row_ids: np.ndarray) -> np.ndarray:
         """The values of ``observations`` of the rows ``row_ids``, as a numpy array."""
