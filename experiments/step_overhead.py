@@ -85,7 +85,10 @@ def measure(batch: int, seconds: float) -> dict[str, float]:
         torch.device("cpu"),
     )
     rollout.reset(0)
-    total = _seconds_per_call(lambda: rollout.collect(buffer), seconds) / NUM_STEPS
+    # the episodes taken after every rollout, as the trainer takes them (kept, they grow and
+    # so does every pass of the garbage collector)
+    total = _seconds_per_call(lambda: rollout.collect(buffer) or rollout.take_episodes(), seconds)
+    total /= NUM_STEPS
 
     vector = engine._vectors[0]
     actions = gym.vector.utils.batch_space(engine.single_action_space, batch)
@@ -120,13 +123,14 @@ def measure(batch: int, seconds: float) -> dict[str, float]:
 
 
 def env_only_step(rollout: Rollout, actions: np.ndarray) -> Callable[[], None]:
-    """puffertrain's env-only step, as ``bench`` times it: take the batch back, send it again
-    with actions drawn beforehand."""
+    """puffertrain's env-only step, as ``bench`` times it: take the batch back (and its
+    finished episodes), send it again with actions drawn beforehand."""
     rollout.reset(0)
     rollout.engine.send(actions, np.arange(rollout.num_rows))
 
     def one_step() -> None:
         rollout.engine.send(actions, rollout.receive().row_ids)
+        rollout.take_episodes()
 
     return one_step
 

@@ -113,6 +113,9 @@ def _rollout_sps(rollout: Rollout, config: BenchConfig, random_actions: bool) ->
 
     def advance() -> int:
         row_ids = rollout.receive().row_ids
+        # the trainer takes the finished episodes at every rollout; kept for the whole
+        # measurement, they grow and so does each pass of the garbage collector over them
+        rollout.take_episodes()
         send(row_ids)
         return len(row_ids)
 
