@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from puffertrain.bench import BenchConfig, bench
@@ -59,3 +60,28 @@ def test_bench_holds_no_more_finished_episodes_than_one_step_ends(tmp_path, monk
     config.output = tmp_path / "bench.json"
     bench(config)
     assert len(held) > 100 and max(held) <= 4
+
+
+@pytest.mark.parametrize("rows", [slice(1, 3), np.array([2, 0])])
+def test_one_step_for_every_row_writes_where_each_rows_own_step_does(rows):
+    import gymnasium as gym
+    import torch
+
+    from puffertrain.buffer import RolloutBuffer
+
+    space = gym.spaces.Box(-1.0, 1.0, (2,))
+    buffers = [
+        RolloutBuffer(4, 3, space, gym.spaces.Discrete(2), torch.device("cpu")) for _ in range(2)
+    ]
+    for buffer, steps in zip(buffers, (2, np.array([2, 2])), strict=True):
+        obs = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+        ones = np.ones(2, dtype=np.float32)
+        alive = np.ones(2, dtype=bool)
+        buffer.store_step(steps, rows, obs, np.array([1, 0]), ones, ones * 2, None, alive)
+        buffer.store_outcome(steps, rows, ones * 3, alive)
+        # the path a GPU buffer takes: index tensors, not the numpy views
+        step, columns = buffer.index(steps, rows)
+        buffer.values[step, columns] += 1
+    for name in ("observations", "actions", "log_probs", "values", "rewards", "episode_ends"):
+        assert torch.equal(getattr(buffers[0], name), getattr(buffers[1], name)), name
+    assert buffers[0].values.sum() == 6  # the writes landed (2 rows × (2 + 1))

@@ -41,7 +41,9 @@ def action_storage(action_space: gym.spaces.Space) -> tuple[tuple[int, ...], tor
     raise ValueError(f"unsupported action space {action_space}")
 
 
-Index = tuple[int, slice] | tuple[torch.Tensor, torch.Tensor]
+Index = tuple[int, slice] | tuple[int, torch.Tensor] | tuple[torch.Tensor, torch.Tensor]
+Steps = np.ndarray | int
+"""The step of each row written (one per row), or the one step every row written is at."""
 Step = torch.Tensor | np.ndarray
 """A step's values for some rows: tensors, or on the CPU numpy arrays."""
 
@@ -130,27 +132,34 @@ class RolloutBuffer:
             if self.action_masks is not None:
                 self._host["action_masks"] = self.action_masks.numpy()
 
-    def index(self, steps: np.ndarray, rows: slice | np.ndarray) -> Index:
+    def index(self, steps: Steps, rows: slice | np.ndarray) -> Index:
         """Where step ``steps[k]`` of the ``k``-th row of ``rows`` (row ids, or a slice of them
-        as :func:`~puffertrain.engine.base.as_rows` gives) goes: a basic index (views) when
-        the rows are one ascending run at the same step, else a pair of index tensors."""
+        as :func:`~puffertrain.engine.base.as_rows` gives) goes, or step ``steps`` of every
+        row: a basic index (views) when the rows are one ascending run at the same step, else
+        index tensors."""
+        if isinstance(steps, int) and isinstance(rows, slice):
+            return steps, rows
         if isinstance(rows, slice) and (steps == steps[0]).all():
             return int(steps[0]), rows
         device = self.rewards.device
         row_ids = torch.as_tensor(row_ids_of(rows), device=device)
+        if isinstance(steps, int):
+            return steps, row_ids
         return torch.as_tensor(steps, device=device), row_ids
 
     def _host_index(
-        self, steps: np.ndarray, rows: slice | np.ndarray
-    ) -> tuple[int, slice] | tuple[np.ndarray, np.ndarray]:
+        self, steps: Steps, rows: slice | np.ndarray
+    ) -> tuple[int, slice | np.ndarray] | tuple[np.ndarray, np.ndarray]:
         """:meth:`index` for the numpy views."""
+        if isinstance(steps, int):
+            return steps, rows
         if isinstance(rows, slice) and (steps == steps[0]).all():
             return int(steps[0]), rows
         return steps, row_ids_of(rows)
 
     def store_step(
         self,
-        steps: np.ndarray,
+        steps: Steps,
         rows: slice | np.ndarray,
         observations: Step,
         actions: Step,
@@ -189,7 +198,7 @@ class RolloutBuffer:
         self.values[index] = values
 
     def store_outcome(
-        self, steps: np.ndarray, rows: slice | np.ndarray, rewards: np.ndarray, ended: np.ndarray
+        self, steps: Steps, rows: slice | np.ndarray, rewards: np.ndarray, ended: np.ndarray
     ) -> None:
         """Record the reward and episode end of step ``steps[k]`` of the ``k``-th row of
         ``rows`` (see :meth:`index`)."""
@@ -203,9 +212,10 @@ class RolloutBuffer:
         # as floats: a batch of scattered rows indexes with tensors, and index_put won't cast
         self.episode_ends[index] = to_torch(ended, self.rewards.device).float()
 
-    def store_start_states(self, steps: np.ndarray, row_ids: np.ndarray, state: State) -> None:
+    def store_start_states(self, steps: Steps, row_ids: np.ndarray, state: State) -> None:
         """Keep ``state`` (rows for ``row_ids``, about to take step ``steps``) where a step
         starts a sequence."""
+        steps = np.broadcast_to(steps, row_ids.shape)
         starts = steps % self.sequence_length == 0
         if self.start_states is None or not starts.any():
             return

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Episode:
+class Episode(NamedTuple):
     """A finished episode (for Atari: a whole game), scored with raw, unclipped rewards.
 
     For a multi-agent env, ``score`` is the mean of ``agent_scores`` (each agent's own return,
-    by agent name) and ``env_index`` numbers the env, not the row."""
+    by agent name) and ``env_index`` numbers the env, not the row. A named tuple: built for
+    every episode as it ends, at half a frozen dataclass's cost."""
 
     env_index: int
     score: float

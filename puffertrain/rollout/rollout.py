@@ -78,6 +78,9 @@ class Rollout:
         self.action_masks = engine.action_masks.copy()
         self.masked = engine.action_masks.shape[1] > 0
         self.row_steps = np.zeros(self.num_rows, dtype=np.int64)
+        # a synchronous engine steps every row together, so in a training rollout all rows are
+        # at one step, and the buffer writes at one index (no per-row step check each write)
+        self.lockstep = engine.batch_size == engine.num_rows
         # one thread for a small policy, as in the trainer's plan (which --threads overrides):
         # two processes acting a small policy on two threads each spin against each other
         self.flops_per_row = policy_flops_per_row(adapter, engine, device)
@@ -158,7 +161,7 @@ class Rollout:
                 obs, state, deterministic, self.agent_ids_of(row_ids), masks, noise
             )
             if buffer is not None:  # before the new state overwrites ``state``'s rows (views)
-                steps = self.row_steps[rows]
+                steps = self._steps_of(rows)
                 buffer.store_step(
                     steps, rows, obs, actions, log_probs, values, state, self.alive[rows], masks
                 )
@@ -179,7 +182,7 @@ class Rollout:
             obs, deterministic, masks, None if noise is None else noise.numpy()
         )
         if buffer is not None:
-            steps = self.row_steps[rows]
+            steps = self._steps_of(rows)
             buffer.store_step(
                 steps, rows, obs, actions, log_probs, values, None, self.alive[rows], masks
             )
@@ -199,7 +202,7 @@ class Rollout:
         ended = result.terminations | result.truncations
         if buffer is not None:
             rewards = self._training_rewards(result, ended, rows)
-            buffer.store_outcome(self.row_steps[rows] - 1, rows, rewards, ended)
+            buffer.store_outcome(self._steps_of(rows) - 1, rows, rewards, ended)
         if self.state is not None and ended.any():
             for part in self.state:
                 part[torch.as_tensor(row_ids[ended], device=self.device)] = 0
@@ -209,6 +212,11 @@ class Rollout:
         if result.episodes:
             self.episodes.extend((self.global_step, episode) for episode in result.episodes)
         return result
+
+    def _steps_of(self, rows: slice | np.ndarray) -> int | np.ndarray:
+        """The steps ``rows`` have taken in this rollout: one number for a synchronous engine
+        (:meth:`collect` sends its rows all together), else each row's own."""
+        return int(self.row_steps[0]) if self.lockstep else self.row_steps[rows]
 
     def collect(self, buffer: RolloutBuffer) -> None:
         """Fill ``buffer`` with ``buffer.num_steps`` steps of every row.
