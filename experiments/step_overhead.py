@@ -1,13 +1,16 @@
 """What one training rollout step costs outside the env and the policy's own math.
 
     python experiments/step_overhead.py [--batches 1 64] [--seconds 2] [--repeats 3] [--output F]
+        [--vec native|serial]
 
-CartPole-v1 on the native engine (gymnasium's numpy vector env), the mlp policy, one torch
+CartPole-v1 on the native engine (gymnasium's numpy vector env; ``--vec serial``: single envs
+stepped in this process, what ``--vec auto`` builds below 8 envs), the mlp policy, one torch
 thread (the trainer's choice for it), the training path: ``Rollout.collect`` into a buffer.
 Per step of the whole batch, median of ``--repeats``:
 
 - total: ``Rollout.collect`` time / steps;
-- env: the vector env's own ``step`` with the same batch of random actions;
+- env: the vector env's own ``step`` with the same batch of random actions (serial: each env's
+  own ``step`` in turn, and its ``reset`` where an episode ended);
 - policy math: the forward of the path the rollout acts by (the numpy actor's for ``mlp``;
   no sampling, no bookkeeping);
 - overhead: total - env - policy math (sampling, tensor/array moves, buffer writes, episode
@@ -29,7 +32,8 @@ Per step of the whole batch, median of ``--repeats``:
 
 The ceilings of the per-step speed issue follow (printed per batch): env-only SPS can be no
 more than ``batch / env floor``, and an eager rollout with same-step resets no more than
-``batch / (floor total + env floor - env)``.
+``batch / (floor total + env floor - env)``. The floors are the vector env's: ``--vec serial``
+measures total, env, policy math, overhead and env-only alone.
 """
 
 from __future__ import annotations
@@ -70,9 +74,10 @@ def _seconds_per_call(call: Callable[[], object], seconds: float) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def measure(batch: int, seconds: float) -> dict[str, float]:
-    """Microseconds per step of ``batch`` envs: total, env, policy math, overhead."""
-    engine, _ = make_engine("native", "CartPole-v1", batch, {})
+def measure(batch: int, seconds: float, vec: str = "native") -> dict[str, float]:
+    """Microseconds per step of ``batch`` envs on the ``vec`` engine: total, env, policy math,
+    overhead (and the floors, on the native engine)."""
+    engine, _ = make_engine(vec, "CartPole-v1", batch, {})
     policy = build_policy("mlp", engine.policy_observation_space, engine.single_action_space)
     adapter = PolicyAdapter(policy, engine.single_action_space)
     rollout = Rollout(engine, adapter, torch.device("cpu"))
@@ -90,19 +95,32 @@ def measure(batch: int, seconds: float) -> dict[str, float]:
     total = _seconds_per_call(lambda: rollout.collect(buffer) or rollout.take_episodes(), seconds)
     total /= NUM_STEPS
 
-    vector = engine._vectors[0]
     actions = gym.vector.utils.batch_space(engine.single_action_space, batch)
     actions.seed(0)
     fixed = actions.sample()
-    env = _seconds_per_call(lambda: vector.step(fixed), seconds)
-
     obs = torch.from_numpy(engine.observations.copy())
-    with torch.no_grad():
-        math = _seconds_per_call(lambda: policy(obs), seconds)
-        floor = _seconds_per_call(floor_step(vector, policy, floor_buffers(batch)), seconds)
-        alternating = _seconds_per_call(lambda: (policy(obs), vector.step(fixed)), seconds)
     numpy_forward = NumpyActor.of(adapter).forward
     numpy_math = _seconds_per_call(lambda: numpy_forward(obs.numpy()), seconds)
+    with torch.no_grad():
+        math = _seconds_per_call(lambda: policy(obs), seconds)
+    if vec == "serial":
+        env = _seconds_per_call(single_envs_step(engine.envs, fixed), seconds)
+        env_only = _seconds_per_call(env_only_step(rollout, fixed), seconds)
+        engine.close()
+        return {
+            "total_us": total * 1e6,
+            "env_us": env * 1e6,
+            "policy_math_us": math * 1e6,
+            "numpy_math_us": numpy_math * 1e6,
+            "env_only_us": env_only * 1e6,
+            "acts_in_numpy": rollout.numpy_actor is not None,
+        }
+
+    vector = engine._vectors[0]
+    env = _seconds_per_call(lambda: vector.step(fixed), seconds)
+    with torch.no_grad():
+        floor = _seconds_per_call(floor_step(vector, policy, floor_buffers(batch)), seconds)
+        alternating = _seconds_per_call(lambda: (policy(obs), vector.step(fixed)), seconds)
     numpy_step = numpy_floor_step(vector, numpy_forward, floor_buffers(batch))
     numpy_floor = _seconds_per_call(numpy_step, seconds)
     env_floor = _seconds_per_call(env_floor_step(vector, fixed), seconds)
@@ -131,6 +149,22 @@ def env_only_step(rollout: Rollout, actions: np.ndarray) -> Callable[[], None]:
     def one_step() -> None:
         rollout.engine.send(actions, rollout.receive().row_ids)
         rollout.take_episodes()
+
+    return one_step
+
+
+def single_envs_step(envs: list[gym.Env], actions: np.ndarray) -> Callable[[], None]:
+    """The single envs' own work in one step of the serial engine: each env's ``step`` with
+    its action, and its ``reset`` where the episode ended."""
+    for env in envs:
+        env.reset(seed=0)
+    pairs = list(zip(envs, actions.tolist(), strict=True))
+
+    def one_step() -> None:
+        for env, action in pairs:
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
 
     return one_step
 
@@ -237,38 +271,45 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--vec", choices=["native", "serial"], default="native")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
     for batch in args.batches:
-        runs = [measure(batch, args.seconds) for _ in range(args.repeats)]
-        row = {"batch": batch}
+        runs = [measure(batch, args.seconds, args.vec) for _ in range(args.repeats)]
+        row = {"batch": batch, "vec": args.vec}
         for key in runs[0]:
             row[key] = statistics.median(run[key] for run in runs)
         # the math of the path the rollout acts by: the numpy actor's for the library's MLPs
         own_math = row["numpy_math_us"] if row["acts_in_numpy"] else row["policy_math_us"]
         row["overhead_us"] = row["total_us"] - row["env_us"] - own_math
+        row["env_only_sps"] = batch * 1e6 / row["env_only_us"]
+        row["rollout_sps"] = batch * 1e6 / row["total_us"]
+        rows.append(row)
+        print(
+            f"batch {batch:3d} ({args.vec}): total {row['total_us']:7.1f} µs, env "
+            f"{row['env_us']:6.1f}, policy math {own_math:6.1f}, overhead "
+            f"{row['overhead_us']:6.1f}; "
+            f"env-only {row['env_only_sps']:,.0f} SPS, rollout {row['rollout_sps']:,.0f} SPS"
+        )
+        if args.vec == "serial":
+            continue
         row["floor_overhead_us"] = row["floor_total_us"] - row["env_us"] - row["policy_math_us"]
         row["numpy_floor_overhead_us"] = (
             row["numpy_floor_total_us"] - row["env_us"] - row["numpy_math_us"]
         )
-        rows.append(row)
         print(
-            f"batch {batch:3d}: total {row['total_us']:7.1f} µs, env {row['env_us']:6.1f}, "
-            f"policy math {own_math:6.1f}, overhead {row['overhead_us']:6.1f}; "
-            f"floor: total {row['floor_total_us']:7.1f}, overhead {row['floor_overhead_us']:6.1f}; "
-            f"forward and env in turn {row['alternating_us']:6.1f}"
+            f"  floor: total {row['floor_total_us']:7.1f}, overhead "
+            f"{row['floor_overhead_us']:6.1f}; forward and env in turn {row['alternating_us']:6.1f}"
         )
         print(
             f"  outside PyTorch: math {row['numpy_math_us']:6.1f} µs, floor total "
             f"{row['numpy_floor_total_us']:7.1f}, overhead {row['numpy_floor_overhead_us']:6.1f}"
         )
         batch_sps = batch * 1e6
-        row["env_only_sps"] = batch_sps / row["env_only_us"]
         row["env_only_ceiling_sps"] = batch_sps / row["env_floor_us"]
         row["env_alone_sps"] = batch_sps / row["env_us"]
         same_step_resets = row["env_floor_us"] - row["env_us"]
-        row["rollout_sps"] = batch_sps / row["total_us"]
         row["rollout_ceiling_sps"] = batch_sps / (row["floor_total_us"] + same_step_resets)
         print(
             f"  env-only: puffertrain {row['env_only_sps']:,.0f} SPS, ceiling "

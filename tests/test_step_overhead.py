@@ -29,3 +29,28 @@ def test_numpy_floor_step_samples_from_the_softmax_and_stores_the_log_probabilit
     expected = np.where(buffers["actions"] == 1, np.log(0.75), np.log(0.25))
     np.testing.assert_allclose(buffers["log_probs"], expected, rtol=1e-5)
     vector.close()
+
+
+def test_the_single_envs_env_time_steps_each_env_and_resets_the_ended_ones(step_overhead):
+    import gymnasium as gym
+
+    class Counting(gym.Wrapper):
+        steps = resets = 0
+
+        def step(self, action):
+            assert not self.over, "stepped past the end of an episode"
+            Counting.steps += 1
+            result = super().step(action)
+            self.over = result[2] or result[3]
+            return result
+
+        def reset(self, **kwargs):
+            Counting.resets += 1
+            self.over = False
+            return super().reset(**kwargs)
+
+    envs = [Counting(gym.make("CartPole-v1")) for _ in range(3)]
+    one_step = step_overhead.single_envs_step(envs, np.ones(3, dtype=np.int64))
+    for _ in range(100):  # always pushing right: an episode ends within ~10 steps
+        one_step()
+    assert Counting.steps == 300 and Counting.resets > 3 + 10

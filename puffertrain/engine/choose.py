@@ -27,6 +27,12 @@ from puffertrain.errors import UserError
 # experiments/worker_round_trip.py measures it; workers pay only when the env work they take
 # off this process is several times larger.
 WORKER_ROUND_TRIP_S = 65e-6
+# Envs from which an id's own vector env steps them (below: single envs in this process). A
+# numpy vector env pays a fixed cost per call that single envs do not: CartPole's costs ~40 µs
+# at any size from 1 to 64 envs, against ~5 µs a single env, and it overtook the serial
+# engine between 6 and 12 envs (experiments/RESULTS.md, "Few envs: single envs beat the
+# vector env"). The classic-control preset's 8 CartPole envs stay on it.
+VECTOR_ENV_MIN_ENVS = 8
 
 
 def _env_step_seconds(factory: EnvFactory, steps: int = 200, budget_s: float = 0.5) -> float:
@@ -86,8 +92,13 @@ def choose_backend(
     # A rule, not a timing: the same command must build the same engine (the engines seed
     # their envs differently). Timed, CartPole's numpy vector env tied single envs spread
     # over 2 cores at 16 envs and beat them 4.9x at 64.
-    if vector and _drives_vector_env(env_id, env_kwargs or {}):
+    if vector and num_envs >= VECTOR_ENV_MIN_ENVS and _drives_vector_env(env_id, env_kwargs or {}):
         return "native", "its own vector env: all envs in one numpy step"
+    if vector and num_envs < VECTOR_ENV_MIN_ENVS:
+        return "serial", (
+            f"{num_envs} env(s): single envs step faster than its own vector env's fixed cost "
+            f"per call below {VECTOR_ENV_MIN_ENVS}"
+        )
     cores = process_cores()
     if cores < 2 or num_envs < 2 or factory is None:
         return "serial", f"{cores} core(s), {num_envs} env(s)"
