@@ -28,10 +28,9 @@ from puffertrain.errors import UserError
 # off this process is several times larger.
 WORKER_ROUND_TRIP_S = 65e-6
 # Envs from which an id's own vector env steps them (below: single envs in this process). A
-# numpy vector env pays a fixed cost per call that single envs do not: CartPole's costs ~40 µs
-# at any size from 1 to 64 envs, against ~5 µs a single env, and it overtook the serial
-# engine between 6 and 12 envs (experiments/RESULTS.md, "Few envs: single envs beat the
-# vector env"). The classic-control preset's 8 CartPole envs stay on it.
+# numpy vector env pays a fixed cost per call, whatever its size, that single envs do not:
+# CartPole's overtook the serial engine between 6 and 12 envs (experiments/RESULTS.md, "Few
+# envs: single envs beat the vector env"). The classic-control preset's 8 CartPole envs stay on it.
 VECTOR_ENV_MIN_ENVS = 8
 
 
