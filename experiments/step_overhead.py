@@ -105,38 +105,30 @@ def measure(batch: int, seconds: float, vec: str = "native") -> dict[str, float]
         math = _seconds_per_call(lambda: policy(obs), seconds)
     if vec == "serial":
         env = _seconds_per_call(single_envs_step(engine.envs, fixed), seconds)
-        env_only = _seconds_per_call(env_only_step(rollout, fixed), seconds)
-        engine.close()
-        return {
-            "total_us": total * 1e6,
-            "env_us": env * 1e6,
-            "policy_math_us": math * 1e6,
-            "numpy_math_us": numpy_math * 1e6,
-            "env_only_us": env_only * 1e6,
-            "acts_in_numpy": rollout.numpy_actor is not None,
+        floors = {}  # the floors are the vector env's
+    else:
+        vector = engine._vectors[0]
+        env = _seconds_per_call(lambda: vector.step(fixed), seconds)
+        with torch.no_grad():
+            floor = _seconds_per_call(floor_step(vector, policy, floor_buffers(batch)), seconds)
+            alternating = _seconds_per_call(lambda: (policy(obs), vector.step(fixed)), seconds)
+        numpy_step = numpy_floor_step(vector, numpy_forward, floor_buffers(batch))
+        floors = {
+            "floor_total_us": floor * 1e6,
+            "alternating_us": alternating * 1e6,
+            "numpy_floor_total_us": _seconds_per_call(numpy_step, seconds) * 1e6,
+            "env_floor_us": _seconds_per_call(env_floor_step(vector, fixed), seconds) * 1e6,
         }
-
-    vector = engine._vectors[0]
-    env = _seconds_per_call(lambda: vector.step(fixed), seconds)
-    with torch.no_grad():
-        floor = _seconds_per_call(floor_step(vector, policy, floor_buffers(batch)), seconds)
-        alternating = _seconds_per_call(lambda: (policy(obs), vector.step(fixed)), seconds)
-    numpy_step = numpy_floor_step(vector, numpy_forward, floor_buffers(batch))
-    numpy_floor = _seconds_per_call(numpy_step, seconds)
-    env_floor = _seconds_per_call(env_floor_step(vector, fixed), seconds)
     env_only = _seconds_per_call(env_only_step(rollout, fixed), seconds)
     engine.close()
     return {
         "total_us": total * 1e6,
         "env_us": env * 1e6,
         "policy_math_us": math * 1e6,
-        "floor_total_us": floor * 1e6,
-        "alternating_us": alternating * 1e6,
         "numpy_math_us": numpy_math * 1e6,
-        "numpy_floor_total_us": numpy_floor * 1e6,
-        "env_floor_us": env_floor * 1e6,
         "env_only_us": env_only * 1e6,
         "acts_in_numpy": rollout.numpy_actor is not None,
+        **floors,
     }
 
 
