@@ -96,6 +96,27 @@ def sequences(buffer: RolloutBuffer) -> Minibatch:
     )
 
 
+def whole_buffer(buffer: RolloutBuffer) -> Minibatch:
+    """The whole buffer as one minibatch: every transition (feed-forward), or every sequence
+    (recurrent) laid out as :func:`_select_sequences` lays out some of them."""
+    if buffer.start_states is None:
+        return transitions(buffer)
+    data = sequences(buffer)
+    return _select_sequences(
+        data, torch.arange(data.log_probs.shape[1], device=data.log_probs.device)
+    )
+
+
+def as_steps(buffer: RolloutBuffer, flat: torch.Tensor) -> torch.Tensor:
+    """A per-row result over :func:`whole_buffer`'s rows, back in the buffer's
+    ``[num_steps, num_rows]`` layout."""
+    if buffer.start_states is None:
+        return flat.reshape(buffer.num_steps, buffer.num_rows)
+    length, num_rows = buffer.sequence_length, buffer.num_rows
+    by_sequence = flat.reshape(length, buffer.num_steps // length, num_rows).transpose(0, 1)
+    return by_sequence.reshape(buffer.num_steps, num_rows)
+
+
 def _select_sequences(data: Minibatch, index: torch.Tensor) -> Minibatch:
     """Sequences ``index``: observations, episode starts and agent ids stay ``[T, B, ...]``,
     the rest flat in that order."""
@@ -125,11 +146,12 @@ def shuffled_epochs(
     rows, which no order changes, and a shuffled copy of every field cost a small policy's
     update step ~3% (the classic-control preset's 20 passes of one minibatch)."""
     recurrent = buffer.start_states is not None
-    data = sequences(buffer) if recurrent else transitions(buffer)
     if num_minibatches == 1:
+        whole = whole_buffer(buffer)
         for _ in range(epochs):
-            yield iter((data,))
+            yield iter((whole,))
         return
+    data = sequences(buffer) if recurrent else transitions(buffer)
     select = _select_sequences if recurrent else _select_transitions
     num_samples = data.log_probs.shape[1 if recurrent else 0]  # sequences or transitions
     size = num_samples // num_minibatches
