@@ -100,8 +100,8 @@ class RunningMeanStd(nn.Module):
 class NormalizedPolicy(nn.Module):
     """``policy`` run on observations normalised by their running mean and variance (clipped to
     ±``clip``; the first rollout, before any statistics, sees them raw). The trainer calls
-    :meth:`update_normalization` with each rollout's observations after the update that used
-    them, so a rollout and its update see the same statistics.
+    :meth:`update_normalization` with each rollout's observations before the update on them,
+    and scores the rollout's actions again under the new statistics.
 
     Built as the guide's ``NormalizedPolicy(observation_space, action_space)`` it wraps a
     :class:`~policies.mlp.BasicPolicy`; ``policy=`` wraps any feed-forward policy (use

@@ -172,3 +172,29 @@ def test_compiled_update_sees_the_statistics_change():
         torch.testing.assert_close(
             compiled(agent, batch, config)[0], ppo_loss(agent, batch, config)[0]
         )
+
+
+def test_each_update_learns_on_statistics_that_include_its_rollout(tmp_path):
+    # they moved once per rollout after its update, so the first update learned on the raw
+    # observations its rollout acted on, and the next rollout acted on normalised ones
+    config = TrainConfig(
+        env="Pendulum-v1", policy="mlp", normalize_obs=True, num_envs=2, num_steps=16,
+        total_timesteps=2 * 16 * 3, vec="serial", device="cpu",
+    )  # fmt: skip
+    trainer = Trainer(config, tmp_path, None)
+    update, seen = trainer.learner.update, []
+
+    def check_then_update(buffer, learning_rate):
+        policy = trainer.adapter.policy
+        with torch.no_grad():
+            log_probs, _, values = trainer.adapter.evaluate(
+                buffer.observations.flatten(0, 1), buffer.actions.flatten(0, 1)
+            )
+        seen.append(int(policy.obs_rms.count))
+        torch.testing.assert_close(log_probs, buffer.log_probs.flatten())  # ratios start at 1
+        torch.testing.assert_close(values, buffer.values.flatten())
+        return update(buffer, learning_rate)
+
+    trainer.learner.update = check_then_update
+    trainer.train()
+    assert seen == [32, 64, 96]

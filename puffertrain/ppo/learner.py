@@ -11,6 +11,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from puffertrain.buffer import Minibatch, RolloutBuffer
+from puffertrain.buffer.minibatches import as_steps, whole_buffer
 from puffertrain.config import PPOConfig
 from puffertrain.distributed import mean_over_ranks
 from puffertrain.ppo.adapter import PolicyAdapter
@@ -115,6 +116,24 @@ class Learner:
         elif approx_kl < ceiling / 2:
             scale = min(1.0, scale * LR_ADAPT_FACTOR)
         self.optimizer.param_groups[0]["lr_scale"] = scale
+
+    @torch.no_grad()
+    def rescore(self, buffer: RolloutBuffer) -> None:
+        """Score the stored actions again under the policy as it is now, into the buffer's
+        log-probabilities and values: the trainer folds a rollout's observations into the
+        policy's statistics before its update, and the update's ratios then start at 1 and
+        GAE takes the values the update is judged against."""
+        data = whole_buffer(buffer)
+        log_probs, _, values = self.adapter.evaluate(
+            data.observations,
+            data.actions,
+            data.states,
+            data.episode_starts,
+            data.agent_ids,
+            data.action_masks,
+        )
+        buffer.log_probs.copy_(as_steps(buffer, log_probs.float()))
+        buffer.values.copy_(as_steps(buffer, values.float()))
 
     def update(self, buffer: RolloutBuffer, learning_rate: float) -> dict[str, float]:
         """Optimise on the buffer; return mean loss statistics (CleanRL's logged values)."""

@@ -149,10 +149,11 @@ class Trainer:
             for step, episode in self._gather_episodes():
                 logger.episode(step, episode)
             with self.timer.phase("update"):
+                if self._update_normalization():
+                    self.learner.rescore(self.buffer)
                 last_values = self.rollout.bootstrap_values()
                 self.buffer.compute_advantages(last_values, ppo.gamma, ppo.gae_lambda)
                 stats = self.learner.update(self.buffer, learning_rate)
-                self._update_normalization()
             logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
             last = self.iteration == self.num_iterations
             reached = self._maybe_evaluate(logger, last)
@@ -208,20 +209,26 @@ class Trainer:
             return []
         return sorted((item for rank in gathered for item in rank), key=lambda item: item[0])
 
-    def _update_normalization(self) -> None:
+    def _update_normalization(self) -> bool:
         """Fold every rank's rollout observations into the policy's running statistics, if it
-        keeps any (after the update, so the update saw the statistics the rollout acted with;
-        every rank folds the same observations in the same order, so the statistics agree)."""
+        keeps any, and say whether it does. Before the update, as SB3's `VecNormalize` and
+        CleanRL's wrapper fold each step in as it comes: the first update then learns on
+        normalised observations, not on the raw ones the first rollout acted on, and every
+        update on statistics that include its own rollout (its actions are scored again under
+        them: :meth:`Learner.rescore`). Every rank folds the same observations in the same
+        order, so the statistics agree."""
         update = getattr(self.adapter.policy, "update_normalization", None)
-        if callable(update):
-            observations = self.buffer.observations.flatten(0, 1)
-            if self.buffer.alive is not None:  # a dead agent's zeros are not observations
-                observations = observations[self.buffer.alive.flatten().bool()]
-            if self.ranks.distributed:
-                observations = torch.cat(
-                    [part.to(self.device) for part in all_gather(observations.cpu())]
-                )
-            update(observations)
+        if not callable(update):
+            return False
+        observations = self.buffer.observations.flatten(0, 1)
+        if self.buffer.alive is not None:  # a dead agent's zeros are not observations
+            observations = observations[self.buffer.alive.flatten().bool()]
+        if self.ranks.distributed:
+            observations = torch.cat(
+                [part.to(self.device) for part in all_gather(observations.cpu())]
+            )
+        update(observations)
+        return True
 
     def save(self, with_envs: bool = True, path: Path | None = None) -> Path:
         """Write a checkpoint (at ``path``: the step's by default, pruned to the newest few);
