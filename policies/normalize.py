@@ -101,7 +101,8 @@ class NormalizedPolicy(nn.Module):
     """``policy`` run on observations normalised by their running mean and variance (clipped to
     ±``clip``; the first rollout, before any statistics, sees them raw). The trainer calls
     :meth:`update_normalization` with each rollout's observations before the update on them,
-    and scores the rollout's actions again under the new statistics.
+    and scores the rollout's actions again under the new statistics (after it, for a recurrent
+    policy, whose stored start states come from the statistics it acted with).
 
     Built as the guide's ``NormalizedPolicy(observation_space, action_space)`` it wraps a
     :class:`~policies.mlp.BasicPolicy`; ``policy=`` wraps any feed-forward policy (use

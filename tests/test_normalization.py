@@ -198,3 +198,22 @@ def test_each_update_learns_on_statistics_that_include_its_rollout(tmp_path):
     trainer.learner.update = check_then_update
     trainer.train()
     assert seen == [32, 64, 96]
+
+
+def test_a_recurrent_policys_statistics_move_after_its_update(tmp_path):
+    # its stored start states came from the statistics its rollout acted with
+    config = TrainConfig(
+        env="Pendulum-v1", policy="lstm", normalize_obs=True, num_envs=2, num_steps=16,
+        total_timesteps=2 * 16 * 3, vec="serial", device="cpu",
+        ppo=PPOConfig(num_minibatches=1),
+    )  # fmt: skip
+    trainer = Trainer(config, tmp_path, None)
+    update, seen = trainer.learner.update, []
+
+    def record_then_update(buffer, learning_rate):
+        seen.append(int(trainer.adapter.policy.obs_rms.count))
+        return update(buffer, learning_rate)
+
+    trainer.learner.update = record_then_update
+    trainer.train()
+    assert seen == [0, 32, 64] and trainer.adapter.policy.obs_rms.count == 96

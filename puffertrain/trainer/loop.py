@@ -149,11 +149,16 @@ class Trainer:
             for step, episode in self._gather_episodes():
                 logger.episode(step, episode)
             with self.timer.phase("update"):
-                if self._update_normalization():
+                # a recurrent policy's stored start states were computed under the statistics
+                # its rollout acted with: its update keeps them, and they move after it
+                feed_forward = self.buffer.start_states is None
+                if feed_forward and self._update_normalization():
                     self.learner.rescore(self.buffer)
                 last_values = self.rollout.bootstrap_values()
                 self.buffer.compute_advantages(last_values, ppo.gamma, ppo.gae_lambda)
                 stats = self.learner.update(self.buffer, learning_rate)
+                if not feed_forward:
+                    self._update_normalization()
             logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
             last = self.iteration == self.num_iterations
             reached = self._maybe_evaluate(logger, last)
@@ -211,12 +216,12 @@ class Trainer:
 
     def _update_normalization(self) -> bool:
         """Fold every rank's rollout observations into the policy's running statistics, if it
-        keeps any, and say whether it does. Before the update, as SB3's `VecNormalize` and
-        CleanRL's wrapper fold each step in as it comes: the first update then learns on
-        normalised observations, not on the raw ones the first rollout acted on, and every
-        update on statistics that include its own rollout (its actions are scored again under
-        them: :meth:`Learner.rescore`). Every rank folds the same observations in the same
-        order, so the statistics agree."""
+        keeps any, and say whether it does. For a feed-forward policy before the update, as
+        SB3's `VecNormalize` and CleanRL's wrapper fold each step in as it comes: the first
+        update then learns on normalised observations, not on the raw ones the first rollout
+        acted on, and every update on statistics that include its own rollout (its actions
+        are scored again under them: :meth:`Learner.rescore`). Every rank folds the same
+        observations in the same order, so the statistics agree."""
         update = getattr(self.adapter.policy, "update_normalization", None)
         if not callable(update):
             return False
