@@ -3,6 +3,7 @@ EnvPool, checked against the serial engine."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from functools import partial
 
@@ -187,6 +188,20 @@ def _trainer_resume_err(vec: str, tmp_path, capsys) -> str:
 
 def test_a_native_cartpole_run_resumes_its_episodes(tmp_path, capsys):
     assert "episodes restart" not in _trainer_resume_err("native", tmp_path, capsys)
+
+
+def test_a_run_resumed_on_another_engine_says_so_when_its_episodes_restart(tmp_path, capsys):
+    # a CartPole run of fewer than 8 envs started on the native engine resumes on the serial
+    # one that --vec auto now builds; the message said the env's state could not be saved
+    config = TrainConfig(
+        env="CartPole-v1", policy="mlp", num_envs=2, num_steps=8, vec="native",
+        ppo=PPOConfig(num_minibatches=2),
+    )  # fmt: skip
+    checkpoint = load_checkpoint(Trainer(config, tmp_path, None).save())
+    capsys.readouterr()
+    Trainer(dataclasses.replace(config, vec="serial"), tmp_path, checkpoint)
+    err = capsys.readouterr().err
+    assert "saved by another engine than this run's serial; its episodes restart" in err
 
 
 @pytest.mark.parametrize("num_envs", [8, 16, 64])

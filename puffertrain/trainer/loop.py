@@ -272,11 +272,20 @@ class Trainer:
         self.iteration = checkpoint.iteration
         rank_state = checkpoint.ranks[self.ranks.rank]
         reseed = self._env_seed(self.iteration)
-        episodes_go_on = self.rollout.load_state_dict(rank_state.to_dict(), reseed)
+        state = rank_state.to_dict()
+        episodes_go_on = self.rollout.load_state_dict(state, reseed)
         if not episodes_go_on and self.ranks.main:
+            snapshots = state["envs"].get("envs")
+            captured = snapshots is not None and all(part is not None for part in snapshots)
+            why = (
+                f"the checkpoint's envs were saved by another engine than this run's "
+                f"{self.engine.name}"
+                if captured
+                else "this env's state cannot be saved"
+            )
             print(
-                f"puffertrain: this env's state cannot be saved; its episodes restart "
-                f"(seed {reseed}), so the resumed run is not bit-identical",
+                f"puffertrain: {why}; its episodes restart (seed {reseed}), so the resumed run "
+                "is not bit-identical",
                 file=sys.stderr,
             )
         if self.evaluator is not None:
