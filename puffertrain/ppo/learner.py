@@ -120,9 +120,9 @@ class Learner:
     @torch.no_grad()
     def rescore(self, buffer: RolloutBuffer) -> None:
         """Score the stored actions again under the policy as it is now, into the buffer's
-        log-probabilities and values: the trainer folds a rollout's observations into the
-        policy's statistics before its update, and the update's ratios then start at 1 and
-        GAE takes the values the update is judged against."""
+        log-probabilities and values: the trainer folds a rollout's observations into a
+        feed-forward policy's statistics before its update, and the update's ratios then
+        start at 1 and GAE takes the values the update is judged against."""
         data = whole_buffer(buffer)
         log_probs, _, values = self.adapter.evaluate(
             data.observations,
