@@ -91,13 +91,13 @@ def choose_backend(
     # A rule, not a timing: the same command must build the same engine (the engines seed
     # their envs differently). Timed, CartPole's numpy vector env tied single envs spread
     # over 2 cores at 16 envs and beat them 4.9x at 64.
-    if vector and num_envs >= VECTOR_ENV_MIN_ENVS and _drives_vector_env(env_id, env_kwargs or {}):
-        return "native", "its own vector env: all envs in one numpy step"
     if vector and num_envs < VECTOR_ENV_MIN_ENVS:
         return "serial", (
             f"{num_envs} env(s): single envs step faster than its own vector env's fixed cost "
             f"per call below {VECTOR_ENV_MIN_ENVS}"
         )
+    if vector and _drives_vector_env(env_id, env_kwargs or {}):
+        return "native", "its own vector env: all envs in one numpy step"
     cores = process_cores()
     if cores < 2 or num_envs < 2 or factory is None:
         return "serial", f"{cores} core(s), {num_envs} env(s)"
