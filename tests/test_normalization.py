@@ -217,3 +217,30 @@ def test_a_recurrent_policys_statistics_move_after_its_update(tmp_path):
     trainer.learner.update = record_then_update
     trainer.train()
     assert seen == [0, 32, 64] and trainer.adapter.policy.obs_rms.count == 96
+
+
+def test_rescoring_a_rollout_holds_no_more_rows_than_a_minibatch(tmp_path):
+    # the whole buffer in one forward held a user's 64 envs × 2,048 steps at once
+    config = TrainConfig(
+        env="Pendulum-v1", policy="mlp", normalize_obs=True, num_envs=2, num_steps=16,
+        total_timesteps=2 * 16, vec="serial", device="cpu", ppo=PPOConfig(num_minibatches=4),
+    )  # fmt: skip
+    trainer = Trainer(config, tmp_path, None)
+    trainer.rollout.collect(trainer.buffer)
+    before = trainer.buffer.log_probs.clone()
+    trainer.adapter.policy.update_normalization(trainer.buffer.observations.flatten(0, 1))
+    evaluate, rows = trainer.adapter.evaluate, []
+
+    def recorded(observations, *args):
+        rows.append(len(observations))
+        return evaluate(observations, *args)
+
+    trainer.adapter.evaluate = recorded
+    trainer.learner.rescore(trainer.buffer)
+    assert rows == [8, 8, 8, 8]
+    with torch.no_grad():
+        log_probs, _, _ = evaluate(
+            trainer.buffer.observations.flatten(0, 1), trainer.buffer.actions.flatten(0, 1)
+        )
+    torch.testing.assert_close(trainer.buffer.log_probs.flatten(), log_probs)
+    assert not torch.equal(before, trainer.buffer.log_probs)  # the statistics moved them

@@ -107,6 +107,18 @@ def whole_buffer(buffer: RolloutBuffer) -> Minibatch:
     )
 
 
+def whole_buffer_in_parts(buffer: RolloutBuffer, parts: int) -> list[Minibatch]:
+    """:func:`whole_buffer` in order: in ``parts`` consecutive runs of transitions
+    (feed-forward), so a pass over them holds no more activations than one of the update's
+    minibatches; or whole, every sequence at once (recurrent). Their results, concatenated,
+    are :func:`as_steps`'s input."""
+    data = whole_buffer(buffer)
+    if buffer.start_states is not None:
+        return [data]
+    rows = torch.arange(len(data.actions), device=data.actions.device)
+    return [_select_transitions(data, run) for run in rows.chunk(parts)]
+
+
 def as_steps(buffer: RolloutBuffer, flat: torch.Tensor) -> torch.Tensor:
     """A per-row result over :func:`whole_buffer`'s rows, back in the buffer's
     ``[num_steps, num_rows]`` layout."""

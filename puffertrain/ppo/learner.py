@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from puffertrain.buffer import Minibatch, RolloutBuffer
-from puffertrain.buffer.minibatches import as_steps, whole_buffer
+from puffertrain.buffer.minibatches import as_steps, whole_buffer_in_parts
 from puffertrain.config import PPOConfig
 from puffertrain.distributed import mean_over_ranks
 from puffertrain.ppo.adapter import PolicyAdapter
@@ -122,16 +122,20 @@ class Learner:
         """Score the stored actions again under the policy as it is now, into the buffer's
         log-probabilities and values: the trainer folds a rollout's observations into a
         feed-forward policy's statistics before its update, and the update's ratios then
-        start at 1 and GAE takes the values the update is judged against."""
-        data = whole_buffer(buffer)
-        log_probs, _, values = self.adapter.evaluate(
-            data.observations,
-            data.actions,
-            data.states,
-            data.episode_starts,
-            data.agent_ids,
-            data.action_masks,
-        )
+        start at 1 and GAE takes the values the update is judged against. In the update's
+        minibatch sizes: a whole buffer at once could outgrow the memory the update needs."""
+        scores = [
+            self.adapter.evaluate(
+                data.observations,
+                data.actions,
+                data.states,
+                data.episode_starts,
+                data.agent_ids,
+                data.action_masks,
+            )
+            for data in whole_buffer_in_parts(buffer, self.config.num_minibatches)
+        ]
+        log_probs, _, values = (torch.cat(parts) for parts in zip(*scores, strict=True))
         buffer.log_probs.copy_(as_steps(buffer, log_probs.float()))
         buffer.values.copy_(as_steps(buffer, values.float()))
 
