@@ -52,12 +52,13 @@ def both_paths(adapter: PolicyAdapter, observations: np.ndarray, deterministic: 
     return [t.numpy() for t in torch_out], numpy_out, same_draws
 
 
+@pytest.mark.parametrize("rows", [1, 64])  # a softmax's normaliser is computed two ways by size
 @pytest.mark.parametrize("normalized", [False, True])
 @pytest.mark.parametrize("deterministic", [False, True])
 @pytest.mark.parametrize(("name", "action_space"), CASES)
-def test_numpy_actor_acts_as_the_torch_adapter(name, action_space, deterministic, normalized):
+def test_numpy_actor_acts_as_the_torch_adapter(name, action_space, deterministic, normalized, rows):
     adapter = adapter_for(name, action_space, normalized)
-    observations = np.random.default_rng(1).normal(size=(64, 5)) * 4
+    observations = np.random.default_rng(1).normal(size=(rows, 5)) * 4
     (actions, log_probs, values), numpy_out, same_draws = both_paths(
         adapter, observations, deterministic
     )
@@ -74,13 +75,16 @@ def test_numpy_actor_samples_only_allowed_actions():
     mask[:, 2] = True
     mask[::2, 0] = True
     observations = np.random.default_rng(2).normal(size=(64, 5))
-    (actions, log_probs, _), numpy_out, _ = both_paths(adapter, observations, False, mask=mask)
-    assert mask[np.arange(64), numpy_out[0]].all()
-    np.testing.assert_array_equal(numpy_out[0], actions)
-    np.testing.assert_allclose(numpy_out[1], log_probs, atol=1e-5)
+    for rows in (slice(0, 64), slice(0, 1)):  # the normaliser of many logits, then of few
+        (actions, log_probs, _), numpy_out, _ = both_paths(
+            adapter, observations[rows], False, mask=mask[rows]
+        )
+        assert mask[rows][np.arange(len(actions)), numpy_out[0]].all()
+        np.testing.assert_array_equal(numpy_out[0], actions)
+        np.testing.assert_allclose(numpy_out[1], log_probs, atol=1e-5)
 
 
-def test_numpy_actor_sees_updates_and_loads_and_after_a_refresh_moved_parameters():
+def test_numpy_actor_follows_the_parameters_from_each_refresh_and_the_statistics_always():
     adapter = adapter_for("separate_mlp", gym.spaces.Discrete(3), normalized=True)
     actor = NumpyActor.of(adapter)
     observations = np.random.default_rng(3).normal(size=(8, 5))
@@ -94,17 +98,38 @@ def test_numpy_actor_sees_updates_and_loads_and_after_a_refresh_moved_parameters
     assert agrees()
     with torch.no_grad():  # in place, as the optimizer writes
         adapter.policy.policy.critic.weight.add_(1.0)
+    assert not agrees()  # a copy: the rollout refreshes it as it starts acting
+    actor.refresh()
     assert agrees()
     critic = adapter.policy.policy.critic
     critic.weight.data = critic.weight.detach() * 2  # new memory, as the flat optimizer moves it
     critic.bias.data = torch.full_like(critic.bias, 3.0)
-    assert not agrees()  # the views still show the old memory
     actor.refresh()
     assert agrees()
     adapter.policy.load_state_dict({k: v * 0.5 for k, v in adapter.policy.state_dict().items()})
+    actor.refresh()
     assert agrees()
     adapter.policy.update_normalization(torch.randn(20, 5) * 10)
-    assert agrees()
+    assert agrees()  # the statistics are read at every step
+
+
+def test_the_rollout_acts_with_the_parameters_as_they_are_when_it_starts_acting():
+    engine, _ = make_engine("serial", "CartPole-v1", 2, {})
+    policy = build_policy(
+        "separate_mlp", engine.policy_observation_space, engine.single_action_space
+    )
+    adapter = PolicyAdapter(policy, engine.single_action_space)
+    rollout = Rollout(engine, adapter, torch.device("cpu"))
+    rollout.reset(0)
+    observations = rollout.observations.copy()
+    with torch.no_grad():
+        policy.critic.bias.add_(5.0)
+    with rollout.acting():
+        values = rollout._values(observations, np.arange(2))
+    with torch.no_grad():
+        expected = adapter.value(torch.from_numpy(observations)).numpy()
+    engine.close()
+    np.testing.assert_allclose(values, expected, atol=1e-5)
 
 
 def test_no_numpy_actor_for_a_recurrent_policy():

@@ -4,8 +4,12 @@ At batch 1 an eager-PyTorch step pays a few microseconds of dispatch for each of
 (the layers, the sampling, the log-probability), more than the math of a 2 × 64 MLP; numpy's
 calls cost a fraction of that (experiments/RESULTS.md, "Outside eager PyTorch: the numpy
 floor"). :class:`NumpyActor` runs :meth:`PolicyAdapter.act <puffertrain.ppo.PolicyAdapter.act>`
-for a :class:`~puffertrain.ppo.known_mlp.KnownMLP` on numpy views of the same parameters, so an
-update or a loaded checkpoint is seen at the next step without a copy.
+for a :class:`~puffertrain.ppo.known_mlp.KnownMLP` on a copy of its parameters laid out for the
+fewest numpy calls: an actor's and a critic's trunks stacked, so one ``matmul`` runs a layer of
+both, and the heads side by side, so one runs both heads. Half the calls of the layers one by
+one: at batch 1 each call costs more than its math. The copy is taken again at every
+:meth:`Rollout.acting() <puffertrain.rollout.Rollout.acting>`, the one region the rollout acts
+in, so an update or a loaded checkpoint is seen from the next rollout on.
 
 The random numbers still come from torch's global generator, one draw per step of the shape the
 torch path draws (exponentials for Gumbel-max, standard normals for Box actions): seeding,
@@ -25,6 +29,10 @@ from puffertrain.ppo.adapter import PolicyAdapter
 
 _LOG_SQRT_2PI = np.float32(0.5 * math.log(2 * math.pi))
 _MASKED_LOGIT = np.float32(torch.finfo(torch.float32).min)
+# up to this many logits, a softmax's normaliser costs least as one np.logaddexp.reduce; from
+# about 200 its per-entry cost outweighs the calls it saves (a sample of 1 × 2 logits: 0.6× the
+# time with max, exp, sum and log; 64 × 2: 0.76×; 64 × 6: 1.2×)
+_FEW_LOGITS = 128
 
 
 def _host_float32(tensor: torch.Tensor) -> bool:
@@ -41,6 +49,7 @@ class NumpyActor:
         self.continuous = adapter.continuous
         self.splits = np.cumsum(adapter.nvec)[:-1] if adapter.multi_discrete else None
         self.normalizer = mlp.normalizer
+        self.stacked = len(mlp.trunks) == 2  # an actor's and a critic's trunk, shaped alike
         self._draws: dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]] = {}
         self._row_index: dict[int, np.ndarray] = {}
         self.refresh()
@@ -59,22 +68,38 @@ class NumpyActor:
         return cls(adapter)
 
     def refresh(self) -> None:
-        """Take numpy views of the parameters as they are now. In-place writes (Adam's steps,
-        ``load_state_dict``) show through the views; a parameter moved to new memory (the
-        flat-parameter optimizer sets ``.data``) needs a refresh, which
-        :meth:`Rollout.acting() <puffertrain.rollout.Rollout.acting>` does at every entry
-        (checking the addresses at every step cost more than the rest of the forward)."""
+        """Copy the parameters as they are now: each layer's weights ``(inputs, outputs)``, a
+        layer of two trunks as ``(2, inputs, outputs)`` with biases ``(2, 1, outputs)``; the
+        heads as one layer whose outputs are the actor's, then the value (two trunks: the
+        actor's outputs in the first block, the value in the first column of the second)."""
 
         def layer(linear: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
             return linear.weight.detach().numpy().T, linear.bias.detach().numpy()
 
         mlp = self.mlp
-        self.trunks = [
-            [(*layer(linear), activation is nn.ReLU) for linear, activation in trunk]
-            for trunk in mlp.trunks
-        ]
-        self.actor, self.critic = layer(mlp.actor), layer(mlp.critic)
-        self.log_std = None if mlp.log_std is None else mlp.log_std.detach().numpy()
+        self.layers = []
+        for depth, (_, activation) in enumerate(mlp.trunks[0]):
+            weights, biases = zip(*(layer(trunk[depth][0]) for trunk in mlp.trunks), strict=True)
+            if self.stacked:
+                weight, bias = np.stack(weights), np.stack(biases)[:, None]
+            else:
+                weight, bias = weights[0].copy(), biases[0].copy()
+            self.layers.append((weight, bias, activation is nn.ReLU))
+        (actor_weight, actor_bias), (critic_weight, critic_bias) = (
+            layer(mlp.actor),
+            layer(mlp.critic),
+        )
+        if self.stacked:
+            width, outputs = actor_weight.shape
+            weight = np.zeros((2, width, outputs), np.float32)
+            bias = np.zeros((2, 1, outputs), np.float32)
+            weight[0], weight[1, :, :1] = actor_weight, critic_weight
+            bias[0, 0], bias[1, 0, :1] = actor_bias, critic_bias
+        else:
+            weight = np.concatenate([actor_weight, critic_weight], 1)
+            bias = np.concatenate([actor_bias, critic_bias])
+        self.heads = weight, bias
+        self.log_std = None if mlp.log_std is None else mlp.log_std.detach().numpy().copy()
 
     def _draw(self, shape: tuple[int, ...], exponential: bool) -> np.ndarray:
         """Random numbers from torch's global generator into a kept tensor of ``shape``."""
@@ -101,23 +126,20 @@ class NumpyActor:
 
     def forward(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The actor's logits or mean and the flat values, as the torch path computes them."""
-        features = self._features(observations)
-        hiddens = []
-        for trunk in self.trunks:
-            hidden = features
-            for weight, bias, relu in trunk:
-                hidden = hidden @ weight
-                hidden += bias
-                if relu:
-                    np.maximum(hidden, 0, out=hidden)
-                else:
-                    np.tanh(hidden, out=hidden)
-            hiddens.append(hidden)
-        outputs = hiddens[0] @ self.actor[0]
-        outputs += self.actor[1]
-        values = hiddens[-1] @ self.critic[0]
-        values += self.critic[1]
-        return outputs, values.reshape(-1)
+        hidden = self._features(observations)
+        for weight, bias, relu in self.layers:  # two trunks: [2, batch, width] from the first
+            hidden = np.matmul(hidden, weight)
+            hidden += bias
+            if relu:
+                np.maximum(hidden, 0, out=hidden)
+            else:
+                np.tanh(hidden, out=hidden)
+        weight, bias = self.heads
+        outputs = np.matmul(hidden, weight)
+        outputs += bias
+        if self.stacked:
+            return outputs[0], outputs[1, :, 0]
+        return outputs[:, :-1], outputs[:, -1]
 
     def act(
         self,
@@ -151,13 +173,17 @@ class NumpyActor:
     def _sample(self, logits: np.ndarray, deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
         """An action of each row of categorical ``logits`` (Gumbel-max, or the mode) and its
         log-probability."""
-        shifted = logits - logits.max(-1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        if logits.size <= _FEW_LOGITS:  # one call where max, exp, sum and log are four
+            log_norm = np.logaddexp.reduce(logits, axis=-1)
+        else:  # logaddexp costs more per entry
+            peak = logits.max(-1)
+            log_norm = np.log(np.exp(logits - peak[:, None]).sum(-1)) + peak
         if deterministic:
-            actions = log_p.argmax(-1)
-        else:
-            actions = (log_p - np.log(self._draw(log_p.shape, exponential=True))).argmax(-1)
-        return actions, log_p[self._rows(len(actions)), actions]
+            actions = logits.argmax(-1)
+        else:  # the max of logits + Gumbel noise, -log of an exponential draw
+            gumbel = np.log(self._draw(logits.shape, exponential=True))
+            actions = np.subtract(logits, gumbel, out=gumbel).argmax(-1)
+        return actions, logits[self._rows(len(actions)), actions] - log_norm
 
     def _rows(self, count: int) -> np.ndarray:
         """``arange(count)``, kept: the row index that picks each row's chosen log-probability
