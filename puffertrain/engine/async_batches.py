@@ -36,7 +36,7 @@ class AsyncWorkers(WorkerEngine):
     def send(self, actions: np.ndarray, row_ids: np.ndarray) -> None:
         shared_actions = self._views["actions"]
         shared_actions[row_ids] = actions.reshape((len(row_ids), *shared_actions.shape[1:]))
-        self._command(STEP, env_groups(row_ids, self.group_size).tolist())
+        self._command(STEP, [int(group) for group in env_groups(row_ids, self.group_size)])
 
     def recv(self) -> StepResult:
         workers = self._wait_for(min(self.batch_size // self.group_size, len(self._busy)))

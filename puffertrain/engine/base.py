@@ -49,13 +49,13 @@ class EnvError(UserError):
     """An env raised while stepping or resetting (in this process or a worker)."""
 
 
-def env_groups(row_ids: np.ndarray, group_size: int) -> np.ndarray:
+def env_groups(row_ids: np.ndarray, group_size: int) -> range | np.ndarray:
     """The groups (consecutive runs of ``group_size`` rows) that ``row_ids`` is made of."""
     rows = as_rows(row_ids)
     if isinstance(rows, slice):  # one run (every synchronous step): whole groups if aligned
         if rows.start % group_size or len(row_ids) % group_size:
             raise ValueError(f"rows {row_ids.tolist()} are not whole groups of {group_size}")
-        return np.arange(rows.start // group_size, rows.stop // group_size)
+        return range(rows.start // group_size, rows.stop // group_size)  # ints, no array
     groups = row_ids[::group_size] // group_size
     if not np.array_equal(group_row_ids(groups, group_size), row_ids):
         raise ValueError(f"rows {row_ids.tolist()} are not whole groups of {group_size}")

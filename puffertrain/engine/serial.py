@@ -44,12 +44,13 @@ class SerialEngine(Engine):
         self.action_masks = self.rows.action_masks
         self.tracker = EpisodeTracker(self.num_rows, self.agent_names)
         self._sent: deque[tuple[int, np.ndarray]] = deque()
-        # each group's rows as views, built once: selecting them costs more than a small
-        # env's step (the arrays are written in place, never replaced)
+        # each group's rows as views and its row ids, built once: selecting them costs more
+        # than a small env's step (the arrays are written in place, never replaced)
+        firsts = range(0, self.num_rows, self.group_size)
         self._group_rows = [
-            self.rows.select(slice(first, first + self.group_size))
-            for first in range(0, self.num_rows, self.group_size)
+            self.rows.select(slice(first, first + self.group_size)) for first in firsts
         ]
+        self._group_row_ids = [np.arange(first, first + self.group_size) for first in firsts]
 
     def reset(self, seed: int) -> np.ndarray:
         self.tracker = EpisodeTracker(self.num_rows, self.agent_names)
@@ -71,7 +72,7 @@ class SerialEngine(Engine):
         step_envs(
             self.envs[first // agents : rows.stop // agents], actions, group_rows, first // agents
         )
-        return self._step_result(np.arange(first, rows.stop), group_rows, rows)
+        return self._step_result(self._group_row_ids[group], group_rows, rows)
 
     def state_dict(self) -> dict[str, Any]:
         return self._engine_state([capture_env_state(env) for env in self.envs])
