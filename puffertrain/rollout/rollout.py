@@ -277,16 +277,16 @@ class Rollout:
             acting = self.alive[rows]  # not yet this step's
             rewards = self.reward_normalizer(rewards, row_ids, ended, acting)
         # in numpy on any device (the buffer moves them): numpy calls of a fraction of a
-        # microsecond where torch ops took microseconds each (a copy: the engine's array
-        # stays as it stepped)
-        rewards = rewards.astype(np.float32)
+        # microsecond where torch ops took microseconds each. Each change makes a new array:
+        # the engine's stays as it stepped
         if self.clip_rewards:
-            np.sign(rewards, out=rewards)
+            rewards = np.sign(rewards)
         # count_nonzero: a fifth of `.any()`'s cost, whose Python wrapper dominates small arrays
         if np.count_nonzero(result.truncations):  # a few steps in an episode's length
             truncated = result.truncations & ~result.terminations
             start = time.perf_counter()
             final = result.final_observations[truncated]
+            rewards = rewards.astype(np.float32)  # a copy
             rewards[truncated] += self.gamma * self._values(final, row_ids[truncated])
             self.timer.add("inference", start)
         return rewards
