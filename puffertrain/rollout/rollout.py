@@ -282,8 +282,10 @@ class Rollout:
         if self.clip_rewards:
             rewards = np.sign(rewards)
         # count_nonzero: a fifth of `.any()`'s cost, whose Python wrapper dominates small arrays
-        if np.count_nonzero(result.truncations):  # a few steps in an episode's length
-            truncated = result.truncations & ~result.terminations
+        truncated = result.truncations
+        if np.count_nonzero(truncated):  # a few steps in an episode's length
+            truncated = truncated & ~result.terminations  # a termination is not bootstrapped
+        if np.count_nonzero(truncated):
             start = time.perf_counter()
             final = result.final_observations[truncated]
             rewards = rewards.astype(np.float32)  # a copy
