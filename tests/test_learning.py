@@ -41,16 +41,18 @@ def test_classic_control_defaults_learn_acrobot(tmp_path):
 
 
 def test_classic_control_defaults_reach_the_mountain_car_flag(tmp_path):
-    """MountainCar-v0, classic-control preset, seed 2: with the guide's shared 2 × 256 ReLU MLP
-    the preset never reached the flag in 500k steps on any of 3 seeds, with observations
-    normalised or not (the best mean of 20 here stayed at -200: no episode reached it); SB3's
+    """MountainCar-v0, classic-control preset, 100k steps: with the guide's shared 2 × 256 ReLU
+    MLP the preset never reached the flag in 500k steps on any of 3 seeds, with observations
+    normalised or not (the best mean of 20 stayed at -200: no episode reached it); SB3's
     separate 2 × 64 tanh actor and critic on normalised observations, the preset now, reaches
-    it. At 50k whether a seed gets there hangs on float rounding: seeds 1-9 reached a best mean
-    of 20 of -180 on 7 of 9 before the update's gradient norm was summed over one flat tensor
-    and on 5 of 9 after (this seed -145, then -198). At 100k 8 of 9 do, this one at -110
-    (experiments/RESULTS.md, "Parameters, gradients and Adam's moments in flat tensors")."""
-    best = best_with_defaults(tmp_path / "car", "MountainCar-v0", seed=2, total_timesteps=100_000)
-    assert best >= -180, f"best mean return over 20 episodes: {best:.1f}"
+    it. Which seeds get there hangs on float rounding (16 and 17 of seeds 1-18 on two trees
+    that differ only in it: experiments/RESULTS.md, "Half the numpy calls per act"), so two
+    seeds run and one must; a broken preset fails both."""
+    best = max(
+        best_with_defaults(tmp_path / f"car{seed}", "MountainCar-v0", seed, total_timesteps=100_000)
+        for seed in (2, 3)
+    )
+    assert best >= -180, f"best mean return over 20 episodes on seeds 2 and 3: {best:.1f}"
 
 
 def test_continuous_defaults_find_the_mountain_car_flag(tmp_path):
