@@ -98,7 +98,7 @@ ATARI = TrainConfig(
 # Adam's equal decay rates (--adam-betas 0.99 0.99) halved every body's update KL and traded
 # seeds the same way (RESULTS, "The walker's collapse is not a floor on the std").
 # Its actions start at std 1 unless a MuJoCo body's untrained noise costs more than staying up
-# earns (cli, envs/noise_cost.py).
+# earns, or costs a body paid nothing for staying up more than a trifle (cli, envs/noise_cost.py).
 CONTINUOUS = evaluating(
     TrainConfig(
         total_timesteps=1_000_000,

@@ -1,11 +1,14 @@
 """What an untrained Gaussian policy's noise costs a body, and the std to start its actions at.
 
 PPO starts from a policy whose mean is ~0 and whose std is ``exp(log_std_init)`` (1 by default):
-its actions are noise, clipped to the action bounds. On a body that pays for its torques and is
-paid for staying up (MuJoCo's ``reward_ctrl`` and ``reward_survive``), noise whose control cost
-outweighs the reward for staying up makes every step alive a loss, and the quickest fix PPO finds
-is to fall. Ant-v5 at std 1 learned exactly that (experiments/RESULTS.md, "MuJoCo: white noise,
-and a starting std").
+its actions are noise, clipped to the action bounds. On a body that pays for its torques
+(MuJoCo's ``reward_ctrl``), noise whose control cost outweighs what it earns for staying up
+(``reward_survive``; nothing where the body reports none) is a loss at every step. A body paid for
+staying up learns the quickest way out, to fall: Ant-v5 at std 1 did (experiments/RESULTS.md,
+"MuJoCo: white noise, and a starting std"). A body paid nothing for it is thrown about by noise
+that buys it nothing: HalfCheetah-v5 at std 1 tipped onto its back on most seeds and learned to
+run there (RESULTS, "MuJoCo: a cheetah on its back", and "A starting std for a body paid nothing
+for staying up").
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ PROBE_STEPS = 1000
 """Env steps the noise is played for at each std."""
 MAX_DROP = 2
 """The lowest starting log-std offered is ``-MAX_DROP`` (std e^-2, the RL Zoo's lowest)."""
+UNPAID_DROP = 1
+"""Where a body paid nothing for staying up starts (std e^-1): at e^-2 Pusher and Swimmer
+explored too little to learn what they did at std 1."""
+FREE_CONTROL = 0.01
+"""A control cost a step at std 1 below which a body paid nothing for staying up keeps std 1:
+MuJoCo's rewards are of order 1 a step, and Swimmer's torques cost ~1e-4."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +68,11 @@ def starting_log_std(
     make_env: Callable[[], gym.Env], steps: int = PROBE_STEPS
 ) -> tuple[float | None, str]:
     """The log-std to start a Box-action policy at, and why; ``(None, "")`` keeps the policy's
-    own (std 1). Only a body that reports both a control cost and a reward for staying up is
-    probed; it starts at the widest std in 1, e^-1, e^-2 whose noise earns more for staying up
-    than it pays in control, so a policy that keeps still is not paid for falling. An env that
-    fails here keeps the policy's std: the trainer reports the failure when it builds its envs."""
+    own (std 1). Only a body that reports a control cost is probed. A body paid for staying up
+    starts at the widest std in 1, e^-1, e^-2 whose noise earns more for staying up than it
+    pays in control. A body paid nothing for it, whose noise costs more than
+    :data:`FREE_CONTROL` a step, starts at e^-1 (:data:`UNPAID_DROP`). An env that fails here
+    keeps the policy's std: the trainer reports the failure when it builds its envs."""
     try:
         return _starting_log_std(make_env, steps)
     except Exception:
@@ -76,9 +86,17 @@ def _starting_log_std(make_env: Callable[[], gym.Env], steps: int) -> tuple[floa
             return None, ""
         env.reset(seed=0)
         _, _, _, _, info = env.step(env.action_space.sample())
-        if CONTROL_KEY not in info or SURVIVE_KEY not in info:
+        if CONTROL_KEY not in info:
             return None, ""
         wide = noise_cost(env, 1.0, steps)
+        if SURVIVE_KEY not in info:
+            if -wide.control < FREE_CONTROL:
+                return None, ""
+            drop, cost = UNPAID_DROP, noise_cost(env, math.exp(-UNPAID_DROP), steps)
+            return float(-drop), (
+                f"the body is paid nothing for staying up, so its noise only costs: "
+                f"{-wide.control:.2f} a step in control at std 1, {-cost.control:.2f} at e^-{drop}"
+            )
         if wide.survive + wide.control >= 0:
             return None, ""
         for drop in range(1, MAX_DROP + 1):
