@@ -177,10 +177,10 @@ def env_floor_step(vector: gym.vector.VectorEnv, actions: np.ndarray) -> Callabl
         scores[:] += rewards
         lengths[:] += 1
         ended = terminations | truncations
-        if ended.any():
-            final_observations[ended] = obs[ended]
-            observations[ended] = reset_rows(vector, ended, obs)
-            rows = np.flatnonzero(ended)
+        if np.count_nonzero(ended):
+            np.copyto(final_observations, obs, where=ended[:, None])
+            reset_rows(vector, ended, observations)
+            rows = ended.nonzero()[0]
             list(zip(rows.tolist(), scores[rows].tolist(), lengths[rows].tolist(), strict=True))
             scores[rows] = 0.0
             lengths[rows] = 0

@@ -158,6 +158,31 @@ def test_async_batches_come_back_in_the_order_they_were_sent():
         np.testing.assert_array_equal(early.observations, first[1])
 
 
+def test_a_batch_sent_back_by_the_row_ids_it_returned_steps_those_rows():
+    """The row ids ``recv`` returns are the engine's own, read-only: sent back as they are,
+    they step their batch without being checked again, and nobody can change them."""
+    engine = GymVectorEngine("CartPole-v1", SHORT, 4, batch_size=2)
+    reference = GymVectorEngine("CartPole-v1", SHORT, 4, batch_size=2)
+    engine.reset(1)
+    reference.reset(1)
+    zeros = np.zeros(2, np.int64)
+    engine.send(zeros, np.arange(2))
+    engine.send(zeros, np.arange(2, 4))
+    first, second = engine.recv().row_ids, engine.recv().row_ids
+    with pytest.raises(ValueError):
+        second[0] = 0
+    engine.send(np.ones(2, np.int64), second)
+    engine.send(zeros, first)
+    reference.send(np.zeros(4, np.int64), np.arange(4))
+    reference.recv(), reference.recv()
+    reference.send(np.ones(2, np.int64), np.arange(2, 4))
+    reference.send(zeros, np.arange(2))
+    for _ in range(2):
+        ours, theirs = engine.recv(), reference.recv()
+        np.testing.assert_array_equal(ours.row_ids, theirs.row_ids)
+        np.testing.assert_array_equal(ours.observations, theirs.observations)
+
+
 def test_cartpole_vector_env_resumes_exactly():
     engine, _ = make_engine("native", "CartPole-v1", 4, SHORT)
     engine.reset(0)

@@ -45,19 +45,22 @@ class EpisodeTracker:
         else:
             self.scores[rows] += rewards
             self.lengths[rows] += 1
-        # count_nonzero: a fifth of `.any()`'s cost, whose Python wrapper dominates small arrays
-        if not np.count_nonzero(episode_over):  # most steps: nothing to close
+        # `.nonzero()`: a fifth of `np.flatnonzero`'s and of `.any()`'s cost, whose Python
+        # wrappers dominate small arrays
+        ended = episode_over.nonzero()[0]
+        if not ended.size:  # most steps: nothing to close
             return []
         if isinstance(rows, slice):
-            ended = np.flatnonzero(episode_over) + rows.start
+            if rows.start:
+                ended += rows.start
         else:
-            ended = rows[episode_over]
+            ended = rows[ended]
         if self.agent_names:
             finished = [self._agents_episode(int(row)) for row in ended[:: len(self.agent_names)]]
         else:
             # python scalars in one conversion each, not one numpy scalar per field per episode
             columns = ended.tolist(), self.scores[ended].tolist(), self.lengths[ended].tolist()
-            finished = [Episode(*fields) for fields in zip(*columns, strict=True)]
+            finished = list(map(Episode, *columns))
         self.scores[ended] = 0.0
         self.lengths[ended] = 0
         return finished

@@ -48,6 +48,8 @@ class VectorBatches(Engine):
             np.arange(b * self.batch_size, (b + 1) * self.batch_size)
             for b in range(self.num_batches)
         ]
+        for row_ids in self._batch_row_ids:
+            row_ids.flags.writeable = False
         self._batch_slices = [self.batch_rows(b) for b in range(self.num_batches)]
 
     def batch_rows(self, batch: int) -> slice:
@@ -63,7 +65,9 @@ class VectorBatches(Engine):
 
     def send(self, actions: np.ndarray, row_ids: np.ndarray) -> None:
         size = self.batch_size
-        for index, batch in enumerate(env_groups(row_ids, size)):
+        # a batch's own row ids, as recv returned them (read-only), are whole by construction
+        own = [b for b, ids in enumerate(self._batch_row_ids) if row_ids is ids]
+        for index, batch in enumerate(own or env_groups(row_ids, size)):
             self._send_batch(int(batch), actions[index * size : (index + 1) * size])
             self._sent.append(int(batch))
 

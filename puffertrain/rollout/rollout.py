@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -202,7 +203,8 @@ class Rollout:
         self.timer.add("env", start)
         row_ids, rows = result.row_ids, result.rows
         self.global_step += len(row_ids) * self.step_weight
-        ended = result.terminations | result.truncations
+        if buffer is not None or self.state is not None:  # not for bench's random actions
+            ended = result.terminations | result.truncations
         if buffer is not None:
             rewards = self._training_rewards(result, ended, rows)
             buffer.store_outcome(self._steps_of(rows) - 1, rows, rewards, ended)
@@ -215,7 +217,7 @@ class Rollout:
         if self.masked:
             self.action_masks[rows] = result.action_masks
         if result.episodes:
-            self.episodes.extend((self.global_step, episode) for episode in result.episodes)
+            self.episodes.extend(zip(repeat(self.global_step), result.episodes))
         return result
 
     def _steps_of(self, rows: slice | np.ndarray) -> int | np.ndarray:
