@@ -132,6 +132,27 @@ def test_the_rollout_acts_with_the_parameters_as_they_are_when_it_starts_acting(
     np.testing.assert_allclose(values, expected, atol=1e-5)
 
 
+def test_the_rollout_outside_acting_acts_with_the_parameters_as_they_are_now():
+    """The numpy actor's copy is taken when acting starts; a step sent outside that region
+    acts by the torch path, so a parameter change since is never missed."""
+    engine, _ = make_engine("serial", "CartPole-v1", 2, {})
+    policy = build_policy("mlp", engine.policy_observation_space, engine.single_action_space)
+    rollout = Rollout(
+        engine, PolicyAdapter(policy, engine.single_action_space), torch.device("cpu")
+    )
+    rollout.reset(0)
+    with rollout.acting():  # the copy is taken here
+        pass
+    sent = []
+    engine.send = lambda actions, row_ids: sent.append(np.asarray(actions).tolist())
+    for favoured in (0, 1):
+        with torch.no_grad():
+            policy.actor.bias.copy_(torch.tensor([10.0, -10.0]) * (1 - 2 * favoured))
+        rollout.send(np.arange(2), deterministic=True)
+    engine.close()
+    assert sent == [[0, 0], [1, 1]]
+
+
 def test_no_numpy_actor_for_a_recurrent_policy():
     policy = build_policy("lstm", OBSERVATIONS, gym.spaces.Discrete(2))
     assert NumpyActor.of(PolicyAdapter(policy, gym.spaces.Discrete(2))) is None

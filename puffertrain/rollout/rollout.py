@@ -90,6 +90,9 @@ class Rollout:
         )
         # the library's small MLPs act in numpy (on the CPU, in fp32), the rest in torch
         self.numpy_actor = NumpyActor.of(adapter) if device.type == "cpu" else None
+        # the numpy actor's copy of the parameters is theirs only inside acting(), which takes
+        # it; outside, the torch path acts (the parameters may have moved since)
+        self.numpy_actor_current = False
         self.blas = ThreadpoolController()
         self.noise_color = noise_color if adapter.continuous else 0.0
         self.noise: torch.Tensor | None = None  # [rows, num_steps, action dims] while collecting
@@ -115,10 +118,15 @@ class Rollout:
         they are for this region."""
         precision = self.adapter.autocast(self.device) if policy else nullcontext()
         blas = self.blas.limit(limits=self.acting_threads, user_api="blas")
+        was_current = self.numpy_actor_current
         if self.numpy_actor is not None:
             self.numpy_actor.refresh()  # the parameters have moved since the last rollout
-        with torch_threads(self.acting_threads), blas, precision:
-            yield
+            self.numpy_actor_current = True
+        try:
+            with torch_threads(self.acting_threads), blas, precision:
+                yield
+        finally:
+            self.numpy_actor_current = was_current
 
     def send(
         self,
@@ -134,7 +142,7 @@ class Rollout:
         noise = None
         if self.noise is not None and buffer is not None:
             noise = self.noise[row_ids, self.row_steps[rows]]
-        if self.numpy_actor is not None:
+        if self.numpy_actor_current:
             actions = self._act_in_numpy(rows, buffer, deterministic, noise)
         else:
             actions = self._act(rows, row_ids, buffer, deterministic, noise)
@@ -297,7 +305,7 @@ class Rollout:
 
     def _values(self, observations: np.ndarray, row_ids: np.ndarray) -> np.ndarray:
         """The values of ``observations`` of the rows ``row_ids``, as a numpy array."""
-        if self.numpy_actor is not None:
+        if self.numpy_actor_current:
             return self.numpy_actor.forward(observations)[1]
         with torch.no_grad():
             values = self.adapter.value(
