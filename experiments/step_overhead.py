@@ -177,10 +177,10 @@ def env_floor_step(vector: gym.vector.VectorEnv, actions: np.ndarray) -> Callabl
         scores[:] += rewards
         lengths[:] += 1
         ended = terminations | truncations
-        if np.count_nonzero(ended):
+        rows = ended.nonzero()[0]
+        if rows.size:
             np.copyto(final_observations, obs, where=ended[:, None])
-            reset_rows(vector, ended, observations)
-            rows = ended.nonzero()[0]
+            reset_rows(vector, ended, rows, observations)
             list(zip(rows.tolist(), scores[rows].tolist(), lengths[rows].tolist(), strict=True))
             scores[rows] = 0.0
             lengths[rows] = 0

