@@ -9,7 +9,8 @@ fewest numpy calls: an actor's and a critic's trunks stacked, so one ``matmul`` 
 both, and the heads side by side, so one runs both heads. Half the calls of the layers one by
 one: at batch 1 each call costs more than its math. The copy is taken again at every
 :meth:`Rollout.acting() <puffertrain.rollout.Rollout.acting>`, the one region the rollout acts
-in, so an update or a loaded checkpoint is seen from the next rollout on.
+in, so an update or a loaded checkpoint is seen from the next rollout on; a step sent outside
+that region acts by the torch path.
 
 The random numbers still come from torch's global generator, one draw per step of the shape the
 torch path draws (exponentials for Gumbel-max, standard normals for Box actions): seeding,
