@@ -118,6 +118,9 @@ SUITE = {
         SuiteEnv("held_out", "MountainCarContinuous-v0", 100_000, 90.0, "MountainCarContinuous-v0"),
         SuiteEnv("held_out", "InvertedPendulum-v5", 200_000, 950.0, "InvertedPendulum-v2"),
         SuiteEnv("held_out", "Reacher-v5", 300_000, -5.0, "Reacher-v2"),
+        SuiteEnv(
+            "held_out", "InvertedDoublePendulum-v5", 300_000, 9000.0, "InvertedDoublePendulum-v2"
+        ),
         SuiteEnv("held_out", "Walker2d-v5", 1_000_000, 3000.0, "Walker2d-v4"),
         SuiteEnv("held_out", "Ant-v5", 1_000_000, 2000.0, "Ant-v4"),
         SuiteEnv("held_out", "Swimmer-v5", 1_000_000, 100.0, "Swimmer-v4"),
@@ -127,6 +130,9 @@ SUITE = {
             "held_out", "MiniGrid-Empty-Random-5x5-v0", 100_000, 0.9, "MiniGrid-Empty-Random-5x5-v0"
         ),
         SuiteEnv("held_out", "MiniGrid-Unlock-v0", 100_000, 0.9, "MiniGrid-Unlock-v0"),
+        SuiteEnv(
+            "held_out", "MiniGrid-RedBlueDoors-6x6-v0", 300_000, 0.9, "MiniGrid-RedBlueDoors-6x6-v0"
+        ),
         SuiteEnv(
             "held_out", "MiniGrid-KeyCorridorS3R1-v0", 200_000, 0.9, "MiniGrid-KeyCorridorS3R1-v0"
         ),
