@@ -147,8 +147,8 @@ class Rollout:
         else:
             actions = self._act(rows, row_ids, buffer, deterministic, noise)
         actions_for_envs = env_actions(actions, self.engine.single_action_space)
-        if self.lockstep:  # every row: one call, where indexing a view takes three
-            self.row_steps += 1
+        if self.lockstep:  # every row at one step: a fill, where `+= 1` costs 1 µs at one row
+            self.row_steps.fill(self.row_steps[0] + 1)
         else:
             self.row_steps[rows] += 1
         self.timer.add("inference", start)
