@@ -1,6 +1,7 @@
-"""CartPole-v1 and Pendulum-v1 with their velocities zeroed, registered on import as
-``CartPoleNoVel-v1`` and ``PendulumNoVel-v1`` (the RL Zoo's names, so its RecurrentPPO entries
-apply): a policy has to infer the velocities from past observations.
+"""CartPole-v1, Pendulum-v1, MountainCarContinuous-v0 and LunarLander-v3 with their velocities
+zeroed, registered on import as ``CartPoleNoVel-v1``, ``PendulumNoVel-v1``,
+``MountainCarContinuousNoVel-v0`` and ``LunarLanderNoVel-v3`` (the RL Zoo's names, so its
+RecurrentPPO entries apply): a policy has to infer the velocities from past observations.
 
 Both trainers of the learning suite build them from the same registration: puffertrain as
 ``--env experiments.no_velocity_envs:CartPoleNoVel-v1`` (run from the repository root),
@@ -16,7 +17,12 @@ import gymnasium as gym
 import numpy as np
 
 # the observation entries that are velocities (the RL Zoo's MaskVelocityWrapper has the same)
-VELOCITY_ENTRIES = {"CartPole-v1": [1, 3], "Pendulum-v1": [2]}
+VELOCITY_ENTRIES = {
+    "CartPole-v1": [1, 3],
+    "Pendulum-v1": [2],
+    "MountainCarContinuous-v0": [1],
+    "LunarLander-v3": [2, 3, 5],  # x and y velocities, angular velocity
+}
 
 
 class HideVelocities(gym.ObservationWrapper):
