@@ -20,6 +20,7 @@ from policies.flatten import is_structured
 from policies.heads import action_head_size
 from policies.normalize import normalize_observations
 from puffertrain.config import parse_kwargs
+from puffertrain.envs.spaces import describe_space
 from puffertrain.errors import UserError
 from puffertrain.threads import torch_threads
 
@@ -185,12 +186,13 @@ def _build_policy(
                 continue
         hint = f"; policies that can: {', '.join(able)}" if able else ""
         raise UserError(
-            f"policy '{name}' cannot take observation space {observation_space} with action "
-            f"space {action_space}: {error}{hint}"
+            f"policy '{name}' cannot take observation space {describe_space(observation_space)} "
+            f"with action space {describe_space(action_space)}: {error}{hint}"
         ) from None
     if not normalize_obs:
         return policy
     try:
         return normalize_observations(policy, observation_space, action_space)
     except ValueError as error:
-        raise UserError(f"--normalize-obs: {error}, not {observation_space}") from None
+        text = describe_space(observation_space)
+        raise UserError(f"--normalize-obs: {error}, not {text}") from None

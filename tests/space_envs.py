@@ -66,3 +66,11 @@ def minigrid_rgb() -> gym.Env:
     from minigrid.wrappers import RGBImgPartialObsWrapper
 
     return RGBImgPartialObsWrapper(gym.make("MiniGrid-Empty-5x5-v0"))
+
+
+def grid_image() -> gym.Env:
+    """MiniGrid's observation without MiniGrid: an image whose bounds differ by channel (object,
+    color, state) and a direction."""
+    high = np.broadcast_to(np.array([10, 5, 2], np.uint8), (7, 7, 3))
+    image = gym.spaces.Box(np.zeros_like(high), high, dtype=np.uint8)
+    return SpaceEnv(gym.spaces.Dict({"image": image, "direction": gym.spaces.Discrete(4)}))

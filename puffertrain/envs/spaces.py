@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from puffertrain.errors import UserError
 
@@ -15,6 +16,25 @@ LEAF_SPACES = (
     gym.spaces.MultiDiscrete,
     gym.spaces.MultiBinary,
 )
+
+
+def describe_space(space: gym.spaces.Space) -> str:
+    """``space`` in one short line for a message: a Box by its bounds, shape and dtype, a bound
+    that differs by entry as its range ``least..most`` (gymnasium's repr spells out every
+    entry's bound: a MiniGrid image's is 49 lines)."""
+    if isinstance(space, gym.spaces.Box):
+        return f"Box({_bound(space.low)}, {_bound(space.high)}, {space.shape}, {space.dtype})"
+    if isinstance(space, gym.spaces.Dict):
+        items = (f"'{key}': {describe_space(child)}" for key, child in space.spaces.items())
+        return f"Dict({', '.join(items)})"
+    if isinstance(space, gym.spaces.Tuple):
+        return f"Tuple({', '.join(describe_space(child) for child in space.spaces)})"
+    return str(space)
+
+
+def _bound(values: np.ndarray) -> str:
+    least, most = values.min(), values.max()
+    return f"{least}" if least == most else f"{least}..{most}"
 
 
 def _leaf_name(path: tuple[str | int, ...]) -> str:
@@ -63,7 +83,8 @@ def _kept(space: gym.spaces.Space, path: tuple[str | int, ...]) -> gym.spaces.Sp
         items = [child for child in items if child is not None]
         return gym.spaces.Tuple(items) if items else None
     raise UserError(
-        f"observation leaf '{_leaf_name(path)}' is a {type(space).__name__} space ({space}), "
+        f"observation leaf '{_leaf_name(path)}' is a {type(space).__name__} space "
+        f"({describe_space(space)}), "
         "which has no fixed size to batch; puffertrain trains on Box, Discrete, MultiDiscrete, "
         "MultiBinary and Dict/Tuple of them (wrap the env to give it one of those)"
     )
@@ -74,7 +95,8 @@ def policy_view(space: gym.spaces.Space) -> gym.spaces.Space:
     ``UserError`` for a Graph, Sequence or other unbatchable leaf, or if only text is left."""
     kept = _kept(space, ())
     if kept is None:
-        raise UserError(f"the observation {space} is text only; puffertrain does not encode text")
+        text = describe_space(space)
+        raise UserError(f"the observation {text} is text only; puffertrain does not encode text")
     return kept
 
 
