@@ -95,7 +95,8 @@ class MultiInputPolicy(EncoderHeads):
     """``--policy multi_input``: one encoder per leaf of a Dict/Tuple observation, or of a bare
     leaf space (CNN for images, embedding for Discrete, MLP for vectors), concatenated, a
     ``hidden_size`` ReLU layer, then the heads. The guide's sketch hard-codes 3 channels and
-    ``64 * 9 * 9`` image features; here every size comes from the space."""
+    ``64 * 9 * 9`` image features; here every size comes from the space. ``log_std_init``:
+    where Box actions' log-std starts."""
 
     def __init__(
         self,
@@ -103,12 +104,13 @@ class MultiInputPolicy(EncoderHeads):
         action_space: gym.spaces.Space,
         hidden_size: int = 512,
         keys: Sequence[str] | None = None,
+        log_std_init: float = 0.0,
     ) -> None:
         leaves = LeafEncoders(observation_space, keys)
         combiner = nn.Sequential(
             leaves, layer_init(nn.Linear(leaves.output_size, hidden_size)), nn.ReLU()
         )
-        super().__init__(combiner, hidden_size, action_space)
+        super().__init__(combiner, hidden_size, action_space, log_std_init)
         self.observation_space = observation_space
 
     def encode_observations(self, observations: torch.Tensor | Mapping | tuple) -> torch.Tensor:

@@ -20,8 +20,10 @@ from torch.nn.utils.rnn import PackedSequence
 from policies.cnn import image_trunk, is_image
 from policies.compile_hints import eager_when_compiled
 from policies.contract import State, takes_agent_ids
+from policies.flatten import is_structured
 from policies.heads import EncoderHeads
 from policies.mlp import mlp_encoder
+from policies.multi_input import MultiInputPolicy
 
 
 def _lstm_and_cell(input_size: int, hidden_size: int) -> tuple[nn.LSTM, nn.LSTMCell]:
@@ -280,19 +282,27 @@ class LSTMPolicy(LSTMWrapper):
 
     Images (channels, height, width): the Nature CNN up to its 512-unit layer, as in CleanRL's
     ppo_atari_lstm (frames stay stacked ×4 here, so ``--policy cnn`` and ``lstm`` see the same
-    observations). Vectors: one 128-unit ReLU layer. Then an LSTM of ``hidden_size`` units, and
-    with ``critic_lstm`` a second one for the critic (:class:`LSTMWrapper`). ``log_std_init``:
-    where Box actions' log-std starts.
+    observations). Vectors: one 128-unit ReLU layer. Dict and Tuple observations (MiniGrid's):
+    ``multi_input``'s encoder per leaf, then a ``hidden_size`` ReLU layer, as sb3-contrib's
+    MultiInputLstmPolicy. Then an LSTM of ``hidden_size`` units, and with ``critic_lstm`` a
+    second one for the critic (:class:`LSTMWrapper`). ``log_std_init``: where Box actions'
+    log-std starts.
     """
 
     def __init__(
         self,
-        observation_space: gym.spaces.Box,
+        observation_space: gym.spaces.Space,
         action_space: gym.spaces.Space,
         hidden_size: int = 128,
         critic_lstm: bool = False,
         log_std_init: float = 0.0,
     ) -> None:
+        if is_structured(observation_space):  # its flat byte rows go to the leaves unscaled
+            heads = MultiInputPolicy(
+                observation_space, action_space, hidden_size, log_std_init=log_std_init
+            )
+            super().__init__(heads, hidden_size, hidden_size, critic_lstm)
+            return
         if is_image(observation_space):
             trunk, width = image_trunk(observation_space, 512), 512
         else:

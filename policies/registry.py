@@ -56,7 +56,9 @@ POLICIES: dict[str, PolicyEntry] = {
         ResidualPolicy, "256-unit MLP with 4 pre-norm residual blocks (the guide's ResidualPolicy)"
     ),
     "lstm": PolicyEntry(
-        LSTMPolicy, "Nature CNN (images) or 128-unit MLP (vectors), then a 128-unit LSTM"
+        LSTMPolicy,
+        "Nature CNN (images), 128-unit MLP (vectors) or multi_input's encoders (Dict, Tuple), "
+        "then a 128-unit LSTM",
     ),
     "recurrent": PolicyEntry(
         RecurrentPolicy, "the guide's RecurrentPolicy: 128-unit MLP encoder, then a 256-unit LSTM"

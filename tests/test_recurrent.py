@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from policies import POLICIES, LSTMPolicy, OptimizedLSTMPolicy, RecurrentPolicy
-from policies.checks import check_gradients, check_output_shapes
+from policies.checks import check_gradients, check_output_shapes, sample_observations
 from policies.recurrent import Segments, _length_groups, lstm_over_segments, lstm_packed
 from puffertrain.buffer.minibatches import sequences
 from puffertrain.presets import preset_for
@@ -21,10 +21,20 @@ from tests.test_resume import assert_same_run, resume_after_a_crash
 
 VECTOR = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
 IMAGE = gym.spaces.Box(0, 255, (4, 44, 44), np.uint8)
+# MiniGrid's observation: an image whose bounds differ by channel, and a direction
+GRID = gym.spaces.Dict(
+    {
+        "image": gym.spaces.Box(
+            0, np.broadcast_to(np.array([10, 5, 2], np.uint8), (5, 5, 3)), dtype=np.uint8
+        ),
+        "direction": gym.spaces.Discrete(4),
+    }
+)
 ACTIONS = gym.spaces.Discrete(3)
 RECURRENT = [
     pytest.param(lambda: LSTMPolicy(VECTOR, ACTIONS, hidden_size=16), VECTOR, id="lstm-mlp"),
     pytest.param(lambda: LSTMPolicy(IMAGE, ACTIONS, hidden_size=16), IMAGE, id="lstm-cnn"),
+    pytest.param(lambda: LSTMPolicy(GRID, ACTIONS, hidden_size=16), GRID, id="lstm-dict"),
     pytest.param(
         lambda: LSTMPolicy(VECTOR, ACTIONS, hidden_size=16, critic_lstm=True),
         VECTOR,
@@ -51,7 +61,10 @@ def stepped(policy, observations, state, episode_starts):
 
 def random_inputs(space, steps, batch, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    if space.dtype == np.uint8:
+    if isinstance(space, gym.spaces.Dict):  # flat byte rows, as the engine gives them
+        space.seed(seed)
+        obs = sample_observations(space, steps * batch).view(steps, batch, -1)
+    elif space.dtype == np.uint8:
         obs = torch.randint(0, 256, (steps, batch, *space.shape), generator=generator)
         obs = obs.to(torch.uint8)
     else:
@@ -267,6 +280,19 @@ def test_lstm_trains_from_the_cli(tmp_path, args):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert load_checkpoint(list_checkpoints(run_dir)[-1]).global_step == 768
+
+
+def test_lstm_trains_on_a_dict_observation(tmp_path, cli):
+    """`--policy lstm` on MiniGrid's Dict observations was refused ("needs a Box, Discrete,
+    MultiDiscrete or MultiBinary observation space"); it now encodes each leaf as multi_input
+    does, as sb3-contrib's MultiInputLstmPolicy."""
+    run_dir = tmp_path / "run"
+    result = cli(
+        "--env", "tests.space_envs:grid_image", "--policy", "lstm", "--num-envs", "2",
+        "--num-steps", "16", "--total-timesteps", "64", "--run-dir", str(run_dir),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(list_checkpoints(run_dir)[-1]).global_step == 64
 
 
 def test_lstm_on_breakout_with_the_native_engine(tmp_path, cli):
