@@ -14,7 +14,7 @@ from policies.checks import check_gradients, check_output_shapes, sample_observa
 from policies.features import ONE_HOT_MAX, DiscreteEncoder, OneHot, VectorFeatures
 from policies.flatten import flatten_observation
 from puffertrain.envs.flatten import policy_observation_space, with_flat_observations
-from puffertrain.envs.spaces import policy_view, text_leaves, text_notice
+from puffertrain.envs.spaces import describe_space, policy_view, text_leaves, text_notice
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import auto_policy_name, build_policy
 from tests import space_envs
@@ -125,3 +125,17 @@ def test_unbatchable_spaces_are_one_line(factory, leaf, kind):
 def test_text_only_is_refused():
     with pytest.raises(UserError, match="text only"):
         policy_view(gym.spaces.Text(4))
+
+
+def test_spaces_are_described_in_one_short_line():
+    """Refusals name the space: a Box by its bounds (a range where they differ by entry), shape
+    and dtype; a Box of no entries has no bound (its min and max raised and hid the refusal)."""
+    high = np.broadcast_to(np.array([10, 5, 2], np.uint8), (7, 7, 3))
+    grid = gym.spaces.Dict(
+        {"image": gym.spaces.Box(0, high, dtype=np.uint8), "empty": gym.spaces.Box(0, 1, (0,))}
+    )
+    assert describe_space(grid) == (
+        "Dict('empty': Box(-, -, (0,), float32), 'image': Box(0, 2..10, (7, 7, 3), uint8))"
+    )
+    pair = gym.spaces.Tuple((gym.spaces.Discrete(3), gym.spaces.Box(-1.0, 1.0, (2,))))
+    assert describe_space(pair) == "Tuple(Discrete(3), Box(-1.0, 1.0, (2,), float32))"

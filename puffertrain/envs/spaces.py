@@ -21,7 +21,7 @@ LEAF_SPACES = (
 def describe_space(space: gym.spaces.Space) -> str:
     """``space`` in one short line for a message: a Box by its bounds, shape and dtype, a bound
     that differs by entry as its range ``least..most`` (gymnasium's repr spells out every
-    entry's bound: a MiniGrid image's is 49 lines)."""
+    entry's bound: dozens of lines for a MiniGrid image)."""
     if isinstance(space, gym.spaces.Box):
         return f"Box({_bound(space.low)}, {_bound(space.high)}, {space.shape}, {space.dtype})"
     if isinstance(space, gym.spaces.Dict):
@@ -33,6 +33,8 @@ def describe_space(space: gym.spaces.Space) -> str:
 
 
 def _bound(values: np.ndarray) -> str:
+    if not values.size:  # a Box of no entries (shape (0,)) has no bound to show
+        return "-"
     least, most = values.min(), values.max()
     return f"{least}" if least == most else f"{least}..{most}"
 
