@@ -301,13 +301,13 @@ class LSTMPolicy(LSTMWrapper):
             heads = MultiInputPolicy(
                 observation_space, action_space, hidden_size, log_std_init=log_std_init
             )
-            super().__init__(heads, hidden_size, hidden_size, critic_lstm)
-            return
-        if is_image(observation_space):
-            trunk, width = image_trunk(observation_space, 512), 512
+            width = hidden_size
         else:
-            trunk, width = mlp_encoder(observation_space, 128), 128
-        heads = EncoderHeads(trunk, hidden_size, action_space, log_std_init)
+            if is_image(observation_space):
+                trunk, width = image_trunk(observation_space, 512), 512
+            else:
+                trunk, width = mlp_encoder(observation_space, 128), 128
+            heads = EncoderHeads(trunk, hidden_size, action_space, log_std_init)
         super().__init__(heads, width, hidden_size, critic_lstm)
 
 
