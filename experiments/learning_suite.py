@@ -208,12 +208,16 @@ def last_evaluation(run_dir: Path) -> float | None:
     return events.Scalars("eval/episodic_return")[-1].value
 
 
-def run_sb3(env: SuiteEnv, seed: int, trainer: str, flags: list[str]) -> dict[str, Any]:
+def run_sb3(
+    env: SuiteEnv, seed: int, trainer: str, flags: list[str], threads: int = 0
+) -> dict[str, Any]:
     """Train SB3 in a child process (as puffertrain runs in one): with the zoo's values
-    (``zoo``), or with the values puffertrain resolves for the env and ``flags`` (``sb3``)."""
+    (``zoo``), or with the values puffertrain resolves for the env and ``flags`` (``sb3``), on
+    ``threads`` torch threads (0: torch's default, one per core)."""
     script = Path(__file__).resolve().relative_to(REPO)
     command = [sys.executable, str(script), "zoo-run", "--env", env.env_id, "--seed", str(seed)]
     command += ["--budget", str(env.budget), "--values", trainer, f"--flags={shlex.join(flags)}"]
+    command += [f"--threads={threads}"]
     started = time.perf_counter()
     finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if finished.returncode:  # e.g. vs_sb3 refusing a setting SB3 cannot take: its last line says
@@ -232,6 +236,7 @@ def run_sb3(env: SuiteEnv, seed: int, trainer: str, flags: list[str]) -> dict[st
         **result,
         "process_wall_s": time.perf_counter() - started,
         "hyperparams": hyperparams,
+        "sb3_threads": threads,
         "command": shlex.join(["python", *command[1:]]),
         **summarize(episodes, env.threshold),
     }
@@ -414,7 +419,8 @@ def run_suite(args: argparse.Namespace) -> None:
         if trainer == "puffertrain":
             result = run_puffertrain(env, seed, args.run_root, flags)
         else:
-            result = run_sb3(env, seed, trainer, flags if trainer == "sb3" else [])
+            sb3_flags = flags if trainer == "sb3" else []
+            result = run_sb3(env, seed, trainer, sb3_flags, args.sb3_threads)
         record = {"env": env.env_id, "seed": seed, "trainer": trainer, "budget": env.budget}
         record |= {"threshold": env.threshold, **result, "date": time.strftime("%Y-%m-%d")}
         args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -495,6 +501,13 @@ def main() -> None:
     run.add_argument(
         "--run-root", type=Path, default=Path("runs/learning_suite"), help="relative: to the repo"
     )
+    run.add_argument(
+        "--sb3-threads",
+        type=int,
+        default=0,
+        help="torch threads of the zoo and sb3 runs (0: torch's default, one per core; beside "
+        "another run, 1: on two threads SB3 spins against it and crawls)",
+    )
     show = commands.add_parser("table", help="print the table and write it as markdown")
     show.add_argument("--results", type=Path, default=RESULTS)
     show.add_argument("--output", type=Path, default=TABLE)
@@ -504,6 +517,7 @@ def main() -> None:
     child.add_argument("--budget", type=int, required=True)
     child.add_argument("--values", default="zoo", choices=("zoo", "sb3"))
     child.add_argument("--flags", default="")
+    child.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     if args.command == "run":
         run_suite(args)
@@ -513,6 +527,10 @@ def main() -> None:
         args.output.write_text(text)
     else:
         env = dataclasses.replace(SUITE[args.env], budget=args.budget)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         if args.values == "zoo":
             model = zoo_model(env, args.seed)
         else:
