@@ -12,7 +12,9 @@ the hidden-velocity envs, the zoo's ``ppo_lstm.yml``), each in its own process; 
 records every episode the ``Monitor`` under all other wrappers ends (raw env reward; for Atari
 the whole game, unclipped). Both sides count seconds from the start of training (puffertrain:
 dated by its first SPS; SB3: the start of ``learn``), so process start-up, env construction
-and model building are left out on both; SPS is steps ÷ those seconds.
+and model building are left out on both; SPS is steps ÷ those seconds. SB3 takes torch's
+default threads (one per core) unless ``--sb3-threads`` says otherwise: beside another run, give
+it 1, or its threads spin against that run's.
 
 The zoo's values are read from ``hyperparams/{ppo,ppo_lstm}.yml`` of the installed ``rl_zoo3``
 (``pip install rl_zoo3 --no-deps``: importing rl_zoo3 needs huggingface_hub, so the package is
