@@ -92,3 +92,29 @@ def test_env_state_snapshot_is_plain_data_and_restores_exactly():
 
 def test_env_holding_non_data_cannot_be_captured():
     assert capture_env_state(env_factory("tests.envs:uncapturable")()) is None
+
+
+def test_numpy_scalars_that_subclass_builtins_load_and_come_back_as_numpy():
+    """np.float64 and np.str_ subclass float and str, so they were kept as numpy objects and every
+    checkpoint of such an env failed to load under weights_only (stock Blackjack-v1 keeps an
+    np.str_): `--resume`, `eval` and `export` all refused the run."""
+    env = gym.make("Blackjack-v1")
+    env.reset(seed=1)
+    env.unwrapped.total = np.float64(2.5)
+    env.unwrapped.label = np.str_("C")
+    snapshot = _round_trip(capture_env_state(env))
+    other = gym.make("Blackjack-v1")
+    other.reset(seed=9)
+    restore_env_state(other, snapshot)
+    for name in ("total", "label", "dealer", "player", "dealer_top_card_suit"):
+        expected, actual = getattr(env.unwrapped, name), getattr(other.unwrapped, name)
+        assert actual == expected and type(actual) is type(expected)
+
+
+def test_a_builtin_subclass_that_is_not_numpy_is_not_data():
+    class Colour(str):
+        pass
+
+    env = gym.make("CartPole-v1")
+    env.unwrapped.colour = Colour("red")
+    assert capture_env_state(env) is None

@@ -31,12 +31,14 @@ class SnapshotMismatch(ValueError):
 
 
 def _encode(value: Any) -> Any:
-    if isinstance(value, _SCALARS):
+    # numpy scalars first: np.float64 and np.str_ subclass float and str, and saved as they are
+    # they would make the checkpoint unloadable under weights_only (Blackjack-v1 holds an np.str_).
+    if isinstance(value, np.generic):
+        return {"__npscalar__": value.dtype.str, "value": value.item()}
+    if type(value) in _SCALARS:  # exactly: a subclass (an IntEnum) would not load either
         return value
     if isinstance(value, np.ndarray) and value.dtype != object:
         return {"__ndarray__": value.tobytes(), "dtype": value.dtype.str, "shape": value.shape}
-    if isinstance(value, np.generic):
-        return {"__npscalar__": value.dtype.str, "value": value.item()}
     if isinstance(value, np.random.Generator):
         return {"__generator__": value.bit_generator.state}
     if isinstance(value, tuple | list):
