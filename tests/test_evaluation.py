@@ -194,3 +194,17 @@ def test_eval_episodes_of_an_env_with_no_time_limit_end_at_a_cap(tmp_path):
     assert result.returncode == 0, result.stderr
     lengths = _events(run_dir).Scalars("eval/episodic_length")
     assert [event.value for event in lengths] == [EVAL_STEP_LIMIT]
+
+
+@pytest.mark.parametrize("env_id", ["tests.envs:dict_env", "CliffWalking-v1"])
+def test_eval_builds_the_policy_training_built_for_an_env_with_no_time_limit(tmp_path, cli, env_id):
+    """`eval` caps episodes of an env with no time limit by wrapping it in a TimeLimit. That
+    wrapper sat over the flattening of Dict and Discrete observations and hid the space the
+    policy is built for, so `eval` rebuilt the policy for the flat byte row and failed to load
+    the checkpoint (every MiniGrid env, CliffWalking-v1) with a size-mismatch traceback."""
+    run_dir = tmp_path / "run"
+    flags = ["--env", env_id, "--num-envs", "2", "--num-steps", "16", "--total-timesteps", "32"]
+    assert cli(*flags, "--eval-interval", "0", "--run-dir", str(run_dir)).returncode == 0
+    result = cli("eval", "--checkpoint", str(run_dir), "--episodes", "1")
+    assert result.returncode == 0, result.stderr
+    assert "over 1 games" in result.stdout

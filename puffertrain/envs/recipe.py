@@ -47,10 +47,10 @@ def env_recipe(
         return EnvRecipe(factory, settings, settings["frameskip"])
     kwargs = dict(env_kwargs, render_mode=render_mode) if render_mode else env_kwargs
     factory = partial(_built, env_factory(env_id, kwargs))
+    if step_limit is not None:  # under the flattening, which must stay the outer layer
+        factory = partial(_time_limited, factory, step_limit)
     masks = probe_mask_source(factory)
     factory = partial(with_flat_observations, factory, masks)
-    if step_limit is not None:
-        factory = partial(_time_limited, factory, step_limit)
     return EnvRecipe(factory, None, 1)
 
 
