@@ -1,9 +1,9 @@
 """``puffertrain export``: a checkpoint's policy as an ONNX or TorchScript graph for deployment.
 
 The graph takes the raw observation as the env gives it (uint8 frames for Atari, the flat byte
-row of a Dict/Tuple space) and holds everything the policy does to it (/255, observation
-normalisation with the checkpoint's statistics, unflattening). Inputs and outputs, batch
-dimension first and dynamic:
+row of a Dict, Tuple or bare Discrete/MultiDiscrete/MultiBinary space) and holds everything the
+policy does to it (/255, observation normalisation with the checkpoint's statistics,
+unflattening). Inputs and outputs, batch dimension first and dynamic:
 
 - ``obs``; ``agent_ids`` (int64) for a multi-agent policy that takes them; ``action_mask``
   (bool, the env's mask layout) for an env with action masks; ``state_h`` and ``state_c`` for
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from policies.flatten import flatten_observation, is_structured
+from policies.flatten import flatten_observation, travels_as_bytes
 from puffertrain.errors import UserError
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.ppo.adapter import mask_logits
@@ -98,10 +98,10 @@ def example_inputs(
     mask_size: int = 0,
 ) -> tuple[torch.Tensor, ...]:
     """Inputs of ``batch`` rows for tracing: observations sampled from the policy's ``space``
-    (flattened to rows where it is a Dict or Tuple), agent 0, masks of ``mask_size`` entries
-    that allow every action (none: 0), zero state."""
+    (flattened to byte rows wherever the engine carries them so), agent 0, masks of
+    ``mask_size`` entries that allow every action (none: 0), zero state."""
     rows = [space.sample() for _ in range(batch)]
-    if is_structured(space):
+    if travels_as_bytes(space):
         rows = [flatten_observation(row, space) for row in rows]
     obs = torch.from_numpy(np.stack(rows))
     inputs = [obs.float() if obs.dtype == torch.float64 else obs]
@@ -181,6 +181,7 @@ def _reason(error: Exception) -> str:
     missing = re.search(_MISSING_OP, text)
     if missing:
         return f"ONNX has no translation of {missing[1]}.{missing[2]}"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # the exporter colours its messages
     return (text.strip().splitlines() or [type(error).__name__])[0][:300]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from policies.flatten import flatten_observation, is_structured
+from policies.flatten import flatten_observation, travels_as_bytes
 from policies.registry import POLICIES
 from puffertrain.envs.recipe import env_recipe
 from puffertrain.errors import UserError
@@ -51,6 +51,9 @@ KINDS = {
     "dict": ("multi_input", DICT, DISCRETE, {}),
     "tuple": ("multi_input", TUPLE, DISCRETE, {}),
     "multi_discrete": ("mlp", VECTOR, gym.spaces.MultiDiscrete([3, 2]), {}),
+    # a bare Discrete observation (FrozenLake, CliffWalking) travels as a byte row too
+    "discrete_observations": ("mlp", gym.spaces.Discrete(8), DISCRETE, {}),
+    "multi_binary_observations": ("mlp", gym.spaces.MultiBinary(5), DISCRETE, {}),
 }
 
 
@@ -66,7 +69,7 @@ def _observations(kind: str, batch: int) -> np.ndarray:
     space = KINDS[kind][1]
     space.seed(1)
     rows = [space.sample() for _ in range(batch)]
-    if is_structured(space):
+    if travels_as_bytes(space):
         rows = [flatten_observation(row, space) for row in rows]
     return np.stack(rows)
 
@@ -243,3 +246,10 @@ def test_the_deploy_example_builds_atari_frames_as_eval_does():
         frames[0].append(ours.step(action)[0])
         frames[1].append(theirs.step(action)[0])
     assert all(np.array_equal(a, b) for a, b in zip(*frames, strict=True))
+
+
+def test_an_exporter_message_reaches_the_user_without_its_colour_codes():
+    from puffertrain.export import _reason
+
+    error = RuntimeError("Failed to export. \x1b[96mThis is step 1/3\x1b[0m of exporting.\nmore")
+    assert _reason(error) == "Failed to export. This is step 1/3 of exporting."
