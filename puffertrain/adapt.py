@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 import torch
 
-from policies import POLICIES
 from policies.contract import is_recurrent
 from puffertrain.config import PPOConfig, TrainConfig
+from puffertrain.errors import UserError
+from puffertrain.policy_loader import policy_class
 
 PPO_FIELDS = frozenset(field.name for field in dataclasses.fields(PPOConfig))
 SMALL_MINIBATCH = 32
@@ -54,9 +55,12 @@ def acts_on_gpu(device: str) -> bool:
 
 
 def trains_on_sequences(policy: str) -> bool:
-    """Whether ``policy`` names a library policy that is recurrent (trained on sequences)."""
-    entry = POLICIES.get(policy)
-    return entry is not None and is_recurrent(entry.cls)
+    """Whether ``policy`` (a library name or a user's ``package.module:Class``) is recurrent,
+    trained on sequences; False for a name no class answers to (building it says why)."""
+    try:
+        return is_recurrent(policy_class(policy))
+    except UserError:
+        return False
 
 
 def adapt_to_given(

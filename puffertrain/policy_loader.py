@@ -50,7 +50,8 @@ def auto_policy_name(observation_space: gym.spaces.Space) -> str:
     return "mlp"
 
 
-def _policy_class(name: str) -> type[nn.Module]:
+def policy_class(name: str) -> type[nn.Module]:
+    """The class ``--policy`` names: a library policy or ``package.module:Class``."""
     if name in POLICIES:
         return POLICIES[name].cls
     if ":" in name:
@@ -168,7 +169,7 @@ def _build_policy(
     log_std_init: float | None,
 ) -> nn.Module:
     name = resolve_policy_name(name, observation_space, bool(agent_names))
-    cls = _policy_class(name)
+    cls = policy_class(name)
     kwargs = parse_kwargs(policy_kwargs, "--policy-kwargs")
     _check_kwargs(name, cls, kwargs)
     if log_std_init is not None and "log_std_init" in inspect.signature(cls).parameters:

@@ -268,3 +268,17 @@ def test_box_actions_explore_with_white_noise_and_classic_controls_with_colored(
     assert hopper_lstm.ppo == pendulum_lstm.ppo == lander_lstm.ppo
     given, _ = parse_train_args(["--env", "BipedalWalker-v3", "--action-noise-color", "0.5"])
     assert given.action_noise_color == 0.5
+
+
+def test_a_users_recurrent_policy_gets_the_recurrent_values_the_library_lstm_gets():
+    """Only library names were recognised as recurrent, so a user's recurrent policy got the
+    feed-forward preset: on Pendulum-v1 its 32 minibatches exceeded the 4 sequences it trains on
+    and the run was refused; on CartPole it trained with the feed-forward sizes, no value clip
+    and raw rewards."""
+    for env in ("Pendulum-v1", "CartPole-v1"):
+        lstm, _ = parse_train_args(["--env", env, "--policy", "lstm"])
+        own, _ = parse_train_args(["--env", env, "--policy", "tests.user_policy:TinyRecurrent"])
+        assert dataclasses.replace(own, policy="lstm") == lstm
+    feed_forward, _ = parse_train_args(["--env", "Pendulum-v1", "--policy", "mlp"])
+    own, _ = parse_train_args(["--env", "Pendulum-v1", "--policy", "tests.user_policy:TinyPolicy"])
+    assert dataclasses.replace(own, policy="mlp") == feed_forward

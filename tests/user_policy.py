@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from policies import layer_init
 from policies.flatten import unflatten_observations
+from policies.recurrent import LSTMWrapper
 
 
 class TinyPolicy(nn.Module):
@@ -44,3 +45,31 @@ class DictReader(nn.Module):
         )
         hidden = self.body(features)
         return self.actor(hidden), self.critic(hidden)
+
+
+class _TinyBody(nn.Module):
+    def __init__(self, observation_space, action_space):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            layer_init(nn.Linear(observation_space.shape[0], 16)), nn.Tanh()
+        )
+        self.mean = layer_init(nn.Linear(16, action_space.shape[0]), std=0.01)
+        self.actor_logstd = nn.Parameter(torch.zeros(1, action_space.shape[0]))
+        self.critic = layer_init(nn.Linear(16, 1), std=1.0)
+
+    def encode_observations(self, obs):
+        return self.encoder(obs)
+
+    def decode_actions(self, hidden):
+        return (
+            self.mean(hidden),
+            self.actor_logstd.exp().expand(len(hidden), -1),
+            self.critic(hidden),
+        )
+
+
+class TinyRecurrent(LSTMWrapper):
+    """A user's recurrent policy for Box actions, built on the library's LSTMWrapper."""
+
+    def __init__(self, observation_space, action_space):
+        super().__init__(_TinyBody(observation_space, action_space), 16, 16)
