@@ -79,6 +79,12 @@ def _check_outputs(
             outputs = policy(obs)
     if not isinstance(outputs, tuple) or len(outputs) not in (2, 3):
         raise ValueError("forward must return (logits, value), (mean, std, value) or (mean, value)")
+    if not all(isinstance(output, torch.Tensor) for output in outputs):
+        # the guide's RecurrentPolicy returns (logits, value, state) from forward
+        raise ValueError(
+            f"forward returned {_kinds(outputs)}, not tensors; a recurrent policy keeps its state "
+            f"out of forward: {_RECURRENT_CONTRACT}"
+        )
     if outputs[-1].numel() != 2:
         raise ValueError(f"value must have one entry per row, got shape {tuple(outputs[-1].shape)}")
     expected = action_head_size(action_space)
@@ -95,6 +101,18 @@ def _check_outputs(
         )
 
 
+_RECURRENT_CONTRACT = (
+    "it implements initial_state, forward_step and forward_sequence, or wraps an "
+    "encode_observations/decode_actions policy in policies.recurrent.LSTMWrapper "
+    "(docs/recurrent.md); the guide's RecurrentPolicy and OptimizedLSTMPolicy are --policy "
+    "recurrent and optimized_lstm"
+)
+
+
+def _kinds(outputs: tuple[Any, ...]) -> str:
+    return "(" + ", ".join(type(output).__name__ for output in outputs) + ")"
+
+
 def _try_build(
     cls: type[nn.Module],
     observation_space: gym.spaces.Space,
@@ -105,6 +123,9 @@ def _try_build(
     if num_agents and "num_agents" in inspect.signature(cls).parameters:
         kwargs = {**kwargs, "num_agents": num_agents}
     policy = cls(observation_space, action_space, **kwargs)
+    if type(policy).forward is nn.Module.forward and not is_recurrent(policy):
+        # the guide's OptimizedLSTMPolicy has encode/decode methods taking a state, no forward
+        raise ValueError(f"it has no forward method; a recurrent policy: {_RECURRENT_CONTRACT}")
     _check_outputs(policy, observation_space, action_space)
     return policy
 
@@ -180,6 +201,8 @@ def _build_policy(
     except Exception as error:  # any failure to build or run means the spaces don't fit
         able = []
         for other, entry in POLICIES.items():
+            if not num_agents and "num_agents" in inspect.signature(entry.cls).parameters:
+                continue  # a multi-agent policy, not one to suggest for a single-agent env
             try:
                 _try_build(entry.cls, observation_space, action_space, {}, num_agents)
                 able.append(other)

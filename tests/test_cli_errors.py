@@ -74,6 +74,27 @@ def test_policy_that_cannot_take_the_spaces(capsys, tmp_path):
     )
     assert "policy 'continuous' cannot take" in err and "Discrete(2)" in err
     assert "policies that can: mlp, separate_mlp, multi_input, attention, residual, lstm" in err
+    assert "shared" not in err and "independent" not in err  # multi-agent policies
+
+
+@pytest.mark.parametrize(
+    ("policy", "what"),
+    [
+        ("GuideRecurrentAsWritten", "forward returned (Tensor, Tensor, tuple), not tensors"),
+        ("GuideOptimizedLSTMAsWritten", "it has no forward method"),
+    ],
+)
+def test_the_guides_recurrent_sketches_as_written_are_told_the_recurrent_contract(
+    capsys, tmp_path, policy, what
+):
+    """The guide's RecurrentPolicy (state in and out of forward) failed with "'tuple' object
+    has no attribute 'numel'" and its OptimizedLSTMPolicy (no forward) with torch's "missing
+    the required forward function"; neither said what a recurrent policy implements here."""
+    run_dir = str(tmp_path / "r")
+    name = f"tests.user_policy:{policy}"
+    err = _error(capsys, "--env", "CartPole-v1", "--policy", name, "--run-dir", run_dir)
+    assert what in err and "initial_state, forward_step and forward_sequence" in err
+    assert "--policy recurrent and optimized_lstm" in err
 
 
 def test_a_policy_refusing_an_image_with_bounds_by_entry_says_so_in_one_line(capsys, tmp_path):

@@ -73,3 +73,33 @@ class TinyRecurrent(LSTMWrapper):
 
     def __init__(self, observation_space, action_space):
         super().__init__(_TinyBody(observation_space, action_space), 16, 16)
+
+
+class GuideRecurrentAsWritten(nn.Module):
+    """The policies guide's RecurrentPolicy as written: forward takes and returns the state."""
+
+    def __init__(self, observation_space, action_space):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(observation_space.shape[0], 16), nn.ReLU())
+        self.lstm = nn.LSTM(16, 16)
+        self.actor = nn.Linear(16, action_space.n)
+        self.critic = nn.Linear(16, 1)
+
+    def forward(self, observations, state=None):
+        hidden, state = self.lstm(self.encoder(observations).unsqueeze(0), state)
+        return self.actor(hidden[0]), self.critic(hidden[0]), state
+
+
+class GuideOptimizedLSTMAsWritten(nn.Module):
+    """The policies guide's OptimizedLSTMPolicy as written: encode and decode, no forward."""
+
+    def __init__(self, observation_space, action_space):
+        super().__init__()
+        self.encoder = nn.Linear(observation_space.shape[0], 16)
+        self.actor = nn.Linear(16, action_space.n)
+
+    def encode_observations(self, observations, state):
+        return self.encoder(observations), state
+
+    def decode_actions(self, hidden, lookup, state):
+        return self.actor(hidden), None
