@@ -205,7 +205,7 @@ def bench(config: BenchConfig) -> dict:
     adapter = PolicyAdapter(policy, engine.single_action_space, autocast_dtype)
     engines: list[tuple[str, Callable[[], Engine]]] = [(name, lambda: engine)]
     if config.compare:
-        factory = env_recipe(config.env, parse_kwargs(config.env_kwargs)).factory
+        factory = env_recipe(config.env, parse_kwargs(config.env_kwargs, "--env-kwargs")).factory
         for label, cls in (
             ("gymnasium SyncVectorEnv", gym.vector.SyncVectorEnv),
             ("gymnasium AsyncVectorEnv", gym.vector.AsyncVectorEnv),

@@ -154,7 +154,7 @@ def parse_train_args(
         default = config_from_file(Path(early.config))
     elif early.env:
         default, normalizable, low_std = _preset(
-            early.env, parse_kwargs(early.env_kwargs), early.policy
+            early.env, parse_kwargs(early.env_kwargs, "--env-kwargs"), early.policy
         )
     config = tyro.cli(TrainConfig, default=default, args=list(argv), prog="puffertrain")
     if config.policy == "auto":  # a given `--policy auto` is the preset's choice, as no flag is
@@ -162,7 +162,9 @@ def parse_train_args(
     given = given_fields(argv)
     config, changes = adapt_to_given(config, given, default, normalizable)
     if notes is not None:
-        chosen = "log_std_init" in given or "log_std_init" in parse_kwargs(config.policy_kwargs)
+        chosen = "log_std_init" in given or "log_std_init" in parse_kwargs(
+            config.policy_kwargs, "--policy-kwargs"
+        )
         if low_std and not chosen:
             changes.insert(
                 0,

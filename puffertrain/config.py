@@ -297,9 +297,9 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
-def parse_kwargs(text: str, flag: str = "--env-kwargs") -> dict[str, Any]:
-    """A ``--env-kwargs`` / ``--policy-kwargs`` value as a dict; ``UserError`` unless it is a
-    JSON object."""
+def parse_kwargs(text: str, flag: str) -> dict[str, Any]:
+    """A ``--env-kwargs`` / ``--policy-kwargs`` value as a dict; ``UserError``, naming
+    ``flag``, unless it is a JSON object."""
     if not text:
         return {}
     try:

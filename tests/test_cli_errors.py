@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from puffertrain.cli import main
+from puffertrain.envs import env_factory
+from puffertrain.errors import UserError
 from tests.conftest import run_cli
 
 TINY = ["--num-envs", "2", "--num-steps", "16", "--total-timesteps", "64", "--device", "cpu"]
@@ -179,3 +181,20 @@ def test_bad_flag_exits_nonzero_without_traceback():
 def test_eval_of_a_missing_checkpoint_names_its_own_flag(capsys, tmp_path):
     err = _error(capsys, "eval", "--checkpoint", str(tmp_path / "nope"))
     assert "--checkpoint: " in err and "does not exist" in err
+
+
+def test_malformed_policy_kwargs_are_named_as_such(capsys, tmp_path):
+    """They were reported as "--env-kwargs is not valid JSON"."""
+    run_dir = str(tmp_path / "r")
+    err = _error(capsys, "--env", "CartPole-v1", "--policy-kwargs", "{bad", "--run-dir", run_dir)
+    assert "--policy-kwargs is not valid JSON" in err and "--env-kwargs" not in err
+
+
+def test_a_video_of_an_env_that_takes_no_render_mode_names_the_video_not_env_kwargs():
+    """Recording asks the env for render_mode; an env whose constructor takes none was reported
+    as a bad --env-kwargs, which the user never gave."""
+    build = env_factory("tests.envs:PufferTest/Counting-v0", {"render_mode": "rgb_array"})
+    with pytest.raises(UserError, match=r"cannot record videos \(--video, --video-interval\)"):
+        build()
+    with pytest.raises(UserError, match="--env-kwargs for"):
+        env_factory("tests.envs:PufferTest/Counting-v0", {"colour": "red"})()

@@ -157,7 +157,7 @@ def engine_from(settings: EngineSettings) -> tuple[Engine, str]:
         settings.vec,
         settings.env,
         settings.num_envs,
-        parse_kwargs(settings.env_kwargs),
+        parse_kwargs(settings.env_kwargs, "--env-kwargs"),
         settings.num_threads,
         settings.num_workers,
         settings.env_batch_size,

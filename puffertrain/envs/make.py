@@ -59,6 +59,11 @@ def _with_kwargs(build: Callable[..., gym.Env], env_id: str, kwargs: dict[str, A
     except TypeError as error:
         if kwargs and "keyword argument" in str(error):
             reason = str(error).split(" was raised from")[0]
+            if "'render_mode'" in reason:  # asked for by video recording, not by the user
+                raise UserError(
+                    f"env '{env_id}' cannot record videos (--video, --video-interval): "
+                    f"it takes no render_mode ({reason})"
+                ) from None
             raise UserError(f"--env-kwargs for '{env_id}': {reason}") from None
         raise
     except (gym.error.DependencyNotInstalled, ImportError) as error:

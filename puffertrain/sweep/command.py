@@ -126,7 +126,9 @@ def _space(
     from puffertrain.cli import preset_family
     from puffertrain.config import parse_kwargs
 
-    family, observation_space = preset_family(config.env, parse_kwargs(config.env_kwargs))
+    family, observation_space = preset_family(
+        config.env, parse_kwargs(config.env_kwargs, "--env-kwargs")
+    )
     width = _width(config, family, observation_space)
     space = without_given(default_space(family, width), given_fields(train_flags))
     if args.space is not None:

@@ -268,7 +268,7 @@ def starting_values(space: Space, config: TrainConfig, width: int | None) -> dic
     values: dict[str, Value] = {}
     kwargs = {
         "policy-kwargs": parse_kwargs(config.policy_kwargs, "--policy-kwargs"),
-        "env-kwargs": parse_kwargs(config.env_kwargs),
+        "env-kwargs": parse_kwargs(config.env_kwargs, "--env-kwargs"),
     }
     if width is not None:
         kwargs["policy-kwargs"].setdefault("hidden_size", width)

@@ -109,7 +109,7 @@ class Evaluator:
         self.record = config.video_interval > 0
         recipe = env_recipe(
             config.env,
-            parse_kwargs(config.env_kwargs),
+            parse_kwargs(config.env_kwargs, "--env-kwargs"),
             render_mode="rgb_array" if self.record else None,
             episodic_life=False,
             step_limit=EVAL_STEP_LIMIT,

@@ -42,7 +42,9 @@ def restore(
     _, path = resolve_resume(target, flag)
     checkpoint = load_checkpoint(path)
     config = from_dict(checkpoint.config)
-    recipe = env_recipe(config.env, parse_kwargs(config.env_kwargs), render_mode, True, step_limit)
+    recipe = env_recipe(
+        config.env, parse_kwargs(config.env_kwargs, "--env-kwargs"), render_mode, True, step_limit
+    )
     engine = SerialEngine([recipe.factory] * num_envs)
     try:
         policy = policy_for(config, engine)
