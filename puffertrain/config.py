@@ -221,6 +221,18 @@ class TrainConfig:
         }.items():
             if value is not None and value <= 0:
                 raise UserError(f"--{flag} must be above 0 (None: off), got {value}")
+        for flag, value in {
+            "learning-rate": self.ppo.learning_rate,
+            "clip-coef": self.ppo.clip_coef,
+            "max-grad-norm": self.ppo.max_grad_norm,
+        }.items():
+            if not value > 0:
+                raise UserError(f"--{flag} must be above 0, got {value}")
+        for flag, value in {"gamma": self.ppo.gamma, "gae-lambda": self.ppo.gae_lambda}.items():
+            if not 0 <= value <= 1:
+                raise UserError(f"--{flag} must be in [0, 1], got {value}")
+        if not self.ppo.vf_coef >= 0:
+            raise UserError(f"--vf-coef must be 0 or more, got {self.ppo.vf_coef}")
         if not all(0 <= beta < 1 for beta in self.ppo.adam_betas):
             beta1, beta2 = self.ppo.adam_betas
             raise UserError(f"--adam-betas must each be in [0, 1), got {beta1} {beta2}")
