@@ -148,6 +148,11 @@ def parse_train_args(
             )
         if config.run_dir != run_dir:
             raise UserError(f"--resume continues in {run_dir}; drop --run-dir {config.run_dir}")
+        if checkpoint.global_step > config.total_timesteps:
+            raise UserError(
+                f"--total-timesteps {config.total_timesteps:,} is below the "
+                f"{checkpoint.global_step:,} steps the run has trained; give more to extend it"
+            )
         return config, checkpoint
     default, normalizable, low_std = TrainConfig(), False, ""
     if early.config:

@@ -214,3 +214,14 @@ def test_a_video_of_an_env_that_takes_no_render_mode_names_the_video_not_env_kwa
         build()
     with pytest.raises(UserError, match="--env-kwargs for"):
         env_factory("tests.envs:PufferTest/Counting-v0", {"colour": "red"})()
+
+
+def test_resuming_below_the_trained_steps_is_refused_and_a_done_run_says_so(capsys, finished_run):
+    """`--resume RUN --total-timesteps N` with N below the run's steps exited 0 in silence,
+    its bar at "19,968/9,984 steps"; a finished run resumed as it was said nothing either."""
+    before = _digest(finished_run)
+    err = _error(capsys, "--resume", str(finished_run), "--total-timesteps", "32")
+    assert "--total-timesteps 32 is below the 64 steps the run has trained" in err
+    main(["--resume", str(finished_run)])
+    assert "nothing to do; a larger --total-timesteps extends it" in capsys.readouterr().err
+    assert _digest(finished_run) == before

@@ -111,6 +111,9 @@ class Trainer:
         total_steps = self.num_iterations * update_steps
         stop = StopRequest()  # before the run's files appear: a signal from then on stops cleanly
         try:
+            if self.iteration >= self.num_iterations:  # a resumed run already this far
+                self._nothing_to_train()
+                return
             with (
                 stop,
                 RunLogger(
@@ -138,6 +141,17 @@ class Trainer:
             self.engine.close()
             if self.evaluator is not None:
                 self.evaluator.close()
+
+    def _nothing_to_train(self) -> None:
+        """Say that a resumed run has no step left to train (one resumed with fewer steps than
+        it has trained was refused at parsing)."""
+        steps, total = self.global_step, self.config.total_timesteps
+        if self.ranks.main:
+            print(
+                f"puffertrain: the run has trained its {steps:,} steps (--total-timesteps "
+                f"{total:,}): nothing to do; a larger --total-timesteps extends it",
+                file=sys.stderr,
+            )
 
     def _iterate(self, logger: RunLogger, stop: StopRequest) -> None:
         """The PPO iteration: collect → advantages → update → log → maybe checkpoint."""
