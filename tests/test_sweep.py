@@ -18,7 +18,13 @@ import pytest
 from puffertrain.config import TrainConfig, config_from_file
 from puffertrain.errors import UserError
 from puffertrain.sweep.objective import score
-from puffertrain.sweep.space import default_space, load_space, trial_flags, without_given
+from puffertrain.sweep.space import (
+    default_space,
+    load_space,
+    starting_values,
+    trial_flags,
+    without_given,
+)
 from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
 from tests.conftest import (
     REPO_ROOT,
@@ -415,3 +421,16 @@ def test_a_config_file_tuple_is_checked_item_by_item():
     assert _checked({"pair": [1, "a"]}, Pair) == {"pair": (1, "a")}
     with pytest.raises(UserError, match="key 'pair' must be str, got 2"):
         _checked({"pair": [1, 2]}, Pair)
+
+
+def test_the_first_trial_can_try_every_searched_value_of_the_starting_config():
+    """The generic preset trains on 16 minibatches, which the default choices (1, 2, 4, 8) did
+    not hold: the first trial, documented to try the starting config, sampled another value."""
+    from puffertrain.cli import parse_train_args
+
+    config, _ = parse_train_args(["--env", "Taxi-v4"])
+    assert config.ppo.num_minibatches == 16
+    space = default_space("other", None, config)
+    start = starting_values(space, config, None)
+    assert start["num-minibatches"] == 16
+    assert set(start) == {flag for flag in space.params if "." not in flag}

@@ -130,7 +130,7 @@ def _space(
         config.env, parse_kwargs(config.env_kwargs, "--env-kwargs")
     )
     width = _width(config, family, observation_space)
-    space = without_given(default_space(family, width), given_fields(train_flags))
+    space = without_given(default_space(family, width, config), given_fields(train_flags))
     if args.space is not None:
         space = load_space(args.space, space)
     return space, width

@@ -112,10 +112,11 @@ def _log_range(flag: str, low: float, high: float) -> Param:
     return Param(flag, low, high, log=True)
 
 
-def default_space(family: str, width: int | None) -> Space:
+def default_space(family: str, width: int | None, start: TrainConfig | None = None) -> Space:
     """The default space for a preset family; ``width`` is the policy's default hidden size
     (None: the policy takes none, and width is not searched). Entropy bonuses are linear
-    from 0, the presets' value for several families."""
+    from 0, the presets' value for several families. A choice also holds ``start``'s value,
+    so the first trial can try the starting config (the generic preset's 16 minibatches)."""
     if family in ("mujoco", "classic_continuous"):  # the continuous preset's sizes
         family = "continuous"
     steps = {
@@ -137,7 +138,19 @@ def default_space(family: str, width: int | None) -> Space:
     if width is not None:
         widths = (256, 512) if family == "atari" else (64, 128, 256)
         params.append(Param("policy-kwargs.hidden_size", choices=tuple(sorted({*widths, width}))))
+    if start is not None:
+        params = [_with_start(param, start) for param in params]
     return Space({param.flag: param for param in params})
+
+
+def _with_start(param: Param, start: TrainConfig) -> Param:
+    """``param`` with ``start``'s value among its choices (a range is left as it is)."""
+    field = param.flag.replace("-", "_")
+    holder = start.ppo if hasattr(start.ppo, field) else start
+    if not param.choices or not hasattr(holder, field):
+        return param
+    choices = tuple(sorted({*param.choices, getattr(holder, field)}))
+    return dataclasses.replace(param, choices=choices)
 
 
 def policy_width(policy: str) -> int | None:
