@@ -85,6 +85,11 @@ def _check_outputs(
             f"forward returned {_kinds(outputs)}, not tensors; a recurrent policy keeps its state "
             f"out of forward: {_RECURRENT_CONTRACT}"
         )
+    if not isinstance(action_space, gym.spaces.Box) and len(outputs) != 2:
+        # a third output would be read as the value, in silence
+        raise ValueError(
+            f"forward must return (logits, value) for these actions, got {_kinds(outputs)}"
+        )
     if outputs[-1].numel() != 2:
         raise ValueError(f"value must have one entry per row, got shape {tuple(outputs[-1].shape)}")
     expected = action_head_size(action_space)

@@ -225,3 +225,12 @@ def test_resuming_below_the_trained_steps_is_refused_and_a_done_run_says_so(caps
     main(["--resume", str(finished_run)])
     assert "nothing to do; a larger --total-timesteps extends it" in capsys.readouterr().err
     assert _digest(finished_run) == before
+
+
+def test_a_third_output_for_discrete_actions_is_refused_not_read_as_the_value(capsys, tmp_path):
+    run_dir = str(tmp_path / "r")
+    name = "tests.user_policy:ThreeOutputsForDiscreteActions"
+    err = _error(capsys, "--env", "CartPole-v1", "--policy", name, "--run-dir", run_dir)
+    assert (
+        "forward must return (logits, value) for these actions, got (Tensor, Tensor, Tensor)" in err
+    )

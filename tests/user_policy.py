@@ -103,3 +103,11 @@ class GuideOptimizedLSTMAsWritten(nn.Module):
 
     def decode_actions(self, hidden, lookup, state):
         return self.actor(hidden), None
+
+
+class ThreeOutputsForDiscreteActions(TinyPolicy):
+    """Returns a third tensor, which for Discrete actions would be read as the value."""
+
+    def forward(self, obs):
+        logits, value = super().forward(obs)
+        return logits, value, value.detach() * 0
