@@ -143,6 +143,7 @@ def export_policy(
                     output_names=output_names,
                     dynamic_shapes=(tuple({0: batch} for _ in inputs),),  # forward(*inputs)
                     dynamo=True,
+                    external_data=False,  # one file to deploy, not a .onnx beside a .onnx.data
                     verbose=False,
                 )
         if kind == "onnx":

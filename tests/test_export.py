@@ -253,3 +253,11 @@ def test_an_exporter_message_reaches_the_user_without_its_colour_codes():
 
     error = RuntimeError("Failed to export. \x1b[96mThis is step 1/3\x1b[0m of exporting.\nmore")
     assert _reason(error) == "Failed to export. This is step 1/3 of exporting."
+
+
+def test_an_onnx_export_is_one_file(tmp_path):
+    """torch's exporter wrote the weights to a .onnx.data file beside the graph by default, so
+    a deployed policy.onnx copied alone failed to load."""
+    adapter, space, takes_ids = _adapter("cnn")
+    export_policy(adapter, space, takes_ids, tmp_path / "policy.onnx", "onnx")
+    assert [path.name for path in tmp_path.iterdir()] == ["policy.onnx"]
