@@ -46,11 +46,12 @@ def make_env(env_id: str, atari: bool) -> gym.Env:
 
 
 def greedy(logits: np.ndarray, action_space: gym.spaces.Space) -> np.ndarray | int:
-    """The most likely action (each dimension's, for MultiDiscrete)."""
+    """The most likely action (each dimension's, for MultiDiscrete), offset by the space's
+    ``start`` as the env takes it (the logits index 0 to n - 1)."""
     if isinstance(action_space, gym.spaces.MultiDiscrete):
         blocks = np.split(logits[0], np.cumsum(action_space.nvec)[:-1])
-        return np.array([block.argmax() for block in blocks])
-    return int(logits[0].argmax())
+        return np.array([block.argmax() for block in blocks]) + action_space.start
+    return int(logits[0].argmax()) + int(action_space.start)
 
 
 DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(int64)": np.int64}

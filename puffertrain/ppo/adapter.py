@@ -212,11 +212,17 @@ def mask_logits(
 def env_actions(actions: torch.Tensor | np.ndarray, action_space: gym.spaces.Space) -> np.ndarray:
     """Sampled actions (a tensor, or the numpy actor's array) as the env takes them: on the
     CPU, Box actions clipped to the bounds and shaped like the space (the buffer keeps the
-    unclipped sample for the log-probability)."""
+    unclipped sample for the log-probability), discrete ones shifted by the space's ``start``
+    (the policy's logits index 0 to n - 1)."""
     array = actions if isinstance(actions, np.ndarray) else actions.cpu().numpy()
     if isinstance(action_space, gym.spaces.Box):  # np.clip's own Python wrapper costs more
         array = np.minimum(np.maximum(array, action_space.low.ravel()), action_space.high.ravel())
         array = array.reshape((-1, *action_space.shape))
+    elif isinstance(action_space, gym.spaces.Discrete):
+        if action_space.start:
+            array = array + action_space.start
+    elif isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.start.any():
+        array = array + action_space.start.reshape(-1)
     return array
 
 
