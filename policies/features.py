@@ -44,21 +44,37 @@ def _sizes_starts(space: gym.spaces.Discrete | gym.spaces.MultiDiscrete) -> tupl
     return torch.as_tensor(space.nvec.reshape(-1)), torch.as_tensor(space.start.reshape(-1))
 
 
+class CategoryIndex(nn.Module):
+    """The values of a Discrete / MultiDiscrete as indices into the dimensions' categories side
+    by side (``(batch, dims)``), each value first brought into its dimension's range: rows no
+    env wrote (a finished agent's, or before the first reset) hold zeros, which lie outside a
+    space that starts above 0."""
+
+    def __init__(self, space: gym.spaces.Discrete | gym.spaces.MultiDiscrete) -> None:
+        super().__init__()
+        sizes, starts = _sizes_starts(space)
+        self.register_buffer("starts", starts.long(), persistent=False)
+        self.register_buffer("highest", (sizes - 1).long(), persistent=False)
+        self.register_buffer("offsets", (torch.cumsum(sizes, 0) - sizes).long(), persistent=False)
+        self.total, self.dims = int(sizes.sum()), len(sizes)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        index = values.long().reshape(values.shape[0], -1) - self.starts
+        return torch.minimum(index.clamp_min(0), self.highest) + self.offsets
+
+
 class DiscreteEncoder(nn.Module):
     """A learned ``EMBEDDING_SIZE`` vector per value of a Discrete (or of each MultiDiscrete
     dimension, concatenated); takes the values themselves."""
 
     def __init__(self, space: gym.spaces.Discrete | gym.spaces.MultiDiscrete) -> None:
         super().__init__()
-        sizes, starts = _sizes_starts(space)
-        offsets = torch.cumsum(sizes, 0) - sizes
-        self.register_buffer("shift", (offsets - starts).long(), persistent=False)
-        self.embedding = nn.Embedding(int(sizes.sum()), EMBEDDING_SIZE)
-        self.output_size = EMBEDDING_SIZE * len(sizes)
+        self.index = CategoryIndex(space)
+        self.embedding = nn.Embedding(self.index.total, EMBEDDING_SIZE)
+        self.output_size = EMBEDDING_SIZE * self.index.dims
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        rows = values.long().reshape(values.shape[0], -1) + self.shift
-        return self.embedding(rows).flatten(1)
+        return self.embedding(self.index(values)).flatten(1)
 
 
 class OneHot(nn.Module):
@@ -67,14 +83,11 @@ class OneHot(nn.Module):
 
     def __init__(self, space: gym.spaces.Discrete | gym.spaces.MultiDiscrete) -> None:
         super().__init__()
-        sizes, starts = _sizes_starts(space)
-        offsets = torch.cumsum(sizes, 0) - sizes
-        self.register_buffer("shift", (offsets - starts).long(), persistent=False)
-        self.output_size = int(sizes.sum())
+        self.index = CategoryIndex(space)
+        self.output_size = self.index.total
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        rows = values.long().reshape(values.shape[0], -1) + self.shift
-        return F.one_hot(rows, self.output_size).sum(1).float()
+        return F.one_hot(self.index(values), self.output_size).sum(1).float()
 
 
 class VectorFeatures(nn.Module):

@@ -74,3 +74,39 @@ def grid_image() -> gym.Env:
     high = np.broadcast_to(np.array([10, 5, 2], np.uint8), (7, 7, 3))
     image = gym.spaces.Box(np.zeros_like(high), high, dtype=np.uint8)
     return SpaceEnv(gym.spaces.Dict({"image": image, "direction": gym.spaces.Discrete(4)}))
+
+
+class OffsetSpaces(gym.Env):
+    """Spaces whose values start away from 0. An action outside the action space raises, as an
+    env indexing a table with it would fail; observations are sampled from their space."""
+
+    def __init__(self, action_space: gym.spaces.Space, observation_space: gym.spaces.Space):
+        self.action_space, self.observation_space = action_space, observation_space
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self.observation_space.seed(seed)
+        self._t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        if not self.action_space.contains(np.asarray(action, dtype=np.int64)):
+            raise ValueError(f"action {action!r} is outside {self.action_space}")
+        self._t += 1
+        return self.observation_space.sample(), 1.0, self._t >= 5, False, {}
+
+
+_VECTOR = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+
+def discrete_actions_from_1() -> gym.Env:
+    return OffsetSpaces(gym.spaces.Discrete(3, start=1), _VECTOR)
+
+
+def multi_discrete_actions_with_starts() -> gym.Env:
+    return OffsetSpaces(gym.spaces.MultiDiscrete([3, 4], start=[1, -2]), _VECTOR)
+
+
+def discrete_observations_from_5() -> gym.Env:
+    return OffsetSpaces(gym.spaces.Discrete(2), gym.spaces.Discrete(4, start=5))

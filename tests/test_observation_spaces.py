@@ -139,3 +139,25 @@ def test_spaces_are_described_in_one_short_line():
     )
     pair = gym.spaces.Tuple((gym.spaces.Discrete(3), gym.spaces.Box(-1.0, 1.0, (2,))))
     assert describe_space(pair) == "Tuple(Discrete(3), Box(-1.0, 1.0, (2,), float32))"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        "discrete_actions_from_1",
+        "multi_discrete_actions_with_starts",
+        "discrete_observations_from_5",
+    ],
+)
+@pytest.mark.parametrize("vec", ["serial", "multiprocessing"])
+def test_spaces_that_start_away_from_0_train_and_evaluate(tmp_path, cli, env, vec):
+    """Discrete(3, start=1) got actions 0..2 (the logits' indices, never shifted): action 0
+    reached the env in training, eval and multi-agent envs alike. A Discrete(4, start=5)
+    observation crashed at start-up: the cost probe ran the policy on all-zero rows."""
+    run_dir = tmp_path / "run"
+    flags = ["--env", f"tests.space_envs:{env}", "--vec", vec, "--num-envs", "2"]
+    flags += ["--num-steps", "16", "--total-timesteps", "64", "--run-dir", str(run_dir)]
+    result = cli(*flags)
+    assert result.returncode == 0, result.stderr
+    evaluated = cli("eval", "--checkpoint", str(run_dir), "--episodes", "2")
+    assert evaluated.returncode == 0, evaluated.stderr
