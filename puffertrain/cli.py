@@ -184,6 +184,11 @@ def train(argv: Sequence[str], ranks: Ranks) -> None:
     from puffertrain.policy_loader import list_policies
 
     early = _preparse(argv)
+    if early.resume and "seeds" in given_fields(argv):
+        what = "the seeds its folder holds" if is_seed_parent(Path(early.resume)) else "one run"
+        raise UserError(
+            f"--resume {early.resume} continues {what}, and --seeds starts new runs: give one"
+        )
     if early.resume and is_seed_parent(Path(early.resume)):
         parallel = tyro.cli(TrainConfig, args=["--parallel", early.parallel]).parallel
         flags = without_flags(list(argv), {"--resume", "--seeds", "--parallel"})

@@ -234,3 +234,18 @@ def test_a_third_output_for_discrete_actions_is_refused_not_read_as_the_value(ca
     assert (
         "forward must return (logits, value) for these actions, got (Tensor, Tensor, Tensor)" in err
     )
+
+
+def test_resume_with_seeds_is_refused_before_any_folder_is_made(capsys, finished_run, tmp_path):
+    """`--resume RUN --seeds 7 8` started a new seeds parent whose children got neither --env
+    nor --resume (exit 1, a folder left behind each time); `--resume PARENT --seeds 4 5`
+    resumed the parent's own seeds and dropped --seeds without a word."""
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "seeds.json").write_text("{}")
+    before = sorted(path for path in tmp_path.rglob("*"))
+    err = _error(capsys, "--resume", str(finished_run), "--seeds", "7", "8")
+    assert "continues one run, and --seeds starts new runs: give one" in err
+    err = _error(capsys, "--resume", str(parent), "--seeds", "4", "5")
+    assert "continues the seeds its folder holds, and --seeds starts new runs" in err
+    assert sorted(path for path in tmp_path.rglob("*")) == before
