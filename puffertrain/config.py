@@ -190,68 +190,17 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``UserError`` for values no run can use."""
-        positive = {
-            "num-envs": self.num_envs,
-            "num-steps": self.num_steps,
-            "total-timesteps": self.total_timesteps,
-            "num-minibatches": self.ppo.num_minibatches,
-            "update-epochs": self.ppo.update_epochs,
-            "checkpoint-interval": self.checkpoint_interval,
-            "keep-checkpoints": self.keep_checkpoints,
-        }
-        for flag, value in positive.items():
-            if value < 1:
-                raise UserError(f"--{flag} must be at least 1, got {value}")
-        for flag, value in {"threads": self.threads, "parallel": self.parallel}.items():
-            if value < 0:
-                raise UserError(f"--{flag} must be 0 (automatic) or more, got {value}")
-        for flag, value in {
-            "eval-interval": self.eval_interval,
-            "video-interval": self.video_interval,
-        }.items():
-            if value < 0:
-                raise UserError(f"--{flag} must be 0 (off) or more, got {value}")
-        if self.eval_step_share is not None and self.eval_step_share <= 0:
-            raise UserError(
-                f"--eval-step-share must be above 0 (None: no limit), got {self.eval_step_share}"
-            )
-        for flag, value in {
-            "target-kl": self.ppo.target_kl,
-            "adaptive-lr-kl": self.ppo.adaptive_lr_kl,
-        }.items():
-            if value is not None and value <= 0:
-                raise UserError(f"--{flag} must be above 0 (None: off), got {value}")
-        for flag, value in {
-            "learning-rate": self.ppo.learning_rate,
-            "clip-coef": self.ppo.clip_coef,
-            "max-grad-norm": self.ppo.max_grad_norm,
-        }.items():
-            if not value > 0:
-                raise UserError(f"--{flag} must be above 0, got {value}")
-        for flag, value in {"gamma": self.ppo.gamma, "gae-lambda": self.ppo.gae_lambda}.items():
-            if not 0 <= value <= 1:
-                raise UserError(f"--{flag} must be in [0, 1], got {value}")
-        if not self.ppo.vf_coef >= 0:
-            raise UserError(f"--vf-coef must be 0 or more, got {self.ppo.vf_coef}")
-        if not all(0 <= beta < 1 for beta in self.ppo.adam_betas):
-            beta1, beta2 = self.ppo.adam_betas
-            raise UserError(f"--adam-betas must each be in [0, 1), got {beta1} {beta2}")
-        if self.eval_episodes < 1:
-            raise UserError(f"--eval-episodes must be at least 1, got {self.eval_episodes}")
+        for name, value in {**vars(self), **vars(self.ppo)}.items():
+            problem = value_problem(name, value)
+            if problem:
+                raise UserError(problem)
         if not self.eval_interval and (self.stop_at_return is not None or self.video_interval):
             flag = "--stop-at-return" if self.stop_at_return is not None else "--video-interval"
             raise UserError(f"{flag} works on evaluations: add --eval-interval N (updates)")
-        if self.ppo.sequence_length < 0 or (
-            self.ppo.sequence_length and self.num_steps % self.ppo.sequence_length
-        ):
+        if self.ppo.sequence_length and self.num_steps % self.ppo.sequence_length:
             raise UserError(
                 f"--sequence-length {self.ppo.sequence_length} must divide --num-steps "
                 f"{self.num_steps} (0: whole rollouts)"
-            )
-        if not 0 <= self.action_noise_color <= 2:
-            raise UserError(
-                f"--action-noise-color must be from 0 (white) to 2 (a random walk), got "
-                f"{self.action_noise_color}"
             )
         if self.clip_rewards and self.normalize_reward:
             raise UserError(
@@ -277,6 +226,60 @@ class TrainConfig:
         """Updates in the run with ``num_rows`` rows: every row's step counts toward
         --total-timesteps (agent steps for multi-agent envs)."""
         return max(1, self.total_timesteps // (num_rows * self.num_steps))
+
+
+def _at_least_1(value: int) -> bool:
+    return value >= 1
+
+
+# One-value rules, by field: a value no run can use (validate checks every field by them, a
+# sweep every value its space can give). Rules between fields stay in TrainConfig.validate.
+VALUE_RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    **{
+        name: (_at_least_1, "must be at least 1")
+        for name in (
+            "num_envs",
+            "num_steps",
+            "total_timesteps",
+            "num_minibatches",
+            "update_epochs",
+            "checkpoint_interval",
+            "keep_checkpoints",
+            "eval_episodes",
+        )
+    },
+    "threads": (lambda value: value >= 0, "must be 0 (automatic) or more"),
+    "parallel": (lambda value: value >= 0, "must be 0 (automatic) or more"),
+    "eval_interval": (lambda value: value >= 0, "must be 0 (off) or more"),
+    "video_interval": (lambda value: value >= 0, "must be 0 (off) or more"),
+    "eval_step_share": (
+        lambda value: value is None or value > 0,
+        "must be above 0 (None: no limit)",
+    ),
+    "target_kl": (lambda value: value is None or value > 0, "must be above 0 (None: off)"),
+    "adaptive_lr_kl": (lambda value: value is None or value > 0, "must be above 0 (None: off)"),
+    "adam_betas": (lambda value: all(0 <= beta < 1 for beta in value), "must each be in [0, 1)"),
+    "learning_rate": (lambda value: value > 0, "must be above 0"),
+    "clip_coef": (lambda value: value > 0, "must be above 0"),
+    "max_grad_norm": (lambda value: value > 0, "must be above 0"),
+    "gamma": (lambda value: 0 <= value <= 1, "must be in [0, 1]"),
+    "gae_lambda": (lambda value: 0 <= value <= 1, "must be in [0, 1]"),
+    "vf_coef": (lambda value: value >= 0, "must be 0 or more"),
+    "sequence_length": (lambda value: value >= 0, "must be 0 (whole rollouts) or more"),
+    "action_noise_color": (
+        lambda value: 0 <= value <= 2,
+        "must be from 0 (white) to 2 (a random walk)",
+    ),
+}
+
+
+def value_problem(name: str, value: Any) -> str:
+    """What is wrong with ``value`` for the config field ``name`` on its own ("" if nothing)."""
+    rule = VALUE_RULES.get(name)
+    if rule is None or rule[0](value):
+        return ""
+    shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+    return f"--{name.replace('_', '-')} {rule[1]}, got {shown}"
 
 
 # Fields a resumed run may change; any other difference contradicts the checkpoint.

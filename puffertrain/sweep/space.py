@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from policies import POLICIES
-from puffertrain.config import PPOConfig, TrainConfig, parse_kwargs
+from puffertrain.config import PPOConfig, TrainConfig, parse_kwargs, value_problem
 from puffertrain.errors import UserError
+from puffertrain.policy_loader import policy_class
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -167,7 +168,7 @@ def _error(source: str, key: str, problem: str) -> UserError:
 
 
 def _check_type(source: str, key: str, kind: Any, value: Any) -> None:
-    """Refuse ``value`` unless a flag of type ``kind`` takes it."""
+    """Refuse ``value`` unless a flag of type ``kind`` takes it and a run can use it."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is not None and type(None) in args:
         kind = next(arg for arg in args if arg is not type(None))
@@ -184,6 +185,14 @@ def _check_type(source: str, key: str, kind: Any, value: Any) -> None:
         fits = isinstance(value, str)
     if not fits:
         raise _error(source, key, f"{value!r} is not a value of this flag")
+    problem = value_problem(key.replace("-", "_"), value)
+    if problem:  # a trial would fail on it, after the study holds it
+        raise _error(source, key, problem)
+    if key == "policy" and value != "auto":
+        try:
+            policy_class(value)
+        except UserError as error:
+            raise _error(source, key, str(error)) from None
 
 
 def _entry(source: str, key: str, spec: Any, kind: Any) -> Param | Value:
