@@ -326,3 +326,26 @@ def early_exit() -> EarlyExit:
 def silent_exit() -> EarlyExit:
     """:class:`EarlyExit` whose leaver leaves without a termination flag."""
     return EarlyExit(flag_leaving=False)
+
+
+class ArrayReward(CountingEnv):
+    """Returns its reward as a numpy array of shape (1,), as some ports of older envs do."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, np.array([reward]), terminated, truncated, info
+
+
+def array_reward() -> gym.Env:
+    return ArrayReward()
+
+
+class ArrayRewardAgents(TwoRoles):
+    def step(self, actions):
+        observations, rewards, terminations, truncations, infos = super().step(actions)
+        rewards = {agent: np.array([reward]) for agent, reward in rewards.items()}
+        return observations, rewards, terminations, truncations, infos
+
+
+def array_reward_agents() -> ArrayRewardAgents:
+    return ArrayRewardAgents()

@@ -249,3 +249,22 @@ def test_resume_with_seeds_is_refused_before_any_folder_is_made(capsys, finished
     err = _error(capsys, "--resume", str(parent), "--seeds", "4", "5")
     assert "continues the seeds its folder holds, and --seeds starts new runs" in err
     assert sorted(path for path in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("env", "vec", "named"),
+    [
+        ("array_reward", "serial", "env 0: its step returned the reward array([1.])"),
+        ("array_reward", "multiprocessing", ": its step returned the reward array([1.])"),
+        ("array_reward_agents", "serial", "agent first: its step returned the reward array([1.])"),
+    ],
+)
+def test_a_reward_that_is_not_one_number_is_named_in_one_line(cli, tmp_path, env, vec, named):
+    """A reward returned as an array of shape (1,) was a raw 'setting an array element with a
+    sequence' traceback (raised from --vec auto's timing of the env, or from the rollout)."""
+    run_dir = str(tmp_path / "r")
+    result = cli("--env", f"tests.envs:{env}", "--vec", vec, "--run-dir", run_dir, *TINY)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert last.startswith("puffertrain: error: ") and named in last
+    assert "a reward is one number (a float)" in last

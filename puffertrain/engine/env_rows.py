@@ -9,6 +9,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -64,6 +65,17 @@ def _env_error(what: str) -> EnvError:
     return EnvError(f"{what}:\n{traceback.format_exc().rstrip()}")
 
 
+def misfit(obs: Any, reward: Any, rows: EnvRows) -> str:
+    """What an env's step returned that its rows cannot hold: a reward that is not one number,
+    or an observation of another shape than its space's."""
+    if np.ndim(reward) or not isinstance(reward, (int, float, np.number, np.bool_)):
+        return f"its step returned the reward {reward!r}; a reward is one number (a float)"
+    return (
+        f"its step returned an observation of shape {np.shape(obs)}, where its observation "
+        f"space holds {rows.observations.shape[1:]}"
+    )
+
+
 def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first: int) -> None:
     """Step each env with its action and write the results in place, with same-step autoreset.
 
@@ -100,8 +112,11 @@ def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first
             raise EnvError(f"env {first + index}: {error}") from None
         except Exception:
             raise _env_error(f"env {first + index} raised") from None
-        rows.observations[index] = obs
-        rows.rewards[index] = reward
+        try:
+            rows.observations[index] = obs
+            rows.rewards[index] = reward
+        except (ValueError, TypeError):
+            raise EnvError(f"env {first + index}: {misfit(obs, reward, rows)}") from None
         rows.terminations[index] = terminated
         rows.truncations[index] = truncated
         rows.game_over[index] = ended and info.get("game_over", True)

@@ -170,7 +170,14 @@ class AgentRows:
         rows.truncations[:] = False
         for agent in live:
             row = self._row_of[agent]
-            rows.rewards[row] = rewards.get(agent, 0.0)
+            try:
+                rows.rewards[row] = rewards.get(agent, 0.0)
+            except (ValueError, TypeError):
+                reward = rewards.get(agent)
+                raise UserError(
+                    f"agent {agent}: its step returned the reward {reward!r}; a reward is one "
+                    "number (a float)"
+                ) from None
             terminated = terminations.get(agent, False)
             truncated = truncations.get(agent, False)
             if over or agent not in still_live:  # an end the env did not flag is a cut-off
