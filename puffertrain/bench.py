@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from puffertrain.config import parse_kwargs
+from puffertrain.config import parse_kwargs, value_problem
 from puffertrain.engine import Engine, engine_from
 from puffertrain.engine.base import StepResult
 from puffertrain.engine.episodes import EpisodeTracker
@@ -183,6 +183,10 @@ class GymnasiumEngine(Engine):
 
 def bench(config: BenchConfig) -> dict:
     """Run the measurements; print a table; write and return the results."""
+    for name, value in vars(config).items():
+        problem = value_problem(name, value)
+        if problem:
+            raise UserError(problem)
     env_factory(config.env)  # a clear error for a bad id
     autocast_dtype, precision = resolve_precision(config.precision, torch.device("cpu"))
     rows = []

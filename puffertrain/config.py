@@ -249,6 +249,10 @@ VALUE_RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         )
     },
     "threads": (lambda value: value >= 0, "must be 0 (automatic) or more"),
+    "num_workers": (lambda value: value >= 0, "must be 0 (automatic) or more"),
+    "num_threads": (lambda value: value >= 0, "must be 0 (automatic) or more"),
+    "seconds": (lambda value: value > 0, "must be above 0"),  # bench's
+    "windows": (_at_least_1, "must be at least 1"),  # bench's
     "parallel": (lambda value: value >= 0, "must be 0 (automatic) or more"),
     "eval_interval": (lambda value: value >= 0, "must be 0 (off) or more"),
     "video_interval": (lambda value: value >= 0, "must be 0 (off) or more"),

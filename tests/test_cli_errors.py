@@ -268,3 +268,20 @@ def test_a_reward_that_is_not_one_number_is_named_in_one_line(cli, tmp_path, env
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert last.startswith("puffertrain: error: ") and named in last
     assert "a reward is one number (a float)" in last
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bench", "--num-envs", "0"], "--num-envs must be at least 1, got 0"),
+        (["bench", "--seconds", "0"], "--seconds must be above 0, got 0.0"),
+        (["bench", "--windows", "0"], "--windows must be at least 1, got 0"),
+        (["bench", "--num-workers=-1"], "--num-workers must be 0 (automatic) or more, got -1"),
+        (["--num-workers=-1"], "--num-workers must be 0 (automatic) or more, got -1"),
+        (["--num-threads=-1"], "--num-threads must be 0 (automatic) or more, got -1"),
+    ],
+)
+def test_bench_and_engine_sizes_no_run_can_use_are_one_line(capsys, args, message):
+    """Each was a traceback (IndexError, ZeroDivisionError, StatisticsError) or, for
+    --num-threads -1, taken in silence."""
+    assert message in _error(capsys, *args, "--env", "CartPole-v1")
