@@ -154,7 +154,18 @@ def resolve_policy_name(name: str, observation_space: gym.spaces.Space, multi_ag
     Dict/Tuple observations get ``multi_input`` either way."""
     if multi_agent and not is_structured(observation_space):
         return {"auto": "shared", "lstm": "shared_lstm"}.get(name, name)
-    return auto_policy_name(observation_space) if name == "auto" else name
+    if name != "auto":
+        return name
+    space = observation_space
+    if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) > 3:
+        # an mlp on raw pixels of colour frame stacks (Atari with grayscale false) trains on
+        # numbers up to 255 and learns nothing
+        raise UserError(
+            f"no library policy takes uint8 frames of shape {space.shape} (cnn takes images of "
+            "3 dims, channels first or last); for Atari keep grayscale frames, or give your own "
+            "--policy package.module:Class"
+        )
+    return auto_policy_name(space)
 
 
 def build_policy(

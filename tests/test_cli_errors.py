@@ -285,3 +285,12 @@ def test_bench_and_engine_sizes_no_run_can_use_are_one_line(capsys, args, messag
     """Each was a traceback (IndexError, ZeroDivisionError, StatisticsError) or, for
     --num-threads -1, taken in silence."""
     assert message in _error(capsys, *args, "--env", "CartPole-v1")
+
+
+def test_colour_atari_frames_are_refused_by_auto_not_fed_raw_to_an_mlp(capsys, tmp_path):
+    """With grayscale false the recipe's frames are (4, 84, 84, 3) uint8, and --policy auto
+    picked the mlp, which trained on raw 0-255 pixels in silence."""
+    run_dir = str(tmp_path / "r")
+    flags = ["--env", "ALE/Pong-v5", "--env-kwargs", '{"grayscale": false}', "--run-dir", run_dir]
+    err = _error(capsys, *flags)
+    assert "no library policy takes uint8 frames of shape (4, 84, 84, 3)" in err
