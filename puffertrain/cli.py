@@ -156,7 +156,12 @@ def parse_train_args(
         return config, checkpoint
     default, normalizable, low_std = TrainConfig(), False, ""
     if early.config:
-        default = config_from_file(Path(early.config))
+        default = config_from_file(
+            Path(early.config),
+            lambda config: _preset(
+                config.env, parse_kwargs(config.env_kwargs, "--env-kwargs"), config.policy
+            )[0],
+        )
     elif early.env:
         default, normalizable, low_std = _preset(
             early.env, parse_kwargs(early.env_kwargs, "--env-kwargs"), early.policy

@@ -415,10 +415,14 @@ def _checked(data: Any, cls: type, prefix: str = "") -> dict[str, Any]:
     return kwargs
 
 
-def config_from_file(path: Path) -> TrainConfig:
+def config_from_file(
+    path: Path, preset: typing.Callable[[TrainConfig], TrainConfig] | None = None
+) -> TrainConfig:
     """The config a file holds (a run's config.json, a sweep's best_config.json), with what
     names a run's place (run dir, resume) left out; ``UserError`` naming the first unknown key
-    or wrongly typed value."""
+    or wrongly typed value. A file that leaves fields out (one written by hand) sets them over
+    ``preset(config)``, the values its env gets on the command line, where a ``preset`` is
+    given and the file names an env."""
     try:
         data = json.loads(path.read_text())
     except OSError as error:
@@ -431,4 +435,11 @@ def config_from_file(path: Path) -> TrainConfig:
         raise UserError(f"--config {path}: {error}") from None
     for key in NOT_FROM_FILE:
         kwargs.pop(key, None)
-    return TrainConfig(**kwargs)
+    config = TrainConfig(**kwargs)
+    ppo_keys = set(data.get("ppo", {}))
+    whole = set(kwargs) | set(NOT_FROM_FILE) >= {field.name for field in dataclasses.fields(config)}
+    if preset is None or not config.env or (whole and ppo_keys >= set(vars(config.ppo))):
+        return config
+    base = preset(config)
+    ppo = dataclasses.replace(base.ppo, **{key: getattr(config.ppo, key) for key in ppo_keys})
+    return dataclasses.replace(base, **{**kwargs, "ppo": ppo})

@@ -3,6 +3,7 @@ PostgreSQL server the test starts itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -181,6 +182,20 @@ def test_config_round_trip_and_bad_config_files(tmp_path, capsys):
     bad.write_text(re.sub(r'"adam_betas": \[[^]]*\]', '"adam_betas": [0.9]', text))
     with pytest.raises(UserError, match=r"key 'ppo.adam_betas' must be a list of 2, got \[0.9\]"):
         parse_train_args(["--config", str(bad)])
+
+
+def test_a_config_file_written_by_hand_sets_its_keys_over_its_envs_preset(tmp_path):
+    """A file with only some keys got the dataclass's CleanRL defaults for the rest (128 steps,
+    no observation normalisation, value clipping, no evaluations), not the env's preset that
+    `--env` on the command line gives."""
+    from puffertrain.cli import parse_train_args
+
+    path = tmp_path / "mine.json"
+    path.write_text('{"env": "CartPole-v1", "total_timesteps": 2048, "ppo": {"gamma": 0.9}}')
+    from_file, _ = parse_train_args(["--config", str(path)])
+    flags = ["--env", "CartPole-v1", "--total-timesteps", "2048", "--gamma", "0.9"]
+    from_flags, _ = parse_train_args(flags)
+    assert from_file == dataclasses.replace(from_flags, config=path)
 
 
 def test_ctrl_c_stops_the_sweep_and_the_same_command_continues_it(tmp_path, capsys):
