@@ -294,3 +294,12 @@ def test_colour_atari_frames_are_refused_by_auto_not_fed_raw_to_an_mlp(capsys, t
     flags = ["--env", "ALE/Pong-v5", "--env-kwargs", '{"grayscale": false}', "--run-dir", run_dir]
     err = _error(capsys, *flags)
     assert "no library policy takes uint8 frames of shape (4, 84, 84, 3)" in err
+
+
+def test_a_folder_of_runs_given_as_a_checkpoint_names_the_runs_in_it(cli, finished_run):
+    """`eval --checkpoint` of a --seeds parent said only that it holds no checkpoints."""
+    parent = finished_run.parent
+    (parent / "seeds.json").write_text("{}")
+    result = cli("eval", "--checkpoint", str(parent))
+    assert result.returncode == 2
+    assert "the runs in it do (run): give one of them" in result.stderr

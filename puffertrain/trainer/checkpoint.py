@@ -76,7 +76,13 @@ def resolve_resume(target: Path, flag: str = "--resume") -> tuple[Path, Path]:
     if target.is_dir():
         checkpoints = list_checkpoints(target)
         if not checkpoints:
-            raise UserError(f"{flag}: '{target}' holds no checkpoints in {CHECKPOINT_DIR}/")
+            message = f"{flag}: '{target}' holds no checkpoints in {CHECKPOINT_DIR}/"
+            # a folder of runs (--seeds' parent, a sweep's trials): name them
+            runs = sorted(path.name for path in target.iterdir() if list_checkpoints(path))
+            if runs:
+                shown = ", ".join(runs[:4]) + (", ..." if len(runs) > 4 else "")
+                message += f"; the runs in it do ({shown}): give one of them"
+            raise UserError(message)
         return target, checkpoints[-1]
     if not target.exists():
         raise UserError(f"{flag}: '{target}' does not exist")
