@@ -46,8 +46,12 @@ def make_env(env_id: str, atari: bool) -> gym.Env:
 
 
 def greedy(logits: np.ndarray, action_space: gym.spaces.Space) -> np.ndarray | int:
-    """The most likely action (each dimension's, for MultiDiscrete), offset by the space's
-    ``start`` as the env takes it (the logits index 0 to n - 1)."""
+    """The most likely action (each dimension's, for MultiDiscrete; each bit's, from its pair
+    of logits, for MultiBinary), offset by the space's ``start`` as the env takes it (the
+    logits index 0 to n - 1)."""
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        pairs = logits[0].reshape(-1, 2)
+        return pairs.argmax(axis=1).astype(np.int8).reshape(action_space.shape)
     if isinstance(action_space, gym.spaces.MultiDiscrete):
         blocks = np.split(logits[0], np.cumsum(action_space.nvec)[:-1])
         return np.array([block.argmax() for block in blocks]) + action_space.start

@@ -91,7 +91,7 @@ class OffsetSpaces(gym.Env):
         return self.observation_space.sample(), {}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        if not self.action_space.contains(np.asarray(action, dtype=np.int64)):
+        if not self.action_space.contains(np.asarray(action)):
             raise ValueError(f"action {action!r} is outside {self.action_space}")
         self._t += 1
         return self.observation_space.sample(), 1.0, self._t >= 5, False, {}
@@ -110,3 +110,8 @@ def multi_discrete_actions_with_starts() -> gym.Env:
 
 def discrete_observations_from_5() -> gym.Env:
     return OffsetSpaces(gym.spaces.Discrete(2), gym.spaces.Discrete(4, start=5))
+
+
+def binary_actions() -> gym.Env:
+    """MultiBinary actions of shape (2, 3); raises on anything but a 0/1 array of that shape."""
+    return OffsetSpaces(gym.spaces.MultiBinary([2, 3]), _VECTOR)

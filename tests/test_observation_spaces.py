@@ -147,6 +147,7 @@ def test_spaces_are_described_in_one_short_line():
         "discrete_actions_from_1",
         "multi_discrete_actions_with_starts",
         "discrete_observations_from_5",
+        "binary_actions",  # refused before: trained as MultiDiscrete of 2s, as SB3 trains them
     ],
 )
 @pytest.mark.parametrize("vec", ["serial", "multiprocessing"])

@@ -3,11 +3,13 @@ chooses between the Atari recipe and a plain (flattened) env."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from puffertrain.envs.atari import atari_settings, make_wrapped_atari
 from puffertrain.envs.flatten import with_flat_observations
@@ -55,8 +57,25 @@ def env_recipe(
 
 
 def _built(factory: EnvFactory) -> Any:
-    """The env ``factory`` builds, a MiniGrid env with its image's real bounds declared."""
-    return with_grid_code_bounds(factory())
+    """The env ``factory`` builds, a MiniGrid env with its image's real bounds declared, and
+    MultiBinary actions taken as the MultiDiscrete of 2s they are."""
+    env = with_grid_code_bounds(factory())
+    if isinstance(env, gym.Env) and isinstance(env.action_space, gym.spaces.MultiBinary):
+        return BinaryActions(env)
+    return env
+
+
+class BinaryActions(gym.ActionWrapper):
+    """A MultiBinary(shape) action space as MultiDiscrete([2] * n): the policy gives a pair of
+    logits per bit, as SB3's independent Bernoullis give one, and the env gets its 0/1 array."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.shape = env.action_space.shape
+        self.action_space = gym.spaces.MultiDiscrete([2] * math.prod(self.shape))
+
+    def action(self, action: Any) -> np.ndarray:
+        return np.asarray(action, dtype=np.int8).reshape(self.shape)
 
 
 def _time_limited(factory: EnvFactory, step_limit: int) -> Any:
