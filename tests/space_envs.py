@@ -10,12 +10,17 @@ import numpy as np
 
 
 class SpaceEnv(gym.Env):
-    """Observations sampled from ``observation_space``; two actions, reward 1 for action 0,
-    episodes of 5 steps."""
+    """Observations sampled from ``observation_space``; reward 1 for action 0 (every entry 0),
+    episodes of 5 steps. An action outside ``action_space`` raises, as an env indexing a table
+    with it would fail."""
 
-    def __init__(self, observation_space: gym.spaces.Space) -> None:
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space | None = None,
+    ) -> None:
         self.observation_space = observation_space
-        self.action_space = gym.spaces.Discrete(2)
+        self.action_space = action_space or gym.spaces.Discrete(2)
         self._t = 0
 
     def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[Any, dict]:
@@ -25,8 +30,11 @@ class SpaceEnv(gym.Env):
         return self.observation_space.sample(), {}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        if not self.action_space.contains(np.asarray(action)):
+            raise ValueError(f"action {action!r} is outside {self.action_space}")
         self._t += 1
-        return self.observation_space.sample(), float(action == 0), self._t >= 5, False, {}
+        reward = float(np.all(np.asarray(action) == 0))
+        return self.observation_space.sample(), reward, self._t >= 5, False, {}
 
 
 def multi_binary() -> gym.Env:
@@ -76,42 +84,21 @@ def grid_image() -> gym.Env:
     return SpaceEnv(gym.spaces.Dict({"image": image, "direction": gym.spaces.Discrete(4)}))
 
 
-class OffsetSpaces(gym.Env):
-    """Spaces whose values start away from 0. An action outside the action space raises, as an
-    env indexing a table with it would fail; observations are sampled from their space."""
-
-    def __init__(self, action_space: gym.spaces.Space, observation_space: gym.spaces.Space):
-        self.action_space, self.observation_space = action_space, observation_space
-        self._t = 0
-
-    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[Any, dict]:
-        super().reset(seed=seed)
-        self.observation_space.seed(seed)
-        self._t = 0
-        return self.observation_space.sample(), {}
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        if not self.action_space.contains(np.asarray(action)):
-            raise ValueError(f"action {action!r} is outside {self.action_space}")
-        self._t += 1
-        return self.observation_space.sample(), 1.0, self._t >= 5, False, {}
-
-
 _VECTOR = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 
 
 def discrete_actions_from_1() -> gym.Env:
-    return OffsetSpaces(gym.spaces.Discrete(3, start=1), _VECTOR)
+    return SpaceEnv(_VECTOR, gym.spaces.Discrete(3, start=1))
 
 
 def multi_discrete_actions_with_starts() -> gym.Env:
-    return OffsetSpaces(gym.spaces.MultiDiscrete([3, 4], start=[1, -2]), _VECTOR)
+    return SpaceEnv(_VECTOR, gym.spaces.MultiDiscrete([3, 4], start=[1, -2]))
 
 
 def discrete_observations_from_5() -> gym.Env:
-    return OffsetSpaces(gym.spaces.Discrete(2), gym.spaces.Discrete(4, start=5))
+    return SpaceEnv(gym.spaces.Discrete(4, start=5))
 
 
 def binary_actions() -> gym.Env:
     """MultiBinary actions of shape (2, 3); raises on anything but a 0/1 array of that shape."""
-    return OffsetSpaces(gym.spaces.MultiBinary([2, 3]), _VECTOR)
+    return SpaceEnv(_VECTOR, gym.spaces.MultiBinary([2, 3]))
