@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import signal
 import sys
@@ -280,6 +281,15 @@ def _start_on_every_rank(
         trainer.engine.close()
         raise UserError("another rank could not start (its message says why)")
     return trainer
+
+
+def console() -> None:
+    """The ``puffertrain`` console script: ``python -m puffertrain``, whose search path starts
+    at the current directory, so that a user's ``--policy mymodule:MyPolicy`` or ``--env
+    myenvs:make_env`` there imports as it does with ``python -m``."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    main()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

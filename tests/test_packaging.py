@@ -44,3 +44,18 @@ def test_the_image_runs_the_trainer_as_a_non_root_user():
     assert users and users[-1] not in ("root", "0")
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert {".git", "runs"} <= set(ignored)
+
+
+def test_the_console_script_imports_a_users_module_from_the_current_directory(tmp_path):
+    """`puffertrain --policy mypolicy:Tiny` could not import mypolicy.py from the directory it
+    ran in, where `python -m puffertrain` (which the README says it is) could."""
+    script = shutil.which("puffertrain")
+    if script is None:
+        pytest.skip("the puffertrain console script is not installed")
+    (tmp_path / "mypolicy.py").write_text(
+        (REPO_ROOT / "tests" / "user_policy.py").read_text().split("\n\nclass DictReader")[0]
+    )
+    args = ["--env", "CartPole-v1", "--policy", "mypolicy:TinyPolicy", "--num-envs", "2"]
+    args += ["--num-steps", "16", "--total-timesteps", "32", "--run-dir", str(tmp_path / "r")]
+    result = subprocess.run([script, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
