@@ -37,7 +37,7 @@ class PPOConfig:
     """Surrogate clipping coefficient."""
     clip_vloss: bool = True
     """Clip the value loss around the old values with --clip-coef (CleanRL's default). The
-    classic-control and continuous presets turn it off: clipped, the value moves at most
+    classic-control, continuous and generic presets turn it off: clipped, the value moves at most
     --clip-coef per update, and a critic whose returns are tens lags them for hundreds of
     updates (experiments/RESULTS.md, "Value clipping"). Recurrent policies keep it."""
     ent_coef: float = 0.01
@@ -71,7 +71,7 @@ class PPOConfig:
 class TrainConfig:
     """Train a PPO agent. Presets follow the env family; every flag overrides them.
 
-    Other commands: `puffertrain eval --help`, `puffertrain bench --help`.
+    Other commands: `puffertrain eval --help`, `export --help`, `bench --help`, `sweep --help`.
     """
 
     env: str = ""
@@ -84,7 +84,8 @@ class TrainConfig:
     '{"hidden_size": 64}' or, for --policy shared, '{"agent_ids": true}'."""
     log_std_init: float | None = None
     """Where Box actions' log-std starts, for policies that take SB3's `log_std_init` keyword
-    (the library's mlp, separate_mlp, continuous and LSTM policies; one in --policy-kwargs wins).
+    (the library's mlp, separate_mlp, continuous, multi_input and LSTM policies; one in
+    --policy-kwargs wins).
     None: the policy's own (std 1). The MuJoCo preset starts lower on a body whose untrained
     noise pays more in control cost than it earns for staying up (printed at start)."""
     total_timesteps: int = 500_000
@@ -139,11 +140,13 @@ class TrainConfig:
     """Learn from sign(reward); scores are still logged raw (on in the Atari preset)."""
     normalize_obs: bool = False
     """Normalise float observations inside the policy by their running mean and variance
-    (clipped to ±10), updated after each update from that rollout's observations and saved in
-    checkpoints (on in the continuous-control preset)."""
+    (clipped to ±10): each rollout's observations go into the statistics before the update on
+    it (after it for a recurrent policy); saved in checkpoints (on in the classic-control and
+    continuous presets, for float observations)."""
     normalize_reward: bool = False
     """Learn from rewards divided by the running std of each env's discounted return (clipped
-    to ±10; SB3's VecNormalize); scores are still logged raw (on in the continuous preset)."""
+    to ±10; SB3's VecNormalize); scores are still logged raw (on in the continuous and generic
+    presets, and for recurrent policies)."""
     action_noise_color: float = 0.0
     """Continuous actions: the exploration noise's color, the beta of its 1/f**beta spectrum
     (0: white, a fresh draw every step; 1: pink; 2: a random walk). Every step's draw is still
