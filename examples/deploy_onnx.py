@@ -6,6 +6,8 @@ alone: neither torch nor puffertrain is imported here.
     python examples/deploy_onnx.py policy.onnx --env ALE/Breakout-v5 --atari --episodes 3
 
 Actions are greedy (the most likely one), as ``puffertrain eval --deterministic`` takes them.
+It plays Box observations (Atari frames included) of single-agent envs without action masks,
+and says so in one line for any other graph.
 ``--atari`` builds the frames as puffertrain's recipe does, from gymnasium's wrappers (noop
 starts, 4-frame skip with max-pooling, 84×84 grey, FIRE pressed on reset, 4 frames stacked,
 sticky actions as registered), so a game plays as it does in ``puffertrain eval``.
@@ -58,6 +60,20 @@ def greedy(logits: np.ndarray, action_space: gym.spaces.Space) -> np.ndarray | i
     return int(logits[0].argmax()) + int(action_space.start)
 
 
+def _unplayable(space: gym.spaces.Space, inputs: dict) -> str:
+    """Why this example cannot play the graph on the env ("" if it can): it feeds a Box
+    observation as it is, and no action mask or agent ids."""
+    if not isinstance(space, gym.spaces.Box):
+        return (
+            f"the env's {type(space).__name__} observations go in as the byte rows of "
+            "policies.flatten.flatten_observation(obs, space), which this example does not build"
+        )
+    extra = [name for name in ("action_mask", "agent_ids") if name in inputs]
+    if extra:
+        return f"the graph also takes {' and '.join(extra)}, which this example does not feed"
+    return ""
+
+
 DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(int64)": np.int64}
 
 
@@ -79,6 +95,9 @@ def main() -> None:
         if name in inputs
     }
     env = make_env(args.env, args.atari)
+    unplayable = _unplayable(env.observation_space, inputs)
+    if unplayable:
+        raise SystemExit(f"deploy_onnx.py: {unplayable}")
     obs, _ = env.reset(seed=args.seed)  # game i is seeded --seed + i, as in puffertrain eval
     state, score, scores = dict(zero_state), 0.0, []
     while len(scores) < args.episodes:

@@ -261,3 +261,20 @@ def test_an_onnx_export_is_one_file(tmp_path):
     adapter, space, takes_ids = _adapter("cnn")
     export_policy(adapter, space, takes_ids, tmp_path / "policy.onnx", "onnx")
     assert [path.name for path in tmp_path.iterdir()] == ["policy.onnx"]
+
+
+def test_the_deploy_example_says_in_one_line_what_it_cannot_play(tmp_path, cli):
+    """On FrozenLake it fed the raw state where the graph takes a byte row and died in
+    onnxruntime ('Invalid rank for input: obs')."""
+    run_dir, graph = tmp_path / "run", tmp_path / "p.onnx"
+    train = ["--env", "FrozenLake-v1", "--num-envs", "2", "--num-steps", "16"]
+    assert cli(*train, "--total-timesteps", "32", "--run-dir", str(run_dir)).returncode == 0
+    assert cli("export", "--checkpoint", str(run_dir), "--output", str(graph)).returncode == 0
+    played = subprocess.run(
+        [sys.executable, "examples/deploy_onnx.py", str(graph), "--env", "FrozenLake-v1"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert played.returncode == 1 and "Traceback" not in played.stderr
+    assert played.stderr.startswith("deploy_onnx.py: the env's Discrete observations go in as")
