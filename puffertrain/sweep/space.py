@@ -144,14 +144,18 @@ def default_space(family: str, width: int | None, start: TrainConfig | None = No
     return Space({param.flag: param for param in params})
 
 
+def _config_value(config: TrainConfig, flag: str) -> Any:
+    """The value ``config`` holds for the train flag ``flag`` (None for no such field)."""
+    field = flag.replace("-", "_")
+    return getattr(config.ppo if hasattr(config.ppo, field) else config, field, None)
+
+
 def _with_start(param: Param, start: TrainConfig) -> Param:
     """``param`` with ``start``'s value among its choices (a range is left as it is)."""
-    field = param.flag.replace("-", "_")
-    holder = start.ppo if hasattr(start.ppo, field) else start
-    if not param.choices or not hasattr(holder, field):
+    value = _config_value(start, param.flag)
+    if not param.choices or value is None:
         return param
-    choices = tuple(sorted({*param.choices, getattr(holder, field)}))
-    return dataclasses.replace(param, choices=choices)
+    return dataclasses.replace(param, choices=tuple(sorted({*param.choices, value})))
 
 
 def policy_width(policy: str) -> int | None:
@@ -167,7 +171,7 @@ def _error(source: str, key: str, problem: str) -> UserError:
     return UserError(f"--space {source}: key '{key}': {problem}")
 
 
-def _check_type(source: str, key: str, kind: Any, value: Any) -> None:
+def _check_value(source: str, key: str, kind: Any, value: Any) -> None:
     """Refuse ``value`` unless a flag of type ``kind`` takes it and a run can use it."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is not None and type(None) in args:
@@ -199,7 +203,7 @@ def _entry(source: str, key: str, spec: Any, kind: Any) -> Param | Value:
     """A TOML entry as a ``Param``, or the value it fixes."""
     if not isinstance(spec, dict):
         if kind is not None:
-            _check_type(source, key, kind, spec)
+            _check_value(source, key, kind, spec)
         return spec
     unknown = set(spec) - {"low", "high", "log", "choices"}
     if unknown:
@@ -210,7 +214,7 @@ def _entry(source: str, key: str, spec: Any, kind: Any) -> Param | Value:
             raise _error(source, key, "choices must be a non-empty list, alone")
         for choice in choices:
             if kind is not None:
-                _check_type(source, key, kind, choice)
+                _check_value(source, key, kind, choice)
             if not isinstance(choice, (bool, int, float, str)):
                 raise _error(source, key, f"choice {choice!r} is not a number, bool or string")
         return Param(key, choices=tuple(choices))
@@ -221,7 +225,7 @@ def _entry(source: str, key: str, spec: Any, kind: Any) -> Param | Value:
         if not isinstance(bound, (int, float)) or isinstance(bound, bool):
             raise _error(source, key, f"{bound!r} is not a number")
         if kind is not None:
-            _check_type(source, key, kind, bound)
+            _check_value(source, key, kind, bound)
     if not isinstance(log, bool):
         raise _error(source, key, "log must be true or false")
     if low >= high:
@@ -299,8 +303,7 @@ def starting_values(space: Space, config: TrainConfig, width: int | None) -> dic
             name, key = flag.split(".", 1)
             value = kwargs[name].get(key)
         else:
-            field = flag.replace("-", "_")
-            value = getattr(config.ppo if hasattr(config.ppo, field) else config, field)
+            value = _config_value(config, flag)
         if value is not None and param.contains(value):
             values[flag] = value
     return values
