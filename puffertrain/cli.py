@@ -34,6 +34,7 @@ from puffertrain.distributed import (
     process_group,
 )
 from puffertrain.envs import env_factory, env_family, probe_env
+from puffertrain.envs.make import out_of_date_note
 from puffertrain.envs.noise_cost import starting_log_std
 from puffertrain.envs.spaces import policy_view, text_notice
 from puffertrain.errors import UserError
@@ -77,9 +78,12 @@ def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space 
     "multi_agent" for PettingZoo envs; for Box actions "mujoco" (MuJoCo's), "classic_continuous"
     (classic control's) or "continuous" (any other); else the family told by its id, or by the
     env a `module:callable` id builds (so a wrapped CartPole gets the classic-control preset).
-    Prints the notice for text leaves the policy will not see, and refuses a space no batch can
-    hold."""
+    Prints the notices for an out-of-date id and for text leaves the policy will not see, and
+    refuses a space no batch can hold."""
     factory = env_factory(env_id, env_kwargs)  # fails on bad ids; imports `module:` ids
+    outdated = out_of_date_note(env_id)
+    if outdated:
+        print(outdated, file=sys.stderr)
     family = env_family(env_id)
     probed = None if family == "atari" else probe_env(factory)
     if probed is None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from puffertrain.envs.families import Family, family_of, import_family
-from puffertrain.envs.make import env_factory
+from puffertrain.envs.make import env_factory, out_of_date_note
 from puffertrain.errors import UserError
 
 
@@ -30,3 +32,18 @@ def test_an_unknown_id_of_a_family_still_suggests_close_ids():
 def test_a_moved_id_names_the_newest_version():
     with pytest.raises(UserError, match=r"gymnasium-robotics.*\(Hopper-v5 is registered\)"):
         env_factory("Hopper-v3")()
+
+
+def test_an_out_of_date_id_is_said_once_and_its_builds_stay_quiet(capsys):
+    # gymnasium warned at every build of the env, in every worker: four yellow warnings for
+    # Humanoid-v4 on the multiprocessing engine
+    from puffertrain.cli import preset_family
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        env_factory("CartPole-v0")().close()
+        assert preset_family("CartPole-v0", {})[0] == "classic_control"
+    assert capsys.readouterr().err == (
+        "puffertrain: note: CartPole-v0 is out of date; gymnasium also has CartPole-v1\n"
+    )
+    assert out_of_date_note("CartPole-v1") == out_of_date_note("Humanoid-v5") == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import sys
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -73,11 +74,27 @@ def _with_kwargs(build: Callable[..., gym.Env], env_id: str, kwargs: dict[str, A
         ) from None
 
 
+def out_of_date_note(env_id: str) -> str:
+    """One line saying a newer version of a registered id exists, else "": gymnasium warns at
+    every build, in every worker, which the envs' builds now keep quiet."""
+    name = env_id.split(":", 1)[1] if ":" in env_id else env_id
+    if name not in gym.registry:
+        return ""
+    namespace, base, version = gym.envs.registration.parse_env_id(name)
+    newest = gym.envs.registration.find_highest_version(namespace, base)
+    if version is None or newest is None or newest <= version:
+        return ""
+    newest_id = gym.envs.registration.get_env_id(namespace, base, newest)
+    return f"puffertrain: note: {name} is out of date; gymnasium also has {newest_id}"
+
+
 def _make_registered(module_name: str | None, env_id: str, kwargs: dict[str, Any]) -> gym.Env:
     if module_name:
         importlib.import_module(module_name)
     register_ale()
-    return _with_kwargs(partial(gym.make, env_id), env_id, kwargs)
+    with warnings.catch_warnings():  # said once, by the command (out_of_date_note)
+        warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
+        return _with_kwargs(partial(gym.make, env_id), env_id, kwargs)
 
 
 def _call(module_name: str, name: str, kwargs: dict[str, Any]) -> gym.Env:
