@@ -65,7 +65,7 @@ def _env_error(what: str) -> EnvError:
     return EnvError(f"{what}:\n{traceback.format_exc().rstrip()}")
 
 
-def misfit(obs: Any, reward: Any, rows: EnvRows) -> str:
+def _misfit(obs: Any, reward: Any, rows: EnvRows) -> str:
     """What an env's step returned that its rows cannot hold: a reward that is not one number,
     or an observation of another shape than its space's."""
     if np.ndim(reward) or not isinstance(reward, (int, float, np.number, np.bool_)):
@@ -116,7 +116,7 @@ def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first
             rows.observations[index] = obs
             rows.rewards[index] = reward
         except (ValueError, TypeError):
-            raise EnvError(f"env {first + index}: {misfit(obs, reward, rows)}") from None
+            raise EnvError(f"env {first + index}: {_misfit(obs, reward, rows)}") from None
         rows.terminations[index] = terminated
         rows.truncations[index] = truncated
         rows.game_over[index] = ended and info.get("game_over", True)
