@@ -349,3 +349,33 @@ class ArrayRewardAgents(TwoRoles):
 
 def array_reward_agents() -> ArrayRewardAgents:
     return ArrayRewardAgents()
+
+
+class NonFinite(CountingEnv):
+    """Returns ``value`` as its reward (``where="reward"``) or as its observation at its 7th
+    step, as an env with a numerical bug does; the episode goes on."""
+
+    def __init__(self, value: float | None, where: str) -> None:
+        super().__init__(length=20)
+        self.value, self.where = value, where
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.t == 7:
+            if self.where == "reward":
+                reward = self.value
+            else:
+                obs = np.array([self.value], dtype=np.float32)
+        return obs, reward, terminated, truncated, info
+
+
+def nan_reward() -> gym.Env:
+    return NonFinite(float("nan"), "reward")
+
+
+def none_reward() -> gym.Env:
+    return NonFinite(None, "reward")
+
+
+def inf_observation() -> gym.Env:
+    return NonFinite(float("inf"), "observation")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from puffertrain.cli import main
@@ -303,3 +304,43 @@ def test_a_folder_of_runs_given_as_a_checkpoint_names_the_runs_in_it(cli, finish
     result = cli("eval", "--checkpoint", str(parent))
     assert result.returncode == 2
     assert "the runs in it do (run): give one of them" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ("nan_reward", "env 0: the reward nan (step 6 of the rollout)"),
+        ("inf_observation", "env 0: an observation holding inf (step 7 of the rollout)"),
+        ("none_reward", "env 0: its step returned the reward None; a reward is one number"),
+    ],
+)
+def test_a_nan_or_none_from_an_env_stops_the_run_before_it_reaches_the_weights(
+    cli, tmp_path, env, named
+):
+    """A nan or None reward, or an inf observation, turned every weight into nan and the run
+    went on and exited 0, rotating the good checkpoints out (with evaluation on, it crashed
+    in statistics.pstdev with no checkpoint at all)."""
+    import torch
+
+    from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
+
+    run_dir = tmp_path / "r"
+    # the generic preset scales rewards, evaluates, and takes the nan into its statistics
+    flags = ["--env", f"tests.envs:{env}", "--vec", "serial", "--run-dir", str(run_dir)]
+    result = cli(*flags, "--num-envs", "2", "--num-steps", "16", "--total-timesteps", "256")
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert last.startswith("puffertrain: error: ") and named in last
+    assert f"--resume {run_dir} continues" in last
+    saved = load_checkpoint(list_checkpoints(run_dir)[-1])
+    assert all(torch.isfinite(value).all() for value in saved.policy.values())
+    normalizer = saved.ranks[0].reward_normalizer
+    assert torch.isfinite(normalizer["moments"]).all()
+
+
+def test_an_evaluation_of_nan_returns_logs_nan_and_goes_on():
+    from puffertrain.engine.episodes import Episode
+    from puffertrain.trainer.evaluation import EvalResult
+
+    scalars = EvalResult([Episode(0, float("nan"), 3), Episode(1, 2.0, 3)], 6).scalars()
+    assert np.isnan(scalars["eval/episodic_return_std"])

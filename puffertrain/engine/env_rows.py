@@ -114,6 +114,8 @@ def step_envs(envs: Sequence[gym.Env], actions: np.ndarray, rows: EnvRows, first
             raise _env_error(f"env {first + index} raised") from None
         try:
             rows.observations[index] = obs
+            if reward is None:  # numpy would store it as nan
+                raise TypeError
             rows.rewards[index] = reward
         except (ValueError, TypeError):
             raise EnvError(f"env {first + index}: {_misfit(obs, reward, rows)}") from None

@@ -20,7 +20,7 @@ from threadpoolctl import ThreadpoolController
 
 from policies.contract import State
 from puffertrain.buffer import RolloutBuffer, to_torch
-from puffertrain.engine import Engine, Episode, StepResult
+from puffertrain.engine import Engine, EnvError, Episode, StepResult
 from puffertrain.engine.base import as_rows
 from puffertrain.ppo import PolicyAdapter, env_actions
 from puffertrain.ppo.numpy_actor import NumpyActor
@@ -248,22 +248,51 @@ class Rollout:
             self.noise = colored_noise(
                 self.noise_color, self.num_rows, buffer.num_steps, dims, self.device
             )
+        normalizer = self.reward_normalizer
+        normalizer_before = normalizer.state_dict() if normalizer is not None else None
         with self.acting():
             if self.lockstep:  # every row comes back at every receive
                 every_row = np.arange(self.num_rows)
                 for _ in range(buffer.num_steps):
                     self.send(every_row, buffer)
                     self.receive(buffer)
-                return
-            self.send(np.arange(self.num_rows), buffer)
-            in_flight = self.num_rows
-            while in_flight:
-                row_ids = self.receive(buffer).row_ids
-                in_flight -= len(row_ids)
-                going_on = row_ids[self.row_steps[row_ids] < buffer.num_steps]
-                if going_on.size:
-                    self.send(going_on, buffer)
-                    in_flight += going_on.size
+            else:
+                self.send(np.arange(self.num_rows), buffer)
+                in_flight = self.num_rows
+                while in_flight:
+                    row_ids = self.receive(buffer).row_ids
+                    in_flight -= len(row_ids)
+                    going_on = row_ids[self.row_steps[row_ids] < buffer.num_steps]
+                    if going_on.size:
+                        self.send(going_on, buffer)
+                        in_flight += going_on.size
+        problem = self._nonfinite(buffer)
+        if problem:  # before the update: a nan would reach the weights and every checkpoint
+            if normalizer is not None:  # its statistics took the rollout's rewards in
+                normalizer.load_state_dict(normalizer_before)
+            raise EnvError(problem)
+
+    def _nonfinite(self, buffer: RolloutBuffer) -> str:
+        """What in the rollout just collected is nan or inf, naming the env ("" if nothing):
+        a float observation (stored, or the current one), a reward, or the policy's value (an
+        observation that travels as bytes reaches the value)."""
+        steps, rows = buffer.num_steps, self.num_rows
+        checks = (  # each as (steps, rows, entries)
+            ("an observation holding", buffer.observations.reshape(steps, rows, -1)),
+            ("an observation holding", torch.from_numpy(self.observations).reshape(1, rows, -1)),
+            ("the reward", buffer.rewards.reshape(steps, rows, 1)),
+            ("an observation the policy values at", buffer.values.reshape(steps, rows, 1)),
+        )
+        for what, values in checks:
+            if not values.is_floating_point() or bool(torch.isfinite(values).all()):
+                continue
+            step, row, entry = (int(i) for i in (~torch.isfinite(values)).nonzero()[0])
+            value = float(values[step, row, entry])
+            return (
+                f"env {row // self.engine.agents_per_env}: {what} {value} (step {step} of the "
+                "rollout); rewards and observations must be finite"
+            )
+        return ""
 
     def bootstrap_values(self) -> torch.Tensor:
         """The value of every row's current observation: where GAE starts from."""

@@ -59,7 +59,7 @@ class EvalResult:
             "eval/episodic_return": self.mean,
             "eval/episodic_return_min": min(self.returns),
             "eval/episodic_return_max": max(self.returns),
-            "eval/episodic_return_std": statistics.pstdev(self.returns),
+            "eval/episodic_return_std": float(np.std(self.returns)),  # pstdev fails on nan
             "eval/episodic_length": statistics.fmean(e.length for e in self.episodes),
         }
 
