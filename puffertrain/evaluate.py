@@ -7,16 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from puffertrain.distributed import ONE_RANK
-from puffertrain.engine import SerialEngine
 from puffertrain.errors import UserError
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.rollout import Rollout
-from puffertrain.trainer.evaluation import EVAL_STEP_LIMIT, play
+from puffertrain.trainer.evaluation import EVAL_STEP_LIMIT, frame_renderer, play
 from puffertrain.trainer.restore import restore
 
 
@@ -51,7 +49,7 @@ def evaluate(config: EvalConfig) -> list[float]:
     device = ONE_RANK.device(config.device)
     adapter = PolicyAdapter(restored.policy, engine.single_action_space).to(device).eval()
     torch.manual_seed(config.seed)
-    render = (lambda: _render(engine)) if config.video else None
+    render = frame_renderer(engine.envs[0], "--video") if config.video else None
     with torch.no_grad():
         result = play(Rollout(engine, adapter, device), config.seed, config.deterministic, render)
     engine.close()
@@ -70,13 +68,6 @@ def evaluate(config: EvalConfig) -> list[float]:
         fps = engine.envs[0].metadata.get("render_fps", 60) / restored.recipe.frameskip
         _write_video(config.video, result.frames, fps)
     return scores
-
-
-def _render(engine: SerialEngine) -> np.ndarray:
-    try:
-        return engine.envs[0].render()
-    except gym.error.DependencyNotInstalled as error:
-        raise UserError(f"--video: this env cannot render here: {error}") from None
 
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:

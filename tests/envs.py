@@ -379,3 +379,31 @@ def none_reward() -> gym.Env:
 
 def inf_observation() -> gym.Env:
     return NonFinite(float("inf"), "observation")
+
+
+class EvalRaising(CountingEnv):
+    """Raises when reset with an evaluation's seeds (a million and more above the run's)."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None and seed >= 1_000_000:
+            raise RuntimeError("no level for an eval seed")
+        return super().reset(seed=seed, options=options)
+
+
+def eval_raising() -> gym.Env:
+    return EvalRaising()
+
+
+class HeadlessRender(CountingEnv):
+    """Takes a render_mode and fails to draw, as MuJoCo does without a display."""
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__()
+        self.render_mode = render_mode
+
+    def render(self):
+        raise RuntimeError("an OpenGL platform library has not been loaded into this process")
+
+
+def headless_render(render_mode: str | None = None) -> gym.Env:
+    return HeadlessRender(render_mode)

@@ -344,3 +344,35 @@ def test_an_evaluation_of_nan_returns_logs_nan_and_goes_on():
 
     scalars = EvalResult([Episode(0, float("nan"), 3), Episode(1, 2.0, 3)], 6).scalars()
     assert np.isnan(scalars["eval/episodic_return_std"])
+
+
+def test_an_eval_env_that_raises_ends_the_run_with_a_checkpoint_of_the_update(cli, tmp_path):
+    """An eval env's failure (or a frame it could not draw) ended the run with a traceback and
+    no checkpoint: everything since the last periodic one was lost."""
+    from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
+
+    run_dir = tmp_path / "r"
+    flags = ["--env", "tests.envs:eval_raising", "--run-dir", str(run_dir), "--eval-interval", "2"]
+    result = cli(*flags, "--num-envs", "2", "--num-steps", "16", "--total-timesteps", "256")
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2
+    assert "puffertrain: error: evaluation: env 0 raised" in result.stderr
+    assert last.endswith(f"--resume {run_dir} continues (--eval-interval 0: without evaluating)")
+    assert load_checkpoint(list_checkpoints(run_dir)[-1]).global_step == 64  # the 2nd update's
+    resumed = cli("--resume", str(run_dir), "--eval-interval", "0")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_frames_this_machine_cannot_draw_are_one_line_before_anything_runs(capsys, tmp_path):
+    """A headless MuJoCo's --video-interval run crashed with a traceback at its first
+    evaluation, losing the steps trained; `eval --video` too."""
+    run_dir = str(tmp_path / "r")
+    env = ["--env", "tests.envs:headless_render", "--run-dir", run_dir, *TINY]
+    err = _error(capsys, *env, "--video-interval", "1")
+    assert "--video-interval: this env cannot render frames here: an OpenGL platform" in err
+    assert err.endswith("; without a display, set MUJOCO_GL=egl (or osmesa)")
+    assert not Path(run_dir).exists()
+    main(env)
+    capsys.readouterr()
+    err = _error(capsys, "eval", "--checkpoint", run_dir, "--video", str(tmp_path / "v.mp4"))
+    assert "--video: this env cannot render frames here: an OpenGL platform" in err

@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import math
 import statistics
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -22,6 +24,7 @@ from puffertrain.config import TrainConfig, parse_kwargs
 from puffertrain.engine import SerialEngine
 from puffertrain.engine.episodes import Episode
 from puffertrain.envs.recipe import env_recipe
+from puffertrain.errors import UserError
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.rollout import Rollout
 
@@ -62,6 +65,22 @@ class EvalResult:
             "eval/episodic_return_std": float(np.std(self.returns)),  # pstdev fails on nan
             "eval/episodic_length": statistics.fmean(e.length for e in self.episodes),
         }
+
+
+def frame_renderer(env: gym.Env, flag: str) -> Callable[[], np.ndarray]:
+    """``env.render``, once a first frame was drawn: where this machine cannot draw the env's
+    frames (MuJoCo without a display or ``MUJOCO_GL``), a ``UserError`` naming ``flag`` now,
+    not a traceback in the middle of a run."""
+    try:
+        with warnings.catch_warnings():  # GLFW warns before MuJoCo fails
+            warnings.simplefilter("ignore")
+            env.reset(seed=0)  # every play resets with its own seeds
+            env.render()
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        hint = "; without a display, set MUJOCO_GL=egl (or osmesa)" if "OpenGL" in reason else ""
+        raise UserError(f"{flag}: this env cannot render frames here: {reason}{hint}") from None
+    return env.render
 
 
 def play(
@@ -116,6 +135,9 @@ class Evaluator:
         )
         self.frameskip = recipe.frameskip
         self.engine = SerialEngine([recipe.factory] * config.eval_episodes)
+        self.render = None
+        if self.record:
+            self.render = frame_renderer(self.engine.envs[0], "--video-interval")
         self.rollout = Rollout(self.engine, adapter, device)
         self.count = 0
         self.steps = 0  # env steps of every evaluation so far
@@ -149,7 +171,7 @@ class Evaluator:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
-            render = self.engine.envs[0].render if record else None
+            render = self.render if record else None
             result = play(self.rollout, seed, not config.eval_stochastic, render)
         self.steps += result.steps
         return result

@@ -16,6 +16,7 @@ from puffertrain.distributed import (
     all_gather,
     any_rank,
     gather_to_main,
+    lost_a_rank,
 )
 from puffertrain.engine import EnvError, Episode, engine_from
 from puffertrain.errors import UserError
@@ -200,14 +201,17 @@ class Trainer:
         stopping, failed = any_rank(stop.requested, failure is not None)
         if failed:  # keep the last update's model; episodes restart
             self.rollout.global_step, self.iteration = start_step, self.iteration - 1
-            path = self.save(with_envs=False)
             reason = str(failure) if failure else "another rank's envs failed"
-            after = "\n" if "\n" in reason else "; "  # a one-line reason stays one line
-            raise EnvError(
-                f"{reason}{after}checkpoint {path} saved; --resume {self.run_dir} continues "
-                "with new episodes"
-            )
+            raise self._saved(reason, with_envs=False, then="with new episodes")
         return stopping
+
+    def _saved(self, reason: str, with_envs: bool, then: str) -> EnvError:
+        """The error that ends a run for ``reason``, once a checkpoint is saved."""
+        path = self.save(with_envs=with_envs)
+        after = "\n" if "\n" in reason else "; "  # a one-line reason stays one line
+        return EnvError(
+            f"{reason}{after}checkpoint {path} saved; --resume {self.run_dir} continues {then}"
+        )
 
     def _maybe_evaluate(self, logger: RunLogger, last: bool) -> bool:
         """Evaluate if one is due, and after the ``last`` update (a run that evaluates ends
@@ -219,7 +223,13 @@ class Trainer:
             return False
         best = best_checkpoint_path(self.run_dir)
         with self.timer.phase("eval"):
-            return self.evaluator.run(self.global_step, logger, lambda: self.save(path=best))
+            try:
+                return self.evaluator.run(self.global_step, logger, lambda: self.save(path=best))
+            except Exception as error:  # an eval env raised: keep the update it evaluated
+                if self.ranks.distributed and lost_a_rank(error):
+                    raise
+                then = "(--eval-interval 0: without evaluating)"
+                raise self._saved(f"evaluation: {error}", with_envs=True, then=then) from None
 
     def _gather_episodes(self) -> list[tuple[int, Episode]]:
         """The episodes every rank finished in this rollout, in step order, on rank 0."""
