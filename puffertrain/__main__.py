@@ -1,4 +1,4 @@
-from puffertrain.cli import main
+from puffertrain.cli import main_as_process
 
 if __name__ == "__main__":  # env worker processes import this module too (spawn)
-    main()
+    main_as_process()

@@ -41,6 +41,7 @@ from puffertrain.errors import UserError
 from puffertrain.policy_loader import auto_policy_name
 from puffertrain.presets import preset_for
 from puffertrain.seeds import is_seed_parent, run_seeds, seed_parent, start_seeds, without_flags
+from puffertrain.trainer.signals import STOPPED_STATUS, end_as_stopped
 
 if TYPE_CHECKING:
     from puffertrain.trainer.loop import Trainer
@@ -263,7 +264,9 @@ def _train(
             f"update, {trainer.threads.acting} for acting ({trainer.threads.reason})",
             file=sys.stderr,
         )
-    trainer.train()
+    stopped_by = trainer.train()
+    if stopped_by is not None:
+        sys.exit(128 + stopped_by)  # a script sees the stop (console() ends by the signal)
 
 
 def _start_on_every_rank(
@@ -293,7 +296,18 @@ def console() -> None:
     myenvs:make_env`` there imports as it does with ``python -m``."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    main()
+    main_as_process()
+
+
+def main_as_process() -> None:
+    """:func:`main` as a process: a command a stop signal ended (its checkpoint saved) ends
+    by that signal, as a shell's loop of commands expects."""
+    try:
+        main()
+    except SystemExit as exit:
+        if isinstance(exit.code, int) and exit.code in STOPPED_STATUS:
+            end_as_stopped(exit.code)
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from puffertrain.trainer.signals import StopSignals
+from puffertrain.trainer.signals import StopSignals, stopped_status
 
 POLL_SECONDS = 0.05
 PR_SET_PDEATHSIG = 1
@@ -43,8 +43,8 @@ class Job:
 
     def finished(self, returncode: int, stopped: bool) -> bool:
         """The run ended with ``returncode``; ``stopped`` when the launcher was told to stop
-        while it ran. Return whether it succeeded."""
-        return returncode == 0
+        while it ran. Return whether it succeeded (or checkpointed when told to stop)."""
+        return returncode == 0 or (stopped and stopped_status(returncode))
 
 
 def cpu_share(cpus: list[int], slot: int, parallel: int) -> set[int]:
@@ -90,11 +90,11 @@ def _start(job: Job, cpus: set[int]) -> subprocess.Popen:
     return process
 
 
-def run_jobs(next_job: Callable[[], Job | None], parallel: int) -> tuple[bool, bool]:
+def run_jobs(next_job: Callable[[], Job | None], parallel: int) -> tuple[bool, int | None]:
     """Run the jobs ``next_job`` hands out (None: no more for now), ``parallel`` at a time,
-    until it has none and none is running. Return whether a job failed, and whether the
-    launcher was stopped (Ctrl-C or SIGTERM). An exception from a job (or ``next_job``)
-    stops the running runs, waits for them, and propagates."""
+    until it has none and none is running. Return whether a job failed, and the signal that
+    stopped the launcher (Ctrl-C or SIGTERM; None if none did). An exception from a job (or
+    ``next_job``) stops the running runs, waits for them, and propagates."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     running: dict[int, tuple[Job, subprocess.Popen]] = {}  # by slot
     told_to_stop: set[int] = set()  # pids sent SIGTERM
@@ -125,4 +125,4 @@ def run_jobs(next_job: Callable[[], Job | None], parallel: int) -> tuple[bool, b
             for _, process in running.values():
                 process.wait()
             raise
-    return failed, stop.requested
+    return failed, stop.signum

@@ -89,7 +89,8 @@ def is_seed_parent(path: Path) -> bool:
 
 def run_seeds(parent: Path, parallel: int, extra_flags: list[str]) -> int:
     """Train (or resume) every seed of ``parent``, ``parallel`` at a time (0: as many as
-    there are CPUs), then print the summary; return the exit status (0 when all finished)."""
+    there are CPUs), then print the summary; return the exit status (0 when all finished,
+    128 + the signal when one stopped them)."""
     saved = json.loads((parent / SEEDS_FILE).read_text())
     flags = (*saved["flags"], *extra_flags)
     runs = [SeedRun(seed, parent / f"seed_{seed}", flags) for seed in saved["seeds"]]
@@ -101,11 +102,11 @@ def run_seeds(parent: Path, parallel: int, extra_flags: list[str]) -> int:
         file=sys.stderr,
     )
     waiting = list(runs)
-    failed, stopped = run_jobs(lambda: waiting.pop(0) if waiting else None, parallel)
+    failed, stopped_by = run_jobs(lambda: waiting.pop(0) if waiting else None, parallel)
     print_summary(runs)
-    if failed or stopped:
+    if failed or stopped_by:
         print(f"puffertrain: resume them all with --resume {parent}", file=sys.stderr)
-    return 1 if failed else 0
+    return 128 + stopped_by if stopped_by else int(failed)
 
 
 def final_figures(run_dir: Path) -> tuple[float | None, float | None]:

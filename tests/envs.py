@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import gymnasium as gym
@@ -407,3 +408,17 @@ class HeadlessRender(CountingEnv):
 
 def headless_render(render_mode: str | None = None) -> gym.Env:
     return HeadlessRender(render_mode)
+
+
+class SignalledInEval(CountingEnv):
+    """Sends its own process SIGTERM when an evaluation resets it (seeds a million and more
+    above the run's), as a stop that arrives while the run evaluates."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None and seed >= 1_000_000:
+            signal.raise_signal(signal.SIGTERM)
+        return super().reset(seed=seed, options=options)
+
+
+def signalled_in_eval() -> gym.Env:
+    return SignalledInEval()

@@ -118,8 +118,8 @@ def test_evaluations_take_at_most_their_share_of_env_steps(tmp_path, capsys):
         )
         evaluate, schedule = trainer.evaluator.evaluate, []
 
-        def recorded(trainer=trainer, evaluate=evaluate, schedule=schedule):
-            result = evaluate()
+        def recorded(should_stop=None, trainer=trainer, evaluate=evaluate, schedule=schedule):
+            result = evaluate(should_stop)
             schedule.append((trainer.global_step, result.steps))
             return result
 

@@ -80,3 +80,11 @@ def test_an_error_in_the_launcher_stops_its_runs_before_it_propagates():
     after = child_pids()
     if after is not None:  # the run was stopped and waited for (earlier tests' children aside)
         assert after <= before
+
+
+def test_a_run_that_checkpointed_when_told_to_stop_did_not_fail():
+    from puffertrain.launcher import Job
+
+    job = Job()
+    assert job.finished(-signal.SIGTERM, stopped=True) and job.finished(143, stopped=True)
+    assert not job.finished(-signal.SIGTERM, stopped=False) and not job.finished(2, stopped=True)

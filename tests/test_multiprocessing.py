@@ -172,7 +172,7 @@ def test_a_stop_signal_to_the_group_checkpoints_and_stops_every_worker(
     time.sleep(1.0)
     os.killpg(process.pid, signum)
     _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
+    assert process.returncode == -signum, stderr
     assert list((run_dir / "checkpoints").glob("step_*.pt"))
 
 

@@ -109,8 +109,8 @@ def test_sigint_checkpoints_and_the_resumed_run_is_identical(uninterrupted, tmp_
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
-    assert "SIGINT: saving a checkpoint" in stderr
+    assert process.returncode == -signal.SIGINT, stderr  # as Ctrl-C ends a process: a
+    assert "SIGINT: saving a checkpoint" in stderr  # shell's loop of runs stops too
     stopped_at = load_checkpoint(list_checkpoints(run_dir)[-1]).global_step
     assert stopped_at < 256 * ITERATIONS, "the run finished before the signal arrived"
 

@@ -73,6 +73,7 @@ def test_ctrl_c_leaves_a_checkpoint_in_every_run(tmp_path):
     time.sleep(2)  # both are training
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGINT, stderr  # it exited 0, as if both had finished
     for run in runs:
         assert list_checkpoints(run), f"{run.name} left no checkpoint: {stderr}"
         assert load_checkpoint(list_checkpoints(run)[-1]).global_step < 10_000_000

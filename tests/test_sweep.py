@@ -208,7 +208,7 @@ def test_ctrl_c_stops_the_sweep_and_the_same_command_continues_it(tmp_path, caps
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    assert process.returncode == -signal.SIGINT, stderr
     stopped_at = _final_step(first)
     assert 0 < stopped_at < 3072
     trials = _study(sweep_dir).get_trials()
@@ -469,3 +469,20 @@ def test_the_docs_space_file_example_loads_as_it_reads(tmp_path):
     assert space.params["num-minibatches"].choices == (1, 2, 4)
     assert space.fixed["gamma"] == 0.99
     assert space.params["policy-kwargs.hidden_size"].choices == (64, 128)
+
+
+@pytest.mark.parametrize("returncode", [-signal.SIGTERM, 128 + signal.SIGTERM, -signal.SIGINT])
+def test_a_trial_its_own_signal_stopped_is_queued_to_resume_not_scored(tmp_path, returncode):
+    """A trial's run stopped by a signal of its own (a preemption, a `timeout`) exited 0 and
+    was scored as finished at a fraction of its budget, and could become the best; stopped
+    before its first evaluation it failed for good although it had a checkpoint."""
+    from puffertrain.sweep.trial import TrialJob
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    trial = study.ask()
+    job = TrialJob(
+        study, trial, tmp_path / "trial_0000", [], "final", 10_000, None, False, lambda: None
+    )
+    assert job.finished(returncode, stopped=False)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [State.FAIL, State.WAITING]

@@ -146,3 +146,23 @@ def test_a_signal_once_the_runs_files_exist_stops_with_a_checkpoint(tmp_path, mo
     except KeyboardInterrupt:
         pytest.fail("the signal arrived before the stop handler")
     assert [load_checkpoint(path).global_step for path in list_checkpoints(tmp_path)] == [32]
+
+
+def test_a_signal_during_an_evaluation_cuts_it_short_and_saves_that_update(tmp_path):
+    """A stop asked for while the run evaluated was seen only after the next rollout, update
+    and evaluation (a CarRacing run checkpointed 75 s after SIGTERM: past the grace period of
+    Slurm or `docker stop`)."""
+    config = TrainConfig(
+        env="tests.envs:signalled_in_eval",
+        num_envs=2,
+        num_steps=16,
+        total_timesteps=320,
+        vec="serial",
+        device="cpu",
+        eval_interval=1,
+        eval_episodes=2,
+    )
+    trainer = Trainer(config, tmp_path, None)
+    assert trainer.train() == signal.SIGTERM
+    assert [load_checkpoint(path).global_step for path in list_checkpoints(tmp_path)] == [32]
+    assert trainer.evaluator.count == 0  # cut short: not counted, its seeds come next

@@ -263,11 +263,11 @@ def _search(
         )
 
     say(f"{args.trials} trials in {sweep_dir}, {args.jobs} at a time")
-    _, stopped = run_jobs(next_job, args.jobs)
+    _, stopped_by = run_jobs(next_job, args.jobs)
     summarize(study, sweep_dir, args.plots)
-    if stopped:
+    if stopped_by:
         say("stopped; the same command continues the study (stopped trials resume)")
-        return 130
+        return 128 + stopped_by
     return 0
 
 

@@ -18,6 +18,7 @@ from puffertrain.launcher import Job
 from puffertrain.seeds import run_command
 from puffertrain.sweep.objective import REPORTS, Curve, Objective, score
 from puffertrain.sweep.study import HEARTBEAT_SECONDS, retry
+from puffertrain.trainer.signals import stopped_status
 
 if TYPE_CHECKING:
     import optuna
@@ -100,7 +101,7 @@ class TrialJob(Job):
             self.study.tell(self.trial, state=optuna.trial.TrialState.PRUNED)
             say(f"trial {number} pruned at step {self.curve.last_step:,} ({seconds:.0f} s)")
             return True
-        if stopped:
+        if stopped or stopped_status(returncode):  # by the sweep, or by a signal of its own
             frozen = self.study.tell(self.trial, state=optuna.trial.TrialState.FAIL)
             retry(self.study, frozen)
             say(f"trial {number} stopped at step {self.curve.last_step:,}; queued to resume")

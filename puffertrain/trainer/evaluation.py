@@ -88,8 +88,10 @@ def play(
     seed: int,
     deterministic: bool,
     render: Callable[[], np.ndarray] | None = None,
-) -> EvalResult:
-    """Play one whole episode on each of the rollout's envs (env ``i`` seeded ``seed + i``).
+    should_stop: Callable[[], bool] | None = None,
+) -> EvalResult | None:
+    """Play one whole episode on each of the rollout's envs (env ``i`` seeded ``seed + i``);
+    None if ``should_stop`` says so before they have all ended.
 
     The envs step together, so the policy acts on one batch per step rather than on one row
     per episode; an env whose episode is over steps on unscored until the last one ends, so
@@ -104,6 +106,9 @@ def play(
     steps = 0
     with rollout.acting():
         while len(first) < num_envs:
+            if should_stop is not None and should_stop():
+                rollout.take_episodes()
+                return None
             rollout.send(rows, deterministic=deterministic)
             steps += num_envs
             for episode in rollout.receive().episodes:
@@ -162,25 +167,36 @@ class Evaluator:
             )
         return False
 
-    def evaluate(self) -> EvalResult:
-        """Play the episodes; the global RNGs are left exactly as they were."""
+    def evaluate(self, should_stop: Callable[[], bool] | None = None) -> EvalResult | None:
+        """Play the episodes (None: cut short by ``should_stop``, and not counted); the global
+        RNGs are left exactly as they were."""
         config = self.config
         seed = config.seed + EVAL_SEED_OFFSET + self.count * config.eval_episodes
         record = self.record and self.count % config.video_interval == 0
-        self.count += 1
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
             render = self.render if record else None
-            result = play(self.rollout, seed, not config.eval_stochastic, render)
-        self.steps += result.steps
+            result = play(self.rollout, seed, not config.eval_stochastic, render, should_stop)
+        if result is not None:
+            self.count += 1
+            self.steps += result.steps
         return result
 
-    def run(self, global_step: int, logger: RunLogger, save_best: Callable[[], Any]) -> bool:
+    def run(
+        self,
+        global_step: int,
+        logger: RunLogger,
+        save_best: Callable[[], Any],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> bool:
         """Evaluate and log it; call ``save_best`` when the mean return is the best so far
         (every rank of a torchrun job plays the same episodes with the same parameters, so
-        all agree); return whether --stop-at-return is reached."""
-        result = self.evaluate()
+        all agree); return whether --stop-at-return is reached. ``should_stop``: whether to
+        cut the evaluation short (a stop signal), leaving nothing logged."""
+        result = self.evaluate(should_stop)
+        if result is None:
+            return False
         logger.evaluation(global_step, result, self.run_dir, self.fps)
         if result.mean > self.best:
             self.best = result.mean

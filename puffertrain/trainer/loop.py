@@ -105,8 +105,9 @@ class Trainer:
         first_row = (iteration * self.ranks.world_size + self.ranks.rank) * self.config.num_envs
         return self.config.seed + first_row
 
-    def train(self) -> None:
-        """Run until --total-timesteps or a stop signal, checkpointing along the way."""
+    def train(self) -> int | None:
+        """Run until --total-timesteps or a stop signal, checkpointing along the way; return
+        the signal that stopped it (None: it ran to its end)."""
         config = self.config
         update_steps = self.rollout.num_rows * config.num_steps * self.ranks.world_size
         total_steps = self.num_iterations * update_steps
@@ -114,7 +115,7 @@ class Trainer:
         try:
             if self.iteration >= self.num_iterations:  # a resumed run already this far
                 self._nothing_to_train()
-                return
+                return None
             with (
                 stop,
                 RunLogger(
@@ -136,8 +137,9 @@ class Trainer:
                         f"({rows} × {config.num_steps} steps) nearest below "
                         f"--total-timesteps {config.total_timesteps:,} (at least one)"
                     )
-                self._iterate(logger, stop)
+                stopped = self._iterate(logger, stop)
                 logger.message(f"wall time: {self.timer.summary()}")
+            return stop.signum if stopped else None
         finally:
             self.engine.close()
             if self.evaluator is not None:
@@ -154,13 +156,14 @@ class Trainer:
                 file=sys.stderr,
             )
 
-    def _iterate(self, logger: RunLogger, stop: StopRequest) -> None:
-        """The PPO iteration: collect → advantages → update → log → maybe checkpoint."""
+    def _iterate(self, logger: RunLogger, stop: StopRequest) -> bool:
+        """The PPO iteration: collect → advantages → update → log → maybe checkpoint; return
+        whether a stop signal ended it before its last update."""
         ppo = self.config.ppo
         while self.iteration < self.num_iterations:
             self.iteration += 1
             learning_rate = self.learner.learning_rate(self.iteration, self.num_iterations)
-            stopping = self._collect(stop)
+            self._collect()
             for step, episode in self._gather_episodes():
                 logger.episode(step, episode)
             with self.timer.phase("update"):
@@ -176,34 +179,42 @@ class Trainer:
                     self._update_normalization()
             logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
             last = self.iteration == self.num_iterations
-            reached = self._maybe_evaluate(logger, last)
+            # a stop asked for in the rollout or the update skips the evaluation; one asked for
+            # in the evaluation cuts it short (one process: ranks would part ways)
+            stopping = self._stop_asked(stop)
+            reached = not stopping and self._maybe_evaluate(logger, last, stop)
+            stopping = stopping or self._stop_asked(stop)
             done = reached or last
             if stopping or done or self.iteration % self.config.checkpoint_interval == 0:
                 self.save()
                 logger.flush()
             if reached:
                 break
-            if stopping:
+            if stopping and not last:
                 logger.message(
                     f"stopped at step {self.global_step:,}; resume with --resume {self.run_dir}"
                 )
-                break
+                return True
+        return False
 
-    def _collect(self, stop: StopRequest) -> bool:
-        """Fill the buffer; return whether any rank was asked to stop. An env failure on any
-        rank stops every rank, with a checkpoint of the last update's model."""
+    def _stop_asked(self, stop: StopRequest) -> bool:
+        """Whether a stop signal reached any rank (every rank then takes the same branch)."""
+        return any_rank(stop.requested)[0]
+
+    def _collect(self) -> None:
+        """Fill the buffer. An env failure on any rank stops every rank, with a checkpoint of
+        the last update's model."""
         failure: EnvError | None = None
         start_step = self.global_step
         try:
             self.rollout.collect(self.buffer)
         except EnvError as error:
             failure = error
-        stopping, failed = any_rank(stop.requested, failure is not None)
+        (failed,) = any_rank(failure is not None)
         if failed:  # keep the last update's model; episodes restart
             self.rollout.global_step, self.iteration = start_step, self.iteration - 1
             reason = str(failure) if failure else "another rank's envs failed"
             raise self._saved(reason, with_envs=False, then="with new episodes")
-        return stopping
 
     def _saved(self, reason: str, with_envs: bool, then: str) -> EnvError:
         """The error that ends a run for ``reason``, once a checkpoint is saved."""
@@ -213,7 +224,7 @@ class Trainer:
             f"{reason}{after}checkpoint {path} saved; --resume {self.run_dir} continues {then}"
         )
 
-    def _maybe_evaluate(self, logger: RunLogger, last: bool) -> bool:
+    def _maybe_evaluate(self, logger: RunLogger, last: bool, stop: StopRequest) -> bool:
         """Evaluate if one is due, and after the ``last`` update (a run that evaluates ends
         with its final policy's score, however its length and the interval fall); return
         whether --stop-at-return is reached."""
@@ -224,7 +235,12 @@ class Trainer:
         best = best_checkpoint_path(self.run_dir)
         with self.timer.phase("eval"):
             try:
-                return self.evaluator.run(self.global_step, logger, lambda: self.save(path=best))
+                return self.evaluator.run(
+                    self.global_step,
+                    logger,
+                    lambda: self.save(path=best),
+                    None if self.ranks.distributed else lambda: stop.requested,
+                )
             except Exception as error:  # an eval env raised: keep the update it evaluated
                 if self.ranks.distributed and lost_a_rank(error):
                     raise

@@ -1,9 +1,13 @@
-"""Turn SIGINT/SIGTERM into a request to checkpoint and stop at the end of the update."""
+"""Turn SIGINT/SIGTERM into a request to checkpoint and stop at the end of the update, and end
+the process as that signal would have once everything is saved."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from types import FrameType
+from typing import NoReturn
 
 from rich.console import Console
 
@@ -15,10 +19,13 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
+        """The first signal that asked to stop."""
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
+        self.signum = self.signum or signum
 
     def __enter__(self) -> StopSignals:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -46,7 +53,7 @@ class StopRequest(StopSignals):
             # while this handler is still printing, and a nested print broke rich's lazy import
             # of its tables and killed the run without its checkpoint.
             return
-        self.requested = True
+        self.requested, self.signum = True, signum
         name = signal.Signals(signum).name
         (self.console or Console(stderr=True)).print(
             f"{name}: saving a checkpoint after this update (Ctrl-C again to abort without one)",
@@ -55,3 +62,25 @@ class StopRequest(StopSignals):
             emoji=False,
             highlight=False,
         )
+
+
+STOPPED_STATUS = {128 + signal.SIGINT: signal.SIGINT, 128 + signal.SIGTERM: signal.SIGTERM}
+"""The exit status of a command stopped by a signal (after its checkpoint): 128 + the signal,
+as a shell reports a process the signal ended."""
+
+
+def stopped_status(returncode: int) -> bool:
+    """Whether a child's ``returncode`` says a stop signal ended it (its run checkpointed)."""
+    return returncode in STOPPED_STATUS or -returncode in STOPPED_STATUS.values()
+
+
+def end_as_stopped(status: int) -> NoReturn:
+    """End the process by the signal a stop ``status`` stands for, with the default action:
+    a shell then sees the signal, not an exit, and stops a loop of commands as it does for
+    any process Ctrl-C ends (an exit of 130 would let the loop go on to the next run)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signum = STOPPED_STATUS[status]
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    sys.exit(status)  # where the signal is blocked
