@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -228,31 +229,43 @@ def _train(
 ) -> None:
     """Build the trainer (all ranks) and the run directory (rank 0), print the startup lines
     (``notes`` first), then train."""
-    from puffertrain.trainer.run_dir import choose_run_dir, start_run_dir
+    from puffertrain.trainer.run_dir import choose_run_dir, lock_run_dir, start_run_dir
 
-    if checkpoint is None:
-        # rank 0 names the run (the default name holds the time) and checks it is free
-        choice: tuple[Path | None, str] = (None, "")
-        if ranks.main:
-            try:
-                choice = (choose_run_dir(config), "")
-            except UserError as error:
-                choice = (None, str(error))
-        run_dir, refusal = from_main(choice)
-        if run_dir is None:
-            raise UserError(refusal)
-        config = dataclasses.replace(config, run_dir=run_dir)
-    else:
-        run_dir = config.run_dir
-        # on several machines each rank reads the run dir itself: all must find the same one
-        if len(set(all_gather(checkpoint.global_step))) > 1:
-            raise UserError(
-                f"--resume {run_dir}: the ranks found different checkpoints; every node "
-                "needs the same run directory (a shared filesystem)"
-            )
-    trainer = _start_on_every_rank(config, run_dir, checkpoint, ranks)
-    if checkpoint is None and ranks.main:
-        start_run_dir(run_dir, config)
+    # rank 0 names a new run (a default name holds the time, and is created at once) and
+    # checks it is free, or holds the run it resumes; the others take its word
+    choice: tuple[Path | None, bool, str] = (None, False, "")
+    lock = None
+    if ranks.main:
+        try:
+            if checkpoint is None:
+                choice = (*choose_run_dir(config), "")
+            else:
+                lock = lock_run_dir(config.run_dir)
+                choice = (config.run_dir, False, "")
+        except UserError as error:
+            choice = (None, False, str(error))
+    run_dir, reserved, refusal = from_main(choice)
+    if run_dir is None:
+        raise UserError(refusal)
+    config = dataclasses.replace(config, run_dir=run_dir)
+    # on several machines each rank reads the run dir itself: all must find the same one
+    if checkpoint is not None and len(set(all_gather(checkpoint.global_step))) > 1:
+        raise UserError(
+            f"--resume {run_dir}: the ranks found different checkpoints; every node "
+            "needs the same run directory (a shared filesystem)"
+        )
+    trainer = None
+    try:
+        trainer = _start_on_every_rank(config, run_dir, checkpoint, ranks)
+        if checkpoint is None and ranks.main:
+            lock = start_run_dir(run_dir, config)
+    except BaseException:
+        if trainer is not None:
+            trainer.engine.close()
+        if reserved:  # made empty here for this run, which did not start
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
     if ranks.main:
         for note in notes:
             print(note, file=sys.stderr)
@@ -264,7 +277,11 @@ def _train(
             f"update, {trainer.threads.acting} for acting ({trainer.threads.reason})",
             file=sys.stderr,
         )
-    stopped_by = trainer.train()
+    try:
+        stopped_by = trainer.train()
+    finally:
+        if lock is not None:
+            lock.close()
     if stopped_by is not None:
         sys.exit(128 + stopped_by)  # a script sees the stop (console() ends by the signal)
 

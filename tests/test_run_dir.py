@@ -1,0 +1,79 @@
+"""A run directory belongs to one run: made at once for a default name, held while training,
+never shared, and --overwrite removes only a run's own files."""
+
+from __future__ import annotations
+
+import pytest
+
+from puffertrain.config import TrainConfig
+from puffertrain.errors import UserError
+from puffertrain.trainer.run_dir import (
+    choose_run_dir,
+    lock_run_dir,
+    reserve_default_run_dir,
+    start_run_dir,
+)
+
+TINY = ["--num-envs", "2", "--num-steps", "16", "--total-timesteps", "64", "--device", "cpu"]
+
+
+def test_runs_started_in_one_second_get_their_own_directories(tmp_path):
+    """Two runs started together both printed one default name; one run's files were lost."""
+    config = TrainConfig(env="CartPole-v1", policy="mlp")
+    first = reserve_default_run_dir(config, tmp_path)
+    second = reserve_default_run_dir(config, tmp_path)
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_a_held_run_directory_refuses_a_second_run(tmp_path, cli):
+    """Two resumes of one run at once pruned each other's checkpoints; two runs given one
+    --run-dir overwrote each other's files; all exited 0."""
+    run_dir = tmp_path / "r"
+    assert cli("--env", "CartPole-v1", "--run-dir", str(run_dir), *TINY).returncode == 0
+    held = lock_run_dir(run_dir)  # as by a run still training there
+    try:
+        resume = ["--resume", str(run_dir), "--total-timesteps", "128"]
+        overwrite = ["--env", "CartPole-v1", "--run-dir", str(run_dir), "--overwrite", *TINY]
+        for args in (resume, overwrite):
+            result = cli(*args)
+            assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+            assert f"{run_dir} is in use by another puffertrain process" in result.stderr
+    finally:
+        held.close()
+    assert cli("--resume", str(run_dir), "--total-timesteps", "128").returncode == 0
+
+
+def test_a_run_that_began_in_the_chosen_directory_meanwhile_is_not_replaced(tmp_path):
+    config = TrainConfig(env="CartPole-v1", run_dir=tmp_path / "r")
+    run_dir, made = choose_run_dir(config)
+    assert not made and not run_dir.exists()
+    start_run_dir(run_dir, config).close()  # another run, started in the same seconds
+    with pytest.raises(UserError, match="already holds a run"):
+        start_run_dir(run_dir, config)
+
+
+def test_overwrite_removes_only_the_runs_files(tmp_path, cli):
+    run_dir = tmp_path / "r"
+    args = ["--env", "CartPole-v1", "--run-dir", str(run_dir), *TINY]
+    assert cli(*args).returncode == 0
+    (run_dir / "notes.txt").write_text("mine")
+    assert cli(*args, "--overwrite", "--seed", "2").returncode == 0
+    assert (run_dir / "notes.txt").read_text() == "mine"
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_run_dir_that_is_a_file_is_one_line(tmp_path, cli):
+    """It was a FileExistsError traceback, after the trainer was built."""
+    path = tmp_path / "file"
+    path.write_text("")
+    for run_dir in (path, path / "run"):
+        result = cli("--env", "CartPole-v1", "--run-dir", str(run_dir), *TINY)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert f"'{path}' is a file, not a directory" in result.stderr
+
+
+def test_a_default_named_run_that_does_not_start_leaves_no_directory(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("--env", "tests.envs:reset_raising", "--num-envs", "3", *TINY[2:])
+    assert result.returncode == 2, result.stderr
+    assert not list((tmp_path / "runs").iterdir())
