@@ -229,6 +229,7 @@ def _train(
 ) -> None:
     """Build the trainer (all ranks) and the run directory (rank 0), print the startup lines
     (``notes`` first), then train."""
+    from puffertrain.trainer.checkpoint import set_aside_newer
     from puffertrain.trainer.run_dir import choose_run_dir, lock_run_dir, start_run_dir
 
     # rank 0 names a new run (a default name holds the time, and is created at once) and
@@ -241,6 +242,13 @@ def _train(
                 choice = (*choose_run_dir(config), "")
             else:
                 lock = lock_run_dir(config.run_dir)
+                moved, folder = set_aside_newer(config.run_dir, checkpoint.global_step)
+                if moved:
+                    print(
+                        f"puffertrain: the run goes on from step {checkpoint.global_step:,}: "
+                        f"its {moved} newer checkpoint(s) moved to {folder}",
+                        file=sys.stderr,
+                    )
                 choice = (config.run_dir, False, "")
         except UserError as error:
             choice = (None, False, str(error))

@@ -77,3 +77,38 @@ def test_a_default_named_run_that_does_not_start_leaves_no_directory(tmp_path, c
     result = cli("--env", "tests.envs:reset_raising", "--num-envs", "3", *TINY[2:])
     assert result.returncode == 2, result.stderr
     assert not list((tmp_path / "runs").iterdir())
+
+
+def test_a_resume_from_an_older_checkpoint_keeps_the_new_lines_checkpoints(tmp_path, cli):
+    """Resumed from an older checkpoint, the run's newer files were what pruning kept: it
+    deleted each checkpoint of the new line as it was written, and `--resume RUN` went back
+    to the abandoned line."""
+    from puffertrain.trainer.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
+
+    run_dir = tmp_path / "r"
+    flags = ["--env", "CartPole-v1", "--num-envs", "2", "--num-steps", "16", "--device", "cpu"]
+    first = cli(*flags, "--total-timesteps", "256", "--checkpoint-interval", "1",
+                "--keep-checkpoints", "8", "--run-dir", str(run_dir))  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    older = checkpoint_path(run_dir, 64)
+    resumed = cli("--resume", str(older), "--total-timesteps", "128", "--keep-checkpoints", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "goes on from step 64: its 6 newer checkpoint(s) moved to" in resumed.stderr
+    assert [load_checkpoint(path).global_step for path in list_checkpoints(run_dir)] == [
+        64,
+        96,
+        128,
+    ]
+    assert load_checkpoint(list_checkpoints(run_dir)[-1]).config["total_timesteps"] == 128
+    moved = sorted((run_dir / "checkpoints" / "replaced_after_000000000064").iterdir())
+    assert [path.name for path in moved] == [
+        checkpoint_path(run_dir, s).name for s in range(96, 257, 32)
+    ]
+
+
+def test_an_empty_checkpoint_file_is_one_line(tmp_path, cli):
+    """An empty file's EOFError has no message: its first line was an IndexError traceback."""
+    path = tmp_path / "step_000000000064.pt"
+    path.write_bytes(b"")
+    result = cli("--resume", str(path))
+    assert result.returncode == 2 and "is corrupt or not a puffertrain checkpoint" in result.stderr

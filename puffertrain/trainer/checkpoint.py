@@ -55,6 +55,20 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
+def set_aside_newer(run_dir: Path, global_step: int) -> tuple[int, Path]:
+    """Move the run's periodic checkpoints past ``global_step`` into a folder of their own
+    (``checkpoints/replaced_after_<step>/``) and return how many moved and where. A resume from
+    an older checkpoint branches the run there: left in place, the old line's newer files were
+    what pruning kept, and it deleted each checkpoint of the new line as it was written."""
+    folder = run_dir / CHECKPOINT_DIR / f"replaced_after_{global_step:012d}"
+    newer = [path for path in list_checkpoints(run_dir) if int(path.stem[5:]) > global_step]
+    if newer:
+        folder.mkdir(exist_ok=True)
+        for path in newer:
+            path.rename(folder / path.name)
+    return len(newer), folder
+
+
 def load_checkpoint(path: Path) -> TrainingState:
     """Load a checkpoint as plain data (never code); ``UserError`` if missing, corrupt or of
     another format."""
@@ -63,7 +77,8 @@ def load_checkpoint(path: Path) -> TrainingState:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as error:
-        reason = str(error).strip().splitlines()[0].split(". ")[0][:200]
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = reason.split(". ")[0][:200]  # an empty file's EOFError says nothing
         raise UserError(
             f"checkpoint '{path}' is corrupt or not a puffertrain checkpoint ({reason}); "
             "an older one in the same folder can be given to --resume"
