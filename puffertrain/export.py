@@ -16,6 +16,7 @@ unflattening). Inputs and outputs, batch dimension first and dynamic:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from policies.flatten import flatten_observation, travels_as_bytes
 from puffertrain.errors import UserError
 from puffertrain.ppo import PolicyAdapter
 from puffertrain.ppo.adapter import mask_logits
+from puffertrain.trainer.checkpoint import load_checkpoint
 from puffertrain.trainer.restore import restore
 
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # not its notes on torchvision ops
@@ -121,24 +123,26 @@ def export_policy(
     output: Path,
     kind: str,
     mask_size: int = 0,
-) -> None:
+) -> torch.Tensor:
     """Write ``adapter``'s policy, built for ``space`` (and action masks of ``mask_size``
-    entries, if any), to ``output``."""
+    entries, if any), to ``output``; return the observations it was traced with (the dtype
+    and row shape the graph takes)."""
     module = ExportedPolicy(adapter, takes_agent_ids, bool(mask_size)).eval()
     inputs = example_inputs(adapter, space, takes_agent_ids, mask_size=mask_size)
     input_names, output_names = graph_names(adapter, takes_agent_ids, bool(mask_size))
     name = type(adapter.policy).__name__
-    try:
+    written = output.with_name(f".{output.name}.tmp")  # renamed once whole: an existing file
+    try:  # is the old one or the new, never half of either
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if kind == "torchscript":
-                torch.jit.trace(module, inputs).save(str(output))
+                torch.jit.trace(module, inputs).save(str(written))
             else:
                 batch = torch.export.Dim("batch")
                 torch.onnx.export(
                     module,
                     inputs,
-                    str(output),
+                    str(written),
                     input_names=input_names,
                     output_names=output_names,
                     dynamic_shapes=(tuple({0: batch} for _ in inputs),),  # forward(*inputs)
@@ -147,7 +151,8 @@ def export_policy(
                     verbose=False,
                 )
         if kind == "onnx":
-            _check_dynamic_batch(output, name)
+            _check_dynamic_batch(written, name)
+        os.replace(written, output)
     except UserError:
         raise
     except ImportError as error:
@@ -156,6 +161,9 @@ def export_policy(
         ) from None
     except Exception as error:
         raise UserError(f"policy {name} cannot be exported to {kind}: {_reason(error)}") from None
+    finally:
+        written.unlink(missing_ok=True)
+    return inputs[0]
 
 
 def _check_dynamic_batch(path: Path, name: str) -> None:
@@ -166,7 +174,6 @@ def _check_dynamic_batch(path: Path, name: str) -> None:
     graph = onnx.load(str(path), load_external_data=False).graph
     fixed = [i.name for i in graph.input if not i.type.tensor_type.shape.dim[0].dim_param]
     if fixed:
-        path.unlink()
         raise UserError(
             f"policy {name} cannot be exported to onnx with a dynamic batch: its code fixes "
             f"the batch size of {', '.join(fixed)}"
@@ -191,12 +198,14 @@ def export(config: ExportConfig) -> Path:
     if not config.output.parent.is_dir():
         raise UserError(f"--output: directory '{config.output.parent}' does not exist")
     restored = restore(config.checkpoint, "--checkpoint")
+    if config.output.is_file() and _is_checkpoint(config.output):
+        raise UserError(f"--output '{config.output}' is a checkpoint; export elsewhere")
     restored.engine.close()
     engine = restored.engine
     adapter = PolicyAdapter(restored.policy, engine.single_action_space).eval()
     takes_agent_ids = adapter.takes_agent_ids and bool(engine.agent_names)
     mask_size = engine.action_masks.shape[1]
-    export_policy(
+    traced = export_policy(
         adapter,
         engine.policy_observation_space,
         takes_agent_ids,
@@ -204,13 +213,23 @@ def export(config: ExportConfig) -> Path:
         config.format,
         mask_size,
     )
-    space = engine.single_observation_space
+    dtype = str(traced.dtype).removeprefix("torch.")
     inputs, outputs = graph_names(adapter, takes_agent_ids, bool(mask_size))
     print(
         f"{config.format} graph of {type(restored.policy).__name__} (step "
         f"{restored.checkpoint.global_step:,} of {restored.path}) written to {config.output}\n"
-        f"inputs: {', '.join(inputs)} (obs: {space.dtype} rows of shape {space.shape}"
+        f"inputs: {', '.join(inputs)} (obs: {dtype} rows of shape {tuple(traced.shape[1:])}"
         f"{f'; action_mask: bool rows of {mask_size}' if mask_size else ''}); "
         f"outputs: {', '.join(outputs)}"
     )
     return config.output
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` holds a puffertrain checkpoint (an export over it destroyed the run's
+    newest one)."""
+    try:
+        load_checkpoint(path)
+    except UserError:
+        return False
+    return True

@@ -102,3 +102,7 @@ def discrete_observations_from_5() -> gym.Env:
 def binary_actions() -> gym.Env:
     """MultiBinary actions of shape (2, 3); raises on anything but a 0/1 array of that shape."""
     return SpaceEnv(_VECTOR, gym.spaces.MultiBinary([2, 3]))
+
+
+def float64_vector() -> gym.Env:
+    return SpaceEnv(gym.spaces.Box(-1.0, 1.0, (3,), np.float64))

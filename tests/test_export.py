@@ -278,3 +278,36 @@ def test_the_deploy_example_says_in_one_line_what_it_cannot_play(tmp_path, cli):
     )
     assert played.returncode == 1 and "Traceback" not in played.stderr
     assert played.stderr.startswith("deploy_onnx.py: the env's Discrete observations go in as")
+
+
+def test_an_export_never_replaces_a_checkpoint_and_a_failed_one_leaves_the_old_file(tmp_path, cli):
+    """`--output` of the run's newest checkpoint wrote the graph over it (exit 0; the run
+    could no longer resume); an export that failed could leave half a file where the old
+    one was."""
+    from puffertrain.trainer.checkpoint import list_checkpoints
+
+    run_dir = tmp_path / "run"
+    train = ["--env", "CartPole-v1", "--num-envs", "2", "--num-steps", "16"]
+    assert cli(*train, "--total-timesteps", "32", "--run-dir", str(run_dir)).returncode == 0
+    (newest,) = list_checkpoints(run_dir)
+    before = newest.read_bytes()
+    result = cli("export", "--checkpoint", str(run_dir), "--output", str(newest))
+    assert result.returncode == 2 and f"--output '{newest}' is a checkpoint" in result.stderr
+    assert newest.read_bytes() == before
+    old = tmp_path / "policy.onnx"
+    old.write_bytes(b"the previous export")
+    adapter = PolicyAdapter(SortingPolicy(), DISCRETE).eval()
+    with pytest.raises(UserError):
+        export_policy(adapter, VECTOR, False, old, "onnx")
+    assert old.read_bytes() == b"the previous export" and list(tmp_path.glob(".*")) == []
+
+
+def test_an_export_says_the_dtype_its_graph_takes(tmp_path, cli):
+    """A float64 env's graph takes float32 (as traced), where the export said float64."""
+    run_dir = tmp_path / "run"
+    train = ["--env", "tests.space_envs:float64_vector", "--num-envs", "2", "--num-steps", "16"]
+    assert cli(*train, "--total-timesteps", "32", "--run-dir", str(run_dir)).returncode == 0
+    result = cli("export", "--checkpoint", str(run_dir), "--output", str(tmp_path / "p.pt"),
+                 "--format", "torchscript")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(obs: float32 rows of shape (3,))" in result.stdout
