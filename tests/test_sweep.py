@@ -486,3 +486,17 @@ def test_a_trial_its_own_signal_stopped_is_queued_to_resume_not_scored(tmp_path,
     assert job.finished(returncode, stopped=False)
     trials = study.get_trials()
     assert [t.state for t in trials] == [State.FAIL, State.WAITING]
+
+
+def test_a_sweep_folder_whose_database_was_emptied_is_refused(tmp_path, capsys):
+    """An emptied sweep.db started a new study over the old trials' folders: new trials
+    collided with them (failed with 'flags contradict the checkpoint'), best_config.json was
+    overwritten with a worse config, and the command exited 0."""
+    sweep_dir, space = tmp_path / "sweep", _space_file(tmp_path)
+    (sweep_dir / "trial_0000").mkdir(parents=True)
+    (sweep_dir / "trial_0000" / "config.json").write_text("{}")
+    (sweep_dir / "sweep.db").write_bytes(b"")
+    code, _, stderr = _in_process(capsys, *_sweep_args(sweep_dir, space), "--trials", "2")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "holds the runs of trials (trial_0000)" in stderr and "has no study 'test'" in stderr
+    assert sorted(path.name for path in sweep_dir.iterdir()) == ["sweep.db", "trial_0000"]

@@ -31,6 +31,7 @@ from puffertrain.sweep.space import (
     without_given,
 )
 from puffertrain.sweep.trial import TrialJob, say
+from puffertrain.trainer.run_dir import holds_run
 
 if TYPE_CHECKING:
     import optuna
@@ -225,6 +226,14 @@ def _search(
         sweep_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
+    trial_runs = sorted(path.name for path in sweep_dir.glob("trial_*") if holds_run(path))
+    if trial_runs and study_name not in optuna.get_all_study_names(storage):
+        raise UserError(
+            f"{sweep_dir} holds the runs of trials ({', '.join(trial_runs[:3])}"
+            f"{', ...' if len(trial_runs) > 3 else ''}) and {storage_url} has no study "
+            f"'{study_name}': its database was emptied or replaced. Restore it, or give "
+            "another --run-dir"
+        )
     study, created = open_study(
         storage,
         study_name,
