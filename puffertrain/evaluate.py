@@ -36,11 +36,19 @@ class EvalConfig:
     """Where the policy runs."""
 
 
+VIDEO_SUFFIXES = frozenset({".mp4", ".gif", ".mkv", ".avi", ".mov"})
+"""What ``--video`` writes (imageio's formats for a list of frames, with its ffmpeg plugin)."""
+
+
 def evaluate(config: EvalConfig) -> list[float]:
     """Play ``config.episodes`` games, game ``i`` on its own env seeded ``--seed`` + i; return
     their raw scores."""
     if config.episodes < 1:
         raise UserError("--episodes must be at least 1")
+    if config.video is not None and config.video.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(
+            f"--video {config.video}: name a video file ({', '.join(sorted(VIDEO_SUFFIXES))})"
+        )
     render_mode = "rgb_array" if config.video else None
     restored = restore(
         config.checkpoint, "--checkpoint", render_mode, config.episodes, EVAL_STEP_LIMIT

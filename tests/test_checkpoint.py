@@ -110,3 +110,32 @@ def test_a_resumed_config_is_the_one_saved_and_resuming_warns_of_nothing(tmp_pat
           "--total-timesteps", "32", "--run-dir", str(run_dir)])  # fmt: skip
     main(["--resume", str(run_dir), "--total-timesteps", "64"])
     assert not [str(warning.message) for warning in recwarn if "seeds" in str(warning.message)]
+
+
+@pytest.mark.parametrize(
+    "failure", [OSError(28, "No space left on device"), RuntimeError("unexpected pos 64")]
+)
+def test_a_disk_that_fills_up_is_one_line_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch, failure
+):
+    """A full disk was torch.save's 'RuntimeError: unexpected pos' traceback."""
+    path = ckpt.checkpoint_path(tmp_path, 100)
+    ckpt.save_checkpoint(path, _state(100, weights=torch.ones(10)))
+
+    def fails(obj, file):
+        raise failure
+
+    monkeypatch.setattr(torch, "save", fails)
+    newer = ckpt.checkpoint_path(tmp_path, 200)
+    with pytest.raises(UserError, match=r"cannot write the checkpoint .*step_000000000200\.pt"):
+        ckpt.save_checkpoint(newer, _state(200))
+    monkeypatch.undo()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_eval_video_names_a_video_file_before_it_plays(tmp_path, capsys):
+    """A directory or a .txt was imageio's ValueError traceback, after every game played."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--checkpoint", str(OLD_CHECKPOINT), "--video", str(tmp_path / "v.txt")])
+    assert exit_info.value.code == 2
+    assert "--video " in capsys.readouterr().err

@@ -44,6 +44,13 @@ def save_checkpoint(path: Path, state: TrainingState) -> None:
             os.fsync(file.fileno())
         os.chmod(temp_name, 0o644)
         os.replace(temp_name, path)
+    except (OSError, RuntimeError) as error:  # a full disk: torch says "unexpected pos ..."
+        Path(temp_name).unlink(missing_ok=True)
+        reason = getattr(error, "strerror", None) or str(error).strip().split("\n")[0][:200]
+        raise UserError(
+            f"cannot write the checkpoint {path} ({reason}); the checkpoints written before "
+            "are kept"
+        ) from None
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
