@@ -227,10 +227,14 @@ def test_registered_settings_hold_unless_overridden():
     )
 
 
-def test_unknown_env_kwargs_are_refused(capsys):
+@pytest.mark.parametrize("setting", ['{"sticky": 1}', '{"obs_type": "ram"}', '{"mode": 1}'])
+def test_settings_outside_the_recipe_are_refused_saying_what_to_do(capsys, setting):
+    """A game mode or RAM observations were refused as 'unknown', with no way named."""
     with pytest.raises(SystemExit):
-        main(["--env", BREAKOUT, "--env-kwargs", '{"sticky": 1}', "--total-timesteps", "8"])
-    assert "unknown Atari setting(s) sticky" in capsys.readouterr().err
+        main(["--env", BREAKOUT, "--env-kwargs", setting, "--total-timesteps", "8"])
+    err = capsys.readouterr().err
+    assert "the Atari recipe (84×84 frames, on every --vec) takes no " in err
+    assert f"--env mymodule:make_env, where make_env returns gym.make('{BREAKOUT}', ...)" in err
 
 
 def test_wrapped_atari_envs_build_inside_worker_processes():

@@ -36,9 +36,13 @@ def atari_settings(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
     preprocessing, with ``overrides`` on top. Keys are AtariVectorEnv's argument names."""
     unknown = set(overrides) - NATIVE_SETTINGS
     if unknown:
+        # AtariVectorEnv has no game modes nor RAM observations, and the recipe is the same on
+        # every backend (the runs compare): an env of one's own leaves the recipe
         raise UserError(
-            f"--env-kwargs: unknown Atari setting(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(NATIVE_SETTINGS))}"
+            f"--env-kwargs: the Atari recipe (84×84 frames, on every --vec) takes no "
+            f"{', '.join(sorted(unknown))}; it takes {', '.join(sorted(NATIVE_SETTINGS))}. "
+            f"For other settings (a game mode, RAM observations) give a function of your own: "
+            f"--env mymodule:make_env, where make_env returns gym.make('{env_id}', ...)"
         )
     registered = gym.registry[env_id].kwargs
     frameskip = registered.get("frameskip", 4)
