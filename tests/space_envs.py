@@ -106,3 +106,8 @@ def binary_actions() -> gym.Env:
 
 def float64_vector() -> gym.Env:
     return SpaceEnv(gym.spaces.Box(-1.0, 1.0, (3,), np.float64))
+
+
+def integer_box_actions() -> gym.Env:
+    """Box actions of integer dtype; raises on an action that is not of that dtype."""
+    return SpaceEnv(_VECTOR, gym.spaces.Box(0, 10, (2,), np.int64))

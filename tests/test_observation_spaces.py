@@ -148,6 +148,7 @@ def test_spaces_are_described_in_one_short_line():
         "multi_discrete_actions_with_starts",
         "discrete_observations_from_5",
         "binary_actions",  # refused before: trained as MultiDiscrete of 2s, as SB3 trains them
+        "integer_box_actions",  # got floats such as 0.5657: rounded now, as the space says
     ],
 )
 @pytest.mark.parametrize("vec", ["serial", "multiprocessing"])

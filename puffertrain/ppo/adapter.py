@@ -211,13 +211,15 @@ def mask_logits(
 
 def env_actions(actions: torch.Tensor | np.ndarray, action_space: gym.spaces.Space) -> np.ndarray:
     """Sampled actions (a tensor, or the numpy actor's array) as the env takes them: on the
-    CPU, Box actions clipped to the bounds and shaped like the space (the buffer keeps the
-    unclipped sample for the log-probability), discrete ones shifted by the space's ``start``
-    (the policy's logits index 0 to n - 1)."""
+    CPU, Box actions clipped to the bounds, rounded for an integer Box and shaped like the
+    space (the buffer keeps the unclipped sample for the log-probability), discrete ones
+    shifted by the space's ``start`` (the policy's logits index 0 to n - 1)."""
     array = actions if isinstance(actions, np.ndarray) else actions.cpu().numpy()
     if isinstance(action_space, gym.spaces.Box):  # np.clip's own Python wrapper costs more
         array = np.minimum(np.maximum(array, action_space.low.ravel()), action_space.high.ravel())
         array = array.reshape((-1, *action_space.shape))
+        if action_space.dtype.kind in "iu":  # an integer Box takes whole numbers
+            array = np.rint(array).astype(action_space.dtype)
     elif isinstance(action_space, gym.spaces.Discrete):
         if action_space.start:
             array = array + action_space.start
