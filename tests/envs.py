@@ -422,3 +422,15 @@ class SignalledInEval(CountingEnv):
 
 def signalled_in_eval() -> gym.Env:
     return SignalledInEval()
+
+
+class WrongResetShape(CountingEnv):
+    """Its reset returns an observation of 2 values where its space holds 1."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        _, info = super().reset(seed=seed, options=options)
+        return np.zeros(2, dtype=np.float32), info
+
+
+def wrong_reset_shape() -> gym.Env:
+    return WrongResetShape()

@@ -258,6 +258,7 @@ def test_resume_with_seeds_is_refused_before_any_folder_is_made(capsys, finished
         ("array_reward", "serial", "env 0: its step returned the reward array([1.])"),
         ("array_reward", "multiprocessing", ": its step returned the reward array([1.])"),
         ("array_reward_agents", "serial", "agent first: its step returned the reward array([1.])"),
+        ("wrong_reset_shape", "serial", "env 0: its reset returned an observation of shape (2,)"),
     ],
 )
 def test_a_reward_that_is_not_one_number_is_named_in_one_line(cli, tmp_path, env, vec, named):
@@ -268,7 +269,7 @@ def test_a_reward_that_is_not_one_number_is_named_in_one_line(cli, tmp_path, env
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert last.startswith("puffertrain: error: ") and named in last
-    assert "a reward is one number (a float)" in last
+    assert "a reward is one number (a float)" in last or "space holds (1,)" in last
 
 
 @pytest.mark.parametrize(

@@ -70,8 +70,12 @@ def _misfit(obs: Any, reward: Any, rows: EnvRows) -> str:
     or an observation of another shape than its space's."""
     if np.ndim(reward) or not isinstance(reward, (int, float, np.number, np.bool_)):
         return f"its step returned the reward {reward!r}; a reward is one number (a float)"
+    return _misfit_observation(obs, rows, "step")
+
+
+def _misfit_observation(obs: Any, rows: EnvRows, call: str) -> str:
     return (
-        f"its step returned an observation of shape {np.shape(obs)}, where its observation "
+        f"its {call} returned an observation of shape {np.shape(obs)}, where its observation "
         f"space holds {rows.observations.shape[1:]}"
     )
 
@@ -150,10 +154,16 @@ def reset_envs(
                 block = slice(index * agents, (index + 1) * agents)
                 env.reset_rows(int(seed), rows.select(block))
             else:
-                rows.observations[index], info = env.reset(seed=int(seed))
+                obs, info = env.reset(seed=int(seed))
                 if rows.action_masks.shape[1]:
                     rows.action_masks[index] = info[MASK_KEY]
         except UserError as error:
             raise EnvError(f"env {first + index}: {error}") from None
         except Exception:
             raise _env_error(f"env {first + index} raised on reset") from None
+        if not isinstance(env, AgentRows):
+            try:
+                rows.observations[index] = obs
+            except (ValueError, TypeError):
+                misfit = _misfit_observation(obs, rows, "reset")
+                raise EnvError(f"env {first + index}: {misfit}") from None
