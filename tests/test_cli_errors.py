@@ -261,7 +261,9 @@ def test_resume_with_seeds_is_refused_before_any_folder_is_made(capsys, finished
         ("wrong_reset_shape", "serial", "env 0: its reset returned an observation of shape (2,)"),
     ],
 )
-def test_a_reward_that_is_not_one_number_is_named_in_one_line(cli, tmp_path, env, vec, named):
+def test_a_reward_or_observation_its_rows_cannot_hold_is_named_in_one_line(
+    cli, tmp_path, env, vec, named
+):
     """A reward returned as an array of shape (1,) was a raw 'setting an array element with a
     sequence' traceback (raised from --vec auto's timing of the env, or from the rollout)."""
     run_dir = str(tmp_path / "r")
