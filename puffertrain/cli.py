@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import gymnasium as gym
+import numpy as np
 import tyro
 
 from policies.normalize import can_normalize
@@ -37,7 +38,7 @@ from puffertrain.distributed import (
 from puffertrain.envs import env_factory, env_family, probe_env
 from puffertrain.envs.make import out_of_date_note
 from puffertrain.envs.noise_cost import starting_log_std
-from puffertrain.envs.spaces import policy_view, text_notice
+from puffertrain.envs.spaces import describe_space, policy_view, text_notice
 from puffertrain.errors import UserError
 from puffertrain.policy_loader import auto_policy_name
 from puffertrain.presets import preset_for
@@ -102,9 +103,28 @@ def preset_family(env_id: str, env_kwargs: dict) -> tuple[str, gym.spaces.Space 
     if notice:
         print(notice, file=sys.stderr)
     if isinstance(action_space, gym.spaces.Box):
+        off_centre = action_bounds_note(action_space)
+        if off_centre:
+            print(off_centre, file=sys.stderr)
         box_family = {"mujoco": "mujoco", "classic_control": "classic_continuous"}
         return box_family.get(family, "continuous"), observation_space
     return family, observation_space
+
+
+def action_bounds_note(space: gym.spaces.Box) -> str:
+    """A note for Box actions whose bounds are not centred on 0 (SB3's env checker warns of
+    them too), else "": a new policy's actions (mean 0, std 1) are clipped to the nearer
+    bound, so at first nearly every action is the same."""
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # inf - inf
+        off = np.isfinite(low) & np.isfinite(high) & (np.abs(low + high) / 2 > (high - low) / 4)
+    if not off.any():
+        return ""
+    return (
+        f"puffertrain: note: the actions {describe_space(space)} are not centred on 0: a "
+        "new policy's actions (mean 0) are clipped to the nearer bound; an env that takes "
+        "actions in [-1, 1] (gymnasium's RescaleAction) learns from a centred start"
+    )
 
 
 def _preset(env_id: str, env_kwargs: dict, policy: str) -> tuple[TrainConfig, bool, str]:

@@ -111,3 +111,8 @@ def float64_vector() -> gym.Env:
 def integer_box_actions() -> gym.Env:
     """Box actions of integer dtype; raises on an action that is not of that dtype."""
     return SpaceEnv(_VECTOR, gym.spaces.Box(0, 10, (2,), np.int64))
+
+
+def off_centre_box_actions() -> gym.Env:
+    """Box actions in [2, 10]: a new policy's mean 0 lies below them."""
+    return SpaceEnv(_VECTOR, gym.spaces.Box(2.0, 10.0, (2,), np.float32))

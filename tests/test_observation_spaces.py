@@ -163,3 +163,15 @@ def test_spaces_that_start_away_from_0_train_and_evaluate(tmp_path, cli, env, ve
     assert result.returncode == 0, result.stderr
     evaluated = cli("eval", "--checkpoint", str(run_dir), "--episodes", "2")
     assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_box_actions_that_a_new_policy_starts_outside_of_get_a_note(tmp_path, cli):
+    """Bounds of [2, 10]: the untrained policy's actions were all clipped to 2, silently (SB3's
+    env checker warns of bounds that are not centred)."""
+    flags = ["--env", "tests.space_envs:off_centre_box_actions", "--num-envs", "2"]
+    flags += ["--num-steps", "16", "--total-timesteps", "32", "--run-dir", str(tmp_path / "r")]
+    result = cli(*flags)
+    assert result.returncode == 0, result.stderr
+    assert "note: the actions Box(2.0, 10.0, (2,), float32) are not centred on 0" in result.stderr
+    pendulum = cli("--env", "Pendulum-v1", "--help")
+    assert "not centred" not in pendulum.stderr + pendulum.stdout
