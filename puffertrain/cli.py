@@ -168,6 +168,8 @@ def parse_train_args(
         checkpoint = load_checkpoint(path)
         saved = dataclasses.replace(from_dict(checkpoint.config), run_dir=run_dir)
         config = tyro.cli(TrainConfig, default=saved, args=list(argv), prog="puffertrain")
+        if config.policy == "auto":  # the choice it made when the run began
+            config = dataclasses.replace(config, policy=saved.policy)
         wrong = _contradictions(saved, config)
         if wrong:
             raise UserError(

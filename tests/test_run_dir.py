@@ -112,3 +112,11 @@ def test_an_empty_checkpoint_file_is_one_line(tmp_path, cli):
     path.write_bytes(b"")
     result = cli("--resume", str(path))
     assert result.returncode == 2 and "is corrupt or not a puffertrain checkpoint" in result.stderr
+
+
+def test_the_first_command_with_resume_added_is_taken(tmp_path, cli):
+    """`--policy auto` (what the run began with) was refused: 'checkpoint: separate_mlp'."""
+    run = ["--env", "CartPole-v1", "--policy", "auto", "--run-dir", str(tmp_path / "r"), *TINY]
+    assert cli(*run).returncode == 0
+    resumed = cli(*run, "--resume", str(tmp_path / "r"), "--total-timesteps", "128")
+    assert resumed.returncode == 0, resumed.stderr
