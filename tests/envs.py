@@ -354,15 +354,21 @@ def array_reward_agents() -> ArrayRewardAgents:
 
 class NonFinite(CountingEnv):
     """Returns ``value`` as its reward (``where="reward"``) or as its observation at its 7th
-    step, as an env with a numerical bug does; the episode goes on."""
+    step, as an env with a numerical bug does, if first reset with an even seed (the run's
+    second env, for seed 1); the episode goes on."""
 
     def __init__(self, value: float | None, where: str) -> None:
         super().__init__(length=20)
-        self.value, self.where = value, where
+        self.value, self.where, self.broken = value, where, False
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.broken = seed % 2 == 0
+        return super().reset(seed=seed, options=options)
 
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
-        if self.t == 7:
+        if self.t == 7 and self.broken:
             if self.where == "reward":
                 reward = self.value
             else:
@@ -380,6 +386,10 @@ def none_reward() -> gym.Env:
 
 def inf_observation() -> gym.Env:
     return NonFinite(float("inf"), "observation")
+
+
+def inf_reward() -> gym.Env:
+    return NonFinite(float("inf"), "reward")
 
 
 class EvalRaising(CountingEnv):
@@ -411,11 +421,14 @@ def headless_render(render_mode: str | None = None) -> gym.Env:
 
 
 class SignalledInEval(CountingEnv):
-    """Sends its own process SIGTERM when an evaluation resets it (seeds a million and more
-    above the run's), as a stop that arrives while the run evaluates."""
+    """Sends its own process SIGTERM the first time an evaluation resets it (seeds a million
+    and more above the run's), as a stop that arrives while the run evaluates."""
+
+    signalled = False  # once per process: the run resumed in it evaluates in peace
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        if seed is not None and seed >= 1_000_000:
+        if seed is not None and seed >= 1_000_000 and not SignalledInEval.signalled:
+            SignalledInEval.signalled = True
             signal.raise_signal(signal.SIGTERM)
         return super().reset(seed=seed, options=options)
 

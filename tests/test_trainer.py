@@ -12,6 +12,8 @@ from puffertrain.config import PPOConfig, TrainConfig
 from puffertrain.trainer import loop
 from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
 from puffertrain.trainer.loop import Trainer
+from tests.envs import SignalledInEval
+from tests.test_resume import scalars
 
 
 def _collect(tmp_path, env_id: str) -> Trainer:
@@ -148,10 +150,11 @@ def test_a_signal_once_the_runs_files_exist_stops_with_a_checkpoint(tmp_path, mo
     assert [load_checkpoint(path).global_step for path in list_checkpoints(tmp_path)] == [32]
 
 
-def test_a_signal_during_an_evaluation_cuts_it_short_and_saves_that_update(tmp_path):
+def test_a_signal_during_an_evaluation_cuts_it_short_and_saves_that_update(tmp_path, monkeypatch):
     """A stop asked for while the run evaluated was seen only after the next rollout, update
     and evaluation (a CarRacing run checkpointed 75 s after SIGTERM: past the grace period of
     Slurm or `docker stop`)."""
+    runs = ("stopped", "straight")
     config = TrainConfig(
         env="tests.envs:signalled_in_eval",
         num_envs=2,
@@ -162,7 +165,14 @@ def test_a_signal_during_an_evaluation_cuts_it_short_and_saves_that_update(tmp_p
         eval_interval=1,
         eval_episodes=2,
     )
-    trainer = Trainer(config, tmp_path, None)
+    monkeypatch.setattr(SignalledInEval, "signalled", False)
+    trainer = Trainer(config, tmp_path / "stopped", None)
     assert trainer.train() == signal.SIGTERM
-    assert [load_checkpoint(path).global_step for path in list_checkpoints(tmp_path)] == [32]
-    assert trainer.evaluator.count == 0  # cut short: not counted, its seeds come next
+    (saved,) = [load_checkpoint(path) for path in list_checkpoints(tmp_path / "stopped")]
+    assert saved.global_step == 32 and saved.evaluation["owed"]
+    # resumed, it plays the evaluation it owes first: it evaluates when and on the seeds an
+    # uninterrupted run does (its every evaluation at every step, the same returns)
+    assert Trainer(config, tmp_path / "stopped", saved).train() is None
+    assert Trainer(config, tmp_path / "straight", None).train() is None
+    stopped, straight = (scalars(tmp_path / run)["eval/episodic_return"] for run in runs)
+    assert stopped == straight and [step for step, _ in stopped][:2] == [32, 64]

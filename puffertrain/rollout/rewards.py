@@ -37,10 +37,13 @@ class RewardNormalizer:
         only the ``acting`` rows (default: all; not a dead agent's) count in the statistics."""
         returns = self.returns[env_ids] * self.gamma + rewards
         counted = returns if acting is None else returns[acting]
+        finite = True
         if counted.size:
             # the batch's moments as a sum and a dot product: ndarray.mean and .var cost ~10 µs
             # of Python per call, more than a small env's step
             batch_mean = float(np.add.reduce(counted)) / counted.size
+            finite = math.isfinite(batch_mean)
+        if counted.size and finite:  # a nan or inf would spoil the statistics of every env
             deviations = counted - batch_mean
             batch_var = float(deviations @ deviations) / counted.size
             self.mean, self.var, self.count = merge_moments(
@@ -48,7 +51,10 @@ class RewardNormalizer:
             )
         self.returns[env_ids] = np.where(ended, 0.0, returns)
         scaled = rewards * (1.0 / math.sqrt(self.var + 1e-8))
-        return np.minimum(np.maximum(scaled, -self.clip), self.clip)  # np.clip, without its wrapper
+        scaled = np.minimum(np.maximum(scaled, -self.clip), self.clip)  # np.clip, no wrapper
+        # the clip would make an inf ±clip: the env's nan or inf go on as they are, for the
+        # rollout's check to name the env
+        return scaled if finite else np.where(np.isfinite(rewards), scaled, rewards)
 
     def state_dict(self, with_returns: bool = True) -> dict[str, Any]:
         """The statistics, and each env's running return (zeros if ``with_returns`` is false:

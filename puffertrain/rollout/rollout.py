@@ -248,8 +248,6 @@ class Rollout:
             self.noise = colored_noise(
                 self.noise_color, self.num_rows, buffer.num_steps, dims, self.device
             )
-        normalizer = self.reward_normalizer
-        normalizer_before = normalizer.state_dict() if normalizer is not None else None
         with self.acting():
             if self.lockstep:  # every row comes back at every receive
                 every_row = np.arange(self.num_rows)
@@ -268,8 +266,6 @@ class Rollout:
                         in_flight += going_on.size
         problem = self._nonfinite(buffer)
         if problem:  # before the update: a nan would reach the weights and every checkpoint
-            if normalizer is not None:  # its statistics took the rollout's rewards in
-                normalizer.load_state_dict(normalizer_before)
             raise EnvError(problem)
 
     def _nonfinite(self, buffer: RolloutBuffer) -> str:
@@ -277,20 +273,25 @@ class Rollout:
         a float observation (stored, or the current one), a reward, or the policy's value (an
         observation that travels as bytes reaches the value)."""
         steps, rows = buffer.num_steps, self.num_rows
-        checks = (  # each as (steps, rows, entries)
-            ("an observation holding", buffer.observations.reshape(steps, rows, -1)),
-            ("an observation holding", torch.from_numpy(self.observations).reshape(1, rows, -1)),
-            ("the reward", buffer.rewards.reshape(steps, rows, 1)),
-            ("an observation the policy values at", buffer.values.reshape(steps, rows, 1)),
+        checks = (  # each as (steps, rows, entries), and where in the rollout
+            ("an observation holding", buffer.observations.reshape(steps, rows, -1), "step"),
+            (
+                "an observation holding",
+                torch.from_numpy(self.observations).reshape(1, rows, -1),
+                "after the last step",
+            ),
+            ("the reward", buffer.rewards.reshape(steps, rows, 1), "step"),
+            ("an observation the policy values at", buffer.values.reshape(steps, rows, 1), "step"),
         )
-        for what, values in checks:
+        for what, values, when in checks:
             if not values.is_floating_point() or bool(torch.isfinite(values).all()):
                 continue
             step, row, entry = (int(i) for i in (~torch.isfinite(values)).nonzero()[0])
-            value = float(values[step, row, entry])
+            where = f"step {step} of the rollout" if when == "step" else f"{when} of the rollout"
             return (
-                f"env {row // self.engine.agents_per_env}: {what} {value} (step {step} of the "
-                "rollout); rewards and observations must be finite"
+                f"env {row // self.engine.agents_per_env}: {what} "
+                f"{float(values[step, row, entry])} ({where}); rewards and observations must "
+                "be finite"
             )
         return ""
 
@@ -318,8 +319,8 @@ class Rollout:
         # in numpy on any device (the buffer moves them): numpy calls of a fraction of a
         # microsecond where torch ops took microseconds each. Each change makes a new array:
         # the engine's stays as it stepped
-        if self.clip_rewards:
-            rewards = np.sign(rewards)
+        if self.clip_rewards:  # the sign of an inf is 1: it goes on as it is, for the check
+            rewards = np.where(np.isinf(rewards), rewards, np.sign(rewards))
         # count_nonzero: a fifth of `.any()`'s cost, whose Python wrapper dominates small arrays
         truncated = result.truncations
         if np.count_nonzero(truncated):  # a few steps in an episode's length

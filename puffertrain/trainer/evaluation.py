@@ -147,6 +147,7 @@ class Evaluator:
         self.count = 0
         self.steps = 0  # env steps of every evaluation so far
         self.best = -math.inf
+        self.owed = False  # an evaluation due that a stop put off or cut short
         self.told_of_skip = False
 
     def due(self, iteration: int, global_step: int, logger: RunLogger) -> bool:
@@ -195,6 +196,7 @@ class Evaluator:
         all agree); return whether --stop-at-return is reached. ``should_stop``: whether to
         cut the evaluation short (a stop signal), leaving nothing logged."""
         result = self.evaluate(should_stop)
+        self.owed = result is None
         if result is None:
             return False
         logger.evaluation(global_step, result, self.run_dir, self.fps)
@@ -215,12 +217,13 @@ class Evaluator:
         return self.engine.envs[0].metadata.get("render_fps", 30) / self.frameskip
 
     def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "best": self.best, "steps": self.steps}
+        return {"count": self.count, "best": self.best, "steps": self.steps, "owed": self.owed}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if state is not None:
             self.count, self.best = int(state["count"]), float(state["best"])
             self.steps = int(state.get("steps", 0))  # checkpoints before the step share: 0
+            self.owed = bool(state.get("owed", False))
 
     def close(self) -> None:
         self.engine.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import signal
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,6 @@ from puffertrain.distributed import (
     all_gather,
     any_rank,
     gather_to_main,
-    lost_a_rank,
 )
 from puffertrain.engine import EnvError, Episode, engine_from
 from puffertrain.errors import UserError
@@ -113,7 +114,8 @@ class Trainer:
         total_steps = self.num_iterations * update_steps
         stop = StopRequest()  # before the run's files appear: a signal from then on stops cleanly
         try:
-            if self.iteration >= self.num_iterations:  # a resumed run already this far
+            owed = self.evaluator is not None and self.evaluator.owed
+            if self.iteration >= self.num_iterations and not owed:  # a resumed run this far
                 self._nothing_to_train()
                 return None
             with (
@@ -137,9 +139,9 @@ class Trainer:
                         f"({rows} × {config.num_steps} steps) nearest below "
                         f"--total-timesteps {config.total_timesteps:,} (at least one)"
                     )
-                stopped = self._iterate(logger, stop)
+                stopped_by = self._iterate(logger, stop)
                 logger.message(f"wall time: {self.timer.summary()}")
-            return stop.signum if stopped else None
+            return stopped_by
         finally:
             self.engine.close()
             if self.evaluator is not None:
@@ -156,10 +158,13 @@ class Trainer:
                 file=sys.stderr,
             )
 
-    def _iterate(self, logger: RunLogger, stop: StopRequest) -> bool:
+    def _iterate(self, logger: RunLogger, stop: StopRequest) -> int | None:
         """The PPO iteration: collect → advantages → update → log → maybe checkpoint; return
-        whether a stop signal ended it before its last update."""
+        the signal that stopped it (None: it ran to its end)."""
         ppo = self.config.ppo
+        reached, stopped_by = self._evaluate_owed(logger, stop)
+        if reached or stopped_by:
+            return stopped_by
         while self.iteration < self.num_iterations:
             self.iteration += 1
             learning_rate = self.learner.learning_rate(self.iteration, self.num_iterations)
@@ -179,27 +184,48 @@ class Trainer:
                     self._update_normalization()
             logger.update(self.global_step, learning_rate, stats, self.timer.fractions())
             last = self.iteration == self.num_iterations
-            # a stop asked for in the rollout or the update skips the evaluation; one asked for
-            # in the evaluation cuts it short (one process: ranks would part ways)
-            stopping = self._stop_asked(stop)
-            reached = not stopping and self._maybe_evaluate(logger, last, stop)
-            stopping = stopping or self._stop_asked(stop)
-            done = reached or last
-            if stopping or done or self.iteration % self.config.checkpoint_interval == 0:
+            # a stop asked for in the rollout or the update puts off the evaluation, one asked
+            # for in it cuts it short (one process: ranks would part ways); the resumed run
+            # plays it first, so it evaluates when and on the seeds an uninterrupted run does
+            stopped_by = self._stop_asked(stop)
+            reached = self._maybe_evaluate(logger, last, stop, put_off=bool(stopped_by))
+            stopped_by = stopped_by or self._stop_asked(stop)
+            periodic = self.iteration % self.config.checkpoint_interval == 0
+            if stopped_by or reached or last or periodic:
                 self.save()
                 logger.flush()
+            if stopped_by:
+                self._stopped_message(logger)
+                return stopped_by
             if reached:
                 break
-            if stopping and not last:
-                logger.message(
-                    f"stopped at step {self.global_step:,}; resume with --resume {self.run_dir}"
-                )
-                return True
-        return False
+        return None
 
-    def _stop_asked(self, stop: StopRequest) -> bool:
-        """Whether a stop signal reached any rank (every rank then takes the same branch)."""
-        return any_rank(stop.requested)[0]
+    def _stopped_message(self, logger: RunLogger) -> None:
+        logger.message(f"stopped at step {self.global_step:,}; resume with --resume {self.run_dir}")
+
+    def _stop_asked(self, stop: StopRequest) -> int | None:
+        """The signal that asked any rank to stop, the same on every rank (which then all take
+        the same branch and end the same way), or None."""
+        interrupted, terminated = any_rank(
+            stop.signum == signal.SIGINT, stop.signum == signal.SIGTERM
+        )
+        return signal.SIGINT if interrupted else signal.SIGTERM if terminated else None
+
+    def _evaluate_owed(self, logger: RunLogger, stop: StopRequest) -> tuple[bool, int | None]:
+        """Play the evaluation a stop put off or cut short in the run this one resumes, at the
+        step it was due; return whether --stop-at-return is reached and the signal that
+        stopped this one meanwhile (either way, with a checkpoint)."""
+        if self.evaluator is None or not self.evaluator.owed:
+            return False, None
+        reached = self._evaluate(logger, stop)
+        stopped_by = self._stop_asked(stop)
+        if reached or stopped_by or self.iteration >= self.num_iterations:
+            self.save()
+            logger.flush()
+        if stopped_by:
+            self._stopped_message(logger)
+        return reached, stopped_by
 
     def _collect(self) -> None:
         """Fill the buffer. An env failure on any rank stops every rank, with a checkpoint of
@@ -224,14 +250,25 @@ class Trainer:
             f"{reason}{after}checkpoint {path} saved; --resume {self.run_dir} continues {then}"
         )
 
-    def _maybe_evaluate(self, logger: RunLogger, last: bool, stop: StopRequest) -> bool:
+    def _maybe_evaluate(
+        self, logger: RunLogger, last: bool, stop: StopRequest, put_off: bool
+    ) -> bool:
         """Evaluate if one is due, and after the ``last`` update (a run that evaluates ends
-        with its final policy's score, however its length and the interval fall); return
-        whether --stop-at-return is reached."""
+        with its final policy's score, however its length and the interval fall), unless
+        ``put_off`` (owed, then); return whether --stop-at-return is reached."""
         if self.evaluator is None:
             return False
         if not (last or self.evaluator.due(self.iteration, self.global_step, logger)):
             return False
+        if put_off:
+            self.evaluator.owed = True
+            return False
+        return self._evaluate(logger, stop)
+
+    def _evaluate(self, logger: RunLogger, stop: StopRequest) -> bool:
+        """Evaluate now (cut short by a stop signal, in one process); return whether
+        --stop-at-return is reached. An eval env that raises ends the run, with a checkpoint
+        of the update it evaluated (in one process: under torchrun ranks must agree first)."""
         best = best_checkpoint_path(self.run_dir)
         with self.timer.phase("eval"):
             try:
@@ -241,11 +278,12 @@ class Trainer:
                     lambda: self.save(path=best),
                     None if self.ranks.distributed else lambda: stop.requested,
                 )
-            except Exception as error:  # an eval env raised: keep the update it evaluated
-                if self.ranks.distributed and lost_a_rank(error):
+            except Exception as error:
+                if self.ranks.distributed:
                     raise
+                reason = str(error) if isinstance(error, EnvError) else traceback.format_exc()
                 then = "(--eval-interval 0: without evaluating)"
-                raise self._saved(f"evaluation: {error}", with_envs=True, then=then) from None
+                raise self._saved(f"evaluation: {reason.strip()}", True, then) from None
 
     def _gather_episodes(self) -> list[tuple[int, Episode]]:
         """The episodes every rank finished in this rollout, in step order, on rank 0."""
