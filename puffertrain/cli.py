@@ -251,8 +251,12 @@ def _train(
 ) -> None:
     """Build the trainer (all ranks) and the run directory (rank 0), print the startup lines
     (``notes`` first), then train."""
-    from puffertrain.trainer.checkpoint import set_aside_newer
-    from puffertrain.trainer.run_dir import choose_run_dir, lock_run_dir, start_run_dir
+    from puffertrain.trainer.run_dir import (
+        LOCK_FILE,
+        choose_run_dir,
+        lock_run_dir,
+        start_run_dir,
+    )
 
     # rank 0 names a new run (a default name holds the time, and is created at once) and
     # checks it is free, or holds the run it resumes; the others take its word
@@ -264,13 +268,6 @@ def _train(
                 choice = (*choose_run_dir(config), "")
             else:
                 lock = lock_run_dir(config.run_dir)
-                moved, folder = set_aside_newer(config.run_dir, checkpoint.global_step)
-                if moved:
-                    print(
-                        f"puffertrain: the run goes on from step {checkpoint.global_step:,}: "
-                        f"its {moved} newer checkpoint(s) moved to {folder}",
-                        file=sys.stderr,
-                    )
                 choice = (config.run_dir, False, "")
         except UserError as error:
             choice = (None, False, str(error))
@@ -287,13 +284,26 @@ def _train(
     trainer = None
     try:
         trainer = _start_on_every_rank(config, run_dir, checkpoint, ranks)
-        if checkpoint is None and ranks.main:
-            lock = start_run_dir(run_dir, config)
+        refusal = ""
+        if ranks.main:
+            try:
+                if checkpoint is None:
+                    lock = start_run_dir(run_dir, config)
+                else:  # a run resumed from an older checkpoint branches there
+                    _set_aside_newer(run_dir, checkpoint.global_step)
+            except UserError as error:
+                refusal = str(error)
+        refusal = from_main(refusal)  # every rank stops, not just the one refused
+        if refusal:
+            raise UserError(refusal)
     except BaseException:
         if trainer is not None:
             trainer.engine.close()
+        if lock is not None:
+            lock.close()
         if reserved:  # made empty here for this run, which did not start
             with contextlib.suppress(OSError):
+                (run_dir / LOCK_FILE).unlink(missing_ok=True)
                 run_dir.rmdir()
         raise
     if ranks.main:
@@ -314,6 +324,18 @@ def _train(
             lock.close()
     if stopped_by is not None:
         sys.exit(128 + stopped_by)  # a script sees the stop (console() ends by the signal)
+
+
+def _set_aside_newer(run_dir: Path, global_step: int) -> None:
+    from puffertrain.trainer.checkpoint import set_aside_newer
+
+    moved, folder = set_aside_newer(run_dir, global_step)
+    if moved:
+        print(
+            f"puffertrain: the run goes on from step {global_step:,}: its {moved} newer "
+            f"checkpoint(s) moved to {folder}",
+            file=sys.stderr,
+        )
 
 
 def _start_on_every_rank(

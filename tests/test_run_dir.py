@@ -93,17 +93,21 @@ def test_a_resume_from_an_older_checkpoint_keeps_the_new_lines_checkpoints(tmp_p
     older = checkpoint_path(run_dir, 64)
     resumed = cli("--resume", str(older), "--total-timesteps", "128", "--keep-checkpoints", "3")
     assert resumed.returncode == 0, resumed.stderr
-    assert "goes on from step 64: its 6 newer checkpoint(s) moved to" in resumed.stderr
+    assert "goes on from step 64: its 7 newer checkpoint(s) moved to" in resumed.stderr
     assert [load_checkpoint(path).global_step for path in list_checkpoints(run_dir)] == [
         64,
         96,
         128,
     ]
     assert load_checkpoint(list_checkpoints(run_dir)[-1]).config["total_timesteps"] == 128
-    moved = sorted((run_dir / "checkpoints" / "replaced_after_000000000064").iterdir())
-    assert [path.name for path in moved] == [
-        checkpoint_path(run_dir, s).name for s in range(96, 257, 32)
-    ]
+    moved = sorted(
+        path.name for path in (run_dir / "checkpoints" / "replaced_after_000000000064").iterdir()
+    )
+    steps = [checkpoint_path(run_dir, step).name for step in range(96, 257, 32)]
+    assert moved == ["best.pt", *steps]  # the old line's best too: the new one measures itself
+    again = cli("--resume", str(older), "--total-timesteps", "96")  # a second branch there
+    assert again.returncode == 0, again.stderr
+    assert (run_dir / "checkpoints" / "replaced_after_000000000064-2").is_dir()
 
 
 def test_an_empty_checkpoint_file_is_one_line(tmp_path, cli):
@@ -120,3 +124,26 @@ def test_the_first_command_with_resume_added_is_taken(tmp_path, cli):
     assert cli(*run).returncode == 0
     resumed = cli(*run, "--resume", str(tmp_path / "r"), "--total-timesteps", "128")
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_refused_resume_from_an_older_checkpoint_moves_nothing(tmp_path, cli, monkeypatch):
+    """The newer checkpoints were moved aside before the trainer was built: a resume refused
+    then (a torchrun of another size, an env that no longer builds) left `--resume RUN` going
+    on from the older step."""
+    from puffertrain.trainer import loop
+    from puffertrain.trainer.checkpoint import checkpoint_path, list_checkpoints
+
+    run_dir = tmp_path / "r"
+    flags = ["--env", "CartPole-v1", "--num-envs", "2", "--num-steps", "16", "--device", "cpu"]
+    first = cli(*flags, "--total-timesteps", "128", "--checkpoint-interval", "1",
+                "--keep-checkpoints", "8", "--run-dir", str(run_dir))  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    before = list_checkpoints(run_dir)
+
+    def refused(*args, **kwargs):
+        raise UserError("the trainer cannot be built")
+
+    monkeypatch.setattr(loop.Trainer, "__init__", refused)
+    result = cli("--resume", str(checkpoint_path(run_dir, 64)))
+    assert result.returncode == 2 and "the trainer cannot be built" in result.stderr
+    assert list_checkpoints(run_dir) == before

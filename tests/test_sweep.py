@@ -498,5 +498,6 @@ def test_a_sweep_folder_whose_database_was_emptied_is_refused(tmp_path, capsys):
     (sweep_dir / "sweep.db").write_bytes(b"")
     code, _, stderr = _in_process(capsys, *_sweep_args(sweep_dir, space), "--trials", "2")
     assert code == 2 and len(stderr.strip().splitlines()) == 1
-    assert "holds the runs of trials (trial_0000)" in stderr and "has no study 'test'" in stderr
+    assert "holds the runs of trials (trial_0000)" in stderr
+    assert "has no study 'test' (its database was emptied)" in stderr
     assert sorted(path.name for path in sweep_dir.iterdir()) == ["sweep.db", "trial_0000"]

@@ -227,12 +227,13 @@ def _search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     trial_runs = sorted(path.name for path in sweep_dir.glob("trial_*") if holds_run(path))
-    if trial_runs and study_name not in optuna.get_all_study_names(storage):
+    studies = optuna.get_all_study_names(storage)
+    if trial_runs and study_name not in studies:
+        holds = f"it holds {', '.join(studies)}" if studies else "its database was emptied"
         raise UserError(
             f"{sweep_dir} holds the runs of trials ({', '.join(trial_runs[:3])}"
             f"{', ...' if len(trial_runs) > 3 else ''}) and {storage_url} has no study "
-            f"'{study_name}': its database was emptied or replaced. Restore it, or give "
-            "another --run-dir"
+            f"'{study_name}' ({holds}): give the study's --study, or another --run-dir"
         )
     study, created = open_study(
         storage,

@@ -62,17 +62,29 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
-def set_aside_newer(run_dir: Path, global_step: int) -> tuple[int, Path]:
-    """Move the run's periodic checkpoints past ``global_step`` into a folder of their own
-    (``checkpoints/replaced_after_<step>/``) and return how many moved and where. A resume from
-    an older checkpoint branches the run there: left in place, the old line's newer files were
-    what pruning kept, and it deleted each checkpoint of the new line as it was written."""
-    folder = run_dir / CHECKPOINT_DIR / f"replaced_after_{global_step:012d}"
+def set_aside_newer(run_dir: Path, global_step: int) -> tuple[int, Path | None]:
+    """Move the run's checkpoints past ``global_step`` (periodic ones, and a best one) into a
+    folder of their own (``checkpoints/replaced_after_<step>[-k]/``) and return how many moved
+    and where. A resume from an older checkpoint branches the run there: left in place, the
+    old line's newer files were what pruning kept, and it deleted each checkpoint of the new
+    line as it was written."""
     newer = [path for path in list_checkpoints(run_dir) if int(path.stem[5:]) > global_step]
-    if newer:
-        folder.mkdir(exist_ok=True)
-        for path in newer:
-            path.rename(folder / path.name)
+    best = best_checkpoint_path(run_dir)
+    if best.is_file() and load_checkpoint(best).global_step > global_step:
+        newer.append(best)  # the old line's best, which the new line would measure itself by
+    if not newer:
+        return 0, None
+    base = run_dir / CHECKPOINT_DIR / f"replaced_after_{global_step:012d}"
+    folder, suffix = base, 1
+    while True:  # a second branch from the same step keeps the first one's files too
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            suffix += 1
+            folder = base.with_name(f"{base.name}-{suffix}")
+    for path in newer:
+        path.rename(folder / path.name)
     return len(newer), folder
 
 

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TextIO
@@ -79,7 +80,14 @@ def lock_run_dir(run_dir: Path) -> TextIO:
         raise UserError(f"cannot write in the run directory {run_dir}: {error.strerror}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError as error:
+        if not isinstance(error, BlockingIOError):  # a filesystem without locks (some NFS)
+            print(
+                f"puffertrain: note: {run_dir} cannot be locked ({error.strerror}): two runs "
+                "started in it are not kept apart",
+                file=sys.stderr,
+            )
+            return handle
         handle.seek(0)
         holder = handle.read().strip()
         handle.close()
