@@ -123,6 +123,7 @@ def test_rank_zero_alone_writes_the_run(two_rank_run):
         f"step_{16 * ROWS_PER_UPDATE:012d}.pt",
     ]
     assert sorted(path.name for path in run_dir.iterdir()) == [
+        ".lock",  # rank 0's hold on the run
         "checkpoints",
         "config.json",
         *(path.name for path in run_dir.glob("events.out.tfevents.*")),
