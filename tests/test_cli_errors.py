@@ -381,3 +381,19 @@ def test_frames_this_machine_cannot_draw_are_one_line_before_anything_runs(capsy
     capsys.readouterr()
     err = _error(capsys, "eval", "--checkpoint", run_dir, "--video", str(tmp_path / "v.mp4"))
     assert "--video: this env cannot render frames here: an OpenGL platform" in err
+
+
+def test_an_update_that_diverges_stops_the_run_before_a_checkpoint_holds_it(cli, tmp_path):
+    """An update that turned the weights to nan went on and saved them every interval,
+    rotating the good checkpoints out, and the run exited 0."""
+    import torch
+
+    from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
+
+    run_dir = tmp_path / "r"
+    flags = ["--env", "CartPole-v1", "--learning-rate", "1e30", "--checkpoint-interval", "1"]
+    result = cli(*flags, "--run-dir", str(run_dir), *TINY)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the update turned the policy's weights to nan or inf" in result.stderr
+    for path in list_checkpoints(run_dir):
+        assert all(torch.isfinite(value).all() for value in load_checkpoint(path).policy.values())

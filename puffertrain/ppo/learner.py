@@ -14,6 +14,7 @@ from puffertrain.buffer import Minibatch, RolloutBuffer
 from puffertrain.buffer.minibatches import as_steps, whole_buffer_in_parts
 from puffertrain.config import PPOConfig
 from puffertrain.distributed import mean_over_ranks
+from puffertrain.errors import UserError
 from puffertrain.ppo.adapter import PolicyAdapter
 from puffertrain.ppo.flat_parameters import FlatParameters
 from puffertrain.ppo.loss import ppo_loss
@@ -182,6 +183,14 @@ class Learner:
             live = buffer.alive.bool()
             values, returns = values[live], returns[live]
         results["explained_variance"] = _explained_variance(values.flatten(), returns.flatten())
+        if not all(bool(norm.isfinite()) for norm in torch._foreach_norm(self.trained_parameters)):
+            # the same on every rank (their weights are one); stopped before any checkpoint
+            # holds the weights, which would rotate the good ones out
+            raise UserError(
+                "the update turned the policy's weights to nan or inf (it diverged; a smaller "
+                "--learning-rate or --max-grad-norm holds it back): nothing of it is saved, "
+                "and --resume continues from the newest checkpoint"
+            )
         results = mean_over_ranks(results)  # every rank adapts its rate to the same KL
         if config.adaptive_lr_kl is not None:
             self._adapt_lr_scale(results["approx_kl"], config.adaptive_lr_kl)
