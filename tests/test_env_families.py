@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 
+from puffertrain.engine.gym_vector import make_vector
 from puffertrain.envs.families import Family, family_of, import_family
 from puffertrain.envs.make import env_factory, out_of_date_note
 from puffertrain.errors import UserError
@@ -42,6 +43,7 @@ def test_an_out_of_date_id_is_said_once_and_its_builds_stay_quiet(capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         env_factory("CartPole-v0")().close()
+        make_vector("CartPole-v0", 2, {}).close()  # the native engine's vector env
         assert preset_family("CartPole-v0", {})[0] == "classic_control"
     assert capsys.readouterr().err == (
         "puffertrain: note: CartPole-v0 is out of date; gymnasium also has CartPole-v1\n"

@@ -108,6 +108,13 @@ def test_a_resume_from_an_older_checkpoint_keeps_the_new_lines_checkpoints(tmp_p
     again = cli("--resume", str(older), "--total-timesteps", "96")  # a second branch there
     assert again.returncode == 0, again.stderr
     assert (run_dir / "checkpoints" / "replaced_after_000000000064-2").is_dir()
+    # back to the first line, from its folder: the run goes on in its own directory (a run
+    # directory was made inside checkpoints/)
+    first_line = run_dir / "checkpoints" / "replaced_after_000000000064" / moved[-1]
+    back = cli("--resume", str(first_line), "--total-timesteps", "288")
+    assert back.returncode == 0, back.stderr
+    assert f"run directory {run_dir}\n" in back.stderr
+    assert load_checkpoint(list_checkpoints(run_dir)[-1]).global_step == 288
 
 
 def test_an_empty_checkpoint_file_is_one_line(tmp_path, cli):

@@ -14,6 +14,7 @@ from gymnasium.vector import AutoresetMode
 from puffertrain.engine.env_rows import EnvRows
 from puffertrain.engine.vector_batches import VectorBatches
 from puffertrain.envs import capture_env_state, restore_env_state
+from puffertrain.envs.make import quiet_out_of_date
 from puffertrain.errors import UserError
 
 RowReset = Callable[[gym.vector.VectorEnv, np.ndarray, np.ndarray, np.ndarray], None]
@@ -75,7 +76,10 @@ def make_vector(env_id: str, num_envs: int, env_kwargs: dict[str, Any]) -> gym.v
     """``num_envs`` envs of ``env_id`` from its vector entry point; an env setting the vector
     env does not take is the user's --env-kwargs."""
     try:
-        return gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
+        with quiet_out_of_date():
+            return gym.make_vec(
+                env_id, num_envs, vectorization_mode="vector_entry_point", **env_kwargs
+            )
     except TypeError as error:
         raise UserError(f"--env-kwargs for '{env_id}''s vector env: {error}") from None
     except (gym.error.DependencyNotInstalled, ImportError) as error:

@@ -6,7 +6,8 @@ import difflib
 import importlib
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -92,9 +93,17 @@ def _make_registered(module_name: str | None, env_id: str, kwargs: dict[str, Any
     if module_name:
         importlib.import_module(module_name)
     register_ale()
-    with warnings.catch_warnings():  # said once, by the command (out_of_date_note)
-        warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
+    with quiet_out_of_date():
         return _with_kwargs(partial(gym.make, env_id), env_id, kwargs)
+
+
+@contextmanager
+def quiet_out_of_date() -> Iterator[None]:
+    """Builds of an env without gymnasium's warning that its id is out of date, which it gives
+    at every build, in every worker: the command says it once (:func:`out_of_date_note`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
+        yield
 
 
 def _call(module_name: str, name: str, kwargs: dict[str, Any]) -> gym.Env:

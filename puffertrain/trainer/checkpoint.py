@@ -120,8 +120,10 @@ def resolve_resume(target: Path, flag: str = "--resume") -> tuple[Path, Path]:
         return target, checkpoints[-1]
     if not target.exists():
         raise UserError(f"{flag}: '{target}' does not exist")
-    run_dir = target.parent.parent if target.parent.name == CHECKPOINT_DIR else target.parent
-    return run_dir, target
+    # a run's checkpoint lies in its checkpoints/ folder, or in a folder of the checkpoints a
+    # branch moved aside there (checkpoints/replaced_after_<step>/)
+    holder = next((part for part in target.parents if part.name == CHECKPOINT_DIR), None)
+    return (holder.parent if holder is not None else target.parent), target
 
 
 def rng_state() -> dict[str, Any]:
