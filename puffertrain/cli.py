@@ -240,8 +240,8 @@ def train(argv: Sequence[str], ranks: Ranks) -> None:
         if ranks.distributed:
             raise UserError("--seeds starts one process per seed; run it without torchrun")
         flags = without_flags(list(argv), {"--seeds", "--parallel"})
-        parent = seed_parent(flags, config.env, config.policy)
-        sys.exit(start_seeds(list(config.seeds), config.parallel, flags, parent))
+        parent, made = seed_parent(flags, config.env, config.policy)
+        sys.exit(start_seeds(list(config.seeds), config.parallel, flags, parent, made))
     with process_group(ranks, ranks.device(config.device)):
         _train(config, checkpoint, ranks, notes)
 

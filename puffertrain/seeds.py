@@ -8,6 +8,7 @@ so ``--resume PARENT`` continues every run (and starts any that never began).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import sys
@@ -19,6 +20,7 @@ from puffertrain.errors import UserError
 from puffertrain.launcher import Job, run_jobs
 from puffertrain.threads import cpu_budget
 from puffertrain.trainer.checkpoint import list_checkpoints
+from puffertrain.trainer.run_dir import holds_run, reserve_dir
 
 SEEDS_FILE = "seeds.json"
 RECENT_EPISODES = 20  # the progress bar's "return": the mean of the last 20 episodes
@@ -58,20 +60,27 @@ def without_flags(flags: list[str], names: set[str]) -> list[str]:
     return kept
 
 
-def seed_parent(flags: list[str], env_id: str, policy: str) -> Path:
-    """The parent: ``--run-dir`` if given, else ``runs/<env>__<policy>__seeds__<time>``."""
+def seed_parent(flags: list[str], env_id: str, policy: str) -> tuple[Path, bool]:
+    """The parent: ``--run-dir`` if given, else ``runs/<env>__<policy>__seeds__<time>``,
+    created at once (two started in one second took one name); and whether it was made here."""
     for index, token in enumerate(flags):
         if token == "--run-dir" and index + 1 < len(flags):
-            return Path(flags[index + 1])
+            return Path(flags[index + 1]), False
         if token.startswith("--run-dir="):
-            return Path(token.split("=", 1)[1])
+            return Path(token.split("=", 1)[1]), False
     name = f"{env_id.replace('/', '-').replace(':', '-')}__{policy}__seeds"
-    return Path("runs") / f"{name}__{time.strftime('%Y%m%d-%H%M%S')}"
+    return reserve_dir(Path("runs") / f"{name}__{time.strftime('%Y%m%d-%H%M%S')}"), True
 
 
-def start_seeds(seeds: list[int], parallel: int, flags: list[str], parent: Path) -> int:
-    """Write ``seeds.json`` in a new parent and run every seed; return the exit status."""
+def start_seeds(
+    seeds: list[int], parallel: int, flags: list[str], parent: Path, made: bool = False
+) -> int:
+    """Write ``seeds.json`` in a new parent and run every seed; return the exit status. If no
+    seed's run started (bad input: each said why), the parent is removed again (``made``: the
+    folder too) and the status is 2, as for any bad input."""
     if len(set(seeds)) != len(seeds):
+        if made:
+            parent.rmdir()
         raise UserError(f"--seeds: each seed once, got {' '.join(map(str, seeds))}")
     if (parent / SEEDS_FILE).exists():
         raise UserError(
@@ -80,7 +89,14 @@ def start_seeds(seeds: list[int], parallel: int, flags: list[str], parent: Path)
     flags = without_flags(flags, {"--run-dir", "--seed", "--resume"})
     parent.mkdir(parents=True, exist_ok=True)
     (parent / SEEDS_FILE).write_text(json.dumps({"seeds": seeds, "flags": flags}, indent=2) + "\n")
-    return run_seeds(parent, parallel, [])
+    status = run_seeds(parent, parallel, [])
+    if status == 2:
+        (parent / SEEDS_FILE).unlink()
+        if made:
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        return 2
+    return status
 
 
 def is_seed_parent(path: Path) -> bool:
@@ -90,7 +106,7 @@ def is_seed_parent(path: Path) -> bool:
 def run_seeds(parent: Path, parallel: int, extra_flags: list[str]) -> int:
     """Train (or resume) every seed of ``parent``, ``parallel`` at a time (0: as many as
     there are CPUs), then print the summary; return the exit status (0 when all finished,
-    128 + the signal when one stopped them)."""
+    128 + the signal when one stopped them, 2 when none started: bad input)."""
     saved = json.loads((parent / SEEDS_FILE).read_text())
     flags = (*saved["flags"], *extra_flags)
     runs = [SeedRun(seed, parent / f"seed_{seed}", flags) for seed in saved["seeds"]]
@@ -103,6 +119,8 @@ def run_seeds(parent: Path, parallel: int, extra_flags: list[str]) -> int:
     )
     waiting = list(runs)
     failed, stopped_by = run_jobs(lambda: waiting.pop(0) if waiting else None, parallel)
+    if failed and not stopped_by and not any(holds_run(run.run_dir) for run in runs):
+        return 2  # no run started: bad input, which each said
     print_summary(runs)
     if failed or stopped_by:
         print(f"puffertrain: resume them all with --resume {parent}", file=sys.stderr)

@@ -83,3 +83,16 @@ def test_ctrl_c_leaves_a_checkpoint_in_every_run(tmp_path):
 def test_seed_flags_are_dropped_from_each_runs_command():
     argv = ["--env", "X", "--seeds", "1", "2", "3", "--parallel", "2", "--num-envs", "4"]
     assert without_flags(argv, {"--seeds", "--parallel"}) == ["--env", "X", "--num-envs", "4"]
+
+
+def test_seeds_of_bad_input_leave_nothing_behind(tmp_path, cli, monkeypatch):
+    """Every seed refused the input, and the parent's seeds.json stayed: the corrected command
+    was refused ('already holds a multi-seed run'), after an empty summary, exit 1."""
+    monkeypatch.chdir(tmp_path)
+    bad = [*FLAGS, "--policy", "cnn", "--total-timesteps", "256", "--seeds", "1", "2"]
+    for where in (["--run-dir", str(tmp_path / "given")], []):
+        result = cli(*bad, *where)
+        assert result.returncode == 2, result.stderr
+        assert "resume them all" not in result.stderr
+    assert not (tmp_path / "given" / "seeds.json").exists()
+    assert not list((tmp_path / "runs").iterdir())

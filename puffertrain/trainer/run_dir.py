@@ -27,7 +27,12 @@ def reserve_default_run_dir(config: TrainConfig, root: Path = Path("runs")) -> P
     one of them lost its files to the other."""
     env = config.env.replace("/", "-").replace(":", "-")
     policy = config.policy.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
-    base = root / f"{env}__{policy}__{config.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    return reserve_dir(root / f"{env}__{policy}__{config.seed}__{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def reserve_dir(base: Path) -> Path:
+    """Create ``base`` (``base-2``, ``base-3``... where taken) and return it: the one process
+    that made it owns it."""
     path, suffix = base, 1
     while True:
         try:
