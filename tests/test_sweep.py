@@ -501,3 +501,12 @@ def test_a_sweep_folder_whose_database_was_emptied_is_refused(tmp_path, capsys):
     assert "holds the runs of trials (trial_0000)" in stderr
     assert "has no study 'test' (its database was emptied)" in stderr
     assert sorted(path.name for path in sweep_dir.iterdir()) == ["sweep.db", "trial_0000"]
+
+
+def test_a_sweep_whose_every_trial_failed_exits_1(tmp_path, capsys):
+    """It exited 0 with 'no best config': `sweep ... && train --config best_config.json` went
+    on."""
+    sweep_dir, space = tmp_path / "sweep", _space_file(tmp_path)
+    args = [*_sweep_args(sweep_dir, space), "--trials", "1", "--policy", "cnn"]
+    code, _, stderr = _in_process(capsys, *args)
+    assert code == 1 and "every trial failed" in stderr

@@ -273,11 +273,16 @@ def _search(
         )
 
     say(f"{args.trials} trials in {sweep_dir}, {args.jobs} at a time")
-    _, stopped_by = run_jobs(next_job, args.jobs)
+    failed, stopped_by = run_jobs(next_job, args.jobs)
     summarize(study, sweep_dir, args.plots)
     if stopped_by:
         say("stopped; the same command continues the study (stopped trials resume)")
         return 128 + stopped_by
+    from puffertrain.sweep.results import best_trial
+
+    if failed and best_trial(study) is None:  # a script's next step needs a best config
+        say("every trial failed (each one's log says why): no best config")
+        return 1
     return 0
 
 
