@@ -428,5 +428,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         sys.exit(1)
     except KeyboardInterrupt:
-        print("puffertrain: aborted; checkpoints written before are kept", file=sys.stderr)
+        kept = "; checkpoints written before are kept" if command in ("train", "sweep") else ""
+        print(f"puffertrain: aborted{kept}", file=sys.stderr)
         sys.exit(130)

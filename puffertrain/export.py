@@ -197,6 +197,8 @@ def export(config: ExportConfig) -> Path:
     """Export the checkpoint's policy; print what was written and its inputs and outputs."""
     if not config.output.parent.is_dir():
         raise UserError(f"--output: directory '{config.output.parent}' does not exist")
+    if config.output.is_dir():
+        raise UserError(f"--output '{config.output}' is a directory; name the file to write")
     restored = restore(config.checkpoint, "--checkpoint")
     if config.output.is_file() and _is_checkpoint(config.output):
         raise UserError(f"--output '{config.output}' is a checkpoint; export elsewhere")

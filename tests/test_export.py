@@ -161,6 +161,7 @@ def test_a_policy_with_an_untranslatable_op_gets_one_line_naming_it(tmp_path):
         (["--checkpoint", "missing_run"], "does not exist"),
         (["--checkpoint", "tests/envs.py"], "corrupt or not a puffertrain checkpoint"),
         (["--checkpoint", "tests/data", "--output", "no/such/dir/p.onnx"], "does not exist"),
+        (["--checkpoint", "tests/data", "--output", "tests"], "is a directory; name the file"),
     ],
 )
 def test_bad_export_input_gets_one_line(args, message, cli):

@@ -173,6 +173,7 @@ def test_a_stop_signal_to_the_group_checkpoints_and_stops_every_worker(
     os.killpg(process.pid, signum)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == -signum, stderr
+    assert "leaked" not in stderr  # ended by the signal, after the exit handlers ran
     assert list((run_dir / "checkpoints").glob("step_*.pt"))
 
 

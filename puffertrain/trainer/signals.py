@@ -3,6 +3,7 @@ the process as that signal would have once everything is saved."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -78,6 +79,7 @@ def end_as_stopped(status: int) -> NoReturn:
     """End the process by the signal a stop ``status`` stands for, with the default action:
     a shell then sees the signal, not an exit, and stops a loop of commands as it does for
     any process Ctrl-C ends (an exit of 130 would let the loop go on to the next run)."""
+    atexit._run_exitfuncs()  # what a normal exit runs: multiprocessing's cleanup, the flushes
     sys.stdout.flush()
     sys.stderr.flush()
     signum = STOPPED_STATUS[status]
