@@ -19,7 +19,7 @@ from pathlib import Path
 from puffertrain.errors import UserError
 from puffertrain.launcher import Job, run_jobs
 from puffertrain.threads import cpu_budget
-from puffertrain.trainer.checkpoint import list_checkpoints
+from puffertrain.trainer.checkpoint import list_checkpoints, load_checkpoint
 from puffertrain.trainer.run_dir import holds_run, reserve_dir
 
 SEEDS_FILE = "seeds.json"
@@ -145,14 +145,32 @@ def final_figures(run_dir: Path) -> tuple[float | None, float | None]:
     return final, sps
 
 
+def trained_steps(run_dir: Path) -> tuple[int, bool]:
+    """The steps a run's newest checkpoint holds, and whether the run reached its budget (one
+    more update would pass --total-timesteps); (0, False) without a checkpoint."""
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        return 0, False
+    saved = load_checkpoint(checkpoints[-1])
+    update = saved.global_step // max(saved.iteration, 1)
+    return saved.global_step, saved.global_step + update > saved.config["total_timesteps"]
+
+
 def print_summary(runs: list[SeedRun]) -> None:
-    """One table: each seed's final return and SPS, then the mean ± std over seeds."""
-    rows = [(run.seed, *final_figures(run.run_dir)) for run in runs if run.run_dir.exists()]
-    print(f"{'seed':>6}  {'return (last 20)':>18}  {'SPS':>8}")
-    for seed, final, sps in rows:
+    """One table: each seed's final return, SPS and steps (a seed short of its budget marked),
+    then the mean ± std over seeds."""
+    started = [run for run in runs if run.run_dir.exists()]
+    rows = [(run.seed, *final_figures(run.run_dir)) for run in started]
+    print(f"{'seed':>6}  {'return (last 20)':>18}  {'SPS':>8}  {'steps':>12}")
+    short = False
+    for (seed, final, sps), run in zip(rows, started, strict=True):
         final_text = "—" if final is None else f"{final:.2f}"
         sps_text = "—" if sps is None else f"{sps:,.0f}"
-        print(f"{seed:>6}  {final_text:>18}  {sps_text:>8}")
+        steps, done = trained_steps(run.run_dir)
+        short |= not done
+        print(f"{seed:>6}  {final_text:>18}  {sps_text:>8}  {steps:>11,}{' ' if done else '*'}")
+    if short:
+        print("     * short of its budget (stopped or failed): its return is not a final one")
     finals = [final for _, final, _ in rows if final is not None]
     speeds = [sps for _, _, sps in rows if sps is not None]
     if finals:

@@ -43,7 +43,7 @@ def test_each_seed_is_a_run_and_the_summary_reads_their_curves(tmp_path, cli):
     assert sorted(path.name for path in parent.iterdir()) == ["seed_1", "seed_2", "seeds.json"]
     table = {}
     for line in result.stdout.splitlines():
-        match = re.match(r"\s*(\d+)\s+([\d.]+)\s+([\d,]+)$", line)
+        match = re.match(r"\s*(\d+)\s+([\d.]+)\s+([\d,]+)\s+1,024 $", line)  # done: no *
         if match:
             table[int(match[1])] = (float(match[2]), float(match[3].replace(",", "")))
     for seed in (1, 2):
@@ -72,8 +72,9 @@ def test_ctrl_c_leaves_a_checkpoint_in_every_run(tmp_path):
         time.sleep(0.1)
     time.sleep(2)  # both are training
     os.killpg(process.pid, signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == -signal.SIGINT, stderr  # it exited 0, as if both had finished
+    assert "* short of its budget (stopped or failed)" in stdout  # not read as final returns
     for run in runs:
         assert list_checkpoints(run), f"{run.name} left no checkpoint: {stderr}"
         assert load_checkpoint(list_checkpoints(run)[-1]).global_step < 10_000_000
